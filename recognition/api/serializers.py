@@ -1,0 +1,161 @@
+"""Serializers: shapes of what the API reads and returns. No business logic here."""
+from rest_framework import serializers
+
+from recognition.models import Batch, Embedding, FeatureSet, Job, ModelVersion, Prediction, Recording, RecordingResult
+
+
+class RecordingSerializer(serializers.ModelSerializer):
+    audio_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Recording
+        fields = [
+            "id", "original_filename", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels",
+            "label", "speaker", "metadata", "created_at", "audio_url",
+        ]
+
+    def get_audio_url(self, obj: Recording) -> str:
+        return f"/api/v1/recordings/{obj.pk}/audio/"
+
+
+class RecordingUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    label = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    speaker = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    metadata = serializers.JSONField(required=False)
+
+    def validate_metadata(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be a JSON object.")
+        return value
+
+
+class BatchUploadSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    files = serializers.ListField(child=serializers.FileField(), required=False)
+    archive = serializers.FileField(required=False)
+    labels = serializers.FileField(required=False, help_text="CSV: filename,label[,speaker]")
+
+    def validate(self, attrs):
+        if not attrs.get("files") and not attrs.get("archive"):
+            raise serializers.ValidationError("Send one or more 'files' and/or one 'archive' (.zip).")
+        return attrs
+
+
+class RejectionSerializer(serializers.Serializer):
+    filename = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    recording_count = serializers.IntegerField(source="recordings.count", read_only=True)
+
+    class Meta:
+        model = Batch
+        fields = ["id", "name", "description", "created_at", "recording_count"]
+
+
+class BatchCreatedSerializer(BatchSerializer):
+    recordings = RecordingSerializer(many=True, source="accepted")
+    rejected = RejectionSerializer(many=True)
+
+    class Meta(BatchSerializer.Meta):
+        fields = BatchSerializer.Meta.fields + ["recordings", "rejected"]
+
+
+class JobCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Job.Kind.choices)
+    batch = serializers.IntegerField(required=False)
+    recordings = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=100_000)
+    params = serializers.JSONField(required=False)
+    model = serializers.CharField(required=False, max_length=160)
+
+    def validate(self, attrs):
+        if attrs["kind"] != Job.Kind.TRAIN and ("batch" in attrs) == ("recordings" in attrs):
+            raise serializers.ValidationError("Give exactly one of 'batch' or 'recordings'.")
+        return attrs
+
+
+class JobSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    model = serializers.SerializerMethodField()
+    duration_s = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "kind", "status", "batch", "model", "params", "progress", "error", "timings",
+            "created_at", "started_at", "finished_at", "duration_s",
+        ]
+
+    def get_progress(self, obj: Job) -> dict:
+        return {"total": obj.total, "done": obj.done, "failed": obj.failed}
+
+    def get_model(self, obj: Job) -> str | None:
+        return str(obj.model_version) if obj.model_version_id else None
+
+
+class FeatureSetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FeatureSet
+        fields = ["extractor", "extractor_version", "config", "summary", "arrays", "array_names"]
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_version", read_only=True)
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "outcome", "predicted_class", "confidence", "probabilities", "probabilities_raw", "window_share",
+            "agreement", "speech_fraction", "windows", "model", "checkpoint_sha256",
+        ]
+
+
+class EmbeddingSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_version", read_only=True)
+
+    class Meta:
+        model = Embedding
+        fields = ["dim", "vector", "model", "checkpoint_sha256"]
+
+
+class ResultSerializer(serializers.ModelSerializer):
+    recording = serializers.PrimaryKeyRelatedField(read_only=True)
+    filename = serializers.CharField(source="recording_ref")
+    label = serializers.SerializerMethodField()
+    features = FeatureSetSerializer(many=True, source="feature_sets")
+    prediction = serializers.SerializerMethodField()
+    embedding = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RecordingResult
+        fields = ["id", "recording", "filename", "label", "status", "error_code", "error_message", "timings",
+                  "features", "prediction", "embedding"]
+
+    def get_label(self, obj) -> str:
+        return obj.recording.label if obj.recording_id else ""
+
+    def get_prediction(self, obj) -> dict | None:
+        p = getattr(obj, "prediction", None)
+        return PredictionSerializer(p).data if p else None
+
+    def get_embedding(self, obj) -> dict | None:
+        e = getattr(obj, "embedding", None)
+        return EmbeddingSerializer(e).data if e else None
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "name", "version", "family", "task", "labels", "sha256", "is_default", "metrics", "calibration",
+            "hyperparameters", "training_data", "code_version", "created_at",
+        ]
+
+
+class SimilarSerializer(serializers.Serializer):
+    recording = RecordingSerializer()
+    similarity = serializers.FloatField()

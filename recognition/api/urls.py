@@ -1,0 +1,16 @@
+from django.urls import include, path
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from recognition.api import views
+
+router = DefaultRouter()
+router.register("recordings", views.RecordingViewSet, basename="recording")
+router.register("batches", views.BatchViewSet, basename="batch")
+router.register("jobs", views.JobViewSet, basename="job")
+router.register("models", views.ModelVersionViewSet, basename="model")
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("", include(router.urls)),
+]

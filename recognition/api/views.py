@@ -1,0 +1,223 @@
+"""REST API views: parse the request, call a service or selector, serialise. Nothing else."""
+from __future__ import annotations
+
+import csv
+
+import django_filters
+from django.http import FileResponse, HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+
+from recognition import selectors, services
+from recognition.api import serializers as s
+from recognition.errors import NotFound, ServiceError
+from recognition.models import Job, ModelVersion, Recording
+
+
+class RecordingFilter(django_filters.FilterSet):
+    batch = django_filters.NumberFilter(field_name="batches")
+    filename = django_filters.CharFilter(field_name="original_filename", lookup_expr="icontains")
+
+    class Meta:
+        model = Recording
+        fields = ["label", "speaker", "format", "batch", "sha256"]
+
+
+class JobFilter(django_filters.FilterSet):
+    class Meta:
+        model = Job
+        fields = ["kind", "status", "batch"]
+
+
+class RecordingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.RecordingSerializer
+    filterset_class = RecordingFilter
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    throttle_scope = "uploads"
+
+    def get_queryset(self):
+        return selectors.recording_list(user=self.request.user)
+
+    def get_throttles(self):
+        return [ScopedRateThrottle()] if self.action == "create" else []
+
+    @extend_schema(request=s.RecordingUploadSerializer, responses={201: s.RecordingSerializer})
+    def create(self, request):
+        form = s.RecordingUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        recording, created = services.recording_create(
+            owner=request.user, fileobj=upload, filename=upload.name,
+            label=form.validated_data.get("label", ""), speaker=form.validated_data.get("speaker", ""),
+            metadata=form.validated_data.get("metadata"),
+        )
+        data = dict(s.RecordingSerializer(recording).data, duplicate=not created, duration_s=recording.duration_s)
+        return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def perform_destroy(self, instance):
+        services.recording_delete(recording=instance)
+
+    @extend_schema(responses={(200, "audio/*"): bytes})
+    @action(detail=True, methods=["get"])
+    def audio(self, request, pk=None):
+        """The stored audio, streamed, only to its owner."""
+        recording = self.get_object()
+        return _audio_response(recording)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("k", int), OpenApiParameter("model", str)],
+        responses=s.SimilarSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def similar(self, request, pk=None):
+        """Nearest recordings (yours only) by cosine similarity of their embeddings."""
+        recording = self.get_object()
+        try:
+            k = max(1, min(int(request.query_params.get("k", 10)), 100))
+        except ValueError as exc:
+            raise ServiceError("invalid_params", "'k' must be an integer.") from exc
+        model = request.query_params.get("model")
+        mv = services.model_resolve(model, task="embed") if model else None
+        pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
+        return Response(s.SimilarSerializer([{"recording": r, "similarity": sim} for r, sim in pairs], many=True).data)
+
+
+def _audio_response(recording: Recording) -> FileResponse:
+    fh = recording.file.storage.open(recording.file.name, "rb")
+    content_type = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
+                    "opus": "audio/ogg", "m4a": "audio/mp4", "aac": "audio/aac", "webm": "audio/webm"}
+    response = FileResponse(fh, content_type=content_type.get(recording.format, "application/octet-stream"))
+    response["Content-Disposition"] = f'inline; filename="recording-{recording.pk}.{recording.format}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.BatchSerializer
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "uploads"
+
+    def get_queryset(self):
+        return selectors.batch_list(user=self.request.user)
+
+    def get_throttles(self):
+        return [ScopedRateThrottle()] if self.action == "create" else []
+
+    @extend_schema(request=s.BatchUploadSerializer, responses={201: s.BatchCreatedSerializer})
+    def create(self, request):
+        form = s.BatchUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        labels = data.get("labels")
+        batch, accepted, rejected = services.batch_create(
+            owner=request.user, name=data["name"], description=data.get("description", ""),
+            files=[(f.name, f) for f in data.get("files", [])], archive=data.get("archive"),
+            labels_csv=labels.read() if labels else None,
+        )
+        batch.accepted = accepted
+        batch.rejected = [r.as_dict() for r in rejected]
+        return Response(s.BatchCreatedSerializer(batch).data, status=status.HTTP_201_CREATED)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.JobSerializer
+    filterset_class = JobFilter
+    parser_classes = [JSONParser]
+
+    def get_queryset(self):
+        return selectors.job_list(user=self.request.user)
+
+    @extend_schema(request=s.JobCreateSerializer, responses={202: s.JobSerializer})
+    def create(self, request):
+        form = s.JobCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        batch = recordings = None
+        if "batch" in data:
+            batch = selectors.batch_list(user=request.user).filter(pk=data["batch"]).first()
+            if batch is None:
+                raise NotFound("not_found", "No such batch.")
+        if "recordings" in data:
+            ids = set(data["recordings"])
+            recordings = list(selectors.recording_list(user=request.user).filter(pk__in=ids).order_by("id"))
+            if len(recordings) != len(ids):
+                raise NotFound("not_found", "One or more recordings do not exist.")
+        job = services.job_submit(
+            owner=request.user, kind=data["kind"], batch=batch, recordings=recordings,
+            params=data.get("params") or {}, model=data.get("model"),
+        )
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=s.JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = services.job_cancel(job=self.get_object())
+        return Response(s.JobSerializer(job).data)
+
+    @extend_schema(request=None, responses={202: s.JobSerializer})
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request, pk=None):
+        """A new job over only the recordings that failed in this one."""
+        job = services.job_retry_failed(job=self.get_object())
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("export", str, enum=["csv"], description="csv: all results as a CSV file")],
+        responses=s.ResultSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        job = self.get_object()
+        results = selectors.job_results(job=job)
+        if request.query_params.get("export") == "csv":
+            return _results_csv(job, results)
+        page = self.paginate_queryset(results)
+        return self.get_paginated_response(s.ResultSerializer(page, many=True).data)
+
+    @extend_schema(responses=dict)
+    @action(detail=True, methods=["get"])
+    def report(self, request, pk=None):
+        """The evaluation report of a classify job over labelled recordings."""
+        job = self.get_object()
+        if job.report is None:
+            reason = "the job has not finished" if not job.is_terminal else "the batch carries no usable true labels"
+            raise NotFound("no_report", f"No report: {reason}.")
+        return Response(job.report)
+
+
+def _csv_cell(value) -> str:
+    """Neutralise spreadsheet formulas in exported cells (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
+
+
+def _results_csv(job: Job, results) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.csv"'
+    writer = csv.writer(response)
+    labels = list(job.model_version.labels) if job.model_version_id else []
+    writer.writerow(["recording", "filename", "label", "status", "error_code", "error_message", "outcome",
+                     "predicted_class", "confidence"] + [f"p_{label}" for label in labels])
+    for r in results:
+        p = getattr(r, "prediction", None)
+        writer.writerow([_csv_cell(v) for v in [
+            r.recording_id, r.recording_ref, r.recording.label if r.recording_id else "", r.status, r.error_code,
+            r.error_message, p.outcome if p else "", p.predicted_class if p else "",
+            f"{p.confidence:.6f}" if p and p.confidence is not None else "",
+        ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels]])
+    return response
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.ModelVersionSerializer
+    filterset_fields = ["name", "task", "family", "is_default"]
+
+    def get_queryset(self):
+        return selectors.model_list()
+
+
+

@@ -1,0 +1,19 @@
+"""Errors raised by services: a machine-readable code and a message a person can act on."""
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, code: str, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class NotFound(ServiceError):
+    status_code = 404

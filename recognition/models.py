@@ -1,0 +1,270 @@
+"""All database state of accentsite: recordings, batches, jobs, their results and model versions."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def recording_upload_key(instance: "Recording", filename: str) -> str:
+    """Storage key for an upload: never derived from the user's filename."""
+    ext = (instance.format or "bin").lower()
+    return f"recordings/{instance.uuid.hex[:2]}/{instance.uuid.hex}.{ext}"
+
+
+class Batch(models.Model):
+    """A named set of recordings with an owner: the unit people upload and review."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    recordings = models.ManyToManyField("Recording", related_name="batches", blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Recording(models.Model):
+    """One uploaded audio file as stored, with what its header says and optional labels."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recordings")
+    file = models.FileField(upload_to=recording_upload_key, max_length=255)
+    original_filename = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=16)
+    duration_s = models.FloatField(null=True, blank=True)
+    sample_rate = models.PositiveIntegerField(null=True, blank=True)
+    channels = models.PositiveSmallIntegerField(null=True, blank=True)
+    label = models.CharField(max_length=100, blank=True, db_index=True)
+    speaker = models.CharField(max_length=200, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "sha256"], name="recording_unique_owner_sha256")]
+
+    def __str__(self) -> str:
+        return self.original_filename
+
+
+class ModelVersion(models.Model):
+    """A trained model: its checkpoint, what it predicts, how good it was and on what data."""
+
+    class Task(models.TextChoices):
+        CLASSIFY = "classify"
+        EMBED = "embed"
+
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    family = models.CharField(max_length=50)
+    task = models.CharField(max_length=16, choices=Task.choices)
+    labels = models.JSONField(default=list, blank=True)
+    checkpoint = models.CharField(max_length=500, blank=True, help_text="Path under models/checkpoints or a storage key")
+    sha256 = models.CharField(max_length=64, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    calibration = models.JSONField(default=dict, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    training_data = models.JSONField(default=dict, blank=True)
+    code_version = models.CharField(max_length=64, blank=True)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="modelversion_unique_name_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Job(models.Model):
+    """A unit of work over recordings, with an explicit state machine.
+
+    ``queued -> running -> succeeded | failed | cancelled``; ``queued -> cancelled`` too.
+    Transitions are methods that refuse illegal moves.
+    """
+
+    class Kind(models.TextChoices):
+        FEATURES = "features"
+        CLASSIFY = "classify"
+        EMBED = "embed"
+        TRAIN = "train"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    _TRANSITIONS = {
+        Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
+        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED},
+    }
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices, db_index=True)
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    recordings = models.ManyToManyField(Recording, related_name="jobs", blank=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per stage, summed over chunks")
+    report = models.JSONField(null=True, blank=True, help_text="Evaluation report when the batch has labels")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job #{self.pk}"
+
+    class IllegalTransition(Exception):
+        pass
+
+    def _move(self, new: str) -> None:
+        if new not in self._TRANSITIONS.get(self.status, set()):
+            raise Job.IllegalTransition(f"job {self.pk}: cannot go from {self.status} to {new}")
+        self.status = new
+
+    def mark_running(self) -> None:
+        self._move(self.Status.RUNNING)
+        self.started_at = self.started_at or timezone.now()
+
+    def mark_finished(self, status: str, error: str = "") -> None:
+        self._move(status)
+        self.error = error
+        self.finished_at = timezone.now()
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started_at:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class JobChunk(models.Model):
+    """A slice of a job's recordings run by one task, so a crash loses at most one chunk."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    recording_ids = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    timings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="jobchunk_unique_job_index")]
+
+
+class RecordingResult(models.Model):
+    """The outcome of one job for one recording: succeeded or failed with a reason."""
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="results")
+    recording = models.ForeignKey(Recording, null=True, on_delete=models.SET_NULL, related_name="results")
+    recording_ref = models.CharField(max_length=255, blank=True, help_text="Filename kept if the recording is deleted")
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "recording"], name="result_unique_job_recording"),
+        ]
+
+
+class FeatureSet(models.Model):
+    """One extractor's output for one recording: summary in the database, frames in storage."""
+
+    result = models.ForeignKey(RecordingResult, on_delete=models.CASCADE, related_name="feature_sets")
+    extractor = models.CharField(max_length=50, db_index=True)
+    extractor_version = models.CharField(max_length=20)
+    config = models.JSONField(default=dict)
+    summary = models.JSONField(default=dict)
+    arrays = models.CharField(max_length=255, blank=True, help_text="Storage key of the .npz with frame-level arrays")
+    array_names = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["result", "extractor"]
+        constraints = [models.UniqueConstraint(fields=["result", "extractor"], name="featureset_unique_result_extractor")]
+
+
+class Prediction(models.Model):
+    """What a classifier said about one recording, window by window and overall."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        UNCERTAIN = "uncertain"
+        INSUFFICIENT_SPEECH = "insufficient_speech"
+
+    result = models.OneToOneField(RecordingResult, on_delete=models.CASCADE, related_name="prediction")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    checkpoint_sha256 = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=24, choices=Outcome.choices, db_index=True)
+    predicted_class = models.CharField(max_length=100, blank=True, db_index=True)
+    confidence = models.FloatField(null=True)
+    probabilities = models.JSONField(default=dict, help_text="Calibrated class probabilities")
+    probabilities_raw = models.JSONField(default=dict)
+    window_share = models.JSONField(default=dict, help_text="Fraction of windows per predicted class")
+    agreement = models.FloatField(null=True)
+    speech_fraction = models.FloatField(null=True)
+    windows = models.JSONField(default=list, help_text="[{start_s, end_s, probabilities}]")
+
+
+class Embedding(models.Model):
+    """One vector per recording (and optionally per window) from an embedding model."""
+
+    result = models.OneToOneField(RecordingResult, on_delete=models.CASCADE, related_name="embedding")
+    recording = models.ForeignKey(Recording, on_delete=models.CASCADE, related_name="embeddings")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="embeddings")
+    checkpoint_sha256 = models.CharField(max_length=64)
+    dim = models.PositiveIntegerField()
+    vector = models.JSONField(help_text="L2-normalised vector")
+    windows = models.JSONField(default=list, blank=True)

@@ -1,0 +1,23 @@
+"""Business logic that writes: every state change of recognition's models goes through here."""
+from recognition.services.jobs import (  # noqa: F401  (re-exported API)
+    chunk_finish,
+    chunk_heartbeat,
+    chunk_start,
+    job_cancel,
+    job_finalize,
+    job_is_cancelled,
+    job_requeue_stuck,
+    job_retry_failed,
+    job_submit,
+    result_fail,
+    result_store_embedding,
+    result_store_features,
+    result_store_prediction,
+)
+from recognition.services.models import model_resolve, model_version_register, shipped_models_register  # noqa: F401
+from recognition.services.recordings import (  # noqa: F401
+    Rejection,
+    batch_create,
+    recording_create,
+    recording_delete,
+)

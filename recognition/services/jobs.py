@@ -1,0 +1,366 @@
+"""Jobs: submission, chunk lifecycle, per-recording results, finalisation, cancel and retry.
+
+Delivery is at least once (``acks_late``), so every write here is idempotent: a chunk that runs
+twice skips recordings whose results are stored and replaces partial ones in one transaction;
+job counters are recounted from result rows, never incremented.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from recognition.errors import ServiceError
+from recognition.models import (
+    Batch,
+    Embedding,
+    FeatureSet,
+    Job,
+    JobChunk,
+    ModelVersion,
+    Prediction,
+    Recording,
+    RecordingResult,
+)
+
+logger = logging.getLogger(__name__)
+
+_PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "features": {"extractors": list, "chunk_size": int},
+    "classify": {"window_s": (int, float), "hop_s": (int, float), "threshold": (int, float), "vad": bool,
+                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int},
+    "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
+    "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int},
+}
+
+
+def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise ServiceError("invalid_params", "'params' must be a JSON object.")
+    allowed = _PARAM_TYPES[kind]
+    for key, value in params.items():
+        if key not in allowed:
+            raise ServiceError("invalid_params", f"Unknown parameter '{key}' for {kind} jobs; allowed: {sorted(allowed)}.")
+        if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
+            raise ServiceError("invalid_params", f"Parameter '{key}' has the wrong type ({type(value).__name__}).")
+    if kind == "features" and "extractors" in params:
+        from workers.pipeline.features import EXTRACTORS
+
+        unknown = [n for n in params["extractors"] if n not in EXTRACTORS]
+        if unknown:
+            raise ServiceError("invalid_params", f"Unknown extractors {unknown}; available: {sorted(EXTRACTORS)}.")
+    for key in ("window_s", "hop_s"):
+        if key in params and not 0.1 <= params[key] <= 60:
+            raise ServiceError("invalid_params", f"'{key}' must be between 0.1 and 60 seconds.")
+    if "threshold" in params and not 0 <= params["threshold"] <= 1:
+        raise ServiceError("invalid_params", "'threshold' must be between 0 and 1.")
+    if "chunk_size" in params and not 1 <= params["chunk_size"] <= 1000:
+        raise ServiceError("invalid_params", "'chunk_size' must be between 1 and 1000.")
+    return params
+
+
+def job_submit(
+    *,
+    owner: AbstractBaseUser,
+    kind: str,
+    batch: Batch | None = None,
+    recordings: list[Recording] | None = None,
+    params: dict[str, Any] | None = None,
+    model: str | None = None,
+) -> Job:
+    """Create a job over a batch or recordings, split it into chunks and enqueue them on commit."""
+    from recognition.services.models import model_resolve
+
+    if kind not in Job.Kind.values:
+        raise ServiceError("invalid_kind", f"Unknown job kind '{kind}'; use one of {Job.Kind.values}.")
+    params = _validate_params(kind, dict(params or {}))
+    if batch is not None and batch.owner_id != owner.pk:
+        raise ServiceError("not_found", "No such batch.", status_code=404)
+    targets = list(batch.recordings.order_by("id")) if batch is not None else list(recordings or [])
+    if any(r.owner_id != owner.pk for r in targets):
+        raise ServiceError("not_found", "No such recording.", status_code=404)
+    if kind != Job.Kind.TRAIN and not targets:
+        raise ServiceError("no_recordings", "The job has no recordings to run on.")
+    model_version = None
+    if kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED):
+        model_version = model_resolve(model, task="classify" if kind == Job.Kind.CLASSIFY else "embed")
+    elif model:
+        raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
+    chunk_size = params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(kind, 16)
+    with transaction.atomic():
+        job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
+        job.full_clean()
+        job.save()
+        job.recordings.set(targets)
+        ids = [r.pk for r in targets]
+        chunks = [
+            JobChunk(job=job, index=i, recording_ids=ids[start : start + chunk_size])
+            for i, start in enumerate(range(0, len(ids), chunk_size))
+        ] or [JobChunk(job=job, index=0, recording_ids=[])]
+        JobChunk.objects.bulk_create(chunks)
+        chunk_ids = list(job.chunks.values_list("id", flat=True))
+        transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
+    logger.info("job submitted: %s over %d recordings in %d chunks", kind, len(targets), len(chunk_ids), extra={"job_id": job.pk})
+    return job
+
+
+def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
+    from workers import tasks
+
+    task = {
+        Job.Kind.FEATURES: tasks.run_features_chunk,
+        Job.Kind.CLASSIFY: tasks.run_model_chunk,
+        Job.Kind.EMBED: tasks.run_model_chunk,
+        Job.Kind.TRAIN: tasks.run_train_job,
+    }[job.kind]
+    now = timezone.now()
+    for chunk_id in chunk_ids:
+        result = task.delay(chunk_id)
+        JobChunk.objects.filter(pk=chunk_id).update(task_id=result.id or "", enqueued_at=now)
+
+
+@dataclass
+class ChunkContext:
+    job: Job
+    chunk: JobChunk
+    recordings: list[Recording]
+
+
+def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkContext | None:
+    """Claim a chunk for a worker; ``None`` when there is nothing to do (done, cancelled, gone).
+
+    Recordings that vanished while the job was queued are recorded as failed with a reason;
+    recordings whose result already succeeded (a redelivered chunk) are skipped.
+    """
+    with transaction.atomic():
+        chunk = JobChunk.objects.select_for_update().select_related("job").filter(pk=chunk_id).first()
+        if chunk is None:
+            logger.warning("chunk %s no longer exists", chunk_id)
+            return None
+        job = Job.objects.select_for_update().get(pk=chunk.job_id)
+        if job.is_terminal or chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED):
+            return None
+        if job.status == Job.Status.QUEUED:
+            job.mark_running()
+            job.save(update_fields=["status", "started_at"])
+        now = timezone.now()
+        chunk.status = JobChunk.Status.RUNNING
+        chunk.worker = worker
+        chunk.task_id = task_id or chunk.task_id
+        chunk.attempts += 1
+        chunk.started_at = now
+        chunk.heartbeat_at = now
+        chunk.save(update_fields=["status", "worker", "task_id", "attempts", "started_at", "heartbeat_at"])
+        found = {r.pk: r for r in Recording.objects.filter(pk__in=chunk.recording_ids)}
+        finished = set(
+            RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids, status=RecordingResult.Status.SUCCEEDED)
+            .values_list("recording_id", flat=True)
+        )
+        for missing in [rid for rid in chunk.recording_ids if rid not in found]:
+            if not RecordingResult.objects.filter(job=job, recording_ref=f"deleted recording #{missing}").exists():
+                RecordingResult.objects.create(
+                    job=job, recording=None, recording_ref=f"deleted recording #{missing}",
+                    status=RecordingResult.Status.FAILED, error_code="deleted",
+                    error_message="The recording was deleted after the job was queued.",
+                )
+    todo = [found[rid] for rid in chunk.recording_ids if rid in found and rid not in finished]
+    return ChunkContext(job=job, chunk=chunk, recordings=todo)
+
+
+def chunk_heartbeat(*, chunk_id: int) -> None:
+    JobChunk.objects.filter(pk=chunk_id).update(heartbeat_at=timezone.now())
+
+
+def job_is_cancelled(*, job_id: int) -> bool:
+    return Job.objects.filter(pk=job_id, status=Job.Status.CANCELLED).exists()
+
+
+def _replace_result(job: Job, recording: Recording, **fields: Any) -> RecordingResult:
+    RecordingResult.objects.filter(job=job, recording=recording).delete()
+    return RecordingResult.objects.create(job=job, recording=recording, recording_ref=recording.original_filename, **fields)
+
+
+def result_fail(*, job: Job, recording: Recording, code: str, message: str, timings: dict | None = None) -> RecordingResult:
+    """Record that one recording failed in this job, with a reason a person can act on."""
+    with transaction.atomic():
+        return _replace_result(
+            job, recording, status=RecordingResult.Status.FAILED, error_code=code[:50], error_message=message, timings=timings or {}
+        )
+
+
+def result_store_features(
+    *, job: Job, recording: Recording, features: dict[str, Any], npz: bytes, timings: dict
+) -> RecordingResult:
+    """Store a recording's features: one .npz of frame arrays in storage, one row per extractor.
+
+    ``features`` maps extractor name to ``{"version", "config", "summary", "array_names"}``.
+    """
+    key = f"features/job-{job.pk}/{recording.uuid.hex}.npz"
+    if default_storage.exists(key):
+        default_storage.delete(key)
+    key = default_storage.save(key, ContentFile(npz))
+    try:
+        with transaction.atomic():
+            result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+            FeatureSet.objects.bulk_create(
+                FeatureSet(
+                    result=result, extractor=name, extractor_version=f["version"], config=f["config"],
+                    summary=f["summary"], arrays=key, array_names=f["array_names"],
+                )
+                for name, f in features.items()
+            )
+    except Exception:
+        default_storage.delete(key)
+        raise
+    return result
+
+
+def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict) -> RecordingResult:
+    mv = job.model_version
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        Prediction.objects.create(
+            result=result, model_version=mv, checkpoint_sha256=mv.sha256,
+            outcome=outcome["outcome"], predicted_class=outcome.get("predicted_class") or "",
+            confidence=outcome.get("confidence"), probabilities=outcome.get("probabilities") or {},
+            probabilities_raw=outcome.get("probabilities_raw") or {}, window_share=outcome.get("window_share") or {},
+            agreement=outcome.get("agreement"), speech_fraction=outcome.get("speech_fraction"),
+            windows=outcome.get("windows") or [],
+        )
+    return result
+
+
+def result_store_embedding(*, job: Job, recording: Recording, vector: list[float], windows: list | None, timings: dict) -> RecordingResult:
+    mv = job.model_version
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        Embedding.objects.create(
+            result=result, recording=recording, model_version=mv, checkpoint_sha256=mv.sha256,
+            dim=len(vector), vector=[float(v) for v in vector], windows=windows or [],
+        )
+    return result
+
+
+def _recount(job: Job) -> None:
+    counts = job.results.aggregate(
+        done=Count("id", filter=Q(status=RecordingResult.Status.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=RecordingResult.Status.FAILED)),
+    )
+    job.done, job.failed = counts["done"], counts["failed"]
+
+
+def chunk_finish(*, chunk_id: int, timings: dict[str, float], error: str = "") -> Job | None:
+    """Close a chunk, add its stage timings to the job, recount progress; finalise the last one."""
+    with transaction.atomic():
+        chunk = JobChunk.objects.select_for_update().filter(pk=chunk_id).first()
+        if chunk is None:
+            return None
+        job = Job.objects.select_for_update().get(pk=chunk.job_id)
+        if chunk.status != JobChunk.Status.DONE:
+            chunk.status = JobChunk.Status.FAILED if error else JobChunk.Status.DONE
+            chunk.error = error
+            chunk.timings = {k: round(v, 4) for k, v in timings.items()}
+            chunk.finished_at = timezone.now()
+            chunk.save(update_fields=["status", "error", "timings", "finished_at"])
+            for stage, seconds in timings.items():
+                job.timings[stage] = round(job.timings.get(stage, 0.0) + seconds, 4)
+        _recount(job)
+        job.save(update_fields=["done", "failed", "timings"])
+        open_chunks = job.chunks.filter(status__in=[JobChunk.Status.QUEUED, JobChunk.Status.RUNNING]).exists()
+    if not open_chunks and not job.is_terminal:
+        return job_finalize(job_id=job.pk)
+    return job
+
+
+def job_finalize(*, job_id: int) -> Job:
+    """Close a job whose chunks are all done: succeeded unless every recording failed.
+
+    A classify job over recordings with true labels ends by computing the evaluation report.
+    """
+    report = None
+    job = Job.objects.get(pk=job_id)
+    if job.kind == Job.Kind.CLASSIFY and not job.is_terminal:
+        from recognition.services.reports import classify_report
+
+        report = classify_report(job=job)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal:
+            return job
+        _recount(job)
+        if job.status == Job.Status.QUEUED:
+            job.mark_running()
+        if job.total and job.failed == job.total:
+            job.mark_finished(Job.Status.FAILED, error=f"All {job.total} recordings failed; see the per-recording errors.")
+        else:
+            job.mark_finished(Job.Status.SUCCEEDED)
+        job.report = report
+        job.save()
+    logger.info("job %s %s: %d done, %d failed", job.pk, job.status, job.done, job.failed, extra={"job_id": job.pk})
+    return job
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Stop a job: queued chunks never start, running ones stop between recordings, results stay."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_terminal:
+            raise ServiceError("not_cancellable", f"The job already {job.status}.", status_code=409)
+        job.mark_finished(Job.Status.CANCELLED, error="Cancelled by request.")
+        _recount(job)
+        job.save()
+        job.chunks.filter(status=JobChunk.Status.QUEUED).update(status=JobChunk.Status.CANCELLED, finished_at=timezone.now())
+    _revoke_chunks(job)
+    return job
+
+
+def _revoke_chunks(job: Job) -> None:
+    from accentsite.celery import app
+
+    for task_id in job.chunks.exclude(task_id="").values_list("task_id", flat=True):
+        try:
+            app.control.revoke(task_id)
+        except Exception:  # the broker being down must not make cancel fail; chunks check status too
+            logger.warning("could not revoke task %s", task_id, extra={"job_id": job.pk})
+
+
+def job_retry_failed(*, job: Job) -> Job:
+    """A new job of the same kind, model and params over only the recordings that failed."""
+    if not job.is_terminal:
+        raise ServiceError("not_finished", "Retry the failed recordings once the job has finished.", status_code=409)
+    failed = list(
+        Recording.objects.filter(results__job=job, results__status=RecordingResult.Status.FAILED).order_by("id")
+    )
+    if not failed:
+        raise ServiceError("nothing_failed", "No recording of this job failed.", status_code=409)
+    model = f"{job.model_version.name}@{job.model_version.version}" if job.model_version else None
+    return job_submit(owner=job.owner, kind=job.kind, recordings=failed, params=dict(job.params), model=model)
+
+
+def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[int]:
+    """Requeue chunks of running jobs whose task went silent (no heartbeat) for ``older_than``.
+
+    Idempotent: a chunk that was in fact still running only skips recordings already stored.
+    """
+    limit = timezone.now() - older_than
+    stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
+        Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit) | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=limit)
+    )
+    requeued: dict[int, list[int]] = {}
+    for chunk in stuck.select_related("job"):
+        JobChunk.objects.filter(pk=chunk.pk).update(status=JobChunk.Status.QUEUED, error="requeued: no heartbeat")
+        requeued.setdefault(chunk.job_id, []).append(chunk.pk)
+    for job_id, chunk_ids in requeued.items():
+        job = Job.objects.get(pk=job_id)
+        logger.warning("requeued %d stuck chunks", len(chunk_ids), extra={"job_id": job_id})
+        _enqueue_chunks(job, chunk_ids)
+    return [cid for ids in requeued.values() for cid in ids]

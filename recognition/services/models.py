@@ -1,0 +1,105 @@
+"""The model registry: register trained versions, pick defaults, resolve ``name[@version]``."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from recognition.errors import ServiceError
+from recognition.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+SPEAKER_ENCODER = {"name": "speaker-encoder", "version": "resemblyzer-0.1.4", "family": "speaker_encoder", "task": "embed"}
+
+
+def model_version_register(
+    *,
+    name: str,
+    version: str,
+    family: str,
+    task: str,
+    labels: list[str],
+    checkpoint: str,
+    sha256: str,
+    metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+    code_version: str = "",
+    make_default: bool = False,
+) -> ModelVersion:
+    """Create or update the row for ``name@version``; optionally make it its task's default."""
+    with transaction.atomic():
+        mv, _ = ModelVersion.objects.update_or_create(
+            name=name,
+            version=version,
+            defaults=dict(
+                family=family, task=task, labels=list(labels), checkpoint=checkpoint, sha256=sha256,
+                metrics=metrics or {}, calibration=calibration or {}, hyperparameters=hyperparameters or {},
+                training_data=training_data or {}, code_version=code_version,
+            ),
+        )
+        if make_default or not ModelVersion.objects.filter(name=name, is_default=True).exclude(pk=mv.pk).exists():
+            ModelVersion.objects.filter(name=name).exclude(pk=mv.pk).update(is_default=False)
+            mv.is_default = True
+            mv.save(update_fields=["is_default"])
+    return mv
+
+
+def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion]:
+    """Register every checkpoint shipped under ``models/checkpoints`` (its ``.json`` sidecar) and
+    the pretrained speaker encoder, so a fresh install has working defaults. Idempotent."""
+    models_dir = Path(models_dir or settings.MODELS_DIR)
+    registered = []
+    for sidecar in sorted(models_dir.glob("*.json")):
+        meta = json.loads(sidecar.read_text())
+        spec = meta["spec"]
+        checkpoint = sidecar.with_suffix(".pt")
+        if not checkpoint.exists():
+            logger.warning("sidecar %s has no checkpoint beside it; skipped", sidecar.name)
+            continue
+        existing = ModelVersion.objects.filter(name=spec["name"], version=spec["version"]).first()
+        if existing is not None and existing.sha256 == meta.get("sha256"):
+            registered.append(existing)
+            continue
+        registered.append(
+            model_version_register(
+                name=spec["name"], version=spec["version"], family=spec["family"], task=spec["task"],
+                labels=list(spec.get("labels") or []), checkpoint=checkpoint.name, sha256=meta.get("sha256", ""),
+                metrics=meta.get("metrics"), calibration=meta.get("calibration"), hyperparameters=meta.get("hparams"),
+                training_data=meta.get("training_data"), code_version=meta.get("code_version", ""),
+                make_default=bool(meta.get("default", False)),
+            )
+        )
+    if not ModelVersion.objects.filter(name=SPEAKER_ENCODER["name"]).exists():
+        registered.append(
+            model_version_register(
+                **SPEAKER_ENCODER, labels=[], checkpoint="package:resemblyzer", sha256="",
+                hyperparameters={"embedding_dim": 256, "note": "GE2E encoder shipped inside the resemblyzer package"},
+            )
+        )
+    return registered
+
+
+def model_resolve(spec: str | None, *, task: str) -> ModelVersion:
+    """Find ``name`` (its default version) or ``name@version``; the task's default when ``None``."""
+    qs = ModelVersion.objects.filter(task=task)
+    if not spec:
+        default_name = settings.DEFAULT_MODELS.get(task)
+        mv = qs.filter(name=default_name, is_default=True).first() or qs.filter(is_default=True).first()
+        if mv is None:
+            raise ServiceError("no_model", f"No {task} model is registered; train one with 'manage.py train'.")
+        return mv
+    if not isinstance(spec, str):
+        raise ServiceError("invalid_params", "'model' must be a string: name or name@version.")
+    name, _, version = spec.partition("@")
+    mv = qs.filter(name=name, version=version).first() if version else qs.filter(name=name, is_default=True).first()
+    if mv is None:
+        known = sorted(set(qs.values_list("name", flat=True)))
+        raise ServiceError("unknown_model", f"No {task} model '{spec}'. Known: {known}.")
+    return mv

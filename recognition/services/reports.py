@@ -1,0 +1,46 @@
+"""Batch reports: the evaluation report over a classify job whose recordings carry true labels."""
+from __future__ import annotations
+
+import numpy as np
+
+from recognition.models import Job, Prediction
+
+
+def classify_report(*, job: Job) -> dict | None:
+    """Evaluation report over the job's labelled predictions, or ``None`` when nothing is labelled.
+
+    A recording's true label is mapped through ``params["label_map"]`` when given (e.g.
+    ``native_english -> native``). Recordings whose label is outside the model's classes, and
+    ``insufficient_speech`` outcomes, are counted in ``excluded`` rather than guessed.
+    """
+    from workers.pipeline.evaluation import evaluation_report
+
+    labels = list(job.model_version.labels)
+    label_map = job.params.get("label_map") or {}
+    predictions = (
+        Prediction.objects.filter(result__job=job)
+        .select_related("result__recording")
+        .exclude(result__recording__isnull=True)
+        .exclude(result__recording__label="")
+    )
+    y_true, proba, speakers, corpora = [], [], [], []
+    excluded = {"insufficient_speech": 0, "label_not_in_model": 0}
+    for p in predictions:
+        rec = p.result.recording
+        truth = label_map.get(rec.label, rec.label)
+        if p.outcome == Prediction.Outcome.INSUFFICIENT_SPEECH:
+            excluded["insufficient_speech"] += 1
+            continue
+        if truth not in labels:
+            excluded["label_not_in_model"] += 1
+            continue
+        y_true.append(truth)
+        proba.append([p.probabilities.get(label, 0.0) for label in labels])
+        speakers.append(rec.speaker or f"recording-{rec.pk}")
+        corpora.append(str(rec.metadata.get("corpus", "")) or "unspecified")
+    if not y_true:
+        return None
+    report = evaluation_report(y_true, np.asarray(proba, dtype=np.float64), labels, speakers=speakers, corpora=corpora)
+    report["excluded"] = excluded
+    report["model"] = f"{job.model_version.name}@{job.model_version.version}"
+    return report

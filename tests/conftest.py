@@ -1,0 +1,130 @@
+"""Shared fixtures: a temporary MEDIA_ROOT for every test, users, API clients, and (for
+integration tests) a real Celery worker process on the test database."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(request, media_root):
+    """Every Django test writes media under one temporary folder shared with the test worker."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    settings = request.getfixturevalue("settings")
+    settings.MEDIA_ROOT = str(media_root)
+    yield
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username=f"u-{uuid.uuid4().hex[:8]}", password="pw-123456789")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username=f"o-{uuid.uuid4().hex[:8]}", password="pw-123456789")
+
+
+@pytest.fixture
+def api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    client.user = user
+    return client
+
+
+def _database_url(db: dict) -> str:
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real ``celery worker`` subprocess on the test database and media folder."""
+
+    def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu") -> None:
+        self.name = f"test-{uuid.uuid4().hex[:6]}@localhost"
+        self.log = log
+        self.env = env
+        self.queues = queues
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> "WorkerProcess":
+        from accentsite.celery import app
+
+        cmd = [sys.executable, "-m", "celery", "-A", "accentsite", "worker", "-Q", self.queues, "--pool=solo",
+               "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel=INFO"]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}")
+            if app.control.ping(destination=[self.name], timeout=0.5):
+                return self
+        raise RuntimeError(f"worker did not answer within {timeout} s; log:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup, django_db_blocker, media_root, tmp_path_factory) -> dict:
+    from django.db import connection
+
+    env = os.environ.copy()
+    env.update(
+        DATABASE_URL=_database_url(connection.settings_dict),
+        MEDIA_ROOT=str(media_root),
+        WORKER_TORCH_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env, tmp_path_factory):
+    """One worker process for the session, consuming every queue (solo pool, like the GPU worker)."""
+    from accentsite.celery import app
+
+    app.control.purge()
+    worker = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+def wait_for_job(job_id: int, timeout: float = 120.0):
+    """Poll the database until the job is terminal; return it."""
+    from recognition.models import Job
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if job.is_terminal:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {Job.objects.get(pk=job_id).status} after {timeout} s")

@@ -1,0 +1,161 @@
+"""Celery tasks: thin and idempotent. Load ids, call the pipeline, call a service.
+
+The only Django-aware module under ``workers/``. Pipeline and torch imports happen inside the
+tasks, never at import time, so nothing touches torch before a prefork worker forks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Callable
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError, close_old_connections
+from kombu.exceptions import OperationalError as BrokerError
+
+from recognition import services
+from recognition.models import Job, Recording
+
+logger = logging.getLogger(__name__)
+
+# Named transient errors: a dropped database connection, a broker hiccup. Bad audio is never retried.
+TRANSIENT = (OperationalError, InterfaceError, BrokerError, ConnectionError)
+_RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, retry_jitter=True, max_retries=10)
+
+
+def _decode(recording: Recording):
+    """Open by storage key (never a local path), decode to 16 kHz mono and validate."""
+    from django.conf import settings
+
+    from workers.pipeline.audio import load_audio, validate_audio
+
+    with recording.file.storage.open(recording.file.name, "rb") as fh:
+        audio = load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=recording.format, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+    validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+    return audio
+
+
+def _run_chunk(task, chunk_id: int, process: Callable) -> None:
+    """Shared chunk loop: claim, process, record failures per recording, close the chunk."""
+    close_old_connections()
+    ctx = services.chunk_start(chunk_id=chunk_id, worker=task.request.hostname or "", task_id=task.request.id or "")
+    if ctx is None:
+        return
+    timings: dict[str, float] = defaultdict(float)
+    error = ""
+    try:
+        process(ctx, timings)
+    except SoftTimeLimitExceeded:
+        error = "The chunk exceeded its time limit; its unfinished recordings failed."
+        done = set(ctx.job.results.values_list("recording_id", flat=True))
+        for rec in ctx.recordings:
+            if rec.pk not in done:
+                services.result_fail(job=ctx.job, recording=rec, code="time_limit", message=error)
+    services.chunk_finish(chunk_id=chunk_id, timings=dict(timings), error=error)
+
+
+def _fail_unexpected(ctx, rec: Recording, exc: Exception) -> None:
+    logger.exception("recording failed", extra={"job_id": ctx.job.pk, "recording_id": rec.pk})
+    services.result_fail(
+        job=ctx.job, recording=rec, code="processing_error",
+        message=f"Processing failed with {type(exc).__name__}: {exc}. Report this if it repeats.",
+    )
+
+
+@shared_task(bind=True, **_RETRY)
+def run_features_chunk(self, chunk_id: int) -> None:
+    """Decode each recording of a chunk and run the job's feature extractors on it."""
+
+    def process(ctx, timings):
+        from workers.pipeline.audio import AudioError
+        from workers.pipeline.features import extract_features, result_to_npz_bytes
+
+        names = ctx.job.params.get("extractors") or None
+        for rec in ctx.recordings:
+            if services.job_is_cancelled(job_id=ctx.job.pk):
+                break
+            t0 = time.perf_counter()
+            try:
+                audio = _decode(rec)
+                t1 = time.perf_counter()
+                results = extract_features(audio.samples, audio.sample_rate, names=names)
+                t2 = time.perf_counter()
+            except AudioError as exc:
+                services.result_fail(job=ctx.job, recording=rec, code=exc.code, message=exc.message)
+                continue
+            except TRANSIENT + (SoftTimeLimitExceeded,):
+                raise
+            except Exception as exc:  # a bug or odd input in one recording must not sink the chunk
+                _fail_unexpected(ctx, rec, exc)
+                continue
+            rec_timings = {"decode": t1 - t0, "features": t2 - t1}
+            features = {
+                name: {"version": r.version, "config": r.config, "summary": r.summary, "array_names": sorted(r.arrays)}
+                for name, r in results.items()
+            }
+            services.result_store_features(
+                job=ctx.job, recording=rec, features=features, npz=result_to_npz_bytes(results), timings=rec_timings
+            )
+            timings["decode"] += rec_timings["decode"]
+            timings["features"] += rec_timings["features"]
+            timings["store"] += time.perf_counter() - t2
+            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
+
+    _run_chunk(self, chunk_id, process)
+
+
+@shared_task(bind=True, **_RETRY)
+def run_model_chunk(self, chunk_id: int) -> None:
+    """Classify or embed a chunk: decode all, then one batched inference over every window."""
+
+    def process(ctx, timings):
+        from workers import runtime
+        from workers.pipeline.audio import AudioError
+        from workers.pipeline.inference import classify_batch, embed_batch
+
+        job, params = ctx.job, ctx.job.params
+        t0 = time.perf_counter()
+        loaded = runtime.load_model(job.model_version)
+        timings["model_load"] += time.perf_counter() - t0
+        decoded: list[tuple[Recording, object]] = []
+        for rec in ctx.recordings:
+            t = time.perf_counter()
+            try:
+                decoded.append((rec, _decode(rec).samples))
+            except AudioError as exc:
+                services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
+            except TRANSIENT + (SoftTimeLimitExceeded,):
+                raise
+            except Exception as exc:
+                _fail_unexpected(ctx, rec, exc)
+            timings["decode"] += time.perf_counter() - t
+        if not decoded or services.job_is_cancelled(job_id=job.pk):
+            return
+        signals = [s for _, s in decoded]
+        window = {k: params[k] for k in ("window_s", "hop_s") if k in params}
+        services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
+        if job.kind == Job.Kind.CLASSIFY:
+            outcomes = classify_batch(
+                loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", True),
+                min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size", 64), **window,
+            )
+        else:
+            outcomes = embed_batch(
+                loaded, signals, per_window=params.get("per_window", False), batch_size=params.get("batch_size", 64), **window
+            )
+        t = time.perf_counter()
+        for (rec, _), outcome in zip(decoded, outcomes):
+            stage = outcome.get("timings") or {}
+            for key, seconds in stage.items():
+                timings[key] += seconds
+            if job.kind == Job.Kind.CLASSIFY:
+                services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage)
+            else:
+                services.result_store_embedding(
+                    job=job, recording=rec, vector=outcome["vector"], windows=outcome.get("windows"), timings=stage
+                )
+        timings["store"] += time.perf_counter() - t
+
+    _run_chunk(self, chunk_id, process)
