@@ -20,7 +20,7 @@ class MultipleFileField(forms.FileField):
 
 class BatchUploadForm(forms.Form):
     name = forms.CharField(max_length=200)
-    files = MultipleFileField(required=False, help_text="Audio files: wav, flac, mp3, ogg/opus, m4a/aac, webm.")
+    files = MultipleFileField(required=False, allow_empty_file=True, help_text="Audio files: wav, flac, mp3, ogg/opus, m4a/aac, webm.")
     archive = forms.FileField(required=False, help_text="Or one .zip of audio files.")
     labels = forms.FileField(required=False, help_text="Optional CSV: filename,label[,speaker].")
 

@@ -19,7 +19,7 @@ class RecordingSerializer(serializers.ModelSerializer):
 
 
 class RecordingUploadSerializer(serializers.Serializer):
-    file = serializers.FileField()
+    file = serializers.FileField(allow_empty_file=True)
     label = serializers.CharField(required=False, allow_blank=True, max_length=100)
     speaker = serializers.CharField(required=False, allow_blank=True, max_length=200)
     metadata = serializers.JSONField(required=False)
@@ -33,7 +33,7 @@ class RecordingUploadSerializer(serializers.Serializer):
 class BatchUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    files = serializers.ListField(child=serializers.FileField(), required=False)
+    files = serializers.ListField(child=serializers.FileField(allow_empty_file=True), required=False)
     archive = serializers.FileField(required=False)
     labels = serializers.FileField(required=False, help_text="CSV: filename,label[,speaker]")
 

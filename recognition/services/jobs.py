@@ -82,7 +82,7 @@ def job_submit(
 
     if kind not in Job.Kind.values:
         raise ServiceError("invalid_kind", f"Unknown job kind '{kind}'; use one of {Job.Kind.values}.")
-    params = _validate_params(kind, dict(params or {}))
+    params = dict(_validate_params(kind, params if params is not None else {}))
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)
     targets = list(batch.recordings.order_by("id")) if batch is not None else list(recordings or [])

@@ -1,0 +1,60 @@
+"""The admin: batch upload page, job list with progress, actions."""
+import pytest
+
+from recognition.models import Batch, Job, Recording
+from tests.factories import audio_bytes, pulse_train, upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-123456789")
+    client.force_login(admin)
+    client.user = admin
+    return client
+
+
+def test_admin_batch_upload_shows_rejections(staff_client):
+    response = staff_client.post(
+        "/admin/recognition/batch/upload/",
+        {
+            "name": "admin batch",
+            "files": [upload("a.wav", audio_bytes(pulse_train(f0=130))), upload("b.wav", b"garbage")],
+            "labels": upload("labels.csv", b"a.wav,native\nb.wav,native\n"),
+        },
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "1 stored, 1 rejected" in page and "not_audio" in page
+    batch = Batch.objects.get(name="admin batch")
+    assert list(batch.recordings.values_list("original_filename", "label")) == [("a.wav", "native")]
+
+
+def test_admin_pages_render(staff_client, monkeypatch):
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    staff_client.post("/admin/recognition/batch/upload/", {"name": "b", "files": [upload("a.wav", audio_bytes(pulse_train()))]})
+    batch = Batch.objects.get()
+    rec = Recording.objects.get()
+    response = staff_client.post("/admin/recognition/batch/", {"action": "run_features", "_selected_action": [batch.pk]})
+    assert response.status_code == 302
+    job = Job.objects.get()
+    for url in ["/admin/recognition/batch/", f"/admin/recognition/batch/{batch.pk}/change/", "/admin/recognition/job/",
+                f"/admin/recognition/job/{job.pk}/change/", f"/admin/recognition/recording/{rec.pk}/change/",
+                "/admin/recognition/modelversion/", "/admin/recognition/job/?status__exact=queued"]:
+        assert staff_client.get(url).status_code == 200, url
+    assert b"<audio" in staff_client.get(f"/admin/recognition/recording/{rec.pk}/change/").content
+    audio = staff_client.get(f"/media/recordings/{rec.pk}/")
+    assert audio.status_code == 200 and audio["Content-Type"] == "audio/wav"
+    staff_client.post("/admin/recognition/job/", {"action": "cancel_jobs", "_selected_action": [job.pk]})
+    assert Job.objects.get().status == "cancelled"
+
+
+def test_media_is_not_public(client, user, other_user):
+    from recognition import services
+
+    rec, _ = services.recording_create(owner=user, fileobj=upload("a.wav", audio_bytes(pulse_train())), filename="a.wav")
+    assert client.get(f"/media/recordings/{rec.pk}/").status_code == 302  # login first
+    client.force_login(other_user)
+    assert client.get(f"/media/recordings/{rec.pk}/").status_code == 404
+    assert client.get(f"/media/{rec.file.name}").status_code == 404
