@@ -149,6 +149,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # --- Workers --------------------------------------------------------------------------------
 WORKER_DEVICE = env.str("WORKER_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
 WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)  # 0: one per core of this child
+INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 NUMBA_CACHE_DIR = env.str("NUMBA_CACHE_DIR", default=str(VAR_DIR / "numba-cache"))

@@ -61,7 +61,7 @@ def _database_url(db: dict) -> str:
 class WorkerProcess:
     """A real ``celery worker`` subprocess on the test database and media folder."""
 
-    def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu") -> None:
+    def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu,interactive") -> None:
         self.name = f"test-{uuid.uuid4().hex[:6]}@localhost"
         self.log = log
         self.env = env

@@ -159,3 +159,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 class SimilarSerializer(serializers.Serializer):
     recording = RecordingSerializer()
     similarity = serializers.FloatField()
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    model = serializers.CharField(required=False, max_length=160, help_text="name or name@version; default model if omitted")
+    threshold = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    vad = serializers.BooleanField(required=False, default=True)
+
+
+class PredictResponseSerializer(serializers.Serializer):
+    predicted_class = serializers.CharField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+    all_predictions = serializers.DictField(child=serializers.FloatField())
+    calibrated = serializers.BooleanField()
+    outcome = serializers.ChoiceField(choices=["ok", "uncertain", "insufficient_speech"])
+    windows = serializers.ListField(child=serializers.DictField())
+    model = serializers.CharField()

@@ -12,5 +12,6 @@ router.register("models", views.ModelVersionViewSet, basename="model")
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
+    path("predict/", views.PredictView.as_view(), name="predict"),
     path("", include(router.urls)),
 ]

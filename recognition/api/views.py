@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
 
 from recognition import selectors, services
 from recognition.api import serializers as s
@@ -222,6 +223,26 @@ def _results_csv(job: Job, results) -> HttpResponse:
             f"{p.confidence:.6f}" if p and p.confidence is not None else "",
         ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels]])
     return response
+
+
+class PredictView(APIView):
+    """Classify one file synchronously: every class probability, and ``uncertain`` under the threshold."""
+
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "uploads"
+
+    @extend_schema(request=s.PredictRequestSerializer, responses=s.PredictResponseSerializer)
+    def post(self, request):
+        from recognition.services.predict import predict_file
+
+        form = s.PredictRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        upload = data["file"]
+        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
+                              threshold=data.get("threshold"), vad=data["vad"])
+        return Response(result)
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -116,15 +116,18 @@ def job_submit(
 def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
     from workers import tasks
 
-    task = {
-        Job.Kind.FEATURES: tasks.run_features_chunk,
-        Job.Kind.CLASSIFY: tasks.run_model_chunk,
-        Job.Kind.EMBED: tasks.run_model_chunk,
-        Job.Kind.TRAIN: tasks.run_train_job,
-    }[job.kind]
+    task = getattr(tasks, {
+        Job.Kind.FEATURES: "run_features_chunk",
+        Job.Kind.CLASSIFY: "run_model_chunk",
+        Job.Kind.EMBED: "run_model_chunk",
+        Job.Kind.TRAIN: "run_train_job",
+    }[job.kind])
+    # Small model jobs a person waits for go to the interactive queue, never behind a big batch.
+    interactive = job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS
+    options = {"queue": "interactive"} if interactive else {}
     now = timezone.now()
     for chunk_id in chunk_ids:
-        result = task.delay(chunk_id)
+        result = task.apply_async((chunk_id,), **options)
         JobChunk.objects.filter(pk=chunk_id).update(task_id=result.id or "", enqueued_at=now)
 
 
