@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -219,10 +219,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Make the selected version its model's default")
     def make_default(self, request, queryset):
         for mv in queryset:
-            services.model_version_register(**{
-                f: getattr(mv, f) for f in ("name", "version", "family", "task", "labels", "checkpoint", "sha256",
-                                            "metrics", "calibration", "training_data", "code_version")
-            }, hyperparameters=mv.hyperparameters, make_default=True)
+            services.model_version_make_default(model_version=mv)
 
 
 admin.site.site_header = "accentsite"

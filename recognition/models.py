@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 
-def recording_upload_key(instance: "Recording", filename: str) -> str:
+def recording_upload_key(instance: Recording, filename: str) -> str:
     """Storage key for an upload: never derived from the user's filename."""
     ext = (instance.format or "bin").lower()
     return f"recordings/{instance.uuid.hex[:2]}/{instance.uuid.hex}.{ext}"

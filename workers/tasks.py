@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -146,7 +146,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
                 loaded, signals, per_window=params.get("per_window", False), batch_size=params.get("batch_size", 64), **window
             )
         t = time.perf_counter()
-        for (rec, _), outcome in zip(decoded, outcomes):
+        for (rec, _), outcome in zip(decoded, outcomes, strict=True):
             stage = outcome.get("timings") or {}
             for key, seconds in stage.items():
                 timings[key] += seconds
@@ -159,3 +159,29 @@ def run_model_chunk(self, chunk_id: int) -> None:
         timings["store"] += time.perf_counter() - t
 
     _run_chunk(self, chunk_id, process)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3)
+def run_train_job(self, chunk_id: int) -> None:
+    """Train a model on a job's labelled recordings; progress moves by epoch."""
+    from recognition.errors import ServiceError
+    from recognition.services import training
+
+    close_old_connections()
+    ctx = services.chunk_start(chunk_id=chunk_id, worker=self.request.hostname or "", task_id=self.request.id or "")
+    if ctx is None:
+        return
+    job_id = ctx.job.pk
+
+    def progress(stage: str, done: int, total: int, info: dict) -> None:
+        if stage == "train":
+            training.train_job_progress(job_id=job_id, done=done, total=total)
+
+    try:
+        mv = training.train_job_run(job=ctx.job, progress=progress)
+    except ServiceError as exc:
+        training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
+    except SoftTimeLimitExceeded:
+        training.train_job_finish(job_id=job_id, model_version=None, error="Training exceeded its time limit.")
+    else:
+        training.train_job_finish(job_id=job_id, model_version=mv)

@@ -14,7 +14,12 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     result_store_features,
     result_store_prediction,
 )
-from recognition.services.models import model_resolve, model_version_register, shipped_models_register  # noqa: F401
+from recognition.services.models import (  # noqa: F401
+    model_resolve,
+    model_version_make_default,
+    model_version_register,
+    shipped_models_register,
+)
 from recognition.services.recordings import (  # noqa: F401
     Rejection,
     batch_create,

@@ -26,7 +26,6 @@ from recognition.models import (
     FeatureSet,
     Job,
     JobChunk,
-    ModelVersion,
     Prediction,
     Recording,
     RecordingResult,
@@ -76,8 +75,12 @@ def job_submit(
     recordings: list[Recording] | None = None,
     params: dict[str, Any] | None = None,
     model: str | None = None,
+    enqueue: bool = True,
 ) -> Job:
-    """Create a job over a batch or recordings, split it into chunks and enqueue them on commit."""
+    """Create a job over a batch or recordings, split it into chunks and enqueue them on commit.
+
+    ``enqueue=False`` leaves the chunks for the caller to run in-process (``manage.py train --batch``).
+    """
     from recognition.services.models import model_resolve
 
     if kind not in Job.Kind.values:
@@ -108,7 +111,8 @@ def job_submit(
         ] or [JobChunk(job=job, index=0, recording_ids=[])]
         JobChunk.objects.bulk_create(chunks)
         chunk_ids = list(job.chunks.values_list("id", flat=True))
-        transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
     logger.info("job submitted: %s over %d recordings in %d chunks", kind, len(targets), len(chunk_ids), extra={"job_id": job.pk})
     return job
 

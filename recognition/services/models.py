@@ -1,6 +1,7 @@
 """The model registry: register trained versions, pick defaults, resolve ``name[@version]``."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -45,10 +46,17 @@ def model_version_register(
             ),
         )
         if make_default or not ModelVersion.objects.filter(name=name, is_default=True).exclude(pk=mv.pk).exists():
-            ModelVersion.objects.filter(name=name).exclude(pk=mv.pk).update(is_default=False)
-            mv.is_default = True
-            mv.save(update_fields=["is_default"])
+            model_version_make_default(model_version=mv)
     return mv
+
+
+def model_version_make_default(*, model_version: ModelVersion) -> ModelVersion:
+    """Make this version the one ``name`` (without ``@version``) resolves to."""
+    with transaction.atomic():
+        ModelVersion.objects.filter(name=model_version.name).exclude(pk=model_version.pk).update(is_default=False)
+        model_version.is_default = True
+        model_version.save(update_fields=["is_default"])
+    return model_version
 
 
 def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion]:
@@ -67,23 +75,32 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
         if existing is not None and existing.sha256 == meta.get("sha256"):
             registered.append(existing)
             continue
-        registered.append(
-            model_version_register(
-                name=spec["name"], version=spec["version"], family=spec["family"], task=spec["task"],
-                labels=list(spec.get("labels") or []), checkpoint=checkpoint.name, sha256=meta.get("sha256", ""),
-                metrics=meta.get("metrics"), calibration=meta.get("calibration"), hyperparameters=meta.get("hparams"),
-                training_data=meta.get("training_data"), code_version=meta.get("code_version", ""),
-                make_default=bool(meta.get("default", False)),
-            )
-        )
+        registered.append(model_version_from_sidecar(meta, checkpoint=checkpoint.name))
     if not ModelVersion.objects.filter(name=SPEAKER_ENCODER["name"]).exists():
+        import resemblyzer
+
+        weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
         registered.append(
             model_version_register(
-                **SPEAKER_ENCODER, labels=[], checkpoint="package:resemblyzer", sha256="",
+                **SPEAKER_ENCODER, labels=[], checkpoint="package:resemblyzer",
+                sha256=hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else "",
                 hyperparameters={"embedding_dim": 256, "note": "GE2E encoder shipped inside the resemblyzer package"},
             )
         )
     return registered
+
+
+def model_version_from_sidecar(meta: dict[str, Any], *, checkpoint: str, make_default: bool = False,
+                               code_version: str = "") -> ModelVersion:
+    """Register a checkpoint from the ``.json`` sidecar that ``models.checkpoint.save_checkpoint`` writes."""
+    spec = meta["spec"]
+    return model_version_register(
+        name=spec["name"], version=spec["version"], family=spec["family"], task=spec["task"],
+        labels=list(spec.get("labels") or []), checkpoint=checkpoint, sha256=meta.get("sha256", ""),
+        metrics=meta.get("metrics"), calibration=meta.get("calibration"), hyperparameters=meta.get("hparams"),
+        training_data=meta.get("training_data"), code_version=code_version or meta.get("code_version", ""),
+        make_default=make_default or bool(meta.get("default", False)),
+    )
 
 
 def model_resolve(spec: str | None, *, task: str) -> ModelVersion:

@@ -1,0 +1,84 @@
+"""Classify audio files from the shell (like the old ``predict.py``), writing CSV or JSON.
+
+    manage.py classify a.wav b.flac ... [--model accent-native@1.0.0] [--threshold 0.8] [--out results.csv]
+
+Files are decoded and classified in groups, with windows from all files of a group packed into
+one batched forward pass; a bad file gets its error code in the output, the rest go on.
+"""
+import csv
+import json
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from recognition.errors import ServiceError
+
+GROUP = 32
+
+
+class Command(BaseCommand):
+    help = __doc__.split("\n")[0]
+
+    def add_arguments(self, parser):
+        parser.add_argument("files", nargs="+")
+        parser.add_argument("--model", default=None, help="name or name@version (default classify model when omitted)")
+        parser.add_argument("--threshold", type=float, default=None)
+        parser.add_argument("--no-vad", action="store_true")
+        parser.add_argument("--out", default="-", help="output .csv or .json file ('-' prints JSON lines)")
+
+    def handle(self, *args, files, model, threshold, no_vad, out, **options):
+        from django.conf import settings
+        from tqdm import tqdm
+
+        from recognition.services.models import model_resolve
+        from workers import runtime
+        from workers.pipeline.audio import AudioError, load_audio, validate_audio
+        from workers.pipeline.inference import classify_batch
+
+        try:
+            mv = model_resolve(model, task="classify")
+        except ServiceError as exc:
+            raise CommandError(exc.message) from exc
+        runtime.configure_threads()
+        loaded = runtime.load_model(mv)
+        rows = []
+        bar = tqdm(total=len(files), desc=f"classify ({mv})", unit="file", file=sys.stderr)
+        for start in range(0, len(files), GROUP):
+            group, signals = [], []
+            for path in files[start : start + GROUP]:
+                try:
+                    audio = load_audio(path, settings.AUDIO_SAMPLE_RATE, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+                    validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+                except AudioError as exc:
+                    rows.append({"file": path, "outcome": "error", "error_code": exc.code, "error": exc.message})
+                    bar.update(1)
+                    continue
+                group.append(path)
+                signals.append(audio.samples)
+            if signals:
+                for path, res in zip(group, classify_batch(loaded, signals, threshold=threshold, vad=not no_vad), strict=True):
+                    rows.append({"file": path, "outcome": res["outcome"], "predicted_class": res.get("predicted_class"),
+                                 "confidence": res.get("confidence"), "all_predictions": res.get("probabilities") or {},
+                                 "agreement": res.get("agreement"), "n_windows": res.get("n_windows")})
+                    bar.update(1)
+        bar.close()
+        self._write(rows, out, list(mv.labels), str(mv))
+
+    def _write(self, rows: list[dict], out: str, labels: list[str], model: str) -> None:
+        if out == "-":
+            for row in rows:
+                self.stdout.write(json.dumps(dict(row, model=model)))
+            return
+        path = Path(out)
+        if path.suffix == ".json":
+            path.write_text(json.dumps({"model": model, "results": rows}, indent=2))
+        else:
+            with path.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["file", "outcome", "predicted_class", "confidence"] + [f"p_{x}" for x in labels] + ["error_code", "error"])
+                for r in rows:
+                    probs = r.get("all_predictions") or {}
+                    writer.writerow([r["file"], r["outcome"], r.get("predicted_class") or "", r.get("confidence") or ""]
+                                    + [probs.get(x, "") for x in labels] + [r.get("error_code", ""), r.get("error", "")])
+        self.stderr.write(f"wrote {len(rows)} results to {path}")
