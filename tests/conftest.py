@@ -68,7 +68,7 @@ class WorkerProcess:
         self.queues = queues
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "WorkerProcess":
+    def start(self, timeout: float = 90) -> WorkerProcess:
         from accentsite.celery import app
 
         cmd = [sys.executable, "-m", "celery", "-A", "accentsite", "worker", "-Q", self.queues, "--pool=solo",
@@ -128,3 +128,48 @@ def wait_for_job(job_id: int, timeout: float = 120.0):
             return job
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} still {Job.objects.get(pk=job_id).status} after {timeout} s")
+
+
+@pytest.fixture
+def tiny_classifier(db, tmp_path):
+    """A small CNN classifier (random weights, fixed seed) stored in storage and registered.
+
+    Its numbers mean nothing; it exercises the real checkpoint, loading and inference paths.
+    """
+    import json
+
+    import torch
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from models.checkpoint import build_model, save_checkpoint
+    from models.specs import ModelSpec
+    from recognition.services.models import model_version_from_sidecar
+
+    torch.manual_seed(0)
+    version = uuid.uuid4().hex[:8]
+    spec = ModelSpec(name="tiny", version=version, family="cnn", task="classify", labels=("native", "non_native"),
+                     window_s=1.0, hop_s=0.5)
+    hparams = {"frontend": "logmel", "n_mels": 32, "channels": 4, "embedding_dim": 16, "band_limit_hz": 4000.0,
+               "dropout": 0.0, "specaug": False}
+    model = build_model(spec, hparams)
+    path = tmp_path / f"tiny-{version}.pt"
+    save_checkpoint(path, model=model, spec=spec, hparams=hparams,
+                    calibration={"temperature": 1.0, "train_prior": [0.5, 0.5], "deploy_prior": None, "threshold": 0.0})
+    key = default_storage.save(f"models/tiny/{path.name}", ContentFile(path.read_bytes()))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return model_version_from_sidecar(meta, checkpoint=f"storage:{key}")
+
+
+def speech(text: str, voice: str = "en-us", speed: int = 150) -> bytes:
+    """Real speech-like audio from espeak-ng as wav bytes (skips the test when it is missing)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], capture_output=True, check=True)
+        return path.read_bytes()

@@ -1,0 +1,36 @@
+"""POST /api/v1/predict/: one file, synchronous, every class probability."""
+import pytest
+
+from tests.conftest import speech
+from tests.factories import upload
+
+pytestmark = pytest.mark.django_db
+
+
+def test_predict_returns_every_class_probability(api, tiny_classifier):
+    wav = speech("Please call Stella. Ask her to bring these things with her from the store.")
+    response = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": f"tiny@{tiny_classifier.version}"},
+                        format="multipart")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert set(body["all_predictions"]) == {"native", "non_native"}
+    assert sum(body["all_predictions"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["predicted_class"] == max(body["all_predictions"], key=body["all_predictions"].get)
+    assert body["confidence"] == pytest.approx(max(body["all_predictions"].values()))
+    assert body["calibrated"] is True and body["outcome"] == "ok"
+    assert body["windows"] and all(w["end_s"] > w["start_s"] for w in body["windows"])
+    assert body["model"] == f"tiny@{tiny_classifier.version}"
+
+
+def test_predict_refuses_answers_under_the_threshold(api, tiny_classifier):
+    wav = speech("Please call Stella.")
+    body = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": f"tiny@{tiny_classifier.version}",
+                                         "threshold": 0.999}, format="multipart").json()
+    assert body["outcome"] == "uncertain"
+
+
+def test_predict_bad_audio_and_unknown_model(api, tiny_classifier):
+    bad = api.post("/api/v1/predict/", {"file": upload("x.wav", b"nope"), "model": "tiny"}, format="multipart")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_audio"
+    unknown = api.post("/api/v1/predict/", {"file": upload("s.wav", speech("hello")), "model": "nope"}, format="multipart")
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_model"
