@@ -1,0 +1,575 @@
+"""Evaluation reports for accent classifiers and accent embeddings.
+
+Everything here is numpy (plus scikit-learn for ROC AUC) and returns plain JSON-able dicts:
+Python floats, ints, strings, lists and ``None`` (never NaN), so a report can be stored in a
+``JSONField`` or written with :func:`json.dumps` as is.
+
+Conventions
+-----------
+- ``labels`` fixes the class order: column ``j`` of ``proba`` is the probability of ``labels[j]``,
+  and every per-class list or matrix follows the same order.
+- The predicted class is the arg-max of ``proba`` (ties go to the first label).
+- A metric that is undefined for the data (recall of a class absent from ``y_true``, ROC AUC
+  with a single class present, ...) is ``None``, never 0 and never an exception.
+- Macro averages run over the classes that occur in ``y_true`` or in the predictions (what
+  scikit-learn does when it is not given ``labels``); balanced accuracy is the mean recall over
+  the classes present in ``y_true``. A class absent from both does not dilute the averages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ECE_BINS",
+    "compare_predictions",
+    "confusion_matrix",
+    "embedding_report",
+    "equal_error_rate",
+    "evaluation_report",
+]
+
+#: Number of equal-width confidence bins for the expected calibration error.
+ECE_BINS = 15
+
+
+def _num(x: Any) -> float | None:
+    """Python float, or None for None/NaN/inf (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Confusion-matrix arithmetic (vectorised so the bootstrap is cheap)
+# ---------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(y_true_idx: np.ndarray, y_pred_idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion matrix with rows = true class and columns = predicted class.
+
+    Parameters
+    ----------
+    y_true_idx, y_pred_idx : np.ndarray
+        Integer class indices, shape ``[n]``.
+    n_classes : int
+        Number of classes ``C``.
+
+    Returns
+    -------
+    np.ndarray
+        Counts, int64, shape ``[C, C]``.
+    """
+    flat = np.asarray(y_true_idx, dtype=np.int64) * n_classes + np.asarray(y_pred_idx, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _core_from_cm(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy and macro-F1 from (a stack of) confusion matrices.
+
+    Parameters
+    ----------
+    cm : np.ndarray
+        Counts, shape ``[..., C, C]`` (rows = true).
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, each shape ``[...]`` (NaN where the
+        matrix is empty).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)  # [..., C] true counts
+    predicted = cm.sum(axis=-2)  # [..., C] predicted counts
+    total = support.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = tp.sum(axis=-1) / total
+        present = support > 0
+        recall = np.where(present, tp / np.where(present, support, 1.0), 0.0)
+        balanced = (recall * present).sum(axis=-1) / present.sum(axis=-1)
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1.0), 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
+        active = present | (predicted > 0)
+        macro_f1 = (f1 * active).sum(axis=-1) / active.sum(axis=-1)
+    return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": macro_f1}
+
+
+def _per_class(cm: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
+    """Precision/recall/F1/support per class from a ``[C, C]`` confusion matrix."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for j, label in enumerate(labels):
+        tp = float(cm[j, j])
+        support = int(cm[j, :].sum())
+        predicted = int(cm[:, j].sum())
+        precision = tp / predicted if predicted else None
+        recall = tp / support if support else None
+        if precision is None and recall is None:
+            f1 = None
+        else:
+            p, r = precision or 0.0, recall or 0.0
+            f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+        out[label] = {
+            "precision": _num(precision),
+            "recall": _num(recall),
+            "f1": _num(f1),
+            "support": support,
+            "predicted": predicted,
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ROC AUC, calibration
+# ---------------------------------------------------------------------------------------------
+
+
+def _roc_auc(y_idx: np.ndarray, proba: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """ROC AUC: binary (positive = ``labels[1]``) or macro one-vs-rest with per-class values.
+
+    Parameters
+    ----------
+    y_idx : np.ndarray
+        True class indices, shape ``[n]``.
+    proba : np.ndarray
+        Scores, shape ``[n, C]``.
+
+    Returns
+    -------
+    dict
+        ``{"value", "kind", "positive" (binary only), "per_class": {label: auc | None}}``;
+        ``value`` is None when no class has both positives and negatives.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    per_class: dict[str, float | None] = {}
+    for j, label in enumerate(labels):
+        target = y_idx == j
+        if target.all() or not target.any():
+            per_class[label] = None
+        else:
+            per_class[label] = _num(roc_auc_score(target, proba[:, j]))
+    if len(labels) == 2:
+        # One-vs-rest AUC of labels[1] scored by proba[:, 1]; equals that of labels[0] by proba[:, 0]
+        # when rows sum to one.
+        return {"value": per_class[labels[1]], "kind": "binary", "positive": labels[1], "per_class": per_class}
+    defined = [v for v in per_class.values() if v is not None]
+    value = float(np.mean(defined)) if defined else None
+    return {"value": value, "kind": "macro_ovr", "per_class": per_class}
+
+
+def _calibration(y_idx: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """Top-label expected calibration error and reliability-diagram bins.
+
+    Confidence is ``max_j proba[i, j]``; bins are equal-width on ``[0, 1]``, right-closed
+    (``(lo, hi]``, the first also takes 0). ``ece = sum_b n_b / n * |acc_b - conf_b|``.
+
+    Parameters
+    ----------
+    y_idx : np.ndarray
+        True class indices, shape ``[n]``.
+    proba : np.ndarray
+        Probabilities, shape ``[n, C]``.
+
+    Returns
+    -------
+    dict
+        ``ece``, ``max_calibration_error`` and ``reliability`` ``{"edges" [B+1], "confidence" [B],
+        "accuracy" [B], "count" [B]}`` (None for empty bins).
+    """
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y_idx).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    conf_sum = np.bincount(b, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(b, weights=correct, minlength=n_bins)
+    nonempty = count > 0
+    mean_conf = np.where(nonempty, conf_sum / np.maximum(count, 1), np.nan)
+    mean_acc = np.where(nonempty, acc_sum / np.maximum(count, 1), np.nan)
+    gaps = np.abs(mean_acc - mean_conf)
+    n = len(conf)
+    ece = float(np.nansum(gaps * count) / n) if n else None
+    mce = float(np.nanmax(gaps)) if nonempty.any() else None
+    return {
+        "ece": _num(ece),
+        "max_calibration_error": _num(mce),
+        "reliability": {
+            "edges": [float(e) for e in edges],
+            "confidence": [_num(v) for v in mean_conf],
+            "accuracy": [_num(v) for v in mean_acc],
+            "count": [int(c) for c in count],
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap grouped by speaker
+# ---------------------------------------------------------------------------------------------
+
+
+def _bootstrap(
+    y_idx: np.ndarray,
+    pred_idx: np.ndarray,
+    n_classes: int,
+    groups: Sequence[Hashable] | None,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Percentile 95 % CIs of accuracy, balanced accuracy and macro-F1, resampling groups.
+
+    Each replicate draws as many groups (speakers) as there are, with replacement, and keeps all
+    items of every drawn group, so items of one speaker move together. With ``groups=None`` each
+    item is its own group.
+
+    Returns
+    -------
+    dict
+        ``{"unit", "n_units", "n_boot", "level", metric: {"low", "high", "std"}}``.
+    """
+    n = len(y_idx)
+    if groups is None:
+        unit, g_idx = "item", np.arange(n)
+    else:
+        unit = "speaker"
+        _, g_idx = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    n_groups = int(g_idx.max()) + 1 if n else 0
+    out: dict[str, Any] = {"unit": unit, "n_units": n_groups, "n_boot": int(n_boot), "level": 0.95}
+    metrics = ("accuracy", "balanced_accuracy", "macro_f1")
+    if n_boot <= 0 or n_groups == 0:
+        out.update({m: {"low": None, "high": None, "std": None} for m in metrics})
+        return out
+    # Per-group confusion matrices [G, C*C]; a replicate's matrix is counts [B, G] @ that.
+    flat = y_idx.astype(np.int64) * n_classes + pred_idx.astype(np.int64)
+    group_cm = np.zeros((n_groups, n_classes * n_classes), dtype=np.float64)
+    np.add.at(group_cm, (g_idx, flat), 1.0)
+    rng = np.random.default_rng(seed)
+    stats = {m: [] for m in metrics}
+    chunk = max(1, int(2e7 // max(n_groups, 1)))  # bound the [B, G] count matrix
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        offsets = (np.arange(b, dtype=np.int64) * n_groups)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
+        counts = counts.reshape(b, n_groups).astype(np.float64)
+        cms = (counts @ group_cm).reshape(b, n_classes, n_classes)
+        core = _core_from_cm(cms)
+        for m in metrics:
+            stats[m].append(core[m])
+    for m in metrics:
+        values = np.concatenate(stats[m])
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            out[m] = {"low": None, "high": None, "std": None}
+        else:
+            low, high = np.percentile(values, [2.5, 97.5])
+            out[m] = {"low": _num(low), "high": _num(high), "std": _num(values.std())}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public reports
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode_labels(y_true: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    index = {label: j for j, label in enumerate(labels)}
+    unknown = sorted({str(y) for y in y_true if y not in index})
+    if unknown:
+        raise ValueError(f"y_true holds labels not in `labels`: {unknown[:5]}")
+    return np.fromiter((index[y] for y in y_true), dtype=np.int64, count=len(y_true))
+
+
+def _core_report(
+    y_idx: np.ndarray,
+    proba: np.ndarray,
+    labels: Sequence[str],
+    groups: Sequence[Hashable] | None,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The numbers shared by the whole report and each per-corpus slice."""
+    pred_idx = proba.argmax(axis=1)
+    cm = confusion_matrix(y_idx, pred_idx, len(labels))
+    core = {k: _num(v) for k, v in _core_from_cm(cm).items()}
+    roc = _roc_auc(y_idx, proba, labels)
+    return {
+        "n": int(len(y_idx)),
+        "n_speakers": len({str(g) for g in groups}) if groups is not None else None,
+        **core,
+        "roc_auc": roc["value"],
+        "support": {label: int(cm[j].sum()) for j, label in enumerate(labels)},
+        "recall": {label: _num(cm[j, j] / cm[j].sum()) if cm[j].sum() else None for j, label in enumerate(labels)},
+        "ci": _bootstrap(y_idx, pred_idx, len(labels), groups, n_boot, seed),
+    }
+
+
+def evaluation_report(
+    y_true: Sequence[str],
+    proba: np.ndarray,
+    labels: Sequence[str],
+    *,
+    speakers: Sequence[Hashable] | None = None,
+    corpora: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Full evaluation of class probabilities against true labels, as a JSON-able dict.
+
+    Parameters
+    ----------
+    y_true : sequence of str
+        True label of each item, length ``n``; every value must be in ``labels``.
+    proba : np.ndarray
+        Predicted probabilities, shape ``[n, C]``, column ``j`` for ``labels[j]``. Rows should sum
+        to one (used as given for ROC AUC and calibration).
+    labels : sequence of str
+        The ``C`` class names in column order.
+    speakers : sequence, optional
+        Speaker id per item; the bootstrap resamples speakers (all of a speaker's items together).
+        When None, items are resampled independently.
+    corpora : sequence of str, optional
+        Corpus per item; adds a ``per_corpus`` breakdown.
+    n_boot : int
+        Bootstrap replicates (0 disables the CIs).
+    seed : int
+        Seed of the bootstrap generator (the report is deterministic).
+
+    Returns
+    -------
+    dict
+        ``n``, ``labels``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``per_class``
+        ``{label: {precision, recall, f1, support, predicted}}``, ``confusion_matrix``
+        ``{labels, matrix}`` (rows = true, columns = predicted), ``roc_auc`` ``{value, kind,
+        positive?, per_class}`` (binary: positive class is ``labels[1]`` scored by
+        ``proba[:, 1]``; otherwise macro one-vs-rest over the classes for which it is defined),
+        ``ece``, ``max_calibration_error``, ``reliability`` (15 bins: edges, confidence, accuracy,
+        count), ``nll`` and ``brier`` (multi-class Brier score, sum over classes), ``ci``
+        ``{unit, n_units, n_boot, level, accuracy: {low, high, std}, ...}``, ``per_corpus``
+        ``{corpus: {n, n_speakers, accuracy, balanced_accuracy, macro_f1, roc_auc, support,
+        recall, ci}}`` (empty when ``corpora`` is None).
+    """
+    labels = [str(label) for label in labels]
+    proba = np.asarray(proba, dtype=np.float64)
+    n = len(y_true)
+    if proba.ndim != 2 or proba.shape != (n, len(labels)):
+        raise ValueError(f"proba must have shape [n={n}, C={len(labels)}], got {proba.shape}")
+    if not np.isfinite(proba).all():
+        raise ValueError("proba holds non-finite values")
+    for name, seq in (("speakers", speakers), ("corpora", corpora)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} entries for {n} items")
+    y_idx = _encode_labels(y_true, labels)
+
+    report: dict[str, Any] = {"n": n, "labels": labels}
+    if n == 0:
+        report.update(
+            {
+                "accuracy": None,
+                "balanced_accuracy": None,
+                "macro_f1": None,
+                "per_class": {},
+                "confusion_matrix": {"labels": labels, "matrix": [[0] * len(labels) for _ in labels]},
+                "roc_auc": {"value": None, "kind": None, "per_class": {}},
+                "ece": None,
+                "max_calibration_error": None,
+                "reliability": None,
+                "nll": None,
+                "brier": None,
+                "ci": None,
+                "per_corpus": {},
+            }
+        )
+        return report
+
+    pred_idx = proba.argmax(axis=1)
+    cm = confusion_matrix(y_idx, pred_idx, len(labels))
+    core = _core_from_cm(cm)
+    report.update({k: _num(v) for k, v in core.items()})
+    report["per_class"] = _per_class(cm, labels)
+    report["confusion_matrix"] = {"labels": labels, "matrix": cm.astype(int).tolist()}
+    report["roc_auc"] = _roc_auc(y_idx, proba, labels)
+    report.update(_calibration(y_idx, proba))
+    p_true = np.clip(proba[np.arange(n), y_idx], 1e-12, 1.0)
+    report["nll"] = _num(-np.mean(np.log(p_true)))
+    onehot = np.eye(len(labels))[y_idx]
+    report["brier"] = _num(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+    report["ci"] = _bootstrap(y_idx, pred_idx, len(labels), speakers, n_boot, seed)
+
+    per_corpus: dict[str, Any] = {}
+    if corpora is not None:
+        corpora_arr = np.asarray([str(c) for c in corpora])
+        for corpus in sorted(set(corpora_arr.tolist())):
+            mask = corpora_arr == corpus
+            groups = [speakers[i] for i in np.flatnonzero(mask)] if speakers is not None else None
+            per_corpus[corpus] = _core_report(y_idx[mask], proba[mask], labels, groups, n_boot, seed)
+    report["per_corpus"] = per_corpus
+    return report
+
+
+def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> tuple[float | None, float | None]:
+    """Equal error rate of a verification score.
+
+    Parameters
+    ----------
+    scores : np.ndarray
+        Higher means "same", shape ``[m]``.
+    targets : np.ndarray
+        True for target (same) trials, shape ``[m]``.
+
+    Returns
+    -------
+    (eer, threshold)
+        EER in ``[0, 1]`` (linear interpolation where the miss and false-alarm curves cross) and
+        the score threshold there; ``(None, None)`` without both kinds of trial.
+    """
+    from sklearn.metrics import roc_curve
+
+    targets = np.asarray(targets, dtype=bool)
+    if targets.all() or not targets.any():
+        return None, None
+    fpr, tpr, thr = roc_curve(targets, scores)
+    fnr = 1.0 - tpr
+    diff = fnr - fpr  # decreasing from 1 to -1 along the curve
+    i = int(np.argmax(diff <= 0))
+    if i == 0 or diff[i] == 0:
+        return float((fpr[i] + fnr[i]) / 2), _num(thr[i])
+    # Interpolate between i-1 (diff > 0) and i (diff <= 0).
+    w = diff[i - 1] / (diff[i - 1] - diff[i])
+    eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    t0 = thr[i - 1] if np.isfinite(thr[i - 1]) else thr[i]
+    return float(eer), _num(t0 + w * (thr[i] - t0))
+
+
+def embedding_report(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    speakers: Sequence[Hashable],
+    *,
+    k: int = 5,
+    max_pairs: int = 2_000_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How well accent is organised in an embedding space, never crediting speaker identity.
+
+    Parameters
+    ----------
+    embeddings : np.ndarray
+        One vector per item, shape ``[n, d]``; compared by cosine similarity.
+    labels : sequence of str
+        Accent label per item, length ``n``.
+    speakers : sequence
+        Speaker id per item, length ``n``.
+    k : int
+        Neighbours for the k-NN vote. Each query's neighbours exclude every item of its own
+        speaker (leave-one-speaker-out), so the vote cannot ride on speaker identity. Votes are
+        counted and ties broken by summed similarity.
+    max_pairs : int
+        Cap on verification pairs; above it a uniform random subset (``seed``) is scored.
+    seed : int
+        Seed for the pair subsampling.
+
+    Returns
+    -------
+    dict
+        ``n``, ``n_speakers``, ``k``, ``knn_accuracy``, ``knn_balanced_accuracy``,
+        ``knn_per_class_recall``, ``eer`` (same-accent vs different-accent trials over cosine
+        scores of pairs of items from different speakers), ``eer_threshold``, ``n_pairs``,
+        ``n_target_pairs``, ``mean_cosine_same``, ``mean_cosine_different``.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(labels)
+    if x.ndim != 2 or x.shape[0] != n or len(speakers) != n:
+        raise ValueError("embeddings [n, d], labels [n] and speakers [n] must agree")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    classes, y = np.unique(np.asarray([str(v) for v in labels]), return_inverse=True)
+    _, spk = np.unique(np.asarray([str(s) for s in speakers]), return_inverse=True)
+    out: dict[str, Any] = {"n": n, "n_speakers": int(spk.max()) + 1 if n else 0, "k": int(k)}
+
+    # k-NN, leave one speaker out, in row blocks to bound memory ([block, n] similarities).
+    preds = np.full(n, -1, dtype=np.int64)
+    block = max(1, int(4e6 // max(n, 1)))
+    for s in range(0, n, block):
+        sim = x[s : s + block] @ x.T
+        sim[spk[s : s + block, None] == spk[None, :]] = -np.inf
+        kk = min(k, n - 1)
+        if kk <= 0:
+            break
+        nn = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+        for r, row in enumerate(nn):
+            sims = sim[r, row]
+            row = row[np.isfinite(sims)]
+            if len(row) == 0:
+                continue
+            votes = np.bincount(y[row], minlength=len(classes)).astype(np.float64)
+            votes += 1e-6 * np.bincount(y[row], weights=sim[r, row], minlength=len(classes))
+            preds[s + r] = int(np.argmax(votes))
+    answered = preds >= 0
+    if answered.any():
+        cm = confusion_matrix(y[answered], preds[answered], len(classes))
+        core = _core_from_cm(cm)
+        out["knn_accuracy"] = _num(core["accuracy"])
+        out["knn_balanced_accuracy"] = _num(core["balanced_accuracy"])
+        out["knn_per_class_recall"] = {str(c): _num(cm[j, j] / cm[j].sum()) if cm[j].sum() else None for j, c in enumerate(classes)}
+    else:
+        out.update({"knn_accuracy": None, "knn_balanced_accuracy": None, "knn_per_class_recall": {}})
+
+    # Verification: pairs i < j of different speakers; target = same accent.
+    iu, ju = np.triu_indices(n, k=1)
+    keep = spk[iu] != spk[ju]
+    iu, ju = iu[keep], ju[keep]
+    if len(iu) > max_pairs:
+        pick = np.random.default_rng(seed).choice(len(iu), size=max_pairs, replace=False)
+        iu, ju = iu[pick], ju[pick]
+    scores = np.einsum("ij,ij->i", x[iu], x[ju]) if len(iu) else np.zeros(0)
+    targets = y[iu] == y[ju]
+    eer, thr = equal_error_rate(scores, targets)
+    out.update(
+        {
+            "eer": eer,
+            "eer_threshold": thr,
+            "n_pairs": int(len(iu)),
+            "n_target_pairs": int(targets.sum()),
+            "mean_cosine_same": _num(scores[targets].mean()) if targets.any() else None,
+            "mean_cosine_different": _num(scores[~targets].mean()) if (~targets).any() else None,
+        }
+    )
+    return out
+
+
+def compare_predictions(a: Mapping[Hashable, Any], b: Mapping[Hashable, Any]) -> dict[str, Any]:
+    """Which items changed their predicted label between two model versions.
+
+    Parameters
+    ----------
+    a, b : mapping
+        ``{item_id: predicted_label}`` from the old (``a``) and new (``b``) model. A ``None``
+        label (e.g. insufficient speech) is a label like any other.
+
+    Returns
+    -------
+    dict
+        ``n_common``, ``n_changed``, ``agreement`` (fraction of common ids unchanged, None when
+        there are none), ``changed`` (sorted ``[{"id", "a", "b"}]``), ``transitions``
+        (``{"a_label -> b_label": count}``), ``only_in_a`` and ``only_in_b`` (sorted ids).
+    """
+    common = [i for i in a if i in b]
+    changed = [i for i in common if a[i] != b[i]]
+    key = lambda i: (str(type(i)), str(i))  # noqa: E731  (sort mixed id types stably)
+    transitions = Counter(f"{a[i]} -> {b[i]}" for i in changed)
+    return {
+        "n_common": len(common),
+        "n_changed": len(changed),
+        "agreement": (1.0 - len(changed) / len(common)) if common else None,
+        "changed": [{"id": i, "a": a[i], "b": b[i]} for i in sorted(changed, key=key)],
+        "transitions": dict(sorted(transitions.items())),
+        "only_in_a": sorted((i for i in a if i not in b), key=key),
+        "only_in_b": sorted((i for i in b if i not in a), key=key),
+    }
