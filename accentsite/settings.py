@@ -74,6 +74,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker processes started by the tests must see the test database: keep it in a file.
     DATABASES["default"]["TEST"] = {"NAME": env.str("SQLITE_TEST_NAME", default=str(VAR_DIR / "test-db.sqlite3"))}
 else:
+    # Several test runs may share one server: TEST_DATABASE_NAME keeps their databases apart.
+    if env.str("TEST_DATABASE_NAME", default=""):
+        DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -127,7 +130,21 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 # With acks_late, a task whose worker died is redelivered after the visibility timeout: keep it
 # a little over the longest hard time limit (the default one hour would stall recovery).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+# CELERY_VISIBILITY_TIMEOUT overrides it (the fault tests use a few seconds). Workers sweep for
+# such messages every CELERY_UNACKED_RESTORE_INTERVAL_S (kombu's default sweeps every 100 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL_S", default=10),
+    "unacked_restore_throttle": 1,
+}
+# A broker restart must not stop a worker: reconnect at start-up and forever after (the default
+# gives up after 100 tries). Publishing retries for ~15 s before the enqueue is left to the reaper.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 10, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
+# Tasks are idempotent, so a task still running when the broker connection drops may finish; its
+# unacked message comes back after the visibility timeout and only skips what is stored.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=200)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=4_000_000)  # KiB
 CELERY_WORKER_SEND_TASK_EVENTS = True
@@ -143,8 +160,32 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.run_model_chunk": {"queue": "gpu"},
     "workers.tasks.run_train_job": {"queue": "gpu"},
     "workers.tasks.finalize_job": {"queue": "cpu"},
+    "workers.maintenance.*": {"queue": "cpu"},  # housekeeping: a few database queries each
 }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Warm shutdown (SIGTERM) lets the task in hand finish; a worker killed outright leaves its chunk
+# unacknowledged, and acks_late + reject_on_worker_lost + the stuck-chunk reaper bring it back.
+
+# --- Operations (recognition/ops.py, workers/maintenance.py) ---------------------------------
+# A running chunk whose heartbeat is older than this is requeued by the reaper. Heartbeats come
+# after every recording (features) and before inference (models); a redelivered chunk only skips
+# recordings already stored, so a false alarm costs duplicate work, never duplicate results.
+JOB_STUCK_AFTER_S = env.int("JOB_STUCK_AFTER_S", default=15 * 60)
+# Storage files no row points to (feature .npz, recordings) are deleted once older than this;
+# the grace period covers files written just before their row commits.
+STORAGE_ORPHAN_GRACE_S = env.int("STORAGE_ORPHAN_GRACE_S", default=24 * 3600)
+# Each worker writes what it is (queues, pool, device, task in hand) to Redis every few seconds
+# under accentsite:worker:<name> with a TTL of three beats; the admin Workers page and /healthz read it.
+WORKER_HEARTBEAT_S = env.int("WORKER_HEARTBEAT_S", default=10)
+# /metrics is open when DEBUG, to staff sessions, and to "Authorization: Bearer $METRICS_TOKEN"
+# (token access is off while METRICS_TOKEN is empty).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-chunks": {"task": "workers.maintenance.reap_stuck_chunks",
+                          "schedule": env.float("REAP_STUCK_EVERY_S", default=60.0)},
+    "clean-orphaned-storage": {"task": "workers.maintenance.clean_orphaned_storage",
+                               "schedule": env.float("CLEAN_STORAGE_EVERY_S", default=3600.0)},
+}
 
 # --- Workers --------------------------------------------------------------------------------
 WORKER_DEVICE = env.str("WORKER_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
@@ -206,10 +247,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(context)s"},
         "json": {"()": "accentsite.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # job / chunk / recording / task ids bound in tasks (accentsite.logging.log_context) reach every record
+    "filters": {"context": {"()": "accentsite.logging.ContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
