@@ -38,7 +38,8 @@ _PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "classify": {"window_s": (int, float), "hop_s": (int, float), "threshold": (int, float), "vad": bool,
                  "min_speech_s": (int, float), "chunk_size": int, "batch_size": int},
     "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
-    "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int},
+    "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
+              "hparams": dict, "window_s": (int, float), "hop_s": (int, float)},
 }
 
 
@@ -131,7 +132,12 @@ def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
     options = {"queue": "interactive"} if interactive else {}
     now = timezone.now()
     for chunk_id in chunk_ids:
-        result = task.apply_async((chunk_id,), **options)
+        try:
+            result = task.apply_async((chunk_id,), **options)
+        except Exception:  # broker down past the publish retries: the job row is committed, so
+            # leave the chunks queued with no enqueued_at; job_requeue_stuck sends them later.
+            logger.exception("could not enqueue %d chunks; the reaper requeues them", len(chunk_ids), extra={"job_id": job.pk})
+            return
         JobChunk.objects.filter(pk=chunk_id).update(task_id=result.id or "", enqueued_at=now)
 
 
@@ -360,7 +366,10 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[
     """
     limit = timezone.now() - older_than
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
-        Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit) | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=limit)
+        Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
+        | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=limit)
+        # never sent (the broker was down when the job was submitted)
+        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=limit)
     )
     requeued: dict[int, list[int]] = {}
     for chunk in stuck.select_related("job"):

@@ -66,6 +66,7 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
         config = TrainConfig(
             name=name, family=params.get("family", "speaker_head"), items=items, version=version, out=str(out),
             epochs=params.get("epochs", 30), deploy_prior=params.get("deploy_prior"), seed=params.get("seed", 0),
+            hparams=params.get("hparams") or {}, window_s=params.get("window_s"), hop_s=params.get("hop_s"), n_boot=200,
             cache_dir=str(Path(tempfile.gettempdir()) / "accentsite-cache"),
         )
         train_model(config, progress=progress)

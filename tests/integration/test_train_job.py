@@ -1,0 +1,48 @@
+"""A train job through the API: labelled batch in, a registered model version out, usable at once."""
+import pytest
+
+from recognition.models import ModelVersion
+from tests.conftest import speech, wait_for_job
+from tests.factories import upload
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+VOICES = {"us": ["en-us", "en-us-nyc", "en-029"], "gb": ["en-gb", "en-gb-scotland", "en-gb-x-rp"]}
+TEXTS = ["Please call Stella.", "Ask her to bring these things.", "We also need a small plastic snake."]
+
+
+def test_train_job_registers_a_model_that_classifies(api, celery_worker):
+    files, rows = [], ["filename,label,speaker"]
+    for label, voices in VOICES.items():
+        for voice in voices:
+            for speed in (130, 170):
+                speaker = f"{voice}-{speed}"
+                for i, text in enumerate(TEXTS):
+                    name = f"{speaker}-{i}.wav"
+                    files.append(upload(name, speech(text, voice=voice, speed=speed)))
+                    rows.append(f"{name},{label},{speaker}")
+    batch = api.post("/api/v1/batches/", {"name": "train", "files": files, "labels": upload("l.csv", "\n".join(rows).encode())},
+                     format="multipart").json()
+    assert len(batch["recordings"]) == 36 and not batch["rejected"]
+    params = {"family": "cnn", "name": "us-vs-gb", "epochs": 3, "window_s": 1.0, "hop_s": 0.5,
+              "hparams": {"n_mels": 32, "channels": 4, "embedding_dim": 16, "specaug": False}}
+    job = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch["id"], "params": params}, format="json")
+    assert job.status_code == 202, job.json()
+    job = wait_for_job(job.json()["id"], timeout=300)
+    assert job.status == "succeeded", job.error
+    assert job.done == job.total == 3  # progress moved by epoch
+
+    mv = ModelVersion.objects.get(name="us-vs-gb")
+    assert mv.labels == ["gb", "us"] and mv.checkpoint.startswith("storage:") and len(mv.sha256) == 64
+    assert mv.is_default and mv.calibration["temperature"] > 0
+    assert mv.metrics["test"]["confusion_matrix"]["labels"] == ["gb", "us"]
+    splits = mv.training_data["splits"]
+    assert splits["train"]["speakers"] and splits["test"]["speakers"]
+    assert job.params["trained_model"] == str(mv)
+
+    listed = api.get("/api/v1/models/?name=us-vs-gb").json()["results"]
+    assert [m["version"] for m in listed] == [mv.version]
+
+    one = [r for r in batch["recordings"]][0]
+    classify = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [one["id"]], "model": "us-vs-gb"}, format="json")
+    assert wait_for_job(classify.json()["id"], timeout=120).status == "succeeded"
