@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.http import Http404
 from django.shortcuts import render
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from recognition import services
+from recognition import review, services
 from recognition.errors import ServiceError
-from recognition.forms import BatchUploadForm
+from recognition.forms import BatchUploadForm, ModelChoiceForm
 from recognition.models import Batch, Job, JobChunk, ModelVersion, Recording, RecordingResult
 
 
-def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None) -> None:
+def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None, model: str | None = None) -> None:
     submitted = 0
     for batch in batches:
         try:
-            services.job_submit(owner=batch.owner, kind=kind, batch=batch)
+            services.job_submit(owner=batch.owner, kind=kind, batch=batch, model=model)
             submitted += 1
         except ServiceError as exc:
             modeladmin.message_user(request, f"{batch}: {exc.message}", messages.ERROR)
@@ -26,12 +29,34 @@ def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None) -> N
             by_owner.setdefault(rec.owner_id, []).append(rec)
         for recs in by_owner.values():
             try:
-                services.job_submit(owner=recs[0].owner, kind=kind, recordings=recs)
+                services.job_submit(owner=recs[0].owner, kind=kind, recordings=recs, model=model)
                 submitted += 1
             except ServiceError as exc:
                 modeladmin.message_user(request, exc.message, messages.ERROR)
     if submitted:
-        modeladmin.message_user(request, f"Queued {submitted} {kind} job(s).", messages.SUCCESS)
+        modeladmin.message_user(request, f"Queued {submitted} {kind} job(s){f' with {model}' if model else ''}.", messages.SUCCESS)
+
+
+def _submit_with_model(modeladmin, request, queryset, kind: str):
+    """An action's intermediate page: choose the model, then queue one job per batch / owner.
+
+    The first POST (from the change list) shows the form; the second carries ``apply`` and submits.
+    """
+    task = "classify" if kind == "classify" else "embed"
+    form = ModelChoiceForm(request.POST if "apply" in request.POST else None, task=task)
+    if form.is_valid():
+        model = str(form.cleaned_data["model"])
+        if modeladmin.model is Batch:
+            _submit(modeladmin, request, kind, batches=queryset, model=model)
+        else:
+            _submit(modeladmin, request, kind, recordings=list(queryset), model=model)
+        return None
+    context = dict(
+        modeladmin.admin_site.each_context(request), title=f"{kind.capitalize()} with a chosen model", form=form, kind=kind,
+        queryset=queryset, opts=modeladmin.model._meta, action=request.POST.get("action", ""),
+        action_checkbox_name=ACTION_CHECKBOX_NAME,
+    )
+    return TemplateResponse(request, "admin/recognition/choose_model.html", context)
 
 
 def _progress_bar(job: Job) -> str:
@@ -51,8 +76,14 @@ class BatchAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     readonly_fields = ["jobs_table"]
     exclude = ["recordings"]
-    actions = ["run_features", "run_classify", "run_embed"]
+    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model"]
     change_list_template = "admin/recognition/batch/change_list.html"
+    change_form_template = "admin/recognition/batch/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {"review": review.batch_review(batch=obj)} if obj is not None else {}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     def recording_count(self, obj: Batch) -> int:
         return obj.recordings.count()
@@ -101,6 +132,14 @@ class BatchAdmin(admin.ModelAdmin):
     def run_embed(self, request, queryset):
         _submit(self, request, "embed", batches=queryset)
 
+    @admin.action(description="Classify selected batches with a chosen model...")
+    def classify_with_model(self, request, queryset):
+        return _submit_with_model(self, request, queryset, "classify")
+
+    @admin.action(description="Embed selected batches with a chosen model...")
+    def embed_with_model(self, request, queryset):
+        return _submit_with_model(self, request, queryset, "embed")
+
 
 class ResultInline(admin.TabularInline):
     model = RecordingResult
@@ -120,7 +159,13 @@ class RecordingAdmin(admin.ModelAdmin):
     fields = ["player", "original_filename", "owner", "label", "speaker", "metadata", "sha256", "size_bytes",
               "format", "duration_s", "sample_rate", "channels", "created_at"]
     inlines = [ResultInline]
-    actions = ["run_features", "run_classify", "run_embed"]
+    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model"]
+    change_form_template = "admin/recognition/recording/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {"review": review.recording_review(recording=obj)} if obj is not None else {}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     @admin.display(description="Audio")
     def player(self, obj: Recording) -> str:
@@ -139,6 +184,14 @@ class RecordingAdmin(admin.ModelAdmin):
     @admin.action(description="Embed selected recordings (default model)")
     def run_embed(self, request, queryset):
         _submit(self, request, "embed", recordings=list(queryset))
+
+    @admin.action(description="Classify selected recordings with a chosen model...")
+    def classify_with_model(self, request, queryset):
+        return _submit_with_model(self, request, queryset, "classify")
+
+    @admin.action(description="Embed selected recordings with a chosen model...")
+    def embed_with_model(self, request, queryset):
+        return _submit_with_model(self, request, queryset, "embed")
 
 
 class ChunkInline(admin.TabularInline):
@@ -159,9 +212,38 @@ class JobAdmin(admin.ModelAdmin):
     exclude = ["recordings", "report"]
     inlines = [ChunkInline]
     actions = ["cancel_jobs", "retry_failed", "rerun"]
+    change_form_template = "admin/recognition/job/review_change_form.html"
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {}
+        if obj is not None:
+            extra = {"review": review.job_review(job=obj), "compare_candidates": review.job_compare_candidates(job=obj)}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    def get_urls(self):
+        compare = path("<int:object_id>/compare/", self.admin_site.admin_view(self.compare_view), name="recognition_job_compare")
+        return [compare] + super().get_urls()
+
+    def compare_view(self, request, object_id: int):
+        """Two classify jobs of one owner side by side (``?other=<job id>``): accuracy of each, what changed."""
+        job = self.get_object(request, str(object_id))
+        other_id = request.GET.get("other", "")
+        other = self.get_object(request, other_id) if other_id.isdigit() else None
+        if job is None or other is None or job.owner_id != other.owner_id or not self.has_view_permission(request, job):
+            raise Http404("No such pair of jobs.")
+        try:
+            comparison = review.jobs_compare(job_a=job, job_b=other)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            comparison = None
+        context = dict(self.admin_site.each_context(request), title=f"Job #{job.pk} compared with job #{other.pk}",
+                       opts=self.model._meta, job=job, other=other, comparison=comparison,
+                       sides=[comparison["a"], comparison["b"]] if comparison else [])
+        return TemplateResponse(request, "admin/recognition/job/compare.html", context)
 
     @admin.display(description="Progress")
     def progress(self, obj: Job) -> str:
@@ -224,3 +306,5 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 admin.site.site_header = "accentsite"
 admin.site.site_title = "accentsite admin"
+
+from recognition import admin_ops  # noqa: E402,F401  (registers the Workers and timeline admin pages)

@@ -29,3 +29,17 @@ class BatchUploadForm(forms.Form):
         if not data.get("files") and not data.get("archive"):
             raise forms.ValidationError("Choose audio files or a .zip archive.")
         return data
+
+
+class ModelChoiceForm(forms.Form):
+    """The admin's "... with a chosen model" actions: which registered model version runs the job."""
+
+    model = forms.ModelChoiceField(queryset=None, empty_label=None, help_text="name@version; the default is preselected.")
+
+    def __init__(self, *args, task: str, **kwargs) -> None:
+        from recognition import selectors
+
+        super().__init__(*args, **kwargs)
+        versions = selectors.model_list().filter(task=task).order_by("name", "-created_at")
+        self.fields["model"].queryset = versions
+        self.fields["model"].initial = versions.filter(is_default=True).first()

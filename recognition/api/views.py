@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from recognition import selectors, services
+from recognition import review, selectors, services
 from recognition.api import serializers as s
 from recognition.errors import NotFound, ServiceError
 from recognition.models import Batch, Job, Recording
@@ -200,6 +200,26 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
             reason = "the job has not finished" if not job.is_terminal else "the batch carries no usable true labels"
             raise NotFound("no_report", f"No report: {reason}.")
         return Response(job.report)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("method", str, enum=["auto", "pca", "umap"],
+                                     description="auto: UMAP when installed and there are 15+ points, else PCA")],
+        responses=dict,
+    )
+    @action(detail=True, methods=["get"])
+    def projection(self, request, pk=None):
+        """2-D projection of an embed job's vectors, one point per recording with its label."""
+        method = request.query_params.get("method", "auto")
+        if method not in ("auto", "pca", "umap"):
+            raise ServiceError("invalid_params", "'method' must be auto, pca or umap.")
+        return Response(review.job_projection(job=self.get_object(), method=method))
+
+    @extend_schema(parameters=[OpenApiParameter("other_id", int, OpenApiParameter.PATH, description="The job to compare with")],
+                   responses=dict)
+    @action(detail=True, methods=["get"], url_path=r"compare/(?P<other_id>[0-9]+)")
+    def compare(self, request, pk=None, other_id=None):
+        """Which recordings changed prediction between two of your classify jobs, and each job's accuracy."""
+        return Response(review.jobs_compare(job_a=self.get_object(), job_b=selectors.job_get(user=request.user, job_id=int(other_id))))
 
 
 def _csv_cell(value) -> str:

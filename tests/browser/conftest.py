@@ -32,5 +32,8 @@ def admin_login(live_server, browser, django_user_model):
     browser.find_element(By.NAME, "username").send_keys("boss")
     browser.find_element(By.NAME, "password").send_keys("pw-123456789")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.page_source
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(expected_conditions.text_to_be_present_in_element((By.ID, "content"), "Site administration"))
     return browser

@@ -1,0 +1,445 @@
+"""Review: server-side plots and the read-side selectors behind the admin review pages.
+
+Two halves:
+
+- pure plotting functions (data in, PNG bytes out; :func:`data_uri` turns them into an inline
+  ``data:image/png;base64,...`` URI) drawn with matplotlib's Agg canvas, never pyplot, so they hold
+  no global state and need no display or network;
+- owner-aware selectors (``job_projection``, ``job_wrong_or_unsure``, ``jobs_compare``, ...) that
+  read rows and return plain JSON-able dicts for the API and the admin templates.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from django.db.models import QuerySet
+
+from recognition import selectors
+from recognition.errors import NotFound, ServiceError
+from recognition.models import Batch, Embedding, Job, Prediction, Recording
+
+#: Colour of recordings without a label in the projection plot.
+UNLABELLED_COLOUR = "#9e9e9e"
+#: Jobs per batch page that get the full report pictures (the rest are linked).
+BATCH_REPORT_LIMIT = 5
+
+# ---------------------------------------------------------------------------------------------
+# Plots: pure functions, data in, PNG bytes out
+# ---------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas (no pyplot, no global figure registry)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for an ``<img src>``: the page needs no further request."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def confusion_matrix_png(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> bytes:
+    """Confusion matrix: counts written in the cells, shading by row-normalised share (recall).
+
+    Parameters
+    ----------
+    labels : sequence of str
+        The ``C`` class names; rows are true classes, columns predicted ones.
+    matrix : sequence of sequences of int
+        Counts, shape ``[C, C]``.
+    """
+    counts = np.asarray(matrix, dtype=np.float64).reshape(len(labels), len(labels))
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    size = 2.2 + 0.7 * len(labels)
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels=list(labels), rotation=30, ha="right")
+    ax.set_yticks(ticks, labels=list(labels))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            colour = "white" if share[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{int(counts[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=colour, fontsize=9)
+    ax.set_title("Confusion matrix")
+    return _png(fig)
+
+
+def reliability_png(reliability: Mapping[str, Sequence[Any]], *, ece: float | None = None) -> bytes:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, counts below.
+
+    Parameters
+    ----------
+    reliability : mapping
+        The report's ``reliability``: ``edges`` ``[B+1]``, ``confidence``, ``accuracy`` and
+        ``count`` ``[B]`` (``None`` for empty bins).
+    ece : float, optional
+        Expected calibration error, shown in the title.
+    """
+    edges = np.asarray(reliability["edges"], dtype=np.float64)
+    accuracy = np.asarray([np.nan if v is None else v for v in reliability["accuracy"]], dtype=np.float64)
+    confidence = np.asarray([np.nan if v is None else v for v in reliability["confidence"]], dtype=np.float64)
+    count = np.asarray(reliability["count"], dtype=np.float64)
+    lefts, widths = edges[:-1], np.diff(edges)
+    fig = _figure(4.6, 4.6)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    filled = ~np.isnan(accuracy)
+    top.bar(lefts[filled], accuracy[filled], width=widths[filled], align="edge", color="#417690", edgecolor="white", label="accuracy")
+    top.scatter(confidence[filled], accuracy[filled], color="#ba2121", s=14, zorder=3, label="mean confidence")
+    top.plot([0, 1], [0, 1], linestyle="--", color="#666", linewidth=1, label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title("Reliability diagram" + (f" (ECE {ece:.3f})" if ece is not None else ""))
+    bottom.bar(lefts, count, width=widths, align="edge", color="#999", edgecolor="white")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top class)")
+    bottom.set_ylabel("count")
+    return _png(fig)
+
+
+def window_timeline_png(windows: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> bytes:
+    """Class probabilities over time, one stacked step band per class.
+
+    Each window's probabilities hold from its start until the next window starts (the last one
+    until its end), so overlapping windows read as a step function of time.
+
+    Parameters
+    ----------
+    windows : sequence of mappings
+        ``[{"start_s", "end_s", "probabilities": {label: p}}]`` in time order.
+    labels : sequence of str, optional
+        Class order (and colours); the first window's keys when omitted.
+    """
+    fig = _figure(7.0, 2.4)
+    ax = fig.add_subplot()
+    if not windows:
+        ax.text(0.5, 0.5, "no windows (not enough speech)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _png(fig)
+    labels = list(labels or windows[0]["probabilities"])
+    starts = [float(w["start_s"]) for w in windows]
+    x = np.asarray(starts + [float(windows[-1]["end_s"])])
+    probs = np.asarray([[float(w["probabilities"].get(label, 0.0)) for label in labels] for w in windows])
+    probs = np.vstack([probs, probs[-1:]])  # the last window holds until its end
+    lower = np.zeros(len(x))
+    for j, label in enumerate(labels):
+        upper = lower + probs[:, j]
+        ax.fill_between(x, lower, upper, step="post", label=label, alpha=0.85, color=f"C{j}")
+        lower = upper
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _png(fig)
+
+
+def projection_png(points: Sequence[Mapping[str, Any]], *, title: str = "") -> bytes:
+    """2-D scatter of projected embeddings coloured by label; unlabelled points grey.
+
+    Parameters
+    ----------
+    points : sequence of mappings
+        ``[{"x", "y", "label"}]``; an empty ``label`` means unlabelled.
+    """
+    fig = _figure(5.5, 4.5)
+    ax = fig.add_subplot()
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(p.get("label") or "", []).append(p)
+    for j, label in enumerate(sorted(k for k in groups if k)):
+        xs, ys = zip(*((p["x"], p["y"]) for p in groups[label]), strict=True)
+        ax.scatter(xs, ys, s=28, color=f"C{j % 10}", label=label, edgecolor="white", linewidth=0.5)
+    if "" in groups:
+        xs, ys = zip(*((p["x"], p["y"]) for p in groups[""]), strict=True)
+        ax.scatter(xs, ys, s=22, color=UNLABELLED_COLOUR, label="unlabelled", edgecolor="white", linewidth=0.5)
+    if points:
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
+    ax.set_title(title or "Embedding projection")
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection arithmetic (pure numpy)
+# ---------------------------------------------------------------------------------------------
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """First two principal components of ``vectors`` by SVD of the centred matrix.
+
+    Parameters
+    ----------
+    vectors : np.ndarray
+        Shape ``[n, d]``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``[n, 2]`` (zero columns where there are fewer than two components). The sign of
+        each component is fixed (largest absolute loading positive) so the picture is stable.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    out = np.zeros((len(x), 2))
+    if len(x) < 2:
+        return out
+    centred = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, vt.shape[0])
+    components = vt[:k]
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    components = components * np.where(signs == 0, 1.0, signs)[:, None]
+    out[:, :k] = centred @ components.T
+    return out
+
+
+def project_2d(vectors: np.ndarray, *, method: str = "auto") -> tuple[np.ndarray, str]:
+    """Project ``[n, d]`` vectors to ``[n, 2]``: UMAP when asked for (or ``auto``) and importable, else PCA.
+
+    Returns the coordinates and the method used (``"umap"`` or ``"pca"``).
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if method in ("auto", "umap") and len(x) >= 15:
+        try:
+            import umap  # optional dependency
+        except ImportError:
+            pass
+        else:
+            coords = umap.UMAP(n_components=2, random_state=0, metric="cosine").fit_transform(x)
+            return np.asarray(coords, dtype=np.float64), "umap"
+    return pca_2d(x), "pca"
+
+
+# ---------------------------------------------------------------------------------------------
+# Selectors: read rows, return JSON-able dicts
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_name(job: Job) -> str:
+    mv = job.model_version
+    return f"{mv.name}@{mv.version}" if mv else ""
+
+
+def _truth(job: Job, recording: Recording | None) -> str:
+    """A recording's true label as the job's model would call it (``params["label_map"]`` applied).
+
+    Empty when the recording has no label or one outside the model's classes (the report excludes
+    those too rather than count them wrong).
+    """
+    if recording is None or not recording.label:
+        return ""
+    truth = (job.params.get("label_map") or {}).get(recording.label, recording.label)
+    return truth if job.model_version_id and truth in job.model_version.labels else ""
+
+
+def _predictions(job: Job) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(result__job=job).select_related("result__recording").order_by("result__recording_id")
+
+
+def job_projection(*, job: Job, method: str = "auto") -> dict[str, Any]:
+    """2-D projection of an embed job's vectors, one point per recording, with its label.
+
+    Raises ``NotFound`` when the job stored no embeddings (not an embed job, or not run yet).
+    """
+    rows = list(
+        Embedding.objects.filter(result__job=job).select_related("recording").order_by("recording_id").only(
+            "vector", "recording__id", "recording__original_filename", "recording__label", "recording__speaker"
+        )
+    )
+    if not rows:
+        raise NotFound("no_embeddings", "This job has no embeddings to project; run an embed job over the recordings.")
+    coords, used = project_2d(np.asarray([r.vector for r in rows], dtype=np.float64), method=method)
+    return {
+        "job": job.pk,
+        "model": _model_name(job),
+        "method": used,
+        "points": [
+            {"recording": r.recording.pk, "filename": r.recording.original_filename, "label": r.recording.label,
+             "speaker": r.recording.speaker, "x": float(x), "y": float(y)}
+            for r, (x, y) in zip(rows, coords, strict=True)
+        ],
+    }
+
+
+def job_wrong_or_unsure(*, job: Job) -> list[dict[str, Any]]:
+    """Recordings of a classify job a person should listen to: wrong, uncertain or without enough speech.
+
+    Wrong means a true label (after ``label_map``) that differs from the prediction; ``uncertain`` and
+    ``insufficient_speech`` outcomes are listed whether labelled or not.
+    """
+    out = []
+    for p in _predictions(job):
+        rec = p.result.recording
+        truth = _truth(job, rec)
+        reasons = []
+        if truth and p.outcome != Prediction.Outcome.INSUFFICIENT_SPEECH and truth != p.predicted_class:
+            reasons.append("wrong")
+        if p.outcome != Prediction.Outcome.OK:
+            reasons.append(p.outcome)
+        if reasons:
+            out.append({
+                "recording": rec.pk if rec else None, "filename": rec.original_filename if rec else p.result.recording_ref,
+                "label": rec.label if rec else "", "predicted": p.predicted_class, "outcome": p.outcome, "confidence": p.confidence,
+                "reasons": reasons,
+            })
+    return out
+
+
+def _side(job: Job, predictions: dict[int, Prediction], ids: list[int]) -> dict[str, Any]:
+    """Accuracy of one job over the labelled recordings among ``ids``; abstentions count as not correct."""
+    labelled = [i for i in ids if _truth(job, predictions[i].result.recording)]
+    correct = sum(1 for i in labelled if predictions[i].predicted_class == _truth(job, predictions[i].result.recording))
+    abstained = sum(1 for i in labelled if predictions[i].outcome == Prediction.Outcome.INSUFFICIENT_SPEECH)
+    return {"job": job.pk, "model": _model_name(job), "n_labelled": len(labelled), "correct": correct,
+            "abstained": abstained, "accuracy": correct / len(labelled) if labelled else None}
+
+
+def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
+    """Compare two classify jobs over (mostly) the same recordings, e.g. two model versions.
+
+    Returns ``a`` and ``b`` (job, model, accuracy over the labelled recordings both jobs
+    predicted), ``n_common``, ``n_changed``, ``agreement``, ``transitions``, ``only_in_a``,
+    ``only_in_b`` (recording ids) and ``changed``: one row per recording whose prediction
+    differs, with its filename, true label and both predictions and confidences.
+    """
+    from workers.pipeline.evaluation import compare_predictions
+
+    for job in (job_a, job_b):
+        if job.kind != Job.Kind.CLASSIFY:
+            raise ServiceError("not_classify", f"Job #{job.pk} is a {job.kind} job; only classify jobs can be compared.")
+    pa = {p.result.recording_id: p for p in _predictions(job_a) if p.result.recording_id}
+    pb = {p.result.recording_id: p for p in _predictions(job_b) if p.result.recording_id}
+    diff = compare_predictions({i: p.predicted_class or None for i, p in pa.items()},
+                               {i: p.predicted_class or None for i, p in pb.items()})
+    common = sorted(i for i in pa if i in pb)
+    changed = []
+    for row in diff["changed"]:
+        a, b = pa[row["id"]], pb[row["id"]]
+        rec = a.result.recording
+        changed.append({
+            "recording": rec.pk, "filename": rec.original_filename, "label": rec.label,
+            "a": row["a"], "b": row["b"], "a_confidence": a.confidence, "b_confidence": b.confidence,
+        })
+    return {
+        "a": _side(job_a, pa, common), "b": _side(job_b, pb, common),
+        "n_common": diff["n_common"], "n_changed": diff["n_changed"], "agreement": diff["agreement"],
+        "transitions": diff["transitions"], "only_in_a": diff["only_in_a"], "only_in_b": diff["only_in_b"],
+        "changed": changed,
+    }
+
+
+def job_compare_candidates(*, job: Job) -> QuerySet[Job]:
+    """Other finished classify jobs of the same owner over the same batch: what the job page offers to compare with."""
+    if job.kind != Job.Kind.CLASSIFY or job.batch_id is None:
+        return Job.objects.none()
+    return (
+        Job.objects.filter(owner_id=job.owner_id, batch_id=job.batch_id, kind=Job.Kind.CLASSIFY, status=Job.Status.SUCCEEDED)
+        .exclude(pk=job.pk).select_related("model_version").order_by("-created_at", "-id")
+    )
+
+
+def _ci_text(report: Mapping[str, Any], metric: str) -> str:
+    ci = (report.get("ci") or {}).get(metric) or {}
+    if ci.get("low") is None or ci.get("high") is None:
+        return ""
+    return f"95% CI {ci['low']:.3f} to {ci['high']:.3f}, bootstrap over {report['ci'].get('n_units')} {report['ci'].get('unit')}s"
+
+
+def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
+    """Everything a person reviews about one job, ready for a template (pictures as data URIs).
+
+    Classify jobs with a report: headline numbers with CIs, per-class table, confusion matrix,
+    reliability diagram, and the wrong-or-unsure recordings. Embed jobs: the projection picture.
+    Every job: its stage timings, largest first.
+    """
+    total = sum(float(v) for v in (job.timings or {}).values()) or 0.0
+    review: dict[str, Any] = {
+        "job": job,
+        "model": _model_name(job),
+        "timings": [
+            {"stage": stage, "seconds": float(s), "share": 100 * float(s) / total if total else 0.0}
+            for stage, s in sorted((job.timings or {}).items(), key=lambda kv: -float(kv[1]))
+        ],
+    }
+    report = job.report
+    if job.kind == Job.Kind.CLASSIFY and report and report.get("n"):
+        review["report"] = {
+            "n": report["n"],
+            "accuracy": report.get("accuracy"),
+            "balanced_accuracy": report.get("balanced_accuracy"),
+            "balanced_accuracy_ci": _ci_text(report, "balanced_accuracy"),
+            "macro_f1": report.get("macro_f1"),
+            "ece": report.get("ece"),
+            "roc_auc": (report.get("roc_auc") or {}).get("value"),
+            "excluded": report.get("excluded") or {},
+            "per_class": [dict(label=label, **values) for label, values in (report.get("per_class") or {}).items()],
+        }
+        if pictures:
+            cm = report["confusion_matrix"]
+            review["confusion_matrix_uri"] = data_uri(confusion_matrix_png(cm["labels"], cm["matrix"]))
+            if report.get("reliability"):
+                review["reliability_uri"] = data_uri(reliability_png(report["reliability"], ece=report.get("ece")))
+        review["wrong_or_unsure"] = job_wrong_or_unsure(job=job)
+    if job.kind == Job.Kind.EMBED and job.status == Job.Status.SUCCEEDED and pictures:
+        try:
+            projection = job_projection(job=job)
+        except NotFound:
+            pass
+        else:
+            title = f"{projection['model']} ({projection['method'].upper()}, {len(projection['points'])} recordings)"
+            review["projection_uri"] = data_uri(projection_png(projection["points"], title=title))
+    return review
+
+
+def batch_review(*, batch: Batch, limit: int = BATCH_REPORT_LIMIT) -> dict[str, Any]:
+    """Reviews of a batch's newest finished labelled classify jobs and embed jobs (``limit`` of each)."""
+    finished = batch.jobs.filter(status=Job.Status.SUCCEEDED).select_related("model_version").order_by("-created_at", "-id")
+    classify = [j for j in finished.filter(kind=Job.Kind.CLASSIFY, report__isnull=False)[:limit]]
+    embed = list(finished.filter(kind=Job.Kind.EMBED)[:limit])
+    return {"classify": [job_review(job=j) for j in classify if j.report and j.report.get("n")],
+            "embed": [job_review(job=j) for j in embed]}
+
+
+def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> dict[str, Any]:
+    """A recording's window timelines (its newest ``limit`` predictions) and its ``k`` nearest neighbours.
+
+    Neighbours come from :func:`recognition.selectors.similar_recordings` for the recording's owner,
+    so they never include another user's recordings; ``neighbours_note`` says why there are none.
+    """
+    predictions = (
+        Prediction.objects.filter(result__recording=recording)
+        .select_related("result__job", "model_version").order_by("-result__job__created_at", "-id")[:limit]
+    )
+    timelines = [
+        {"job": p.result.job, "model": f"{p.model_version.name}@{p.model_version.version}", "outcome": p.outcome,
+         "predicted": p.predicted_class, "confidence": p.confidence,
+         "uri": data_uri(window_timeline_png(p.windows, list(p.model_version.labels) or None))}
+        for p in predictions
+    ]
+    try:
+        pairs = selectors.similar_recordings(user=recording.owner, recording=recording, k=k)
+        note = "" if pairs else "No other recording has an embedding from the same model yet."
+    except NotFound as exc:
+        pairs, note = [], exc.message
+    return {"timelines": timelines, "neighbours": [{"recording": r, "similarity": s} for r, s in pairs], "neighbours_note": note}
