@@ -38,14 +38,19 @@ def _storage() -> None:
 
 
 def _workers() -> dict:
-    from accentsite.celery import app
+    """A live worker per queue, from inspect() replies and fresh heartbeats (recognition.ops).
 
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
-    serving = {q["name"] for queues in replies.values() for q in queues}
+    A solo-pool worker busy with a chunk does not answer broadcasts; its heartbeat, written by a
+    thread every WORKER_HEARTBEAT_S, still shows it alive and which queues it consumes.
+    """
+    from recognition import ops
+
+    serving = ops.serving_queues(required=QUEUES, timeout=1.0)
+    online = sorted({w for names in serving.values() for w in names})
     missing = [q for q in QUEUES if q not in serving]
     if missing:
-        raise RuntimeError(f"no worker consumes queue(s) {missing}; workers online: {sorted(replies)}")
-    return {"workers": sorted(replies)}
+        raise RuntimeError(f"no worker consumes queue(s) {missing}; workers online: {online}")
+    return {"workers": online}
 
 
 def health_checks() -> dict[str, dict]:

@@ -1,8 +1,11 @@
 """Plain Django views: authorised media, health and metrics."""
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 from recognition.api.views import _audio_response
 from recognition.models import Recording
@@ -23,5 +26,27 @@ def healthz(request: HttpRequest) -> JsonResponse:
     from recognition.health import health_checks
 
     checks = health_checks()
-    ok = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)
+    failed = [name for name, c in checks.items() if not c["ok"]]
+    body = {"status": "fail" if failed else "ok", "failed": failed, "checks": checks}
+    return JsonResponse(body, status=503 if failed else 200)
+
+
+def _metrics_allowed(request: HttpRequest) -> bool:
+    """DEBUG, a staff session, or ``Authorization: Bearer $METRICS_TOKEN`` (off while the token is empty)."""
+    if settings.DEBUG or (request.user.is_authenticated and request.user.is_staff):
+        return True
+    token = settings.METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format; see recognition/metrics.py for what each metric means."""
+    from recognition.metrics import render
+
+    if not _metrics_allowed(request):
+        response = HttpResponse("Forbidden: staff session or Authorization: Bearer <METRICS_TOKEN> required.\n",
+                                status=403, content_type="text/plain")
+        response["WWW-Authenticate"] = "Bearer"
+        return response
+    return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

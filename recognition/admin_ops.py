@@ -1,0 +1,65 @@
+"""Admin pages for operations: the Workers page and a job's chunk timeline.
+
+Registered as custom admin URLs by wrapping ``admin.site.get_urls`` (imported at the end of
+recognition/admin.py), so they sit behind the admin's login and staff check:
+
+* ``/admin/recognition/workers/`` (``admin:recognition_workers``): every worker online with its
+  queues, pool, device, task in hand, tasks done and last heartbeat, plus queue depths. Linked from
+  the Job list's object tools.
+* ``/admin/recognition/job/<id>/timeline/`` (``admin:recognition_job_timeline``): the job's chunks
+  with worker, attempts, wait and run time and seconds per stage. Linked from the Job page.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.contrib import admin
+from django.shortcuts import get_object_or_404, render
+from django.urls import path
+
+from recognition import ops
+from recognition.models import Job
+
+logger = logging.getLogger(__name__)
+
+
+def workers_view(request):
+    """Workers online and queue depths; the parts whose source is down say so instead."""
+    context = dict(admin.site.each_context(request), title="Workers", opts=Job._meta)
+    try:
+        context["workers"] = ops.workers_overview(timeout=1.0)
+    except Exception as exc:  # the broker down: show the page with the error
+        context["workers_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        client = ops.broker_redis()
+        context["depths"] = ops.queue_depths(client=client)
+        context["unacked"] = ops.unacked_count(client=client)
+    except Exception as exc:
+        context["depths_error"] = f"{type(exc).__name__}: {exc}"
+    context["running_jobs"] = Job.objects.filter(status=Job.Status.RUNNING).count()
+    context["queued_jobs"] = Job.objects.filter(status=Job.Status.QUEUED).count()
+    return render(request, "admin/recognition/workers.html", context)
+
+
+def job_timeline_view(request, pk: int):
+    job = get_object_or_404(Job, pk=pk)
+    rows = ops.job_timeline(job=job)
+    stages = sorted({s for r in rows for s in r["timings"]})
+    for r in rows:
+        r["stage_values"] = [r["timings"].get(s) for s in stages]
+    context = dict(admin.site.each_context(request), title=f"Timeline of {job}", opts=Job._meta, job=job,
+                   rows=rows, stages=stages, original=job)
+    return render(request, "admin/recognition/job/timeline.html", context)
+
+
+_admin_get_urls = admin.site.get_urls
+
+
+def _get_urls():
+    return [
+        path("recognition/workers/", admin.site.admin_view(workers_view), name="recognition_workers"),
+        path("recognition/job/<int:pk>/timeline/", admin.site.admin_view(job_timeline_view), name="recognition_job_timeline"),
+    ] + _admin_get_urls()
+
+
+admin.site.get_urls = _get_urls
