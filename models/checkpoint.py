@@ -1,0 +1,228 @@
+"""Checkpoint save/load and the :class:`LoadedModel` wrapper the inference engine uses.
+
+A checkpoint is a ``torch.save`` dict::
+
+    {"format": 1, "spec": ModelSpec.to_dict(), "hparams": {...}, "state_dict": {...},
+     "calibration": {...}, "metrics": {...}, "training_data": {...}}
+
+``save_checkpoint`` also writes a JSON sidecar (``<name>.json``) with everything but the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.specs import ModelSpec
+
+FORMAT_VERSION = 1
+
+
+def build_model(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bool = True) -> nn.Module:
+    """Instantiate the ``nn.Module`` for ``spec.family`` with ``hparams``.
+
+    ``load_pretrained`` copies packaged pretrained weights (speaker_head's GE2E encoder) at build
+    time; loading a checkpoint overwrites them anyway.
+    """
+    if spec.family == "cnn":
+        from models.cnn import build_cnn
+
+        return build_cnn(spec, hparams)
+    if spec.family == "resnet":
+        from models.resnet import build_resnet
+
+        return build_resnet(spec, hparams)
+    if spec.family == "speaker_head":
+        from models.speaker_head import build_speaker_head
+
+        return build_speaker_head(spec, hparams, load_pretrained=load_pretrained)
+    if spec.family == "accent_embed":
+        from models.accent_embed import build_accent_embed
+
+        return build_accent_embed(spec, hparams)
+    if spec.family == "speaker_encoder":
+        from models.speaker_head import GE2EEncoder
+
+        enc = GE2EEncoder(band_limit_hz=hparams.get("band_limit_hz"))
+        if load_pretrained:
+            enc.load_pretrained()
+        return enc
+    raise ValueError(f"unknown family {spec.family!r}")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference.
+
+    Attributes
+    ----------
+    model : nn.Module
+        In ``eval()`` mode on :attr:`device`.
+    spec : ModelSpec
+        What the model outputs and its windowing.
+    calibration : dict
+        Temperature / priors / threshold (empty for embed models).
+    meta : dict
+        ``hparams``, ``metrics``, ``training_data`` from the checkpoint.
+    sha256 : str
+        sha256 of the checkpoint file (or of the packaged weights).
+    device : torch.device
+        Where inputs are placed.
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    calibration: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def prepare(self, windows: np.ndarray) -> Any:
+        """Turn waveform windows into model input on :attr:`device`.
+
+        Parameters
+        ----------
+        windows : np.ndarray
+            ``[n, samples]`` float32 at ``spec.sample_rate``.
+
+        Returns
+        -------
+        torch.Tensor or dict
+            ``[n, samples]`` tensor for waveform models; the accent_embed family returns a dict
+            with ``"wave" [n, samples]`` and ``"frames" [n, frames, n_frame_features]``.
+        """
+        windows = np.ascontiguousarray(np.atleast_2d(windows), dtype=np.float32)
+        hook = getattr(self.model, "prepare_inputs", None)
+        if hook is not None:
+            return hook(windows, self.device)
+        return torch.from_numpy(windows).to(self.device)
+
+    def logits(self, inputs: Any) -> torch.Tensor:
+        """Model input from :meth:`prepare` -> ``[n, n_classes]`` raw logits.
+
+        Classify models, and embed models that declare ``labels`` (accent_embed keeps its
+        auxiliary classifier); a pure embedding model raises ``TypeError``.
+        """
+        if self.spec.task != "classify" and not self.spec.labels:
+            raise TypeError(f"{self.spec.name} is an embedding model; use embed()")
+        return self.model(inputs)
+
+    def embed(self, inputs: Any) -> torch.Tensor:
+        """Model input from :meth:`prepare` -> ``[n, dim]`` L2-normalised vectors."""
+        return self.model.embed(inputs)
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jsonable(obj: Any) -> Any:
+    """Recursively convert numpy scalars/arrays and tuples into JSON-able values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    spec: ModelSpec,
+    calibration: dict[str, Any] | None,
+    hparams: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+) -> str:
+    """Write a checkpoint (and its ``.json`` sidecar); returns the checkpoint file's sha256.
+
+    Non-persistent buffers are not stored; frozen pretrained weights are (the file is then
+    self-contained).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "hparams": _jsonable(hparams),
+        "state_dict": state,
+        "calibration": _jsonable(calibration or {}),
+        "metrics": _jsonable(metrics or {}),
+        "training_data": _jsonable(training_data or {}),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    sha = _sha256_bytes(data)
+    sidecar = {k: v for k, v in payload.items() if k != "state_dict"}
+    sidecar["sha256"] = sha
+    sidecar["size_bytes"] = len(data)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return sha
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint` into a :class:`LoadedModel` (eval mode)."""
+    path = Path(path)
+    data = path.read_bytes()
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    if payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
+    spec = ModelSpec.from_dict(payload["spec"])
+    model = build_model(spec, payload["hparams"], load_pretrained=False)
+    model.load_state_dict(payload["state_dict"])
+    device = torch.device(device)
+    model.to(device).eval()
+    meta = {k: payload.get(k, {}) for k in ("hparams", "metrics", "training_data")}
+    return LoadedModel(
+        model=model,
+        spec=spec,
+        calibration=dict(payload.get("calibration") or {}),
+        meta=meta,
+        sha256=_sha256_bytes(data),
+        device=device,
+    )
+
+
+def load_speaker_encoder(device: str | torch.device = "cpu") -> LoadedModel:
+    """The pretrained resemblyzer GE2E speaker encoder as an embed model (no checkpoint file).
+
+    ``embed``: ``[n, samples]`` 16 kHz windows -> ``[n, 256]``; 1.6 s windows as resemblyzer uses.
+    ``sha256`` is that of the packaged weights file.
+    """
+    from models.speaker_head import GE2EEncoder
+
+    spec = ModelSpec(
+        name="speaker-encoder-ge2e",
+        version="resemblyzer-0.1.4",
+        family="speaker_encoder",
+        task="embed",
+        labels=(),
+        sample_rate=16000,
+        window_s=1.6,
+        hop_s=0.8,
+        embedding_dim=256,
+        extra={"source": "resemblyzer pretrained.pt (GE2E)", "band_limit_hz": None},
+    )
+    enc = GE2EEncoder()
+    sha = enc.load_pretrained()
+    device = torch.device(device)
+    enc.to(device).eval()
+    return LoadedModel(model=enc, spec=spec, calibration={}, meta={"hparams": {}}, sha256=sha, device=device)
