@@ -24,26 +24,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--batch", type=int, help="train on this batch's labelled recordings")
         parser.add_argument("--default", action="store_true", help="make the new version its model's default")
-        parser.add_argument("rest", nargs="*", help="training options (see python -m workers.pipeline.training --help)")
 
-    def run_from_argv(self, argv):
-        # Pass unknown options through to the training CLI untouched.
-        known = {"--batch", "--default", "-h", "--help"}
-        ours, rest, i = [], [], 2
-        while i < len(argv):
-            if argv[i] in known:
-                ours.append(argv[i])
-                if argv[i] == "--batch":
-                    ours.append(argv[i + 1])
-                    i += 1
-            else:
-                rest.append(argv[i])
-            i += 1
-        self._rest = rest
-        super().run_from_argv(argv[:2] + ours)
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        """Options this command does not know go to the training CLI untouched (also via call_command)."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def parse_args(args=None, namespace=None):
+            namespace, unknown = parser.parse_known_args(args, namespace)
+            namespace.rest = unknown
+            return namespace
+
+        parser.parse_args = parse_args
+        return parser
 
     def handle(self, *args, batch=None, default=False, rest=(), **options):
-        rest = list(getattr(self, "_rest", rest))
+        """``rest``: the training options, in order (see ``python -m workers.pipeline.training --help``)."""
+        rest = list(rest)
         if batch is not None:
             return self._train_batch(batch, rest, default)
         if "--manifest" not in rest or "--out" not in rest:

@@ -1,0 +1,47 @@
+"""manage.py train (manifest in, registered model out) and manage.py classify (files in, CSV out)."""
+import csv
+
+import pytest
+from django.core.management import call_command
+
+from recognition.models import ModelVersion
+from tests.conftest import speech
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    rows = ["path,accent_group,speaker_id,split,corpus"]
+    voices = {"native_english": ["en-us", "en-gb", "en-us-nyc"], "other_l1": ["en-029", "en-gb-scotland", "en-gb-x-rp"]}
+    for group, names in voices.items():
+        for i, voice in enumerate(names):
+            for speed in (130, 175):
+                for j, text in enumerate(["Please call Stella.", "Bring these things with her."]):
+                    path = tmp_path / f"{voice}-{speed}-{j}.wav"
+                    path.write_bytes(speech(text, voice=voice, speed=speed))
+                    rows.append(f"{path.name},{group},{voice}-{speed},{'test' if i == 2 else 'train'},synthetic")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "manifest.csv"
+
+
+def test_train_command_registers_the_model_and_classify_uses_it(manifest, tmp_path, capsys):
+    out = tmp_path / "ckpt" / "cli-model.pt"
+    call_command("train", "--manifest", str(manifest), "--family", "cnn", "--name", "cli-model", "--out", str(out),
+                 "--label-map", "native_english=native,other_l1=non_native", "--epochs", "2", "--window-s", "1.0",
+                 "--hop-s", "0.5", "--hparam", "channels=4", "--hparam", "n_mels=32", "--n-boot", "20")
+    mv = ModelVersion.objects.get(name="cli-model")
+    assert mv.labels == ["native", "non_native"] and mv.sha256 and mv.checkpoint == str(out.resolve())
+    assert mv.metrics["test"]["confusion_matrix"]["labels"] == ["native", "non_native"]
+    assert mv.training_data["splits"]["test"]["speakers"] == 4
+
+    results = tmp_path / "results.csv"
+    wavs = sorted(str(p) for p in manifest.parent.glob("*.wav"))[:3] + [str(manifest)]
+    call_command("classify", *wavs, "--model", "cli-model", "--out", str(results))
+    rows = {r["file"]: r for r in csv.DictReader(results.open())}
+    assert set(rows) == set(wavs)
+    bad = rows.pop(str(manifest))
+    assert bad["outcome"] == "error" and bad["error_code"] == "not_audio"
+    for row in rows.values():
+        assert row["outcome"] in ("ok", "uncertain") and row["predicted_class"] in ("native", "non_native")
+        assert float(row["p_native"]) + float(row["p_non_native"]) == pytest.approx(1, abs=1e-4)
