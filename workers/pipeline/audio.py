@@ -47,9 +47,11 @@ _FFMPEG_DEMUXERS = "mov,matroska,aac,mp3,ogg,flac,wav,w64,aiff,caf,asf,amr"
 # Lossless containers whose header states the exact number of frames, so a shortfall means truncation.
 _EXACT_LENGTH = frozenset({"wav", "flac"})
 # libsndfile shrinks a WAV's frame count to the bytes present and logs the header's claim like
-# "data : 64000 (should be 31978)". 0xFFFFFFFF is the "unknown length" of streamed WAVs.
+# "data : 64000 (should be 31978)". Streamed WAVs (written to a pipe before the length is known)
+# carry a placeholder instead of a size: 0xFFFFFFFF, 0x7FFFFFFF, or 0x7FFFF000 plus the header
+# (espeak-ng --stdout, sox). A claim that large is "unknown length", never a promise.
 _WAV_DATA_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_STREAMED_WAV_SIZE = 0xFFFFFFFF
+_STREAMED_WAV_MIN_SIZE = 0x7FFF0000
 _FFMPEG_LOG_PREFIX = re.compile(r"^(\[[^\]]* @ 0x[0-9a-f]+\] |file:.*?: )", re.MULTILINE)
 
 # Leading bytes of containers that hold audio: a file that starts like one but fails to decode is
@@ -280,7 +282,10 @@ def _decode_soundfile(file: str | io.BytesIO, max_duration_s: float | None) -> _
     with f:
         fmt = _SF_FORMATS.get(f.format, f.format.lower())
         promised = _promised_frames(f)
-        _check_length(promised / f.samplerate, max_duration_s)
+        # The length check before reading trusts the header only as far as the bytes present go:
+        # libsndfile bounds a WAV's frame count by the file size; a compressed format's header
+        # (FLAC STREAMINFO) is all there is, and the read below stops at the limit either way.
+        _check_length(min(promised, f.frames) / f.samplerate, max_duration_s)
         limit = -1 if max_duration_s is None else int(max_duration_s * f.samplerate) + 1
         try:
             samples = f.read(frames=limit, dtype="float32", always_2d=True)
@@ -306,7 +311,7 @@ def _promised_frames(f: sf.SoundFile) -> int:
     if match is None:
         return f.frames
     claimed, present = int(match.group(1)), int(match.group(2))
-    if claimed == _STREAMED_WAV_SIZE or claimed <= present or present == 0:
+    if claimed >= _STREAMED_WAV_MIN_SIZE or claimed <= present or present == 0:
         return f.frames
     return round(f.frames * claimed / present)
 

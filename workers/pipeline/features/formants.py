@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import parselmouth
 from parselmouth.praat import call
 
+from workers.pipeline.features import praat_shared
 from workers.pipeline.features.base import FeatureExtractor, FeatureResult, as_mono, describe, nearest_frames, register_extractor
 
 
@@ -41,7 +41,7 @@ class Formants(FeatureExtractor):
         if x.size / sample_rate < 3.0 / c.f0_floor:
             times, tracks, voiced = np.zeros(0), np.zeros((3, 0)), np.zeros(0, dtype=bool)
         else:
-            sound = parselmouth.Sound(x.astype(np.float64), sampling_frequency=sample_rate)
+            sound = praat_shared.sound(x, sample_rate)
             formant = sound.to_formant_burg(
                 time_step=c.time_step,
                 max_number_of_formants=c.n_formants,
@@ -52,7 +52,7 @@ class Formants(FeatureExtractor):
             times = formant.xs()
             # "To Matrix" gives a formant's frequency per frame, 0 where undefined.
             tracks = np.stack([call(formant, "To Matrix", k).values[0] for k in (1, 2, 3)])  # [3, frames]
-            pitch = sound.to_pitch_ac(time_step=c.time_step, pitch_floor=c.f0_floor, pitch_ceiling=c.f0_ceiling)
+            pitch = praat_shared.pitch_ac(x, sample_rate, time_step=c.time_step, floor=c.f0_floor, ceiling=c.f0_ceiling)
             voiced = pitch.selected_array["frequency"][nearest_frames(times, pitch.xs())] > 0
         summary: dict[str, float | None] = {}
         for k, track in enumerate(tracks, start=1):

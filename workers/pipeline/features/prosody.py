@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import parselmouth
 from scipy.signal import find_peaks
 
+from workers.pipeline.features import praat_shared
 from workers.pipeline.features.base import FeatureExtractor, FeatureResult, as_mono, describe, nearest_frames, register_extractor
 
 F0_STATS = ("mean", "std", "min", "max", "range", "p5", "p50", "p95")
@@ -56,8 +56,8 @@ class Prosody(FeatureExtractor):
             times = f0 = intensity = np.zeros(0)
             n_syllables = 0
         else:
-            sound = parselmouth.Sound(x.astype(np.float64), sampling_frequency=sample_rate)
-            pitch = sound.to_pitch_ac(time_step=c.time_step, pitch_floor=c.f0_floor, pitch_ceiling=c.f0_ceiling)
+            sound = praat_shared.sound(x, sample_rate)
+            pitch = praat_shared.pitch_ac(x, sample_rate, time_step=c.time_step, floor=c.f0_floor, ceiling=c.f0_ceiling)
             times, f0 = pitch.xs(), pitch.selected_array["frequency"]
             contour = sound.to_intensity(minimum_pitch=c.f0_floor, time_step=c.time_step)
             int_times, int_db = contour.xs(), contour.values[0]
