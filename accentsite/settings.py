@@ -192,7 +192,12 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Workers --------------------------------------------------------------------------------
 WORKER_DEVICE = env.str("WORKER_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
-WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)  # 0: one per core of this child
+WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)  # 0: 1 on CPU, the cores with a GPU (runtime.default_torch_threads)
+WORKER_AUTOCAST = env.str("WORKER_AUTOCAST", default="off")  # off | bf16 | auto (runtime.use_autocast; see docs/benchmarks.md)
+WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: 16 on CPU, 64 on a GPU (runtime.default_batch_size)
+# silero VAD costs more than the classify model's forward pass on CPU (docs/benchmarks.md): it runs
+# only when a classify job asks for it (params {"vad": true}) unless this says otherwise.
+CLASSIFY_VAD_DEFAULT = env.bool("CLASSIFY_VAD_DEFAULT", default=False)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"

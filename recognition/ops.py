@@ -23,7 +23,6 @@ import platform
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -124,6 +123,7 @@ def device_info(*, solo: bool) -> dict:
             info["device"] = "cuda (in each child)" if gpus else "cpu"
     else:
         info["device"] = runtime.device()
+        info["torch_threads"] = torch.get_num_threads()  # set by worker_process_init; solo pools run models here
     if info["device"].startswith("cuda") and solo:
         index = torch.device(info["device"]).index or 0
         props = torch.cuda.get_device_properties(index)
@@ -156,7 +156,7 @@ def _worker_record(hb: _Heartbeat) -> dict:
     record = {
         "name": hb.hostname, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
         "pool": type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else "",
-        "concurrency": getattr(getattr(consumer, "controller", None), "concurrency", None),
+        "concurrency": 1 if hb.solo else getattr(getattr(consumer, "controller", None), "concurrency", None),
         "started_at": hb.started_at, "heartbeat_at": time.time(), **hb.device,
         "current": hb.current,
     }
@@ -213,6 +213,8 @@ def worker_heartbeat_stop() -> None:
     if hb is None:
         return
     hb.stop.set()
+    if hb.thread is not None:
+        hb.thread.join(timeout=3)  # a beat in flight must not write the key again after the delete
     try:
         broker_redis(hb.consumer.app.conf.broker_url).delete(WORKER_KEY_PREFIX + hb.hostname)
     except Exception:
@@ -259,9 +261,13 @@ def workers_overview(*, timeout: float = 1.0) -> list[dict]:
     from accentsite.celery import app
 
     records = worker_records()
+    # limit: return as soon as every worker with a heartbeat answered (a busy solo worker costs the timeout)
     inspector = app.control.inspect(timeout=timeout, limit=len(records) or None)
-    with ThreadPoolExecutor(3) as pool:  # three broadcasts at once: one timeout, not three
-        stats, queues, active = pool.map(lambda method: getattr(inspector, method)() or {}, ["stats", "active_queues", "active"])
+    stats = inspector.stats() or {}
+    if records and len(stats) < len(records):  # someone is busy or gone: do not wait for it twice more
+        inspector = app.control.inspect(timeout=timeout, destination=sorted(stats)) if stats else None
+    queues = (inspector.active_queues() or {}) if inspector else {}
+    active = (inspector.active() or {}) if inspector else {}
     rows = []
     for name in sorted(set(stats) | set(queues) | set(active) | set(records)):
         rec, st = records.get(name, {}), stats.get(name, {})

@@ -18,7 +18,7 @@ def configure_threads(torch_threads: int | None = None) -> int:
     """Set one BLAS thread and a deliberate torch thread count for this process.
 
     numpy's OpenBLAS pool and torch's OpenMP pool otherwise fight over the cores (2-3x slower).
-    ``torch_threads`` 0/None means ``WORKER_TORCH_THREADS`` or, unset, the cores this process may use.
+    ``torch_threads`` 0/None means ``WORKER_TORCH_THREADS`` or, unset, :func:`default_torch_threads`.
     """
     from threadpoolctl import threadpool_limits
 
@@ -27,9 +27,69 @@ def configure_threads(torch_threads: int | None = None) -> int:
     import torch
 
     if not torch_threads:
-        torch_threads = int(os.environ.get("WORKER_TORCH_THREADS") or 0) or len(os.sched_getaffinity(0))
+        torch_threads = int(os.environ.get("WORKER_TORCH_THREADS") or 0) or default_torch_threads()
     torch.set_num_threads(torch_threads)
     return torch_threads
+
+
+def default_torch_threads() -> int:
+    """One torch thread for a CPU worker; the cores of the process when a GPU does the work.
+
+    A CPU host runs one worker process per core (cpu queue) beside the model worker, so a second
+    OpenMP thread only oversubscribes: measured on the project's 2-core machine under other load
+    (``bench/``), a 2-thread model forward was 1.6-8x *slower* than a 1-thread one (OpenMP threads
+    spin at barriers while another process holds the core). Throughput on CPU comes from
+    processes. Set ``WORKER_TORCH_THREADS`` on a host whose only busy process is this worker.
+    """
+    cores = len(os.sched_getaffinity(0))
+    wanted = os.environ.get("WORKER_DEVICE", "auto")
+    if wanted.startswith("cuda"):
+        return cores
+    if wanted == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return cores
+    return 1
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU has native bf16 dot products (AVX-512 BF16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_autocast(loaded) -> bool:
+    """Whether forward passes of ``loaded`` run under bf16 autocast (setting ``WORKER_AUTOCAST``).
+
+    ``off`` (default): fp32. ``bf16``: always. ``auto``: on a CUDA device, or on a CPU with native
+    bf16 (:func:`cpu_has_bf16`). ``bench/`` measures the speed-up and the agreement of bf16 with
+    fp32 predictions on real clips; docs/benchmarks.md has the numbers behind the default.
+    """
+    from django.conf import settings
+
+    mode = getattr(settings, "WORKER_AUTOCAST", "off")
+    if mode == "bf16":
+        return True
+    if mode != "auto":
+        return False
+    dev = str(getattr(loaded, "device", "cpu"))
+    return dev.startswith("cuda") or (dev == "cpu" and cpu_has_bf16())
+
+
+def default_batch_size(loaded) -> int:
+    """Windows per forward pass when the job does not say: ``WORKER_BATCH_SIZE``, else 16 on CPU
+    (bigger CPU batches were slower for the LSTM model and no faster for the CNNs, ``bench/``)
+    and 64 on a GPU."""
+    from django.conf import settings
+
+    configured = int(getattr(settings, "WORKER_BATCH_SIZE", 0) or 0)
+    if configured:
+        return configured
+    return 64 if str(getattr(loaded, "device", "cpu")).startswith("cuda") else 16
 
 
 def device() -> str:

@@ -111,6 +111,8 @@ def run_model_chunk(self, chunk_id: int) -> None:
     """Classify or embed a chunk: decode all, then one batched inference over every window."""
 
     def process(ctx, timings):
+        from django.conf import settings
+
         from workers import runtime
         from workers.pipeline.audio import AudioError
         from workers.pipeline.inference import classify_batch, embed_batch
@@ -138,12 +140,14 @@ def run_model_chunk(self, chunk_id: int) -> None:
         services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
         if job.kind == Job.Kind.CLASSIFY:
             outcomes = classify_batch(
-                loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", True),
-                min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size", 64), **window,
+                loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
+                min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size") or runtime.default_batch_size(loaded),
+                autocast=runtime.use_autocast(loaded), **window,
             )
         else:
             outcomes = embed_batch(
-                loaded, signals, per_window=params.get("per_window", False), batch_size=params.get("batch_size", 64), **window
+                loaded, signals, per_window=params.get("per_window", False),
+                batch_size=params.get("batch_size") or runtime.default_batch_size(loaded), autocast=runtime.use_autocast(loaded), **window,
             )
         t = time.perf_counter()
         for (rec, _), outcome in zip(decoded, outcomes, strict=True):

