@@ -67,8 +67,9 @@ class BatchCreatedSerializer(BatchSerializer):
 
 class JobCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Job.Kind.choices)
-    batch = serializers.IntegerField(required=False)
-    recordings = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=100_000)
+    # ids fit a 64-bit column: a larger number is a 400 here, not an OverflowError in the database driver
+    batch = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    recordings = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000)
     params = serializers.JSONField(required=False)
     model = serializers.CharField(required=False, max_length=160)
 

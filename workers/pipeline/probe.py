@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import soundfile as sf
 
-from workers.pipeline.audio import AudioError
+from workers.pipeline.audio import _FFMPEG_DEMUXERS, AudioError
 
 SUPPORTED_FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm")
 _SF_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "MPEG": "mp3", "OGG": "ogg", "AIFF": "aiff"}
@@ -76,9 +76,12 @@ def _probe_ffprobe(fileobj: BinaryIO, *, filename: str, path: str | None) -> Aud
         fileobj.seek(0)
         path = tmp.name
     try:
+        # Same demuxer whitelist and "file:" prefix as the decoder: an upload must never make
+        # FFmpeg open a playlist (hls, concat) that reads other local files or URLs.
         proc = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=format_name,duration:stream=codec_type,sample_rate,channels,duration",
-             "-of", "json", path],
+            ["ffprobe", "-v", "error", "-format_whitelist", _FFMPEG_DEMUXERS,
+             "-show_entries", "format=format_name,duration:stream=codec_type,sample_rate,channels,duration",
+             "-of", "json", f"file:{path}"],
             capture_output=True, timeout=_FFPROBE_TIMEOUT_S, check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -94,6 +97,13 @@ def _probe_ffprobe(fileobj: BinaryIO, *, filename: str, path: str | None) -> Aud
             f"'{filename}' is not audio we can decode (wav, flac, mp3, ogg/opus, m4a/aac, webm).",
         )
     stream = streams[0]
+    if int(stream.get("sample_rate") or 0) <= 0 or int(stream.get("channels") or 0) <= 0:
+        # FFmpeg guesses a container from the extension of random bytes and reports a stream
+        # with no rate or channels: that is not audio anyone can decode.
+        raise AudioError(
+            "not_audio",
+            f"'{filename}' is not audio we can decode: no valid sample rate or channel count (wav, flac, mp3, ogg/opus, m4a/aac, webm).",
+        )
     duration = float(stream.get("duration") or data.get("format", {}).get("duration") or 0.0)
     fmt_name = data.get("format", {}).get("format_name", "")
     ext = os.path.splitext(filename)[1].lower().lstrip(".")
