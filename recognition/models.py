@@ -207,6 +207,7 @@ class RecordingResult(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="results")
     recording = models.ForeignKey(Recording, null=True, on_delete=models.SET_NULL, related_name="results")
     recording_ref = models.CharField(max_length=255, blank=True, help_text="Filename kept if the recording is deleted")
+    recording_key = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="The recording's id, kept after deletion")
     status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)

@@ -387,26 +387,11 @@ def job_requeue(*, job: Job, older_than: timedelta = timedelta(0)) -> list[int]:
 
 
 def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
-    """The beat's reaper: requeue chunks whose heartbeat stopped (``services.job_requeue_stuck``).
-
-    Also requeues chunks that were never enqueued (``enqueued_at`` empty: the broker was down
-    when the job committed) once their job is older than the limit. Counts what it did.
-    """
+    """The beat's reaper: ``services.job_requeue_stuck`` with the configured limit; counts what it did."""
     from recognition import services
-    from recognition.services.jobs import _enqueue_chunks
 
     older_than = older_than if older_than is not None else timedelta(seconds=settings.JOB_STUCK_AFTER_S)
     requeued = services.job_requeue_stuck(older_than=older_than)
-    limit = timezone.now() - older_than
-    never = JobChunk.objects.filter(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True,
-                                    job__status__in=[Job.Status.QUEUED, Job.Status.RUNNING], job__created_at__lt=limit)
-    by_job: dict[int, list[int]] = {}
-    for chunk_id, job_id in never.values_list("pk", "job_id"):
-        by_job.setdefault(job_id, []).append(chunk_id)
-    for job_id, chunk_ids in by_job.items():
-        logger.warning("enqueueing %d chunks that never reached the broker", len(chunk_ids), extra={"job_id": job_id})
-        _enqueue_chunks(Job.objects.get(pk=job_id), chunk_ids)
-        requeued.extend(chunk_ids)
     if requeued:
         counter_incr("chunks_requeued_by_reaper", len(requeued))
         logger.warning("reaper requeued chunks %s (no heartbeat for %s)", requeued, older_than)

@@ -120,22 +120,31 @@ def job_submit(
     return job
 
 
+_TASKS = {
+    Job.Kind.FEATURES: ("run_features_chunk", "cpu"),
+    Job.Kind.CLASSIFY: ("run_model_chunk", "gpu"),
+    Job.Kind.EMBED: ("run_model_chunk", "gpu"),
+    Job.Kind.TRAIN: ("run_train_job", "gpu"),
+}
+
+
+def _job_queue(job: Job) -> str:
+    """The queue a job's chunks go to. Small model jobs a person waits for go to ``interactive``,
+    never behind a big batch."""
+    if job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
+        return "interactive"
+    return _TASKS[job.kind][1]
+
+
 def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
     from workers import tasks
 
-    task = getattr(tasks, {
-        Job.Kind.FEATURES: "run_features_chunk",
-        Job.Kind.CLASSIFY: "run_model_chunk",
-        Job.Kind.EMBED: "run_model_chunk",
-        Job.Kind.TRAIN: "run_train_job",
-    }[job.kind])
-    # Small model jobs a person waits for go to the interactive queue, never behind a big batch.
-    interactive = job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS
-    options = {"queue": "interactive"} if interactive else {}
+    task = getattr(tasks, _TASKS[job.kind][0])
+    queue = _job_queue(job)
     now = timezone.now()
     for chunk_id in chunk_ids:
         try:
-            result = task.apply_async((chunk_id,), **options)
+            result = task.apply_async((chunk_id,), queue=queue)
         except Exception:  # broker down past the publish retries: the job row is committed, so
             # leave the chunks queued with no enqueued_at; job_requeue_stuck sends them later.
             logger.exception("could not enqueue %d chunks; the reaper requeues them", len(chunk_ids), extra={"job_id": job.pk})
@@ -181,9 +190,9 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
             .values_list("recording_id", flat=True)
         )
         for missing in [rid for rid in chunk.recording_ids if rid not in found]:
-            if not RecordingResult.objects.filter(job=job, recording_ref=f"deleted recording #{missing}").exists():
+            if not RecordingResult.objects.filter(job=job, recording_key=missing).exists():
                 RecordingResult.objects.create(
-                    job=job, recording=None, recording_ref=f"deleted recording #{missing}",
+                    job=job, recording=None, recording_key=missing, recording_ref=f"deleted recording #{missing}",
                     status=RecordingResult.Status.FAILED, error_code="deleted",
                     error_message="The recording was deleted after the job was queued.",
                 )
@@ -201,7 +210,9 @@ def job_is_cancelled(*, job_id: int) -> bool:
 
 def _replace_result(job: Job, recording: Recording, **fields: Any) -> RecordingResult:
     RecordingResult.objects.filter(job=job, recording=recording).delete()
-    return RecordingResult.objects.create(job=job, recording=recording, recording_ref=recording.original_filename, **fields)
+    return RecordingResult.objects.create(
+        job=job, recording=recording, recording_key=recording.pk, recording_ref=recording.original_filename, **fields
+    )
 
 
 def result_fail(*, job: Job, recording: Recording, code: str, message: str, timings: dict | None = None) -> RecordingResult:
@@ -361,8 +372,24 @@ def job_retry_failed(*, job: Job) -> Job:
     return job_submit(owner=job.owner, kind=job.kind, recordings=failed, params=dict(job.params), model=model)
 
 
+def _empty_queues() -> set[str]:
+    """Queues with no message waiting in the broker (empty set when the broker cannot be asked)."""
+    from recognition.ops import queue_depths
+
+    try:
+        return {queue for queue, depth in queue_depths().items() if depth == 0}
+    except Exception:  # broker down: no queue is known to be empty, so nothing waiting is resent
+        return set()
+
+
 def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[int]:
-    """Requeue chunks of running jobs whose task went silent (no heartbeat) for ``older_than``.
+    """Requeue chunks of active jobs that went silent for ``older_than``:
+
+    - running with no heartbeat (its worker died or hangs);
+    - never sent (the broker was down when the job was submitted);
+    - sent long ago but its queue is now empty (the message was lost, e.g. a broker restarted
+      without persistence). A chunk merely waiting behind a long queue is left alone, so the
+      reaper does not pile duplicates onto a busy queue.
 
     Idempotent: a chunk that was in fact still running only skips recordings already stored.
     """
@@ -370,11 +397,15 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
         Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
         | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=limit)
-        # never sent (the broker was down when the job was submitted)
         | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=limit)
     )
+    empty = None
     requeued: dict[int, list[int]] = {}
     for chunk in stuck.select_related("job"):
+        if chunk.status == JobChunk.Status.QUEUED and chunk.enqueued_at is not None:
+            empty = _empty_queues() if empty is None else empty
+            if _job_queue(chunk.job) not in empty:
+                continue
         JobChunk.objects.filter(pk=chunk.pk).update(status=JobChunk.Status.QUEUED, error="requeued: no heartbeat")
         requeued.setdefault(chunk.job_id, []).append(chunk.pk)
     for job_id, chunk_ids in requeued.items():

@@ -1,0 +1,110 @@
+"""Services: the job state machine, idempotent chunk handling and the stuck-chunk reaper's rules."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from recognition import services
+from recognition.models import Job, JobChunk, RecordingResult
+from tests.factories import audio_bytes, pulse_train, upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Record what would be sent to the broker instead of sending it."""
+    calls = []
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: calls.append((job.pk, list(ids))))
+    return calls
+
+
+def _recordings(user, n):
+    return [services.recording_create(owner=user, fileobj=upload(f"r{i}.wav", audio_bytes(pulse_train(f0=100 + 9 * i, seed=i))),
+                                      filename=f"r{i}.wav")[0] for i in range(n)]
+
+
+def test_state_machine_refuses_illegal_moves(user, sent):
+    job = services.job_submit(owner=user, kind="features", recordings=_recordings(user, 1))
+    with pytest.raises(Job.IllegalTransition):
+        job.mark_finished(Job.Status.SUCCEEDED)  # queued -> succeeded skips running
+    job.mark_running()
+    job.mark_finished(Job.Status.SUCCEEDED)
+    for move in (job.mark_running, lambda: job.mark_finished(Job.Status.FAILED), lambda: job.mark_finished(Job.Status.CANCELLED)):
+        with pytest.raises(Job.IllegalTransition):
+            move()
+
+
+def test_redelivered_chunk_skips_stored_results_and_counts_once(user, sent):
+    recs = _recordings(user, 3)
+    job = services.job_submit(owner=user, kind="features", recordings=recs)
+    chunk = job.chunks.get()
+    ctx = services.chunk_start(chunk_id=chunk.pk, worker="w1")
+    services.result_fail(job=ctx.job, recording=recs[0], code="corrupt", message="x")
+    services.result_store_features(job=ctx.job, recording=recs[1], features={}, npz=b"npz", timings={})
+    again = services.chunk_start(chunk_id=chunk.pk, worker="w2")  # the broker delivered it twice
+    assert [r.pk for r in again.recordings] == [recs[0].pk, recs[2].pk]  # failed ones are retried, stored ones skipped
+    services.result_store_features(job=again.job, recording=recs[0], features={}, npz=b"npz", timings={})
+    services.result_store_features(job=again.job, recording=recs[2], features={}, npz=b"npz", timings={})
+    job = services.chunk_finish(chunk_id=chunk.pk, timings={"features": 1.0})
+    services.chunk_finish(chunk_id=chunk.pk, timings={"features": 1.0})
+    job.refresh_from_db()
+    assert (job.status, job.done, job.failed) == ("succeeded", 3, 0)
+    assert RecordingResult.objects.filter(job=job).count() == 3
+    assert job.timings == {"features": 1.0}  # a chunk's timings are added once
+    assert JobChunk.objects.get(pk=chunk.pk).attempts == 2
+
+
+def test_recording_deleted_after_its_result_is_not_recorded_twice(user, sent):
+    recs = _recordings(user, 2)
+    job = services.job_submit(owner=user, kind="features", recordings=recs)
+    chunk = job.chunks.get()
+    ctx = services.chunk_start(chunk_id=chunk.pk)
+    services.result_store_features(job=ctx.job, recording=recs[0], features={}, npz=b"npz", timings={})
+    deleted_id = recs[0].pk
+    services.recording_delete(recording=recs[0])
+    services.chunk_start(chunk_id=chunk.pk)  # redelivered after the deletion
+    results = RecordingResult.objects.filter(job=job)
+    assert results.count() == 1 and results.get().recording_key == deleted_id and results.get().recording is None
+
+
+def test_all_failed_job_fails_with_a_reason(user, sent):
+    recs = _recordings(user, 2)
+    job = services.job_submit(owner=user, kind="features", recordings=recs)
+    chunk = job.chunks.get()
+    ctx = services.chunk_start(chunk_id=chunk.pk)
+    for rec in recs:
+        services.result_fail(job=ctx.job, recording=rec, code="corrupt", message="bad")
+    job = services.chunk_finish(chunk_id=chunk.pk, timings={})
+    assert job.status == "failed" and "All 2 recordings failed" in job.error
+
+
+def test_retry_failed_makes_a_job_of_only_the_failed(user, sent):
+    recs = _recordings(user, 3)
+    job = services.job_submit(owner=user, kind="features", recordings=recs, params={"extractors": ["mfcc"]})
+    chunk = job.chunks.get()
+    ctx = services.chunk_start(chunk_id=chunk.pk)
+    services.result_fail(job=ctx.job, recording=recs[1], code="corrupt", message="bad")
+    for rec in (recs[0], recs[2]):
+        services.result_store_features(job=ctx.job, recording=rec, features={}, npz=b"npz", timings={})
+    job = services.chunk_finish(chunk_id=chunk.pk, timings={})
+    retry = services.job_retry_failed(job=job)
+    assert list(retry.recordings.values_list("pk", flat=True)) == [recs[1].pk]
+    assert retry.params == {"extractors": ["mfcc"]}
+
+
+def test_reaper_requeues_silent_and_lost_chunks_but_not_ones_waiting_in_a_busy_queue(user, sent, monkeypatch):
+    old = timezone.now() - timedelta(hours=1)
+    jobs = [services.job_submit(owner=user, kind="features", recordings=_recordings(user, 4)[i : i + 1]) for i in range(3)]
+    silent, waiting, never = (j.chunks.get() for j in jobs)
+    JobChunk.objects.filter(pk=silent.pk).update(status="running", heartbeat_at=old)
+    JobChunk.objects.filter(pk=waiting.pk).update(enqueued_at=old)
+    Job.objects.filter(pk=never.job_id).update(created_at=old)
+    sent.clear()
+
+    monkeypatch.setattr("recognition.services.jobs._empty_queues", lambda: set())  # cpu queue still has messages
+    assert sorted(services.job_requeue_stuck(older_than=timedelta(minutes=5))) == sorted([silent.pk, never.pk])
+
+    monkeypatch.setattr("recognition.services.jobs._empty_queues", lambda: {"cpu"})  # the message is gone
+    JobChunk.objects.filter(pk__in=[silent.pk, never.pk]).update(enqueued_at=timezone.now())
+    assert services.job_requeue_stuck(older_than=timedelta(minutes=5)) == [waiting.pk]
