@@ -65,13 +65,13 @@ def cpu_has_bf16() -> bool:
 def use_autocast(loaded) -> bool:
     """Whether forward passes of ``loaded`` run under bf16 autocast (setting ``WORKER_AUTOCAST``).
 
-    ``off`` (default): fp32. ``bf16``: always. ``auto``: on a CUDA device, or on a CPU with native
+    ``off``: fp32. ``bf16``: always. ``auto`` (default): on a CUDA device, or on a CPU with native
     bf16 (:func:`cpu_has_bf16`). ``bench/`` measures the speed-up and the agreement of bf16 with
     fp32 predictions on real clips; docs/benchmarks.md has the numbers behind the default.
     """
     from django.conf import settings
 
-    mode = getattr(settings, "WORKER_AUTOCAST", "off")
+    mode = getattr(settings, "WORKER_AUTOCAST", "auto")
     if mode == "bf16":
         return True
     if mode != "auto":

@@ -1,0 +1,1 @@
+"""Benchmark scripts: they print tables (and write docs/benchmarks.md); they are never timed tests."""

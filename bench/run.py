@@ -1,0 +1,647 @@
+"""The throughput benchmark: the whole path, a seed-style baseline, the hardware ceiling, scaling.
+
+    .venv/bin/python -m bench.run --quick     # make bench       (~2 min on 2 cores)
+    .venv/bin/python -m bench.run --full      # make bench-full
+
+What it does (all in one run, tables printed and written to docs/benchmarks.md):
+
+1. End to end. Recordings (generated espeak-ng speech and a synthetic voice, 2-20 s, wav/flac/mp3,
+   plus accent-mini test clips when the bundle is present) are uploaded through ``POST
+   /api/v1/batches/`` with Django's test client in this process, against a fresh PostgreSQL
+   database ``accentsite_bench`` (SQLite when PostgreSQL does not answer) and Redis db 11. Real
+   ``celery worker --pool=solo`` processes (one process each, started like tests/conftest.py's
+   WorkerProcess) run a classify job (the shipped default model, then a random-weight
+   ResNet18-shaped one), an embed job and features jobs; each is timed from ``POST
+   /api/v1/jobs/`` until its last row is in the database. Stage seconds come from Job.timings.
+2. Baseline: the seed-script way (bench/baseline.py) in a fresh process with default threads.
+3. Ceiling: FLOPs per window (FlopCounterMode) against timed conv2d / matmul GFLOP/s.
+4. Scaling: features jobs on 1, 2 and 4 worker processes; the inference path against batch size;
+   worker RSS from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # this process: librosa/numpy single-threaded like a worker
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import corpus  # noqa: E402
+
+NO_GPU = "not measured: no GPU in this session"
+MODES = {
+    "quick": dict(
+        n_gen=6,
+        n_mini=10,
+        baseline_n=8,
+        procs=(1, 2, 4),
+        batch_sizes=(1, 16),
+        threads=(1,),
+        repeat=1,
+        hw_repeat=1,
+        feat_n=4,
+        agree_n=10,
+        vad_e2e=False,
+        resnet_batches=(1, 16),
+        resnet_clips=2,
+        resnet_e2e_n=8,
+    ),
+    "full": dict(
+        n_gen=24,
+        n_mini=120,
+        baseline_n=None,
+        procs=(1, 2, 4),
+        batch_sizes=(1, 4, 16, 64, 128),
+        threads=(1, 2),
+        repeat=2,
+        hw_repeat=3,
+        feat_n=30,
+        agree_n=None,
+        vad_e2e=True,
+        resnet_batches=(1, 4, 16, 64),
+        resnet_clips=8,
+        resnet_e2e_n=48,
+    ),
+}
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    flags = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name") and cpu == "unknown":
+            cpu = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = line
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_bf16" in flags,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def add(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.parts.append(text)
+
+    def text(self) -> str:
+        return "\n".join(self.parts) + "\n"
+
+
+STAGES = [
+    ("decode", "decode+resample"),
+    ("vad", "VAD"),
+    ("features", "features"),
+    ("windowing", "windowing"),
+    ("forward", "model forward"),
+    ("aggregate", "aggregate"),
+    ("store", "database writes"),
+    ("model_load", "model load"),
+]
+
+
+def stage_rows(job: dict, audio_s: float, procs: int) -> tuple[list[list], str]:
+    """Rows ``stage, seconds, share of wall`` and the stage that holds the job back."""
+    t = dict(job["timings"])
+    t["queue_wait"] = job["queue_wait_s"] * procs
+    t["finalize"] = job["finalize_s"] * procs
+    stages = STAGES + [("queue_wait", "queue wait (submit -> first chunk claimed)"), ("finalize", "job finalize (recount, report)")]
+    busy = sum(t.get(k, 0.0) for k, _ in stages)
+    overhead = max(0.0, job["wall_s"] - busy / procs)
+    rows = [[label, t[k], 100 * t[k] / procs / job["wall_s"]] for k, label in stages if t.get(k)]
+    rows.append(["other queue + bookkeeping (wall - the above / processes)", overhead * procs, 100 * overhead / job["wall_s"]])
+    worst = max(rows, key=lambda r: r[1])[0]
+    return rows, worst
+
+
+def main() -> None:  # noqa: C901, PLR0915 - one linear script
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true")
+    g.add_argument("--full", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument(
+        "--redis",
+        default="private",
+        help="broker URL, or 'private' (default): a redis-server of its own on a free port, so nobody's FLUSHALL on the "
+        "shared server empties the queues mid-run (that happened with redis://127.0.0.1:6379/11)",
+    )
+    ap.add_argument("--db", choices=("auto", "postgres", "sqlite"), default="auto")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    mode = "full" if args.full else "quick"
+    cfg = MODES[mode]
+    t_start = time.perf_counter()
+    rep = Report()
+    info = machine()
+    load_start = loadavg()
+    work = Path(tempfile.mkdtemp(prefix="accentsite-bench-"))
+
+    # -- corpus ---------------------------------------------------------------------------------
+    gen = corpus.generated(cfg["n_gen"], work / "generated")
+    mini = corpus.accent_mini(cfg["n_mini"])
+    clips = gen + mini
+    audio_s = sum(c.duration_s for c in clips)
+
+    # -- service: database, workers, uploads ----------------------------------------------------
+    from bench import service
+
+    redis_proc = None
+    if args.redis == "private":
+        redis_proc, args.redis = service.private_redis(work)
+    worker_env = service.configure(work, args.redis, args.db)
+    from accentsite.celery import app
+
+    app.control.purge()
+    n_workers = max(cfg["procs"])
+    workers = [service.Worker(worker_env, work / f"worker{i}.log").start() for i in range(n_workers)]
+    from django.conf import settings
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from bench import micro
+    from recognition.services.models import model_version_from_sidecar, shipped_models_register
+
+    shipped = [mv for mv in shipped_models_register() if mv.task == "classify"]
+    default_cls = next((mv for mv in shipped if mv.is_default and mv.name == settings.DEFAULT_MODELS["classify"]), None)
+    default_cls = default_cls or (shipped[0] if shipped else None)
+    resnet_path, resnet_meta = micro.resnet_checkpoint(work)
+    key = default_storage.save("models/bench-resnet18.pt", ContentFile(resnet_path.read_bytes()))
+    resnet_mv = model_version_from_sidecar(resnet_meta, checkpoint=f"storage:{key}")
+    models = [(default_cls, "shipped default"), (resnet_mv, "random-weight ResNet18-shaped (built by the bench)")]
+    models = [(mv, why) for mv, why in models if mv is not None]
+
+    batch_ids, upload_s = service.upload(clips, "bench")
+    rec_ids = service.merge_batches(batch_ids, "bench")
+    for w in workers:
+        w.wait_ready()
+    t_ready = time.perf_counter()
+
+    # -- model jobs on one worker process (the gpu-queue worker; CPU here) ---------------------
+    w0 = workers[0]
+    w0.consume("gpu", "interactive")
+    # Warm-up: load each model once (a worker keeps it), first torch calls; reported apart.
+    cold = {mv.name: service.run_job("classify", rec_ids[:2], model=f"{mv.name}@{mv.version}")["wall_s"] for mv, _ in models}
+    cold["embed"] = service.run_job("embed", rec_ids[:2])["wall_s"]
+    jobs = {}
+    for mv, _ in models:
+        ids = rec_ids if mv is default_cls else rec_ids[: cfg["resnet_e2e_n"]]
+        jobs[f"classify:{mv.name}"] = service.run_job("classify", ids, model=f"{mv.name}@{mv.version}")
+        jobs[f"classify:{mv.name}"]["audio_s"] = audio_s if mv is default_cls else sum(c.duration_s for c in clips[: len(ids)])
+        jobs[f"classify:{mv.name}"]["n"] = len(ids)
+    if cfg["vad_e2e"] and default_cls is not None:
+        jobs["classify+vad"] = service.run_job("classify", rec_ids, model=f"{default_cls.name}@{default_cls.version}", params={"vad": True})
+    jobs["embed"] = service.run_job("embed", rec_ids)
+    mem = {"model worker (after classify + embed)": w0.memory()}
+    w0.stop_consuming()
+
+    # -- features jobs on 1, 2, 4 processes -----------------------------------------------------
+    # Warm-up first: each worker's first features chunk pays imports and JIT caches (reported apart).
+    for w in workers:
+        w.consume("cpu")
+    warm = service.run_job("features", rec_ids[: 2 * len(workers)], params={"chunk_size": 1})
+    for w in workers:
+        w.stop_consuming()
+    scaling = {}
+    for p in cfg["procs"]:
+        for w in workers[:p]:
+            w.consume("cpu")
+        chunk = max(1, min(settings.JOB_CHUNK_SIZE.get("features", 8), math.ceil(len(rec_ids) / (3 * p))))
+        scaling[p] = service.run_job("features", rec_ids, params={"chunk_size": chunk})
+        scaling[p]["chunk_size"] = chunk
+        for i, w in enumerate(workers[:p]):
+            w.stop_consuming()
+            mem[f"features worker {i} (after {p}-process run)"] = w.memory()
+    for w in workers:
+        w.stop()
+    t_service = time.perf_counter()
+
+    # -- in-process measurements (workers stopped, so they do not compete) -------------------------
+
+    from models.checkpoint import load_checkpoint
+    from workers import runtime
+    from workers.pipeline.audio import load_audio
+
+    runtime.configure_threads(1)
+    signals = [load_audio(str(c.path)).samples for c in clips]
+    loaded = {}
+    for mv, _ in models:
+        path = settings.MODELS_DIR / mv.checkpoint if not mv.checkpoint.startswith("storage:") else resnet_path
+        loaded[mv.name] = load_checkpoint(path)
+    flops = {name: micro.flops_per_window(lm) for name, lm in loaded.items()}
+    hw = micro.hardware(cfg["threads"], cfg["hw_repeat"])
+    micro.threads(1)
+    bsig = signals[:4] if mode == "quick" else signals[:30]
+    batch = {
+        name: micro.batch_table(lm, bsig, cfg["batch_sizes"], cfg["threads"], (False, True), cfg["repeat"])
+        if name == default_cls.name
+        else micro.batch_table(lm, bsig[: cfg["resnet_clips"]], cfg["resnet_batches"], (1,), (False, True), cfg["repeat"])
+        for name, lm in loaded.items()
+    }
+    micro.threads(1)
+    agree_idx = [i for i, c in enumerate(clips) if c.label][: cfg["agree_n"]]
+    agreement = (
+        micro.bf16_agreement(loaded[default_cls.name], [clips[i] for i in agree_idx], [signals[i] for i in agree_idx])
+        if agree_idx and default_cls
+        else None
+    )
+    vad_ms = 1000 * micro.vad_cost(signals[: cfg["feat_n"]], cfg["repeat"])
+    feats = micro.feature_breakdown(signals[: cfg["feat_n"]])
+    t_micro = time.perf_counter()
+
+    # -- baseline ---------------------------------------------------------------------------------
+    base_clips = clips if cfg["baseline_n"] is None else (gen[: cfg["baseline_n"] // 2] + mini[: cfg["baseline_n"] - cfg["baseline_n"] // 2])
+    files_json = work / "baseline-files.json"
+    files_json.write_text(json.dumps([str(c.path) for c in base_clips]))
+    base_env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k != "WORKER_TORCH_THREADS"}
+    base_env["PYTHONPATH"] = str(ROOT)
+    base_out = work / "baseline.json"
+    ckpt = settings.MODELS_DIR / default_cls.checkpoint
+    subprocess.run([sys.executable, "-m", "bench.baseline", str(ckpt), str(files_json), str(base_out)], env=base_env, cwd=ROOT, check=True)
+    base = json.loads(base_out.read_text())
+    service.drop_database()
+    if redis_proc is not None:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=30)
+    t_end = time.perf_counter()
+
+    # =============================================================================================
+    # report
+    # =============================================================================================
+    n = len(clips)
+    rep.add(f"## {mode.capitalize()} mode\n")
+    rep.add(
+        f"Written by `.venv/bin/python -m bench.run --{mode}` (`make {'bench' if mode == 'quick' else 'bench-full'}`); do not edit by hand.\n"
+    )
+    rep.add(
+        table(
+            ["machine", ""],
+            [
+                [
+                    "CPU",
+                    f"{info['cpu']} ({info['cores']} cores; AVX-512 bf16: {'yes' if info['avx512_bf16'] else 'no'}, "
+                    f"AMX: {'yes' if info['amx'] else 'no'})",
+                ],
+                ["RAM", f"{info['ram_gib']} GiB"],
+                ["GPU", info["gpu"] or NO_GPU],
+                ["torch / Python", f"{info['torch']} / {info['python']}"],
+                ["date", info["date"]],
+                ["load average (1/5/15 min) at start / end", f"{load_start} / {loadavg()}"],
+                [
+                    "database / broker",
+                    ("PostgreSQL " + os.environ["DATABASE_URL"].split("@")[-1] if "postgres" in os.environ["DATABASE_URL"] else "SQLite")
+                    + f" / {args.redis}",
+                ],
+                [
+                    "run time",
+                    f"{t_end - t_start:.0f} s (corpus+setup {t_ready - t_start:.0f} s, jobs {t_service - t_ready:.0f} s, "
+                    f"in-process {t_micro - t_service:.0f} s, baseline {t_end - t_micro:.0f} s)",
+                ],
+            ],
+        )
+    )
+    rep.add(
+        "\nThe machine is shared: other processes ran during the measurement (the load average above). "
+        "Timings on a quiet machine are better; ratios measured in the same run are the fairer numbers.\n"
+    )
+    by_src = {}
+    for c in clips:
+        by_src.setdefault(c.source, []).append(c.duration_s)
+    rep.add(
+        f"**Recordings**: {n} ({audio_s:.0f} s of audio): "
+        + ", ".join(f"{k} {len(v)} ({sum(v):.0f} s, {min(v):.1f}-{max(v):.1f} s)" for k, v in by_src.items())
+        + "; generated clips cycle wav / flac / mp3 at 16 / 22.05 / 44.1 kHz. Uploaded through `POST /api/v1/batches/` "
+        f"(Django test client in this process, ≤40 files per request): **{upload_s:.1f} s, {audio_s / upload_s:.0f}x real time**.\n"
+    )
+    rep.add(
+        "**Models**: "
+        + "; ".join(
+            f"`{mv.name}@{mv.version}` ({mv.family}, {why}, {flops[mv.name] / 1e9:.2f} GFLOP per {loaded[mv.name].spec.window_s:g}-s window)"
+            for mv, why in models
+        )
+        + ".\n"
+    )
+    rep.add(
+        f"Worker settings: solo-pool processes, torch threads = `runtime.default_torch_threads()` "
+        f"({runtime.default_torch_threads()} here), BLAS 1, bf16 autocast `WORKER_AUTOCAST={settings.WORKER_AUTOCAST}`, "
+        f"batch `WORKER_BATCH_SIZE` default {runtime.default_batch_size(loaded[default_cls.name])} on CPU, "
+        f"classify VAD default `CLASSIFY_VAD_DEFAULT={settings.CLASSIFY_VAD_DEFAULT}`.\n"
+    )
+
+    rep.add("## 1. End to end\n")
+    rows = []
+    for name, j in list(jobs.items()) + [(f"features, {p} process{'es' if p > 1 else ''}", s) for p, s in scaling.items()]:
+        procs = int(name.split(",")[1].split()[0]) if name.startswith("features") else 1
+        rows.append(
+            [
+                name,
+                j["model"] or "-",
+                procs,
+                f"{j['done']}/{j.get('n', n)}" + (f" ({j['failed']} failed)" if j["failed"] else ""),
+                j["chunks"],
+                j["wall_s"],
+                j.get("audio_s", audio_s) / j["wall_s"],
+                j.get("audio_s", audio_s) / j["wall_s"] / procs,
+                j.get("n", n) / j["wall_s"],
+            ]
+        )
+    rep.add(
+        table(
+            [
+                "job",
+                "model",
+                "worker processes",
+                "done",
+                "chunks",
+                "wall s (submit -> last row)",
+                "x real time",
+                "x real time per process",
+                "recordings/s",
+            ],
+            rows,
+        )
+    )
+    for name, j in jobs.items():
+        if j["failed_examples"]:
+            rep.add(f"\n{name}: failures {j['failed_examples']}")
+    rep.add(
+        f"\nCold start (not in the table): the first features chunks of the {len(workers)} fresh worker processes "
+        f"(imports, JIT caches) took {warm['wall_s']:.1f} s for {warm['done']} recordings; the model worker's first 2-recording "
+        "jobs (model load, first torch calls) took "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in cold.items())
+        + ". The jobs above run on warm workers.\n"
+    )
+    rep.add(
+        "\nStage time per job (seconds summed over the processes; % of wall per process). Upload is above. "
+        "Queue + bookkeeping = wall minus the summed stages divided by the processes: broker round trips, "
+        "chunk claim / finish transactions, the classify report, polling.\n"
+    )
+    holders = {}
+    for name, j in list(jobs.items()) + [(f"features, {p} proc", s) for p, s in scaling.items()]:
+        procs = int(name.split(",")[1].split()[0]) if name.startswith("features") else 1
+        srows, worst = stage_rows(j, audio_s, procs)
+        holders[name] = worst
+        rep.add(f"**{name}** ({j['model'] or 'features: all six extractors'}): holds back: **{worst}**\n")
+        rep.add(table(["stage", "seconds", "% of wall"], srows) + "\n")
+
+    rep.add("## 2. Baseline: the seed-script way\n")
+    b = base
+    b_rt = b["audio_s"] / b["wall_s"]
+    cls_job = jobs[f"classify:{default_cls.name}"]
+    svc_rt = audio_s / cls_job["wall_s"]
+    rep.add(
+        f"`bench/baseline.py` in a fresh process with the default thread settings ({b['torch_threads']} torch threads, "
+        "OpenBLAS default): one file at a time, `librosa.load(sr=16000)`, a librosa 80-bin log-mel, one forward pass of "
+        f"the whole clip at batch 1 with `{default_cls.name}`. {b['files']} files, {b['audio_s']:.0f} s of audio.\n"
+    )
+    rep.add(
+        table(
+            ["", "wall s", "x real time", "load (decode+resample) s", "log-mel s", "forward s"],
+            [
+                ["baseline", b["wall_s"], b_rt, b["stages"]["load"], b["stages"]["logmel"], b["stages"]["forward"]],
+                [
+                    f"service classify job ({default_cls.name})",
+                    cls_job["wall_s"],
+                    svc_rt,
+                    cls_job["timings"].get("decode", 0),
+                    "-",
+                    cls_job["timings"].get("forward", 0),
+                ],
+            ],
+        )
+    )
+    ratio = svc_rt / b_rt
+    no_report = audio_s / (cls_job["wall_s"] - cls_job["finalize_s"]) / b_rt
+    rep.add(
+        f"\n**service / baseline = {ratio:.1f}x** (audio seconds per wall second; the service's wall runs from the job "
+        "submit to its last row: queueing, decoding, database writes and the evaluation report over the labelled clips "
+        f"(job finalize, {cls_job['finalize_s']:.1f} s) included; without that report: {no_report:.1f}x).\n"
+    )
+
+    rep.add("## 3. Ceiling: what fraction of the hardware the model stage uses\n")
+    rep.add(
+        table(
+            ["torch threads", "conv2d fp32 GFLOP/s", "conv2d bf16 GFLOP/s", "matmul fp32 GFLOP/s", "matmul bf16 GFLOP/s"],
+            [[r["threads"], r["conv_fp32"], r["conv_bf16"], r["matmul_fp32"], r["matmul_bf16"]] for r in hw],
+        )
+    )
+    rep.add("\nconv2d: 64->64 channels 3x3 on [16, 64, 40, 200] (a ResNet stage-2 layer); matmul 1024^3. GPU: " + NO_GPU + ".\n")
+    hw1 = next(r for r in hw if r["threads"] == 1)
+    crow = []
+    fractions = {}
+    for mv, _ in models:
+        j = jobs[f"classify:{mv.name}"]
+        fw = j["timings"].get("forward", 0.0)
+        achieved = flops[mv.name] * j["n_windows"] / fw / 1e9 if fw else float("nan")
+        is_lstm = mv.family in ("speaker_head", "speaker_encoder")
+        bf16 = runtime.use_autocast(loaded[mv.name])
+        ref_key = ("matmul" if is_lstm else "conv") + ("_bf16" if bf16 else "_fp32")
+        frac = achieved / hw1[ref_key]
+        fractions[mv.name] = (frac, ref_key)
+        best = max(batch[mv.name], key=lambda r: r["windows_per_s"] if r["threads"] == 1 else 0)
+        best_gf = flops[mv.name] * best["windows_per_s"] / 1e9
+        crow.append(
+            [
+                mv.name,
+                flops[mv.name] / 1e9,
+                j["n_windows"],
+                fw,
+                achieved,
+                f"{ref_key} 1 thread: {hw1[ref_key]:.0f}",
+                f"{100 * frac:.0f} %",
+                f"{best_gf:.0f} GFLOP/s = {100 * best_gf / hw1[ref_key.split('_')[0] + '_bf16']:.0f} % of bf16 "
+                f"(bf16={best['bf16']}, batch {best['batch']})",
+            ]
+        )
+    rep.add(
+        table(
+            [
+                "model",
+                "GFLOP / window",
+                "windows (e2e job)",
+                "forward s (e2e job)",
+                "achieved GFLOP/s",
+                "ceiling GFLOP/s",
+                "fraction",
+                "best in-process setting (1 thread)",
+            ],
+            crow,
+        )
+    )
+    rep.add(
+        "\nThe LSTM model (GE2E encoder) is measured against the matmul ceiling, the CNNs against the conv ceiling. "
+        "'forward' includes the model's own frontend (band-limit, STFT, log-mel), which the FLOP count mostly leaves out.\n"
+    )
+
+    rep.add("## 4. Scaling\n")
+    s1 = audio_s / scaling[1]["wall_s"]
+    srows = [
+        [p, s["chunk_size"], s["wall_s"], audio_s / s["wall_s"], audio_s / s["wall_s"] / p, f"{100 * audio_s / s['wall_s'] / (p * s1):.0f} %"]
+        for p, s in scaling.items()
+    ]
+    rep.add(f"Features jobs (all six extractors) over the same {n} recordings, cpu queue, N solo worker processes on {info['cores']} cores:\n")
+    rep.add(table(["processes", "chunk size", "wall s", "x real time", "x real time per process", "scaling efficiency"], srows))
+    rep.add("\nInference path (`classify_batch`, no VAD, in process) against batch size, CPU; GPU column: " + NO_GPU + ".\n")
+    for name, rows_ in batch.items():
+        rep.add(f"**{name}** ({len(bsig)} clips, {rows_[0]['windows']} windows)\n")
+        rep.add(
+            table(
+                ["torch threads", "bf16 autocast", "batch", "windows/s", "x real time (CPU)", "GPU"],
+                [[r["threads"], r["bf16"], r["batch"], r["windows_per_s"], r["x_rt"], NO_GPU] for r in rows_],
+            )
+            + "\n"
+        )
+    rep.add("Memory per worker process (from /proc/<pid>/status):\n")
+    rep.add(
+        table(["process", "RSS MiB", "peak RSS MiB"], [[k, v.get("VmRSS", float("nan")), v.get("VmHWM", float("nan"))] for k, v in mem.items()])
+    )
+
+    rep.add("\n## 5. Decisions behind the defaults\n")
+    if agreement:
+        txt = (
+            f"**bf16 autocast** on `{default_cls.name}`: {agreement['n']} real clips, prediction agreement with fp32 "
+            f"{100 * agreement['agreement']:.1f} %, |Δp| mean {agreement['mean_abs_dp']:.4f} max {agreement['max_abs_dp']:.4f}"
+        )
+        if "balanced_acc_fp32" in agreement:
+            txt += f"; balanced accuracy fp32 {agreement['balanced_acc_fp32']:.3f} vs bf16 {agreement['balanced_acc_bf16']:.3f}"
+        rep.add(txt + ".\n")
+    fwd_ms = 1000 * cls_job["timings"].get("forward", 0) / audio_s
+    rep.add(
+        f"**VAD on the classify path**: silero VAD costs {vad_ms:.1f} ms per audio second (in process, 1 thread) against "
+        f"{fwd_ms:.1f} ms for `{default_cls.name}`'s forward pass in the classify job"
+        + (
+            f"; end to end the classify job with `vad: true` ran at {audio_s / jobs['classify+vad']['wall_s']:.0f}x real time "
+            f"against {svc_rt:.0f}x without"
+            if "classify+vad" in jobs
+            else ""
+        )
+        + '. It runs only when a job asks (`params: {"vad": true}`) or `CLASSIFY_VAD_DEFAULT=true`.\n'
+    )
+    fe = feats
+    rep.add(
+        f"**Feature extractors** in process, ms per audio second ({fe['audio_s']:.0f} s of audio, 1 thread); seed = every "
+        "parselmouth extractor builds its own Sound and Pitch, HNR every 10 ms; current = one shared Sound + Pitch "
+        "(`features/praat_shared.py`), HNR every 20 ms:\n"
+    )
+    names = [k for k in fe["current"] if k != "total"]
+    rep.add(
+        table(
+            ["extractor", "seed ms/s", "current ms/s"],
+            [[k, fe["seed"][k], fe["current"][k]] for k in names + ["total"]]
+            + [["x real time (1 process)", 1000 / fe["seed"]["total"], 1000 / fe["current"]["total"]]],
+        )
+    )
+    he = fe["hnr_effect"]
+    if he["n"]:
+        rep.add(
+            f"\nEffect of the 20-ms HNR step on `hnr_mean_db` over {he['n']} clips: mean {he['mean_diff_db']:+.3f} dB, "
+            f"mean |Δ| {he['mean_abs_diff_db']:.3f} dB, max |Δ| {he['max_abs_diff_db']:.3f} dB, correlation {he['corr']:.4f} "
+            f"(between-clip spread: std {he['between_clip_std_db']:.2f} dB). Pitch sharing changes no value (same Praat call, same settings).\n"
+        )
+
+    rep.add("## 6. Targets\n")
+    feat_holder = max(names, key=lambda k: fe["current"][k])
+    f1 = audio_s / scaling[1]["wall_s"]
+    eff2 = audio_s / scaling[2]["wall_s"] / (2 * f1) if 2 in scaling else float("nan")
+    trows = [
+        [
+            "CPU classify end to end ≥ 3x the seed-style baseline",
+            f"{ratio:.1f}x",
+            "met" if ratio >= 3 else "missed",
+            holders[f"classify:{default_cls.name}"],
+        ],
+    ]
+    if resnet_mv.name in fractions:
+        frac, ref = fractions[resnet_mv.name]
+        trows.append(
+            [
+                "model stage ≥ 80 % of the measured conv ceiling (ResNet18-shaped)",
+                f"{100 * frac:.0f} % of {ref}",
+                "met" if frac >= 0.8 else "missed",
+                "model forward: frontend (STFT/log-mel) + small-batch conv efficiency",
+            ]
+        )
+    trows += [
+        [
+            "features job ≥ 35x real time per worker process",
+            f"{f1:.1f}x (in process {1000 / fe['current']['total']:.1f}x)",
+            "met" if f1 >= 35 else "missed",
+            f"{holders['features, 1 proc']} (largest extractor: {feat_holder})",
+        ],
+        [
+            "features scale linearly with processes (2 processes on 2 cores)",
+            f"{100 * eff2:.0f} % efficiency",
+            "met" if eff2 >= 0.85 else "missed",
+            "cores shared with other work (load average above)" if eff2 < 0.85 else "-",
+        ],
+    ]
+    rep.add(table(["target", "measured", "status", "held back by"], trows))
+    rep.add(f"\nGPU: {NO_GPU}.\n")
+    if not args.no_write:
+        write_section(args.out, mode, rep.text())
+        print(f"wrote the {mode} section of {args.out}", flush=True)
+
+
+HEADER = """# Throughput benchmarks
+
+Written by `bench/run.py`: `make bench` (quick mode) and `make bench-full` (full mode) each replace
+their own section below and keep the other. What is measured and how: the docstring of
+`bench/run.py`. Do not edit by hand; rerun the benchmark.
+"""
+
+
+def write_section(path: Path, mode: str, text: str) -> None:
+    """Replace the ``mode`` section of the report at ``path`` (between markers), keep the rest."""
+    start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
+    old = path.read_text() if path.exists() else ""
+    sections = {}
+    for m in ("quick", "full"):
+        a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
+        if a in old and b in old:
+            sections[m] = old[old.index(a) : old.index(b) + len(b)]
+    sections[mode] = f"{start}\n{text}{end}"
+    body = HEADER + "".join(f"\n{sections[m]}\n" for m in ("quick", "full") if m in sections)
+    path.write_text(body)
+
+
+if __name__ == "__main__":
+    main()
