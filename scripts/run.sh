@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole service on its embedded defaults: SQLite, var/media, a local Redis,
-# a cpu worker (prefork), a gpu-queue worker (solo pool; runs on CPU without a GPU) and the web server.
+# a cpu worker (prefork), a gpu-queue worker (solo pool; runs on CPU without a GPU), beat (the
+# stuck-chunk reaper and storage clean-up) and the web server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -26,6 +27,8 @@ mkdir -p var/log
 .venv/bin/celery -A accentsite worker -Q cpu -n cpu@%h --concurrency "$(nproc)" --loglevel INFO >> var/log/worker-cpu.log 2>&1 &
 pids+=($!)
 .venv/bin/celery -A accentsite worker -Q gpu,interactive -n gpu@%h --pool solo --loglevel INFO >> var/log/worker-gpu.log 2>&1 &
+pids+=($!)
+.venv/bin/celery -A accentsite beat --schedule var/celerybeat-schedule --loglevel INFO >> var/log/beat.log 2>&1 &
 pids+=($!)
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload >> var/log/web.log 2>&1 &
 pids+=($!)
