@@ -137,6 +137,12 @@ class SpeakerHeadClassifier(nn.Module):
         Dropout in the head.
     band_limit_hz : float or None
         Low-pass of the waveform before the encoder.
+    input_dropout : float
+        Dropout on the normalised input features.
+    n_heads : int
+        Size of the head ensemble: independently initialised MLP heads over the shared
+        normalised features, trained jointly (each with its own loss, see :meth:`head_all`);
+        the model's logits are their mean. ``1`` is the single head of 1.0 checkpoints.
 
     Notes
     -----
@@ -153,6 +159,7 @@ class SpeakerHeadClassifier(nn.Module):
         dropout: float = 0.3,
         band_limit_hz: float | None = 4000.0,
         input_dropout: float = 0.1,
+        n_heads: int = 1,
     ) -> None:
         super().__init__()
         self.encoder = GE2EEncoder(band_limit_hz=band_limit_hz)
@@ -166,6 +173,15 @@ class SpeakerHeadClassifier(nn.Module):
             nn.Dropout(input_dropout), nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
         )
         self.classifier = nn.Linear(hidden, n_classes)
+        self.n_heads = int(n_heads)
+        if self.n_heads < 1:
+            raise ValueError("n_heads must be >= 1")
+        # heads 1..n-1 (head 0 keeps the 1.0 parameter names so older checkpoints still load)
+        self.extra_heads = nn.ModuleList(
+            nn.Sequential(nn.Dropout(input_dropout), nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
+                          nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+            for _ in range(self.n_heads - 1)
+        )
 
     def train(self, mode: bool = True) -> SpeakerHeadClassifier:
         """Switch the head's mode; the frozen encoder always stays in eval mode."""
@@ -189,22 +205,30 @@ class SpeakerHeadClassifier(nn.Module):
         """``[batch, feature_dim]`` -> ``[batch, hidden]``."""
         return self.hidden(self.norm(feats))
 
+    def head_all(self, feats: torch.Tensor) -> torch.Tensor:
+        """Every ensemble member's logits: ``[batch, feature_dim]`` -> ``[n_heads, batch, n_classes]``."""
+        z = self.norm(feats)
+        outs = [self.classifier(self.hidden(z))] + [h(z) for h in self.extra_heads]
+        return torch.stack(outs)
+
     def head(self, feats: torch.Tensor) -> torch.Tensor:
-        """``[batch, feature_dim]`` -> logits ``[batch, n_classes]``."""
-        return self.classifier(self.head_hidden(feats))
+        """``[batch, feature_dim]`` -> logits ``[batch, n_classes]`` (mean over the head ensemble)."""
+        if self.n_heads == 1:
+            return self.classifier(self.head_hidden(feats))
+        return self.head_all(feats).mean(dim=0)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """``[batch, samples]`` -> logits ``[batch, n_classes]``."""
         return self.head(self.encode(wave))
 
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        """``[batch, samples]`` -> L2-normalised head hidden vector ``[batch, hidden]``."""
+        """``[batch, samples]`` -> L2-normalised hidden vector of head 0 ``[batch, hidden]``."""
         return nn.functional.normalize(self.head_hidden(self.encode(wave)), dim=-1)
 
 
 def build_speaker_head(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> SpeakerHeadClassifier:
     """Build a :class:`SpeakerHeadClassifier`; copies the pretrained encoder weights when asked."""
-    keys = ("hidden", "dropout", "band_limit_hz", "use_embedding", "input_dropout")
+    keys = ("hidden", "dropout", "band_limit_hz", "use_embedding", "input_dropout", "n_heads")
     kw = {k: hparams[k] for k in keys if k in hparams}
     if "pool_layers" in hparams:
         kw["pool_layers"] = tuple(hparams["pool_layers"])

@@ -117,3 +117,23 @@ def test_frame_features_shape() -> None:
     f = frame_features(x)
     assert f.shape == (len(x) // 160 + 1, N_FRAME_FEATURES)
     assert np.isfinite(f).all() and f[:, 1].mean() > 0.5  # a harmonic tone is voiced
+
+
+def test_speaker_head_ensemble_and_single_head_checkpoints(tmp_path: Path) -> None:
+    """``n_heads`` > 1 averages independent heads; a 1-head state dict (1.0 layout) still loads."""
+    from models.speaker_head import SpeakerHeadClassifier
+
+    torch.manual_seed(0)
+    model = SpeakerHeadClassifier(3, hidden=16, n_heads=3).eval()
+    feats = torch.randn(4, model.feature_dim)
+    with torch.no_grad():
+        per_head = model.head_all(feats)
+        assert per_head.shape == (3, 4, 3)
+        torch.testing.assert_close(model.head(feats), per_head.mean(dim=0))
+    spec = _spec("speaker_head")
+    sha = save_checkpoint(tmp_path / "e.pt", model=model, spec=spec, calibration={}, hparams={"hidden": 16, "n_heads": 3},
+                          metrics={}, training_data={})
+    loaded = load_checkpoint(tmp_path / "e.pt")
+    assert loaded.sha256 == sha and loaded.model.n_heads == 3
+    single = SpeakerHeadClassifier(3, hidden=16)
+    assert not any(k.startswith("extra_heads") for k in single.state_dict())

@@ -120,3 +120,18 @@ def test_wave_source_units_map_to_the_right_utterances() -> None:
     assert labels.tolist() == [1, 1] and groups == ["s3", "s1"]
     batch = source.batch([0, 1], "cpu")
     assert batch[0, 0].item() == 3.0 and batch[1, 0].item() == 1.0
+
+
+def test_speaker_head_ensemble_loss_trains_every_head() -> None:
+    from workers.pipeline.training import _forward_train
+
+    torch.manual_seed(0)
+    spec = ModelSpec(name="t", version="0", family="speaker_head", task="classify", labels=("low", "high"),
+                     window_s=1.0, hop_s=0.5)
+    model = build_model(spec, {**TINY["speaker_head"], "n_heads": 3}, load_pretrained=False).train()
+    feats = torch.randn(8, model.feature_dim)
+    y = torch.arange(8) % 2
+    loss, logits = _forward_train(model, "speaker_head", feats, y, None, {"bag": True})
+    assert logits.shape == (8, 2) and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.extra_heads.parameters())

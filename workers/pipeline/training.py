@@ -406,6 +406,19 @@ def _forward_train(model: Any, family: str, inputs: Any, y: Any, class_weight: A
             inputs, y, class_weight=class_weight, w_supcon=hp.get("w_supcon", 0.5),
             w_triplet=hp.get("w_triplet", 0.5), w_recon=hp.get("w_recon", 0.1))
         return loss, logits
+    if family == "speaker_head" and getattr(model, "n_heads", 1) > 1:
+        # head ensemble: each member gets its own loss; with ``bag`` each member also sees its own
+        # Poisson(1) bootstrap weighting of the batch (bagging), which decorrelates the members
+        all_logits = model.head_all(inputs)  # [K, b, C]
+        k, b, c = all_logits.shape
+        ce = torch.nn.functional.cross_entropy(all_logits.reshape(k * b, c), y.repeat(k), weight=class_weight,
+                                               label_smoothing=0.05, reduction="none").reshape(k, b)
+        if hp.get("bag", False):
+            w = torch.poisson(torch.ones(k, b, device=ce.device))
+            loss = ((ce * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)).mean()
+        else:
+            loss = ce.mean()
+        return loss, all_logits.mean(dim=0)
     logits = model.head(inputs) if family == "speaker_head" else model(inputs)
     return torch.nn.functional.cross_entropy(logits, y, weight=class_weight, label_smoothing=0.05), logits
 
