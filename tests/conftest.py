@@ -61,18 +61,19 @@ def _database_url(db: dict) -> str:
 class WorkerProcess:
     """A real ``celery worker`` subprocess on the test database and media folder."""
 
-    def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu,interactive") -> None:
-        self.name = f"test-{uuid.uuid4().hex[:6]}@localhost"
+    def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu,interactive", pool: str = "solo", prefix: str = "test") -> None:
+        self.name = f"{prefix}-{uuid.uuid4().hex[:6]}@localhost"
         self.log = log
         self.env = env
         self.queues = queues
+        self.pool = pool  # solo like the GPU worker; prefork where time limits must be enforced
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> WorkerProcess:
         from accentsite.celery import app
 
-        cmd = [sys.executable, "-m", "celery", "-A", "accentsite", "worker", "-Q", self.queues, "--pool=solo",
-               "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel=INFO"]
+        cmd = [sys.executable, "-m", "celery", "-A", "accentsite", "worker", "-Q", self.queues, f"--pool={self.pool}",
+               "--concurrency=1", "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel=INFO"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,6 +116,17 @@ def celery_worker(worker_env, tmp_path_factory):
     worker = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield worker
     worker.stop()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_for_job(job_id: int, timeout: float = 120.0):

@@ -7,7 +7,6 @@ cancelled for the test and added back afterwards.
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 
@@ -45,12 +44,3 @@ def other_workers_paused():
         for queue in queues:
             app.control.add_consumer(queue, destination=[name], reply=True, timeout=5)
 
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")

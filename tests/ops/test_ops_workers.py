@@ -10,7 +10,8 @@ import pytest
 from recognition import ops, services
 from recognition.models import Job, JobChunk, RecordingResult
 from tests.conftest import WorkerProcess, wait_for_job
-from tests.ops.conftest import make_recordings, wait_for
+from tests.conftest import wait_until as wait_for
+from tests.ops.conftest import make_recordings
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -13,15 +13,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import WorkerProcess
 
 
 def _free_port() -> int:
@@ -106,26 +104,10 @@ def point_app_at(url: str | None, env_url: str | None = None) -> None:
 
 
 class Worker(WorkerProcess):
-    """A worker process with a chosen pool (``solo`` like the session worker, or ``prefork`` for time limits)."""
+    """A worker process named ``rel-...`` with a chosen pool (``prefork`` where time limits matter)."""
 
     def __init__(self, env: dict, log: Path, queues: str = "cpu,gpu,interactive", pool: str = "solo") -> None:
-        super().__init__(env, log, queues)
-        self.pool = pool
-        self.name = f"rel-{uuid.uuid4().hex[:6]}@localhost"
-
-    def start(self, timeout: float = 90) -> Worker:
-        from accentsite.celery import app
-
-        cmd = [sys.executable, "-m", "celery", "-A", "accentsite", "worker", "-Q", self.queues, f"--pool={self.pool}",
-               "--concurrency=1", "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel=INFO"]
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return self
-        raise RuntimeError(f"worker did not answer within {timeout} s; log:\n{self.log.read_text()[-3000:]}")
+        super().__init__(env, log, queues, pool=pool, prefix="rel")
 
 
 @dataclass
@@ -161,12 +143,3 @@ def broker(worker_env, tmp_path):
         point_app_at(previous, previous_env)
         server.stop()
 
-
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -20,9 +20,9 @@ from django.db import connection
 
 from recognition import services
 from recognition.models import FeatureSet, Job, JobChunk, RecordingResult
-from tests.conftest import wait_for_job
+from tests.conftest import wait_for_job, wait_until
 from tests.factories import audio_bytes, pulse_train
-from tests.reliability.conftest import point_app_at, wait_until
+from tests.reliability.conftest import point_app_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
