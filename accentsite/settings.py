@@ -199,6 +199,9 @@ WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: 16 on CPU, 64 
 # silero VAD costs more than the classify model's forward pass on CPU (docs/benchmarks.md): it runs
 # only when a classify job asks for it (params {"vad": true}) unless this says otherwise.
 CLASSIFY_VAD_DEFAULT = env.bool("CLASSIFY_VAD_DEFAULT", default=False)
+# Window overlap at inference (fraction of the model's window; 0 = windows touch). Overlap costs
+# forward passes and bought no accuracy on accent-mini (runtime.window_params).
+INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"

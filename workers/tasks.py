@@ -136,7 +136,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
         if not decoded or services.job_is_cancelled(job_id=job.pk):
             return
         signals = [s for _, s in decoded]
-        window = {k: params[k] for k in ("window_s", "hop_s") if k in params}
+        window = runtime.window_params(loaded, params)
         services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
         if job.kind == Job.Kind.CLASSIFY:
             outcomes = classify_batch(

@@ -35,7 +35,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
         raise ServiceError(exc.code, exc.message) from exc
     decode_s = time.perf_counter() - t0
     loaded = runtime.load_model(mv)
-    (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad)
+    (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, **runtime.window_params(loaded))
     return {
         "predicted_class": outcome.get("predicted_class"),
         "confidence": outcome.get("confidence"),

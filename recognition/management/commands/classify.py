@@ -57,7 +57,8 @@ class Command(BaseCommand):
                 group.append(path)
                 signals.append(audio.samples)
             if signals:
-                for path, res in zip(group, classify_batch(loaded, signals, threshold=threshold, vad=not no_vad), strict=True):
+                outcomes = classify_batch(loaded, signals, threshold=threshold, vad=not no_vad, **runtime.window_params(loaded))
+                for path, res in zip(group, outcomes, strict=True):
                     rows.append({"file": path, "outcome": res["outcome"], "predicted_class": res.get("predicted_class"),
                                  "confidence": res.get("confidence"), "all_predictions": res.get("probabilities") or {},
                                  "agreement": res.get("agreement"), "n_windows": res.get("n_windows")})
