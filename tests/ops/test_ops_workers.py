@@ -15,7 +15,7 @@ from tests.ops.conftest import make_recordings
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# ~1-2 s of parselmouth work per 30-s recording here: long enough to catch a chunk in hand.
+# ~2-4 s of parselmouth work per 90-s recording here: long enough to catch a chunk in hand.
 SLOW = {"extractors": ["formants", "voice_quality"]}
 
 
@@ -32,7 +32,7 @@ def test_reaper_requeues_the_chunk_of_a_killed_worker(user, worker_env, tmp_path
     from workers.maintenance import reap_stuck_chunks
 
     settings.JOB_CHUNK_SIZE = {"features": 1}
-    recs = make_recordings(user, 3, seconds=30)
+    recs = make_recordings(user, 3, seconds=90)
     first = WorkerProcess(worker_env, tmp_path / "first.log", queues="cpu").start()
     try:
         job = services.job_submit(owner=user, kind="features", recordings=recs, params=SLOW)
@@ -66,7 +66,7 @@ def test_sigterm_finishes_the_chunk_in_hand_then_another_worker_completes_the_jo
     user, worker_env, tmp_path, settings, other_workers_paused
 ):
     settings.JOB_CHUNK_SIZE = {"features": 1}
-    recs = make_recordings(user, 3, seconds=30)
+    recs = make_recordings(user, 3, seconds=90)
     log = tmp_path / "term.log"
     first = WorkerProcess({**worker_env, "LOG_FORMAT": "json"}, log, queues="cpu").start()
     try:

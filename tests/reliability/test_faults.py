@@ -68,7 +68,7 @@ def assert_each_recording_once(job: Job, recs, *, succeeded: int | None = None) 
 def test_worker_sigkilled_mid_chunk_is_redelivered_by_the_broker(broker, user):
     """acks_late: the killed worker never acked, so Redis gives the message to the next worker
     once the visibility timeout (6 s here, CELERY_VISIBILITY_TIMEOUT) has passed. No reaper involved."""
-    recs = _recordings(user, [2, 2, 90, 2, 2, 2])  # the 90-s one keeps its chunk busy for seconds
+    recs = _recordings(user, [2, 2, 240, 2, 2, 2])  # the 240-s one keeps its chunk busy for seconds
     first = broker.worker().start()
     job = _submit(user, recs)
     long_chunk = JobChunk.objects.get(job=job, index=2)
@@ -94,7 +94,7 @@ def test_broker_killed_and_restarted_mid_batch(broker, user, monkeypatch):
     and a job whose publish gives up entirely is sent later by job_requeue_stuck."""
     from accentsite.celery import app
 
-    recs = _recordings(user, [2, 2, 60, 2, 2, 2])
+    recs = _recordings(user, [2, 2, 180, 2, 2, 2])
     broker.worker().start()
     job = _submit(user, recs)
     long_chunk = JobChunk.objects.get(job=job, index=2)
@@ -142,7 +142,7 @@ def test_broker_killed_and_restarted_mid_batch(broker, user, monkeypatch):
 def test_database_connections_terminated_under_a_running_worker(broker, user):
     """The worker's next query raises OperationalError; the task's autoretry (a named transient
     error, with backoff) runs the chunk again on a fresh connection and the job completes."""
-    recs = _recordings(user, [2, 2, 60, 2, 2])
+    recs = _recordings(user, [2, 2, 180, 2, 2])
     w = broker.worker().start()
     job = _submit(user, recs)
     long_chunk = JobChunk.objects.get(job=job, index=2)
@@ -172,7 +172,9 @@ def test_chunk_over_its_soft_time_limit_fails_its_unfinished_recordings(broker, 
     monkeypatch.setattr(task, "soft_time_limit", 2)
     monkeypatch.setattr(task, "time_limit", 30)
     monkeypatch.setattr(task, "_exec_options", None)
-    recs = _recordings(user, [90, 2, 2, 2, 2, 2])  # chunk 0 = [90 s, 2 s, 2 s]: far over 2 s
+    # chunk 0 = [300 s, 2 s, 2 s]: formants + voice quality on 300 s take ~6-10 s even on a quiet
+    # machine (~20-35 ms per audio second), far over the 2-s soft limit
+    recs = _recordings(user, [300, 2, 2, 2, 2, 2])
     w = broker.worker(pool="prefork", CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="30").start()
     job = wait_for_job(_submit(user, recs, chunk_size=3, extractors=["voice_quality", "formants"]).pk, timeout=120)
     assert job.status == "succeeded", job.error
