@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for_job
+from tests.conftest import wait_for_job, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -84,6 +84,12 @@ def test_metrics_exposition_parses_and_counts_a_job(staff_client, api, celery_wo
     assert (job.done, job.failed) == (2, 1)
 
     monkeypatch.setattr("recognition.metrics.LAG_S", 0.0)  # count chunks finished a moment ago
+    # A worker's heartbeat lists its queues as of its last beat (every WORKER_HEARTBEAT_S): after an
+    # earlier test paused and resumed the session worker's queues, wait for the beat that shows cpu.
+    from recognition import ops
+
+    wait_until(lambda: any("cpu" in r.get("queues", []) for r in ops.worker_records().values()), timeout=30,
+               what="a heartbeat listing the cpu queue")
     client = Client()  # anonymous, like Prometheus
     settings.DEBUG = False
     settings.METRICS_TOKEN = ""
