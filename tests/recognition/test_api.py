@@ -20,7 +20,7 @@ def _no_broker(monkeypatch):
 
 def test_upload_recording_returns_header_facts(api):
     data = audio_bytes(pulse_train(seconds=1.5, sr=22050), sr=22050)
-    response = api.post("/api/v1/recordings/", {"file": upload("a.wav", data), "label": "native", "speaker": "s1",
+    response = api.post("/api/v1/recordings/", {"file": upload("my-interview.wav", data), "label": "native", "speaker": "s1",
                                                 "metadata": json.dumps({"corpus": "test"})}, format="multipart")
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -29,7 +29,7 @@ def test_upload_recording_returns_header_facts(api):
     assert len(body["sha256"]) == 64
     rec = Recording.objects.get(pk=body["id"])
     assert rec.metadata == {"corpus": "test"} and rec.label == "native"
-    assert "a.wav" not in rec.file.name  # stored names never come from user input
+    assert "interview" not in rec.file.name and rec.original_filename == "my-interview.wav"  # keys never come from user input
 
 
 def test_identical_upload_is_recognised_by_sha256(api):
