@@ -496,24 +496,17 @@ def storage_clean_orphans(*, grace: timedelta | None = None, dry_run: bool = Fal
             storage.delete(key)
         deleted.append(key)
 
-    try:
-        job_dirs = storage.listdir("features")[0]
-    except FileNotFoundError:
-        job_dirs = []
-    for d in job_dirs:
-        prefix = f"features/{d}"
-        referenced = set(FeatureSet.objects.filter(arrays__startswith=prefix + "/").values_list("arrays", flat=True))
-        for key in _walk(storage, prefix):
-            consider(key, referenced)
-    try:
-        rec_dirs = storage.listdir("recordings")[0]
-    except FileNotFoundError:
-        rec_dirs = []
-    for d in rec_dirs:
-        prefix = f"recordings/{d}"
-        referenced = set(Recording.objects.filter(file__startswith=prefix + "/").values_list("file", flat=True))
-        for key in _walk(storage, prefix):
-            consider(key, referenced)
+    # (storage folder, model, field holding the key): one sub-folder at a time bounds the query
+    for top, model, key_field in (("features", FeatureSet, "arrays"), ("recordings", Recording, "file")):
+        try:
+            subdirs = storage.listdir(top)[0]
+        except FileNotFoundError:
+            subdirs = []
+        for d in subdirs:
+            prefix = f"{top}/{d}"
+            referenced = set(model.objects.filter(**{f"{key_field}__startswith": prefix + "/"}).values_list(key_field, flat=True))
+            for key in _walk(storage, prefix):
+                consider(key, referenced)
     for key in _walk(storage, "healthz"):
         consider(key, set())
     if deleted:
