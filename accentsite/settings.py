@@ -199,6 +199,8 @@ WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: 16 on CPU, 64 
 # silero VAD costs more than the classify model's forward pass on CPU (docs/benchmarks.md): it runs
 # only when a classify job asks for it (params {"vad": true}) unless this says otherwise.
 CLASSIFY_VAD_DEFAULT = env.bool("CLASSIFY_VAD_DEFAULT", default=False)
+# similarity search: auto = pgvector HNSW where the database has it (recognition/vectorindex.py), else exact numpy
+SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exact | pgvector
 # Window overlap at inference (fraction of the model's window; 0 = windows touch). Overlap costs
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)

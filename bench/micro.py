@@ -240,3 +240,31 @@ def feature_breakdown(signals: Sequence[np.ndarray]) -> dict:
         "corr": float(np.corrcoef(a[ok], b[ok])[0, 1]) if d.size > 2 else None,
     }
     return out
+
+
+def _extract_all(signals: Sequence[np.ndarray]) -> float:
+    """Child process body: every extractor over ``signals``, one thread; returns seconds."""
+    from workers import runtime
+    from workers.pipeline.features import extract_features
+
+    runtime.configure_threads(1)
+    extract_features(signals[0], 16000)  # warm-up: imports, FFT plans
+    t0 = time.perf_counter()
+    for s in signals:
+        extract_features(s, 16000)
+    return time.perf_counter() - t0
+
+
+def process_scaling(signals: Sequence[np.ndarray], counts: Sequence[int]) -> dict[int, float]:
+    """The machine's own scaling for the features work, without the service: ``p`` plain
+    processes each extract every feature from the same signals at once. Returns
+    ``{p: efficiency}``, efficiency = one process's time / the mean time when ``p`` run together
+    (1.0 = linear). This is the ceiling the service's features scaling is compared with."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork after torch / OpenMP in this process
+    times: dict[int, float] = {}
+    for p in counts:
+        with ctx.Pool(p) as pool:
+            times[p] = float(np.mean(pool.map(_extract_all, [list(signals)] * p)))
+    return {p: times[counts[0]] / t for p, t in times.items()}

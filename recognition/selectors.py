@@ -5,6 +5,7 @@ import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
+from recognition import vectorindex
 from recognition.errors import NotFound
 from recognition.models import Batch, Embedding, Job, ModelVersion, Recording, RecordingResult
 
@@ -45,8 +46,10 @@ def similar_recordings(
 ) -> list[tuple[Recording, float]]:
     """The ``k`` nearest of the user's recordings to ``recording`` by cosine similarity.
 
-    Uses the newest embedding per recording of one model version. Exact search in numpy; the
-    vectors are L2-normalised so cosine is a dot product. Never returns another user's recordings.
+    Uses the newest embedding per recording of one model version. On a PostgreSQL with pgvector
+    the HNSW index answers (:mod:`recognition.vectorindex`); elsewhere an exact search in numpy
+    (the vectors are L2-normalised, so cosine is a dot product). Never returns another user's
+    recordings.
     """
     mine = Embedding.objects.filter(recording__owner=user)
     query = mine.filter(recording=recording)
@@ -55,6 +58,15 @@ def similar_recordings(
     anchor = query.order_by("-id").first()
     if anchor is None:
         raise NotFound("no_embedding", "This recording has no embedding yet; run an embed job first.")
+    if vectorindex.backend() == "pgvector-hnsw":
+        pairs = vectorindex.nearest(vector=anchor.vector, model_version_id=anchor.model_version_id, owner_id=user.pk,
+                                    exclude_recording_id=recording.pk, k=k)
+        recs = Recording.objects.in_bulk([r for r, _ in pairs])
+        return [(recs[r], sim) for r, sim in pairs if r in recs]
+    return _similar_exact(mine, anchor, recording, k)
+
+
+def _similar_exact(mine: QuerySet[Embedding], anchor: Embedding, recording: Recording, k: int) -> list[tuple[Recording, float]]:
     latest: dict[int, list[float]] = {}
     for rec_id, vector in (
         mine.filter(model_version=anchor.model_version).exclude(recording=recording).order_by("id").values_list("recording_id", "vector")

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from recognition import review, selectors, services
+from recognition import review, selectors, services, vectorindex
 from recognition.api import serializers as s
 from recognition.errors import NotFound, ServiceError
 from recognition.models import Batch, Job, Recording
@@ -96,7 +96,9 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         model = request.query_params.get("model")
         mv = services.model_resolve(model, task="embed") if model else None
         pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
-        return Response(s.SimilarSerializer([{"recording": r, "similarity": sim} for r, sim in pairs], many=True).data)
+        response = Response(s.SimilarSerializer([{"recording": r, "similarity": sim} for r, sim in pairs], many=True).data)
+        response["X-Similarity-Backend"] = vectorindex.backend()
+        return response
 
 
 def _audio_response(recording: Recording) -> FileResponse:
