@@ -268,3 +268,25 @@ def process_scaling(signals: Sequence[np.ndarray], counts: Sequence[int]) -> dic
         with ctx.Pool(p) as pool:
             times[p] = float(np.mean(pool.map(_extract_all, [list(signals)] * p)))
     return {p: times[counts[0]] / t for p, t in times.items()}
+
+
+def frontend_share(loaded, signals: Sequence[np.ndarray], batch: int, bf16: bool, repeat: int) -> dict | None:
+    """How the model stage splits between the waveform frontend (band-limit + log-mel, which the
+    FLOP count leaves out) and the network body, on ``batch`` windows under the worker's bf16
+    setting. None for models without a separate ``frontend``."""
+    import torch
+
+    from workers.pipeline.data import frame_windows
+    from workers.pipeline.inference import _autocast
+
+    model = loaded.model
+    if not hasattr(model, "frontend") or not hasattr(model, "band_limit"):
+        return None
+    spec = loaded.spec
+    win = spec.window_samples
+    wins = np.concatenate([frame_windows(s, win, int(spec.hop_s * spec.sample_rate)) for s in signals])[:batch]
+    x = loaded.prepare(wins.astype(np.float32))
+    with torch.inference_mode(), _autocast(bf16, "cpu"):
+        front = _best(lambda: model.frontend(model.band_limit(x)), repeat)
+        whole = _best(lambda: loaded.logits(x), repeat)
+    return {"windows": len(wins), "frontend_s": front, "forward_s": whole, "share": front / whole}

@@ -77,7 +77,11 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
         if existing is not None and existing.sha256 == meta.get("sha256"):
             registered.append(existing)
             continue
-        registered.append(model_version_from_sidecar(meta, checkpoint=checkpoint.name))
+        # a newer shipped version replaces the file the current default was loaded from: it becomes
+        # the default (the old row stays for its history; its checkpoint no longer matches its sha256)
+        default = ModelVersion.objects.filter(name=spec["name"], is_default=True).first()
+        moved_on = default is not None and default.checkpoint == checkpoint.name and default.version != spec["version"]
+        registered.append(model_version_from_sidecar(meta, checkpoint=checkpoint.name, make_default=moved_on))
     if not ModelVersion.objects.filter(name=SPEAKER_ENCODER["name"]).exists():
         import resemblyzer
 

@@ -108,3 +108,34 @@ def test_reaper_requeues_silent_and_lost_chunks_but_not_ones_waiting_in_a_busy_q
     monkeypatch.setattr("recognition.services.jobs._empty_queues", lambda: {"cpu"})  # the message is gone
     JobChunk.objects.filter(pk__in=[silent.pk, never.pk]).update(enqueued_at=timezone.now())
     assert services.job_requeue_stuck(older_than=timedelta(minutes=5)) == [waiting.pk]
+
+
+def test_a_newer_shipped_checkpoint_becomes_the_default(tmp_path):
+    """Replacing a shipped checkpoint file with a newer version moves the default to it; a version
+    someone registered under another file stays the default."""
+    import json
+
+    from recognition.models import ModelVersion
+    from recognition.services import shipped_models_register
+
+    def ship(version: str, sha: str) -> None:
+        (tmp_path / "m-emb.pt").write_bytes(sha.encode())
+        spec = {"name": "m-emb", "version": version, "family": "accent_embed", "task": "embed", "labels": []}
+        (tmp_path / "m-emb.json").write_text(json.dumps({"spec": spec, "sha256": sha}))
+
+    ship("1.0.0", "a" * 64)
+    shipped_models_register(tmp_path)
+    assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "1.0.0"
+    ship("1.1.0", "b" * 64)
+    shipped_models_register(tmp_path)
+    assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "1.1.0"
+    assert ModelVersion.objects.filter(name="m-emb").count() == 2
+    # a user's own default (another checkpoint) is not overridden by the next shipped version
+    mine = ModelVersion.objects.create(name="m-emb", version="mine", family="accent_embed", task="embed", labels=[],
+                                       checkpoint="storage:models/mine.pt")
+    from recognition.services.models import model_version_make_default
+
+    model_version_make_default(model_version=mine)
+    ship("1.2.0", "c" * 64)
+    shipped_models_register(tmp_path)
+    assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "mine"
