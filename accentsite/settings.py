@@ -195,7 +195,7 @@ WORKER_DEVICE = env.str("WORKER_DEVICE", default="auto")  # auto | cpu | cuda | 
 # 0: one torch thread on CPU, the process's cores with a GPU (runtime.default_torch_threads)
 WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)
 WORKER_AUTOCAST = env.str("WORKER_AUTOCAST", default="auto")  # auto: bf16 on GPU / bf16 CPU; off; bf16 (runtime.use_autocast)
-WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: 16 on CPU, 64 on a GPU (runtime.default_batch_size)
+WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: by family on CPU, 64 on GPU (runtime.default_batch_size)
 # silero VAD costs more than the classify model's forward pass on CPU (docs/benchmarks.md): it runs
 # only when a classify job asks for it (params {"vad": true}) unless this says otherwise.
 CLASSIFY_VAD_DEFAULT = env.bool("CLASSIFY_VAD_DEFAULT", default=False)

@@ -53,7 +53,7 @@ MODES = {
         feat_n=4,
         agree_n=10,
         vad_e2e=False,
-        resnet_batches=(1, 16),
+        resnet_batches=(1, 2, 16),
         resnet_clips=2,
         resnet_e2e_n=8,
     ),
@@ -69,7 +69,7 @@ MODES = {
         feat_n=30,
         agree_n=None,
         vad_e2e=True,
-        resnet_batches=(1, 4, 16, 64),
+        resnet_batches=(1, 2, 4, 16, 64),
         resnet_clips=8,
         resnet_e2e_n=48,
     ),
@@ -371,7 +371,9 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
     rep.add(
         f"Worker settings: solo-pool processes, torch threads = `runtime.default_torch_threads()` "
         f"({runtime.default_torch_threads()} here), BLAS 1, bf16 autocast `WORKER_AUTOCAST={settings.WORKER_AUTOCAST}`, "
-        f"batch `WORKER_BATCH_SIZE` default {runtime.default_batch_size(loaded[default_cls.name])} on CPU, "
+        "batch `WORKER_BATCH_SIZE` default on CPU by family (`runtime.CPU_BATCH_SIZE`: "
+        + ", ".join(f"{n} {runtime.default_batch_size(lm)}" for n, lm in loaded.items())
+        + "), "
         f"classify VAD default `CLASSIFY_VAD_DEFAULT={settings.CLASSIFY_VAD_DEFAULT}`.\n"
     )
 

@@ -80,16 +80,28 @@ def use_autocast(loaded) -> bool:
     return dev.startswith("cuda") or (dev == "cpu" and cpu_has_bf16())
 
 
+#: CPU windows per forward pass by model family. Convolutional nets are fastest in small batches
+#: on a CPU (activations of a big batch spill out of the core's L2): ResNet18-shaped, 4-s windows,
+#: bf16, one thread, ms per window at batch 1 / 2 / 4 / 16 / 32 = 41 / 39 / 54 / 57 / 74 (Xeon with
+#: AMX); the trained CNN 9.0 / 7.2 / 7.4 / 8.8 / 8.7. Recurrent and transformer models want bigger
+#: ones: GE2E + head 8.9 / 6.8 / 4.3 / 2.9 / 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
+CPU_BATCH_SIZE = {"cnn": 2, "resnet": 2}
+CPU_BATCH_SIZE_DEFAULT = 16
+GPU_BATCH_SIZE = 64
+
+
 def default_batch_size(loaded) -> int:
-    """Windows per forward pass when the job does not say: ``WORKER_BATCH_SIZE``, else 16 on CPU
-    (bigger CPU batches were slower for the LSTM model and no faster for the CNNs, ``bench/``)
-    and 64 on a GPU."""
+    """Windows per forward pass when the job does not say: ``WORKER_BATCH_SIZE``, else on a GPU 64,
+    on a CPU :data:`CPU_BATCH_SIZE` by the model's family (16 for the others; measured, ``bench/``)."""
     from django.conf import settings
 
     configured = int(getattr(settings, "WORKER_BATCH_SIZE", 0) or 0)
     if configured:
         return configured
-    return 64 if str(getattr(loaded, "device", "cpu")).startswith("cuda") else 16
+    if str(getattr(loaded, "device", "cpu")).startswith("cuda"):
+        return GPU_BATCH_SIZE
+    family = getattr(getattr(loaded, "spec", None), "family", None)
+    return CPU_BATCH_SIZE.get(family, CPU_BATCH_SIZE_DEFAULT)
 
 
 def window_params(loaded, params: dict | None = None) -> dict:
