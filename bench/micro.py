@@ -113,25 +113,27 @@ def _lstm_frames(loaded, x) -> int:
 
 
 def hardware(thread_counts: Sequence[int], repeat: int) -> list[dict]:
-    """Timed conv2d (a ResNet stage-1 layer: 64->64 ch 3x3 on [16, 64, 40, 200]) and a 1024^3 matmul,
-    fp32 and bf16, at each thread count: GFLOP/s."""
+    """Timed conv2d (a ResNet stage-1 layer: 64->64 ch 3x3 on [b, 64, 40, 200]) and a 1024^3 matmul,
+    fp32 and bf16, at each thread count: GFLOP/s. The conv is timed at batch 2 and 16 and the
+    better one is the ceiling (small batches stay in cache on a CPU; ``conv_batch_*`` keeps both)."""
     import torch
 
     rows = []
-    x = torch.randn(16, 64, 40, 200)
     w = torch.randn(64, 64, 3, 3)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    conv_flops = 2.0 * 16 * 64 * 40 * 200 * 64 * 9
     mm_flops = 2.0 * 1024**3
     for n in thread_counts:
         threads(n)
         row = {"threads": n}
         with torch.inference_mode():
             for dtype in (torch.float32, torch.bfloat16):
-                xd, wd, ad, bd = x.to(dtype), w.to(dtype), a.to(dtype), b.to(dtype)
+                wd, ad, bd = w.to(dtype), a.to(dtype), b.to(dtype)
                 tag = "fp32" if dtype == torch.float32 else "bf16"
-                conv_s = _best(lambda xd=xd, wd=wd: torch.nn.functional.conv2d(xd, wd, padding=1), repeat)
-                row[f"conv_{tag}"] = conv_flops / conv_s / 1e9
+                for bs in (2, 16):
+                    xd = torch.randn(bs, 64, 40, 200).to(dtype)
+                    conv_s = _best(lambda xd=xd, wd=wd: torch.nn.functional.conv2d(xd, wd, padding=1), repeat, min_s=0.05)
+                    row[f"conv_batch{bs}_{tag}"] = 2.0 * bs * 64 * 40 * 200 * 64 * 9 / conv_s / 1e9
+                row[f"conv_{tag}"] = max(row[f"conv_batch2_{tag}"], row[f"conv_batch16_{tag}"])
                 row[f"matmul_{tag}"] = mm_flops / _best(lambda ad=ad, bd=bd: ad @ bd, repeat, min_s=0.05) / 1e9
         rows.append(row)
     return rows

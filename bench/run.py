@@ -474,7 +474,12 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
             [[r["threads"], r["conv_fp32"], r["conv_bf16"], r["matmul_fp32"], r["matmul_bf16"]] for r in hw],
         )
     )
-    rep.add("\nconv2d: 64->64 channels 3x3 on [16, 64, 40, 200] (a ResNet stage-2 layer); matmul 1024^3. GPU: " + NO_GPU + ".\n")
+    rep.add(
+        "\nconv2d: 64->64 channels 3x3 on [b, 64, 40, 200] (a ResNet stage-1 layer), the better of batch 2 and 16 "
+        "(bf16: "
+        + ", ".join(f"{r['threads']} thread(s) batch 2 {r['conv_batch2_bf16']:.0f} / batch 16 {r['conv_batch16_bf16']:.0f}" for r in hw)
+        + " GFLOP/s); matmul 1024^3. GPU: " + NO_GPU + ".\n"
+    )
     hw1 = next(r for r in hw if r["threads"] == 1)
     crow = []
     fractions = {}

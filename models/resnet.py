@@ -18,6 +18,9 @@ from models.frontends import BandLimit, LogMel, SpecAugment
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection on ``[b, c, f, t]``."""
 
+    #: convolution -> batch norm pairs that :func:`models.fold.fold_batchnorm` may merge
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)

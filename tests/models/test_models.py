@@ -137,3 +137,34 @@ def test_speaker_head_ensemble_and_single_head_checkpoints(tmp_path: Path) -> No
     assert loaded.sha256 == sha and loaded.model.n_heads == 3
     single = SpeakerHeadClassifier(3, hidden=16)
     assert not any(k.startswith("extra_heads") for k in single.state_dict())
+
+
+@pytest.mark.parametrize("family", ["cnn", "resnet"])
+def test_folding_batchnorm_keeps_the_outputs(family: str, tmp_path: Path) -> None:
+    """load_checkpoint folds every conv -> batch norm pair (models/fold.py); with batch-norm
+    statistics that are far from the identity, the outputs stay the same."""
+    from torch import nn
+
+    torch.manual_seed(1)
+    spec = _spec(family)
+    model = build_model(spec, TINY[family])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    model.eval()
+    save_checkpoint(tmp_path / "f.pt", model=model, spec=spec, calibration={}, hparams=TINY[family])
+    loaded = load_checkpoint(tmp_path / "f.pt")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.model.modules())
+    x = _windows(3)
+    with torch.no_grad():
+        ref = model(LoadedModel(model=model, spec=spec).prepare(x))
+        got = loaded.model(loaded.prepare(x))
+    torch.testing.assert_close(ref, got, rtol=1e-4, atol=1e-4)
+    from models.fold import fold_batchnorm
+
+    with pytest.raises(ValueError):
+        fold_batchnorm(build_model(spec, TINY[family]).train())
