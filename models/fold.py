@@ -1,9 +1,15 @@
 """Inference-time rewrites that keep a model's outputs and make it faster on a CPU.
 
-``fold_batchnorm``: an eval-mode ``BatchNorm2d`` right after a ``Conv2d`` is an affine map per
-channel, so it can live in the convolution's weights and bias. In eager mode each BatchNorm is a
-separate pass over the activations; folding them halved the ResNet18-shaped model's time per
-window on one CPU core (bf16, batch 2: 43 -> 22 ms, ``bench/``). Only for inference: the folded
+``optimise_for_inference`` (what ``load_checkpoint`` applies):
+
+- ``fold_batchnorm``: an eval-mode ``BatchNorm2d`` right after a ``Conv2d`` is an affine map per
+  channel, so it can live in the convolution's weights and bias instead of being a separate pass
+  over the activations.
+- 4-D weights in channels-last (NHWC) memory order, which oneDNN's bf16 / AMX convolutions want;
+  activations then stay channels-last through the network.
+
+ResNet18-shaped model, one CPU core (Xeon with AMX), bf16, batch 2, best of 3, ms per window:
+as trained 37-43; folded 35-42; channels-last 30; both 20.5. Only for inference: the rewritten
 model must not be trained or saved as a checkpoint.
 """
 
@@ -62,3 +68,10 @@ def fold_batchnorm(model: nn.Module) -> int:
                 setattr(module, bn_name, nn.Identity())
                 n += 1
     return n
+
+
+def optimise_for_inference(model: nn.Module) -> nn.Module:
+    """Fold batch norms and store 4-D weights channels-last, in place (model in eval mode); the
+    outputs stay the same up to float rounding. Returns the model."""
+    fold_batchnorm(model)
+    return model.to(memory_format=torch.channels_last)

@@ -82,9 +82,10 @@ def use_autocast(loaded) -> bool:
 
 #: CPU windows per forward pass by model family. Convolutional nets are fastest in small batches
 #: on a CPU (activations of a big batch spill out of the core's L2): ResNet18-shaped, 4-s windows,
-#: bf16, one thread, ms per window at batch 1 / 2 / 4 / 16 / 32 = 41 / 39 / 54 / 57 / 74 (Xeon with
-#: AMX); the trained CNN 9.0 / 7.2 / 7.4 / 8.8 / 8.7. Recurrent and transformer models want bigger
-#: ones: GE2E + head 8.9 / 6.8 / 4.3 / 2.9 / 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
+#: bf16, one thread, as loaded for inference (models/fold.py), ms per window at batch 1 / 2 / 4 / 16
+#: = 22 / 21 / 25 / 36 (Xeon with AMX); the trained CNN 4.6 / 3.6 / 3.3 / 3.5. Recurrent and
+#: transformer models want bigger ones: GE2E + head at 1 / 2 / 4 / 16 / 32 = 8.9 / 6.8 / 4.3 / 2.9 /
+#: 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
 CPU_BATCH_SIZE = {"cnn": 2, "resnet": 2}
 CPU_BATCH_SIZE_DEFAULT = 16
 GPU_BATCH_SIZE = 64
