@@ -15,6 +15,7 @@ from workers.pipeline.data import (
     parse_label_map,
     read_manifest,
     speaker_disjoint_split,
+    speaker_folds,
     window_starts,
 )
 
@@ -90,3 +91,17 @@ def test_balanced_weights() -> None:
     assert w[labels == 0].sum() == pytest.approx(0.5) and w[3] == pytest.approx(0.5)
     w = balanced_sample_weights(np.array([0, 0, 0, 1]), groups=["s1", "s1", "s2", "s3"])
     assert w[0] + w[1] == pytest.approx(w[2])  # each speaker of a class weighs the same
+
+
+def test_speaker_folds_are_disjoint_and_stratified() -> None:
+    items = _items(n_speakers=60)
+    idx = list(range(len(items)))
+    folds = speaker_folds(items, idx, 5, seed=3)
+    assert sorted(i for f in folds for i in f) == idx
+    speakers = [{items[i].speaker for i in f} for f in folds]
+    assert all(not (a & b) for n, a in enumerate(speakers) for b in speakers[n + 1:])
+    for f in folds:  # 60 speakers in 4 (label, corpus) strata of 10 or 20: 2 or 4 of each per fold
+        strata = Counter((items[i].label, items[i].corpus) for i in f if i % 3 == 0)
+        assert set(strata.values()) <= {2, 4} and len(strata) == 4
+    with pytest.raises(ValueError):
+        speaker_folds(items, idx, 1)

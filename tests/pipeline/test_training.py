@@ -135,3 +135,25 @@ def test_speaker_head_ensemble_loss_trains_every_head() -> None:
     assert logits.shape == (8, 2) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.extra_heads.parameters())
+
+
+def test_cross_validation_uses_train_speakers_only(tmp_path: Path) -> None:
+    """k-fold CV trains k models on the train+val speakers, one fold held out each, and never
+    loads a test item (their loaders here raise)."""
+    from workers.pipeline.training import cross_validate
+
+    def forbidden() -> np.ndarray:
+        raise AssertionError("cross-validation loaded a test item")
+
+    items = [it if it.split != "test" else TrainItem(forbidden, it.label, it.speaker, it.corpus, "test", it.key)
+             for it in _items()]
+    config = TrainConfig(
+        name="toy", family="cnn", items=items, labels=["low", "high"], window_s=1.0, hop_s=0.5, epochs=2,
+        batch_size=8, steps_per_epoch=2, lr=3e-3, hparams=TINY["cnn"], cache_dir=str(tmp_path / "cache"),
+        n_boot=0, num_threads=1, augment=False,
+    )
+    cv = cross_validate(config, 2)
+    assert cv["k"] == 2 and len(cv["folds"]) == 2
+    assert sum(f["speakers"] for f in cv["folds"]) == 8  # speakers 0-7 are the train pool, each in one fold
+    assert all(0.0 <= f["balanced_accuracy"] <= 1.0 for f in cv["folds"])
+    assert set(cv["per_corpus_mean"]) <= {"synth", "other"} and 0.0 <= cv["mean"] <= 1.0

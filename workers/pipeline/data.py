@@ -270,6 +270,31 @@ def speaker_disjoint_split(
     return {"train": sorted(train_pool), "val": sorted(val), "test": sorted(test)}
 
 
+def speaker_folds(items: Sequence[TrainItem], idx: Sequence[int], k: int, seed: int = 0) -> list[list[int]]:
+    """Split ``idx`` into ``k`` speaker-disjoint folds, stratified by (label, corpus): the speakers of
+    each stratum are shuffled and dealt round the folds from a random start, so every fold gets its
+    share of every (label, corpus) pair that has at least ``k`` speakers."""
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    table = _speaker_table(items, idx)
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for spk in sorted(table):
+        strata[table[spk]].append(spk)
+    fold_of: dict[str, int] = {}
+    start = 0
+    for key in sorted(strata):
+        spks = strata[key]
+        rng.shuffle(spks)
+        for n, spk in enumerate(spks):
+            fold_of[spk] = (start + n) % k
+        start = (start + len(spks)) % k  # the next stratum continues where this one stopped
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for i in idx:
+        folds[fold_of[items[i].speaker]].append(i)
+    return folds
+
+
 def check_speaker_disjoint(items: Sequence[TrainItem], splits: dict[str, list[int]]) -> None:
     """Raise ``ValueError`` if any speaker appears in more than one split."""
     seen: dict[str, str] = {}

@@ -678,6 +678,60 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     return TrainResult(config.out, sha, spec, calibration, metrics, history, best_epoch, model)
 
 
+def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Speaker-grouped k-fold cross-validation over the train + validation speakers, for choosing
+    between configurations without touching the test split (which is left out entirely).
+
+    Each fold trains ``config`` on the other folds and early-stops on this one, as a normal run
+    early-stops on its validation split (so every fold score carries the same small optimism, and
+    candidates compare fairly). With ~500 pooled speakers, a fold holds ~100, and the mean over
+    folds rests on all of them instead of one validation slice.
+
+    Returns
+    -------
+    dict
+        ``folds``: per fold ``{"speakers", "items", "balanced_accuracy", "per_corpus", "best_epoch"}``;
+        ``mean`` / ``std`` of the balanced accuracy, ``per_corpus_mean``, ``k``.
+    """
+    import copy
+
+    from workers.pipeline.data import speaker_folds
+
+    items = load_items(config)
+    labels = list(config.labels) if config.labels else sorted({it.label for it in items})
+    items = [it for it in items if it.label in labels]
+    splits = make_splits(items, config)
+    pool = sorted(splits["train"] + splits["val"])
+    folds = speaker_folds(items, pool, k, seed=config.seed)
+    out: list[dict[str, Any]] = []
+    for j, held in enumerate(folds):
+        held_set = set(held)
+        fold_items = [
+            TrainItem(items[i].path_or_loader, items[i].label, items[i].speaker, items[i].corpus,
+                      "val" if i in held_set else "train", items[i].key)
+            for i in pool
+        ]
+        c = copy.copy(config)
+        c.items, c.manifest, c.label_map, c.corpora, c.labels = fold_items, None, None, None, labels
+        c.out, c.evaluate, c.test_corpora = None, False, None
+        result = train_model(c, progress=progress)
+        val = result.metrics.get("val") or {}
+        out.append({
+            "fold": j, "items": len(held), "speakers": len({items[i].speaker for i in held}),
+            "balanced_accuracy": result.metrics.get("val_balanced_accuracy"), "best_epoch": result.best_epoch,
+            "per_corpus": {name: r.get("balanced_accuracy") for name, r in (val.get("per_corpus") or {}).items()},
+        })
+        logger.info("fold %d/%d: %s", j + 1, k, out[-1])
+    scores = np.array([f["balanced_accuracy"] for f in out], dtype=float)
+    corpora = sorted({name for f in out for name in f["per_corpus"]})
+    per_corpus = {
+        name: float(np.nanmean([np.nan if f["per_corpus"].get(name) is None else f["per_corpus"][name] for f in out]))
+        for name in corpora
+    }
+    return {"k": k, "folds": out, "mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if k > 1 else 0.0,
+            "per_corpus_mean": per_corpus}
+
+
 def _report(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
             seed: int = 0) -> dict[str, Any]:
     """``evaluation_report`` (speakers and corpora attached)."""
@@ -869,6 +923,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache-dir", default=os.environ.get("ACCENTSITE_CACHE", "/tmp/accentsite-cache"))
     p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--cv-folds", type=int, default=0,
+                   help="instead of training one model: speaker-grouped k-fold cross-validation over train+val "
+                        "(the test split is not touched), to compare configurations; prints the fold scores")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -885,6 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot,
     )
     bar = _tqdm_progress()
+    if args.cv_folds:
+        print(json.dumps(cross_validate(config, args.cv_folds, progress=bar), indent=2, default=str))
+        return 0
     result = train_model(config, progress=bar)
     loco: dict[str, Any] = {}
     for corpus in args.loco:
