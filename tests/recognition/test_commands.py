@@ -45,3 +45,15 @@ def test_train_command_registers_the_model_and_classify_uses_it(manifest, tmp_pa
     for row in rows.values():
         assert row["outcome"] in ("ok", "uncertain") and row["predicted_class"] in ("native", "non_native")
         assert float(row["p_native"]) + float(row["p_non_native"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_train_command_cross_validates_without_registering(manifest, capsys):
+    import json
+
+    call_command("train", "--manifest", str(manifest), "--family", "cnn", "--name", "cv-model", "--cv-folds", "2",
+                 "--label-map", "native_english=native,other_l1=non_native", "--epochs", "1", "--window-s", "1.0",
+                 "--hop-s", "0.5", "--hparam", "channels=4", "--hparam", "n_mels=32", "--no-augment")
+    out = capsys.readouterr().out
+    cv = json.loads(out[out.index("{"):])
+    assert cv["k"] == 2 and len(cv["folds"]) == 2 and 0.0 <= cv["mean"] <= 1.0
+    assert not ModelVersion.objects.filter(name="cv-model").exists()

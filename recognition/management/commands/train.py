@@ -3,6 +3,7 @@
     manage.py train --manifest ../shared/data/accent-mini/manifest.csv --family speaker_head \\
         --name accent-native --label-map native_english=native,mandarin_l1=non_native,other_l1=non_native \\
         --out models/checkpoints/accent-native.pt [--card docs/models/accent-native.md] [any training option]
+    manage.py train --manifest ... --family speaker_head --name x --cv-folds 5 [options]   # compare configurations
     manage.py train --batch 12 --family speaker_head --name my-model [--label-map a=b,...] [--epochs 20]
 
 With ``--manifest`` every option of ``python -m workers.pipeline.training`` is accepted (the same
@@ -42,6 +43,12 @@ class Command(BaseCommand):
         rest = list(rest)
         if batch is not None:
             return self._train_batch(batch, rest, default)
+        if "--manifest" in rest and "--cv-folds" in rest:  # compare a configuration: nothing to register
+            from workers.pipeline import training
+
+            if training.main(rest):
+                raise CommandError("cross-validation failed")
+            return None
         if "--manifest" not in rest or "--out" not in rest:
             raise CommandError("Give --batch ID, or --manifest CSV with --out PATH.pt (and --family, --name).")
         from recognition.services.models import model_version_from_sidecar
