@@ -287,7 +287,7 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "family", "task", "is_default", "headline", "created_at"]
+    list_display = ["name", "version", "family", "task", "is_default", "installed", "headline", "created_at"]
     list_filter = ["task", "family", "is_default"]
     search_fields = ["name", "version", "sha256"]
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
@@ -298,9 +298,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
         value = (obj.metrics or {}).get("test", {}).get("balanced_accuracy")
         return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
+    @admin.display(description="Installed", boolean=True)
+    def installed(self, obj: ModelVersion) -> bool:
+        """False when the checkpoint is missing or now holds a newer version's weights."""
+        from recognition.services.models import model_version_problem
+
+        return not model_version_problem(obj)
+
     @admin.action(description="Make the selected version its model's default")
     def make_default(self, request, queryset):
+        from recognition.services.models import model_version_problem
+
         for mv in queryset:
+            problem = model_version_problem(mv)
+            if problem:
+                self.message_user(request, problem, level=messages.ERROR)
+                continue
             services.model_version_make_default(model_version=mv)
 
 

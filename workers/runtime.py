@@ -134,8 +134,15 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class ModelUnavailable(Exception):
+    """The registered model cannot be loaded as registered (file missing, or other weights in it)."""
+
+
 def load_model(model_version) -> object:
-    """The ``LoadedModel`` for a ``ModelVersion``, loaded once per process and kept."""
+    """The ``LoadedModel`` for a ``ModelVersion``, loaded once per process and kept.
+
+    Raises :class:`ModelUnavailable` when the checkpoint is missing or its sha256 is not the
+    registered one: results must never carry a version and hash the weights did not have."""
     from django.conf import settings
 
     key = (model_version.name, model_version.version, model_version.sha256)
@@ -144,11 +151,22 @@ def load_model(model_version) -> object:
             from models.checkpoint import load_checkpoint, load_speaker_encoder
 
             dev = device()
+            label = f"{model_version.name}@{model_version.version}"
             if model_version.family == "speaker_encoder":
-                _models[key] = load_speaker_encoder(device=dev)
+                loaded = load_speaker_encoder(device=dev)
             else:
-                _models[key] = load_checkpoint(_checkpoint_path(model_version.checkpoint, Path(settings.MODELS_DIR)), device=dev)
-            logger.info("loaded model %s@%s on %s", model_version.name, model_version.version, dev)
+                try:
+                    path = _checkpoint_path(model_version.checkpoint, Path(settings.MODELS_DIR))
+                    loaded = load_checkpoint(path, device=dev)
+                except FileNotFoundError as exc:
+                    raise ModelUnavailable(f"The checkpoint of {label} is missing: {exc}.") from exc
+                if model_version.sha256 and loaded.sha256 != model_version.sha256:
+                    raise ModelUnavailable(
+                        f"The checkpoint of {label} ({model_version.checkpoint}) now holds other weights "
+                        f"(sha256 {loaded.sha256[:12]}..., registered {model_version.sha256[:12]}...); "
+                        "run the job with the version registered for the current file.")
+            _models[key] = loaded
+            logger.info("loaded model %s on %s", label, dev)
         return _models[key]
 
 

@@ -119,7 +119,12 @@ def run_model_chunk(self, chunk_id: int) -> None:
 
         job, params = ctx.job, ctx.job.params
         t0 = time.perf_counter()
-        loaded = runtime.load_model(job.model_version)
+        try:
+            loaded = runtime.load_model(job.model_version)
+        except runtime.ModelUnavailable as exc:  # no use retrying: every recording fails with the reason
+            for rec in ctx.recordings:
+                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
+            return
         timings["model_load"] += time.perf_counter() - t0
         decoded: list[tuple[Recording, object]] = []
         for rec in ctx.recordings:

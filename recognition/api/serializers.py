@@ -149,12 +149,20 @@ class ResultSerializer(serializers.ModelSerializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    unavailable_reason = serializers.SerializerMethodField(
+        help_text="empty when the version can run; else why not (its checkpoint is missing or was replaced)")
+
     class Meta:
         model = ModelVersion
         fields = [
-            "id", "name", "version", "family", "task", "labels", "sha256", "is_default", "metrics", "calibration",
-            "hyperparameters", "training_data", "code_version", "created_at",
+            "id", "name", "version", "family", "task", "labels", "sha256", "is_default", "unavailable_reason",
+            "metrics", "calibration", "hyperparameters", "training_data", "code_version", "created_at",
         ]
+
+    def get_unavailable_reason(self, obj: ModelVersion) -> str:
+        from recognition.services.models import model_version_problem
+
+        return model_version_problem(obj)
 
 
 class SimilarSerializer(serializers.Serializer):

@@ -125,4 +125,35 @@ def model_resolve(spec: str | None, *, task: str) -> ModelVersion:
     if mv is None:
         known = sorted(set(qs.values_list("name", flat=True)))
         raise ServiceError("unknown_model", f"No {task} model '{spec}'. Known: {known}.")
+    problem = model_version_problem(mv)
+    if problem:
+        raise ServiceError("model_unavailable", problem, status_code=409)
     return mv
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def model_version_problem(mv: ModelVersion) -> str:
+    """Why ``mv`` cannot run here, or ``""``: a shipped checkpoint file that is missing, or that now
+    holds other weights than the ones registered (a newer shipped version took over the file).
+
+    Trained checkpoints in storage and packaged encoders are checked by the worker when it loads them.
+    The file's hash is cached by (path, size, mtime), so a check costs a ``stat`` after the first."""
+    if not mv.checkpoint or mv.checkpoint.startswith(("storage:", "package:")):
+        return ""
+    path = Path(settings.MODELS_DIR) / mv.checkpoint
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"The checkpoint file of {mv.name}@{mv.version} ({mv.checkpoint}) is missing from {settings.MODELS_DIR}."
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        _sha_cache[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if mv.sha256 and _sha_cache[key] != mv.sha256:
+        newer = (ModelVersion.objects.filter(name=mv.name, checkpoint=mv.checkpoint, sha256=_sha_cache[key])
+                 .values_list("version", flat=True).first())
+        hint = f" Use {mv.name}@{newer}, the version it holds now." if newer else ""
+        return (f"{mv.name}@{mv.version} is no longer installed: {mv.checkpoint} now holds other weights "
+                f"(sha256 {_sha_cache[key][:12]}..., registered {mv.sha256[:12]}...).{hint}")
+    return ""

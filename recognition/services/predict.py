@@ -34,7 +34,10 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     except AudioError as exc:
         raise ServiceError(exc.code, exc.message) from exc
     decode_s = time.perf_counter() - t0
-    loaded = runtime.load_model(mv)
+    try:
+        loaded = runtime.load_model(mv)
+    except runtime.ModelUnavailable as exc:
+        raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
     (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, **runtime.window_params(loaded))
     return {
         "predicted_class": outcome.get("predicted_class"),

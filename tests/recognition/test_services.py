@@ -139,3 +139,59 @@ def test_a_newer_shipped_checkpoint_becomes_the_default(tmp_path):
     ship("1.2.0", "c" * 64)
     shipped_models_register(tmp_path)
     assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "mine"
+
+
+def test_a_superseded_shipped_version_is_refused_with_the_version_to_use(tmp_path, settings, api):
+    """When a newer shipped version takes over a checkpoint file, asking for the old version is a
+    clear 409, not a silent run of other weights under the old version's name and hash."""
+    import hashlib
+    import json
+
+    from recognition.errors import ServiceError
+    from recognition.services import shipped_models_register
+    from recognition.services.models import model_resolve
+
+    settings.MODELS_DIR = tmp_path
+
+    def ship(version: str, weights: bytes) -> None:
+        (tmp_path / "m-cls.pt").write_bytes(weights)
+        spec = {"name": "m-cls", "version": version, "family": "cnn", "task": "classify", "labels": ["a", "b"]}
+        (tmp_path / "m-cls.json").write_text(json.dumps({"spec": spec, "sha256": hashlib.sha256(weights).hexdigest()}))
+
+    ship("1.0.0", b"first weights")
+    shipped_models_register(tmp_path)
+    assert model_resolve("m-cls@1.0.0", task="classify").version == "1.0.0"
+    ship("1.1.0", b"second weights")
+    shipped_models_register(tmp_path)
+    assert model_resolve("m-cls", task="classify").version == "1.1.0"
+    with pytest.raises(ServiceError) as refused:
+        model_resolve("m-cls@1.0.0", task="classify")
+    assert refused.value.code == "model_unavailable" and refused.value.status_code == 409
+    assert "m-cls@1.1.0" in refused.value.message
+    listed = {m["version"]: m["unavailable_reason"] for m in api.get("/api/v1/models/?name=m-cls").json()["results"]}
+    assert listed["1.1.0"] == "" and "m-cls@1.1.0" in listed["1.0.0"]
+    batch = api.post("/api/v1/batches/", {"name": "b", "files": [upload("r.wav", audio_bytes(pulse_train(f0=120)))]},
+                     format="multipart").json()
+    answer = api.post("/api/v1/jobs/", {"kind": "classify", "batch": batch["id"], "model": "m-cls@1.0.0"}, format="json")
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "model_unavailable"
+    (tmp_path / "m-cls.pt").unlink()
+    with pytest.raises(ServiceError, match="missing"):
+        model_resolve("m-cls", task="classify")
+
+
+def test_a_worker_fails_each_recording_when_the_weights_are_not_the_registered_ones(user, sent, tiny_classifier,
+                                                                                     monkeypatch):
+    """The worker checks the loaded checkpoint's sha256 against the registry; a mismatch fails the
+    chunk's recordings with the reason instead of storing results under the wrong hash."""
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)  # in-process, inside the test's transaction
+    recs = _recordings(user, 2)
+    job = services.job_submit(owner=user, kind="classify", recordings=recs, model=f"tiny@{tiny_classifier.version}")
+    type(tiny_classifier).objects.filter(pk=tiny_classifier.pk).update(sha256="0" * 64)
+    tasks.run_model_chunk.apply(args=[job.chunks.get().pk])
+    job.refresh_from_db()
+    assert (job.status, job.failed) == ("failed", 2)
+    results = RecordingResult.objects.filter(job=job)
+    assert {r.error_code for r in results} == {"model_unavailable"}
+    assert all("other weights" in r.error_message for r in results)

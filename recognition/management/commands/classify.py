@@ -41,7 +41,10 @@ class Command(BaseCommand):
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         runtime.configure_threads()
-        loaded = runtime.load_model(mv)
+        try:
+            loaded = runtime.load_model(mv)
+        except runtime.ModelUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         rows = []
         bar = tqdm(total=len(files), desc=f"classify ({mv})", unit="file", file=sys.stderr)
         for start in range(0, len(files), GROUP):
