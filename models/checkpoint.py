@@ -49,6 +49,10 @@ def build_model(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bo
         from models.accent_embed import build_accent_embed
 
         return build_accent_embed(spec, hparams)
+    if spec.family == "phonetic_fusion":
+        from models.phonetic_fusion import build_phonetic_fusion
+
+        return build_phonetic_fusion(spec, hparams, load_pretrained=load_pretrained)
     if spec.family == "speaker_encoder":
         from models.speaker_head import GE2EEncoder
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAMILIES: tuple[str, ...] = ("cnn", "resnet", "speaker_head", "accent_embed", "speaker_encoder")
+FAMILIES: tuple[str, ...] = ("cnn", "resnet", "speaker_head", "accent_embed", "speaker_encoder", "phonetic_fusion")
 TASKS: tuple[str, ...] = ("classify", "embed")
 
 

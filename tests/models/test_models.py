@@ -168,3 +168,28 @@ def test_folding_batchnorm_keeps_the_outputs(family: str, tmp_path: Path) -> Non
 
     with pytest.raises(ValueError):
         fold_batchnorm(build_model(spec, TINY[family]).train())
+
+
+def test_phonetic_fusion_layer_reproduces_the_fitted_logistic_regression() -> None:
+    """set_fusion installs a scikit-learn pipeline (scaler + binary logistic regression) so that
+    fuse() gives the pipeline's predict_proba, from [log window mean, features]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.phonetic_fusion import PhoneticFusion
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([2, 2], size=60)
+    feats = rng.normal(size=(60, 3)) * [1.0, 10.0, 0.1] + [0.0, 5.0, -1.0]
+    y = (p[:, 1] + 0.1 * feats[:, 0] > 0.5).astype(int)
+    fused = PhoneticFusion(torch.nn.Identity(), n_classes=2, n_features=3)
+    x = fused.fusion_inputs(p, feats)
+    assert np.allclose(x[:, :2], np.log(p)) and np.allclose(x[:, 2:], feats)
+    lr = make_pipeline(StandardScaler(), LogisticRegression(C=1.0)).fit(x, y)
+    fused.set_fusion(lr[0].mean_, lr[0].scale_, lr[1].coef_, lr[1].intercept_)
+    assert np.allclose(fused.fuse(p, feats), lr.predict_proba(x), atol=1e-5)
+    # one hand-computed case: logit = w . (x - mean) / scale + b, p(class 1) = sigmoid(logit)
+    z = (x[0] - lr[0].mean_) / lr[0].scale_
+    p1 = 1 / (1 + np.exp(-(z @ lr[1].coef_[0] + lr[1].intercept_[0])))
+    assert fused.fuse(p[:1], feats[:1])[0, 1] == pytest.approx(p1, abs=1e-5)

@@ -157,3 +157,37 @@ def test_cross_validation_uses_train_speakers_only(tmp_path: Path) -> None:
     assert sum(f["speakers"] for f in cv["folds"]) == 8  # speakers 0-7 are the train pool, each in one fold
     assert all(0.0 <= f["balanced_accuracy"] <= 1.0 for f in cv["folds"])
     assert set(cv["per_corpus_mean"]) <= {"synth", "other"} and 0.0 <= cv["mean"] <= 1.0
+
+
+def test_phonetic_fusion_trains_stacks_and_classifies(tmp_path: Path) -> None:
+    """The fusion family: window model + out-of-fold CV + phone features + logistic layer; the
+    saved checkpoint classifies through the normal inference path, and the recording's probabilities
+    are the fusion of its window mean and its phone features."""
+    from workers.pipeline.inference import classify_batch
+    from workers.pipeline.phones import phone_features
+
+    config = TrainConfig(
+        name="toy", family="phonetic_fusion", items=_items(), labels=["low", "high"], out=str(tmp_path / "fused.pt"),
+        window_s=1.0, hop_s=0.5, epochs=2, batch_size=8, steps_per_epoch=3, lr=3e-3,
+        hparams={"base_family": "cnn", **TINY["cnn"]}, val_fraction=0.25, cache_dir=str(tmp_path / "cache"),
+        n_boot=10, num_threads=1, augment=False,
+    )
+    stages = []
+    result = train_model(config, progress=lambda stage, d, t, info: stages.append(stage))
+    assert {"train", "phones", "fusion", "done"} <= set(stages)
+    fcv = result.metrics["fusion_cv"]
+    assert fcv["folds"] == 4  # clamped to the 4 speakers per class in the train + validation pool
+    assert 0.0 <= fcv["fused"]["overall"] <= 1.0 and 0.0 <= fcv["window_model_alone"]["overall"] <= 1.0
+    assert result.metrics["test"]["n"] == 8 and 0.0 <= result.calibration["threshold"] <= 1.0
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.spec.family == "phonetic_fusion" and loaded.meta["hparams"]["base_family"] == "cnn"
+    rng = np.random.default_rng(7)
+    signal = _tone(300.0, 2.0, rng)
+    (out,) = classify_batch(loaded, [signal], vad=False)
+    assert "phones" in out["timings"] and out["n_windows"] >= 2
+    mean_window = np.mean([[w["probabilities"]["low"], w["probabilities"]["high"]] for w in out["windows"]], axis=0)
+    expected = loaded.model.fuse(mean_window[None], phone_features(signal)[None])[0]
+    assert [out["probabilities"]["low"], out["probabilities"]["high"]] == pytest.approx(list(expected), abs=1e-5)
+    card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
+                            calibration=result.calibration, sha256=result.sha256)
+    assert "fused with phone features" in card and "phone-recogniser features" in card

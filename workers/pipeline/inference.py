@@ -34,6 +34,12 @@ Aggregation and calibration
     (softmax) window probabilities. ``confidence`` is the largest calibrated probability;
     outcome ``uncertain`` when it is below the threshold (``threshold`` or
     ``loaded.calibration["threshold"]``).
+
+Phonetic fusion (``phonetic_fusion`` family)
+    The recording's ``probabilities`` are the model's ``fuse`` of the mean calibrated window
+    probabilities and the recording's phone-recogniser features (``workers.pipeline.phones``,
+    decoded once per recording; timed as ``phones``); windows and ``window_share`` stay the
+    window model's.
 """
 
 from __future__ import annotations
@@ -412,10 +418,14 @@ def classify_batch(
         progress=progress,
     )
 
+    fusion = getattr(loaded, "model", None)
+    if not getattr(fusion, "needs_phone_features", False):
+        fusion = None
     results: list[dict[str, Any]] = []
     owner = items[:, 0]
     for k, x in enumerate(signals):
         t0 = time.perf_counter()
+        t_phones = 0.0
         duration = len(x) / sr
         res: dict[str, Any] = {
             "outcome": "insufficient_speech",
@@ -441,6 +451,12 @@ def classify_batch(
             p_cal = _calibrate(win_logits, calibration)
             mean_cal = p_cal.mean(axis=0)
             mean_raw = p_raw.mean(axis=0)
+            if fusion is not None:  # phonetic_fusion: the recording's phone features join the window mean
+                from workers.pipeline.phones import phone_features
+
+                tp = time.perf_counter()
+                mean_cal = fusion.fuse(mean_cal[None], phone_features(x, sr)[None])[0]
+                t_phones = time.perf_counter() - tp
             pred = int(np.argmax(mean_cal))
             share = np.bincount(p_cal.argmax(axis=1), minlength=len(labels)) / len(mine)
             confidence = float(mean_cal[pred])
@@ -468,8 +484,10 @@ def classify_batch(
             "windowing": float(t_win[k] + slice_s[mine].sum()),
             "vad": float(t_vad[k]),
             "forward": float(forward_s[mine].sum()),
-            "aggregate": time.perf_counter() - t0,
+            "aggregate": time.perf_counter() - t0 - t_phones,
         }
+        if fusion is not None:
+            res["timings"]["phones"] = t_phones
         results.append(res)
     return results
 

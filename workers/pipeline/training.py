@@ -512,6 +512,10 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_calibration
 
+    if config.family == "phonetic_fusion":  # a window model stacked with phone features: workers/pipeline/fusion.py
+        from workers.pipeline.fusion import train_phonetic_fusion
+
+        return train_phonetic_fusion(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -639,6 +643,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
         "val_balanced_accuracy": best[0],
         "val": _report([labels[k] for k in y_val], val_proba, labels, [utts[i] for i in val_idx], n_boot=0),
         "history": history,
+        "val_predictions": _predictions(items, utts, val_idx, val_proba, labels),
     }
     if config.evaluate and test_idx:
         _emit(progress, "evaluate", 0, len(test_idx))
@@ -652,11 +657,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             emb = _eval_embeddings(model, source, test_idx, H, device)
             metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
                                                          [utts[i].speaker for i in test_idx])
-        metrics["test_predictions"] = [
-            {"key": items[i].key or utts[i].key, "speaker": utts[i].speaker, "corpus": utts[i].corpus,
-             "label": labels[utts[i].label], "proba": [round(float(p), 5) for p in pr]}
-            for i, pr in zip(test_idx, test_proba, strict=True)
-        ]
+        metrics["test_predictions"] = _predictions(items, utts, test_idx, test_proba, labels)
     training_data = {
         "source": config.manifest or "items",
         "n_items": len(items),
@@ -691,7 +692,8 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
     -------
     dict
         ``folds``: per fold ``{"speakers", "items", "balanced_accuracy", "per_corpus", "best_epoch"}``;
-        ``mean`` / ``std`` of the balanced accuracy, ``per_corpus_mean``, ``k``.
+        ``mean`` / ``std`` of the balanced accuracy, ``per_corpus_mean``, ``k``; ``predictions``: the
+        out-of-fold prediction of every pooled utterance (for stacking or error analysis).
     """
     import copy
 
@@ -704,6 +706,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
     pool = sorted(splits["train"] + splits["val"])
     folds = speaker_folds(items, pool, k, seed=config.seed)
     out: list[dict[str, Any]] = []
+    oof: list[dict[str, Any]] = []  # out-of-fold predictions: every pooled utterance, scored by the fold that held it out
     for j, held in enumerate(folds):
         held_set = set(held)
         fold_items = [
@@ -716,6 +719,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
         c.out, c.evaluate, c.test_corpora = None, False, None
         result = train_model(c, progress=progress)
         val = result.metrics.get("val") or {}
+        oof.extend({**row, "fold": j} for row in result.metrics.get("val_predictions") or [])
         out.append({
             "fold": j, "items": len(held), "speakers": len({items[i].speaker for i in held}),
             "balanced_accuracy": result.metrics.get("val_balanced_accuracy"), "best_epoch": result.best_epoch,
@@ -729,7 +733,18 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
         for name in corpora
     }
     return {"k": k, "folds": out, "mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if k > 1 else 0.0,
-            "per_corpus_mean": per_corpus}
+            "per_corpus_mean": per_corpus, "predictions": oof}
+
+
+def _predictions(items: list[TrainItem], utts: list[Utterance], idx: list[int], proba: np.ndarray,
+                 labels: list[str]) -> list[dict[str, Any]]:
+    """One row per utterance: key, speaker, corpus, true label and calibrated class probabilities."""
+    return [
+        {"key": items[i].key or (utts[i].key if callable(items[i].path_or_loader) else str(items[i].path_or_loader)),
+         "speaker": utts[i].speaker, "corpus": utts[i].corpus,
+         "label": labels[utts[i].label], "proba": [round(float(p), 5) for p in pr]}
+        for i, pr in zip(idx, proba, strict=True)
+    ]
 
 
 def _report(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
@@ -812,7 +827,9 @@ def write_model_card(
     lines += [
         f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
         f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
-        f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities.",
+        f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
+        + ("; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English model, allphone "
+           "decoding) by a logistic layer fitted on out-of-fold predictions." if spec.family == "phonetic_fusion" else "."),
     ]
     if spec.embedding_dim:
         lines.append(f"- Embedding: {spec.embedding_dim}-d, L2-normalised")
@@ -855,6 +872,21 @@ def write_model_card(
         lines += ["## Embedding quality (test speakers)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(float(emb[k]))} |" for k in keys]
         lines.append("")
+    fcv = metrics.get("fusion_cv")
+    if fcv:
+        wm = metrics.get("window_model") or {}
+        lines += ["## Window model alone and fused with phone features", "",
+                  f"Speaker-grouped {fcv['folds']}-fold cross-validation over train + validation (out-of-fold window-model "
+                  f"probabilities; fusion cross-fitted, {fcv['seeds']} seeds, L2 strength C = {fcv['C']}), and the test split:", "",
+                  "| slice | CV window model | CV fused | test window model | test fused |", "|---|---|---|---|---|"]
+        alone, fused = fcv["window_model_alone"], fcv["fused"]
+        test_pc = (test or {}).get("per_corpus") or {}
+        lines.append(f"| all | {_fmt(alone['overall'])} | {_fmt(fused['overall'])} | {_fmt(wm.get('test'))} | "
+                     f"{_fmt((test or {}).get('balanced_accuracy'))} |")
+        for name in sorted(fused["per_corpus"], key=lambda n: n != "SAA"):
+            lines.append(f"| {name} | {_fmt(alone['per_corpus'].get(name))} | {_fmt(fused['per_corpus'][name])} | "
+                         f"{_fmt((wm.get('test_per_corpus') or {}).get(name))} | {_fmt((test_pc.get(name) or {}).get('balanced_accuracy'))} |")
+        lines.append("")
     if loco:
         lines += ["## Leave-one-corpus-out", "", "Trained on every other corpus, tested on the held-out one.", "",
                   "| held-out corpus | n | balanced acc. | accuracy |", "|---|---|---|---|"]
@@ -893,7 +925,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m workers.pipeline.training", description=__doc__.split("\n")[0])
     p.add_argument("--manifest", required=True)
-    p.add_argument("--family", required=True, choices=sorted(DEFAULT_HPARAMS))
+    p.add_argument("--family", required=True, choices=sorted([*DEFAULT_HPARAMS, "phonetic_fusion"]),
+                   help="phonetic_fusion: the window model of --hparam base_family (default speaker_head) stacked with phone features")
     p.add_argument("--label-column", default="accent_group")
     p.add_argument("--label-map", default=None, help="raw=target,raw=target")
     p.add_argument("--labels", default=None, help="class order, comma-separated")
