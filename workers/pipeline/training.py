@@ -836,9 +836,11 @@ def write_model_card(
     if sha256:
         lines.append(f"- Checkpoint sha256: `{sha256}`")
     if calibration:
-        lines.append(f"- Calibration (fitted on validation speakers): temperature {calibration.get('temperature', 1):.3f}, "
+        where = ("window temperature fitted on validation speakers, threshold on out-of-fold fused predictions"
+                 if "fusion" in calibration else "fitted on validation speakers")
+        lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
-                     f"{calibration.get('threshold')} (validation coverage {_fmt(calibration.get('coverage_at_threshold'))})")
+                     f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
     lines += ["", "## Reproduce", "", "```", command, "```", ""]
     if training_data:
         lines += ["## Data", "", f"Source: `{training_data.get('source')}`. Speaker-disjoint splits "
