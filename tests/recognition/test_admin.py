@@ -58,3 +58,30 @@ def test_media_is_not_public(client, user, other_user):
     client.force_login(other_user)
     assert client.get(f"/media/recordings/{rec.pk}/").status_code == 404
     assert client.get(f"/media/{rec.file.name}").status_code == 404
+
+
+def test_admin_model_list_flags_a_replaced_version_and_will_not_make_it_default(staff_client, tmp_path, settings):
+    import hashlib
+    import json
+
+    from recognition.models import ModelVersion
+    from recognition.services import shipped_models_register
+
+    settings.MODELS_DIR = tmp_path
+    for version, weights in (("1.0.0", b"old weights"), ("1.1.0", b"new weights")):
+        (tmp_path / "m.pt").write_bytes(weights)
+        spec = {"name": "m", "version": version, "family": "cnn", "task": "classify", "labels": ["a", "b"]}
+        (tmp_path / "m.json").write_text(json.dumps({"spec": spec, "sha256": hashlib.sha256(weights).hexdigest()}))
+        shipped_models_register(tmp_path)
+    old = ModelVersion.objects.get(name="m", version="1.0.0")
+    from django.contrib import admin
+
+    page = staff_client.get("/admin/recognition/modelversion/").content.decode()
+    assert "Installed" in page
+    model_admin = admin.site._registry[ModelVersion]
+    assert model_admin.installed(old) is False
+    assert model_admin.installed(ModelVersion.objects.get(name="m", version="1.1.0")) is True
+    response = staff_client.post("/admin/recognition/modelversion/", {"action": "make_default", "_selected_action": [old.pk]},
+                                 follow=True)
+    assert "no longer installed" in response.content.decode()
+    assert ModelVersion.objects.get(name="m", is_default=True).version == "1.1.0"
