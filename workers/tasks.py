@@ -226,5 +226,10 @@ def run_train_job(self, chunk_id: int) -> None:
         training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
     except SoftTimeLimitExceeded:
         training.train_job_finish(job_id=job_id, model_version=None, error="Training exceeded its time limit.")
+    except TRANSIENT:
+        raise  # retried
+    except Exception as exc:  # bad hyper-parameters, too little data for a split, a bug: fail once, with the reason
+        logger.exception("training failed", extra={"job_id": job_id})
+        training.train_job_finish(job_id=job_id, model_version=None, error=f"Training failed: {type(exc).__name__}: {exc}")
     else:
         training.train_job_finish(job_id=job_id, model_version=mv)

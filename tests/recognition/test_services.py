@@ -195,3 +195,27 @@ def test_a_worker_fails_each_recording_when_the_weights_are_not_the_registered_o
     results = RecordingResult.objects.filter(job=job)
     assert {r.error_code for r in results} == {"model_unavailable"}
     assert all("other weights" in r.error_message for r in results)
+
+
+def test_train_jobs_refuse_unknown_families_and_fail_once_with_the_reason(user, sent, monkeypatch):
+    """Bad training input is refused at submission; an error during training fails the job once,
+    with its reason, instead of leaving it running for the reaper to requeue forever."""
+    from recognition.errors import ServiceError
+    from workers import tasks
+
+    recs = _recordings(user, 2)
+    with pytest.raises(ServiceError, match="Unknown family 'bogus'"):
+        services.job_submit(owner=user, kind="train", recordings=recs, params={"family": "bogus"})
+    with pytest.raises(ServiceError, match="epochs"):
+        services.job_submit(owner=user, kind="train", recordings=recs, params={"epochs": 0})
+    job = services.job_submit(owner=user, kind="train", recordings=recs, params={"family": "cnn", "hparams": {"x": 1}})
+
+    def broken(**kwargs):
+        raise ValueError("window longer than every recording")
+
+    monkeypatch.setattr("recognition.services.training.train_job_run", broken)
+    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)  # in-process, inside the test's transaction
+    tasks.run_train_job.apply(args=[job.chunks.get().pk])
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == "Training failed: ValueError: window longer than every recording"
