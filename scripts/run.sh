@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole service on its embedded defaults: SQLite, var/media, a local Redis,
-# a cpu worker (prefork), a gpu-queue worker (solo pool; runs on CPU without a GPU), beat (the
+# a cpu worker (prefork), a gpu-queue worker (solo pool on a GPU; prefork on CPU without one), beat (the
 # stuck-chunk reaper and storage clean-up) and the web server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,15 @@ trap cleanup EXIT INT TERM
 mkdir -p var/log
 .venv/bin/celery -A accentsite worker -Q cpu -n cpu@%h --concurrency "$(nproc)" --loglevel INFO >> var/log/worker-cpu.log 2>&1 &
 pids+=($!)
-.venv/bin/celery -A accentsite worker -Q gpu,interactive -n gpu@%h --pool solo --loglevel INFO >> var/log/worker-gpu.log 2>&1 &
+# The gpu-queue worker (models: classify, embed, train): one solo-pool process on a GPU, so CUDA never
+# meets fork; without a GPU the models run on the CPU, one prefork process per core (one torch
+# thread each), so a classify job uses the whole machine instead of one core.
+if [ "${WORKER_DEVICE:-auto}" != cpu ] && $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  GPU_POOL=(--pool solo)
+else
+  GPU_POOL=(--pool prefork --concurrency "$(nproc)")
+fi
+.venv/bin/celery -A accentsite worker -Q gpu,interactive -n gpu@%h "${GPU_POOL[@]}" --loglevel INFO >> var/log/worker-gpu.log 2>&1 &
 pids+=($!)
 .venv/bin/celery -A accentsite beat --schedule var/celerybeat-schedule --loglevel INFO >> var/log/beat.log 2>&1 &
 pids+=($!)

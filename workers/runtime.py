@@ -80,12 +80,14 @@ def use_autocast(loaded) -> bool:
     return dev.startswith("cuda") or (dev == "cpu" and cpu_has_bf16())
 
 
-#: CPU windows per forward pass by model family. Convolutional nets are fastest in small batches
-#: on a CPU (activations of a big batch spill out of the core's L2): ResNet18-shaped, 4-s windows,
-#: bf16, one thread, as loaded for inference (models/fold.py), ms per window at batch 1 / 2 / 4 / 16
-#: = 22 / 21 / 25 / 36 (Xeon with AMX); the trained CNN 4.6 / 3.6 / 3.3 / 3.5. Recurrent and
-#: transformer models want bigger ones: GE2E + head at 1 / 2 / 4 / 16 / 32 = 8.9 / 6.8 / 4.3 / 2.9 /
-#: 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
+#: CPU windows per forward pass by model family when the forward pass runs in bf16. With bf16 on
+#: AMX, convolutional nets are fastest in small batches (activations of a big batch spill out of
+#: the core's L2): ResNet18-shaped, 4-s windows, one thread, as loaded for inference
+#: (models/fold.py), ms per window at batch 1 / 2 / 4 / 16 = 22 / 21 / 25 / 36 (Xeon with AMX); the
+#: trained CNN 4.6 / 3.6 / 3.3 / 3.5. In fp32 (a CPU without bf16) big batches win a little
+#: instead: ResNet18-shaped 98 / 89 / - / 80 ms at 1 / 2 / 16 (Xeon without AMX, bench/). Recurrent
+#: and transformer models want big ones either way: GE2E + head at 1 / 2 / 4 / 16 / 32 = 8.9 / 6.8 /
+#: 4.3 / 2.9 / 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
 CPU_BATCH_SIZE = {"cnn": 2, "resnet": 2}
 CPU_BATCH_SIZE_DEFAULT = 16
 GPU_BATCH_SIZE = 64
@@ -93,7 +95,8 @@ GPU_BATCH_SIZE = 64
 
 def default_batch_size(loaded) -> int:
     """Windows per forward pass when the job does not say: ``WORKER_BATCH_SIZE``, else on a GPU 64,
-    on a CPU :data:`CPU_BATCH_SIZE` by the model's family (16 for the others; measured, ``bench/``)."""
+    on a CPU :data:`CPU_BATCH_SIZE` by the model's family when it runs in bf16, else 16 (measured,
+    ``bench/``)."""
     from django.conf import settings
 
     configured = int(getattr(settings, "WORKER_BATCH_SIZE", 0) or 0)
@@ -102,6 +105,8 @@ def default_batch_size(loaded) -> int:
     if str(getattr(loaded, "device", "cpu")).startswith("cuda"):
         return GPU_BATCH_SIZE
     family = getattr(getattr(loaded, "spec", None), "family", None)
+    if not use_autocast(loaded):
+        return CPU_BATCH_SIZE_DEFAULT
     return CPU_BATCH_SIZE.get(family, CPU_BATCH_SIZE_DEFAULT)
 
 

@@ -19,6 +19,9 @@ def test_batch_size_follows_the_family_on_cpu_and_the_setting_wins(settings):
         return SimpleNamespace(device=device, spec=SimpleNamespace(family=family))
 
     settings.WORKER_BATCH_SIZE = 0
+    settings.WORKER_AUTOCAST = "off"  # fp32: big batches for every family
+    assert runtime.default_batch_size(loaded("resnet")) == runtime.default_batch_size(loaded("cnn")) == 16
+    settings.WORKER_AUTOCAST = "bf16"  # bf16: conv nets in small batches
     assert runtime.default_batch_size(loaded("resnet")) == runtime.default_batch_size(loaded("cnn")) == 2
     assert runtime.default_batch_size(loaded("speaker_head")) == runtime.default_batch_size(loaded("accent_embed")) == 16
     assert runtime.default_batch_size(loaded("resnet", "cuda:0")) == 64
