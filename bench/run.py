@@ -264,7 +264,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
             w.consume("cpu")
         chunk = max(1, min(settings.JOB_CHUNK_SIZE.get("features", 8), math.ceil(len(rec_ids) / (3 * p))))
         scaling[p] = service.run_job("features", rec_ids, params={"chunk_size": chunk})
-        scaling[p]["chunk_size"] = chunk
+        scaling[p].update(chunk_size=chunk, procs=p)
         for i, w in enumerate(workers[:p]):
             w.stop_consuming()
             mem[f"features worker {i} (after {p}-process run)"] = w.memory()
@@ -397,7 +397,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
     rep.add("## 1. End to end\n")
     rows = []
     for name, j in list(jobs.items()) + [(f"features, {p} process{'es' if p > 1 else ''}", s) for p, s in scaling.items()]:
-        procs = int(name.split(",")[1].split()[0]) if name.startswith("features") else j.get("procs", 1)
+        procs = j.get("procs", 1)
         rows.append(
             [
                 name,
@@ -444,7 +444,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
     )
     holders = {}
     for name, j in list(jobs.items()) + [(f"features, {p} proc", s) for p, s in scaling.items()]:
-        procs = int(name.split(",")[1].split()[0]) if name.startswith("features") else j.get("procs", 1)
+        procs = j.get("procs", 1)
         srows, worst = stage_rows(j, audio_s, procs)
         holders[name] = worst
         rep.add(f"**{name}** ({j['model'] or 'features: all six extractors'}): holds back: **{worst}**\n")

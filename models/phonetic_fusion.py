@@ -18,6 +18,14 @@ from torch import nn
 from models.specs import ModelSpec
 
 
+def fusion_inputs(window_proba: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``[n, C]`` mean window probabilities + ``[n, F]`` features -> ``[n, C + F]`` (unscaled): the
+    fusion layer's input, in training and at inference."""
+    window_proba = np.atleast_2d(np.asarray(window_proba, dtype=np.float64))
+    features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    return np.hstack([np.log(np.clip(window_proba, 1e-6, 1.0)), features])
+
+
 class PhoneticFusion(nn.Module):
     """``base`` window model + an utterance-level logistic layer over ``[log p_windows, features]``."""
 
@@ -41,11 +49,7 @@ class PhoneticFusion(nn.Module):
     def embed(self, x: Any) -> torch.Tensor:
         return self.base.embed(x)
 
-    def fusion_inputs(self, window_proba: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """``[n, C]`` mean window probabilities + ``[n, F]`` features -> ``[n, C + F]`` (unscaled)."""
-        window_proba = np.atleast_2d(np.asarray(window_proba, dtype=np.float64))
-        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        return np.hstack([np.log(np.clip(window_proba, 1e-6, 1.0)), features])
+    fusion_inputs = staticmethod(fusion_inputs)
 
     def set_fusion(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
         """Install a fitted logistic layer (``coef [C, C + F]``, ``intercept [C]``, or the binary
@@ -63,7 +67,7 @@ class PhoneticFusion(nn.Module):
     def fuse(self, window_proba: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Class probabilities ``[n, C]`` for recordings whose mean calibrated window probabilities
         are ``window_proba [n, C]`` and phone features ``features [n, F]``."""
-        z = torch.as_tensor(self.fusion_inputs(window_proba, features), dtype=torch.float32)
+        z = torch.as_tensor(fusion_inputs(window_proba, features), dtype=torch.float32)
         z = (z - self.input_mean.cpu()) / self.input_scale.cpu()
         with torch.no_grad():
             w, b = self.fusion.weight.detach().cpu().float(), self.fusion.bias.detach().cpu().float()

@@ -43,10 +43,6 @@ _PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-#: model families a train job can train (``workers.pipeline.training``; speaker_encoder is pretrained only)
-TRAIN_FAMILIES = ("speaker_head", "cnn", "resnet", "accent_embed", "phonetic_fusion")
-
-
 def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ServiceError("invalid_params", "'params' must be a JSON object.")
@@ -65,8 +61,10 @@ def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         if unknown:
             raise ServiceError("invalid_params", f"Unknown extractors {unknown}; available: {sorted(EXTRACTORS)}.")
     if kind == "train":
-        if "family" in params and params["family"] not in TRAIN_FAMILIES:
-            raise ServiceError("invalid_params", f"Unknown family '{params['family']}'; use one of {list(TRAIN_FAMILIES)}.")
+        from workers.pipeline.training import TRAINABLE_FAMILIES
+
+        if "family" in params and params["family"] not in TRAINABLE_FAMILIES:
+            raise ServiceError("invalid_params", f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
         if "epochs" in params and not 1 <= params["epochs"] <= 1000:
             raise ServiceError("invalid_params", "'epochs' must be between 1 and 1000.")
     for key in ("window_s", "hop_s"):

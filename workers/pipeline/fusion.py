@@ -15,7 +15,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -23,14 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from workers.pipeline.data import TrainItem, load_utterances
+from workers.pipeline.data import load_utterances
 from workers.pipeline.training import (
     ProgressFn,
     TrainConfig,
     TrainResult,
+    _balanced_accuracy,
     _emit,
     cross_validate,
     load_items,
+    prediction_key,
     train_model,
 )
 
@@ -55,28 +59,20 @@ def _phone_features_for(utts: list[Any], cache_dir: str, progress: ProgressFn | 
         else:
             todo.append((i, path))
     _emit(progress, "phones", len(utts) - len(todo), len(utts))
-    if todo and workers > 1:
+    pool: Any = contextlib.nullcontext()
+    if len(todo) > 1 and workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: this process has started torch's thread pools
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [(i, path, pool.submit(phone_features, utts[i].samples)) for i, path in todo]
-            for n, (i, path, fut) in enumerate(futures):
-                out[i] = fut.result()
-                np.save(path, out[i])
-                _emit(progress, "phones", len(utts) - len(todo) + n + 1, len(utts))
-    else:
-        for n, (i, path) in enumerate(todo):
-            out[i] = phone_features(utts[i].samples)
-            np.save(path, out[i])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    with pool:
+        mapper = map if isinstance(pool, contextlib.nullcontext) else pool.map
+        for n, ((i, path), f) in enumerate(zip(todo, mapper(phone_features, [utts[i].samples for i, _ in todo]), strict=True)):
+            out[i] = f
+            np.save(path, f)
             _emit(progress, "phones", len(utts) - len(todo) + n + 1, len(utts))
     return out
-
-
-def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    recalls = [float(np.mean(pred[y == c] == c)) for c in range(n_classes) if np.any(y == c)]
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def _lr(c: float, seed: int) -> Any:
@@ -116,7 +112,7 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
     """Train a ``phonetic_fusion`` model (see the module docstring); same inputs and outputs as
     :func:`workers.pipeline.training.train_model`."""
     from models.checkpoint import save_checkpoint
-    from models.phonetic_fusion import PhoneticFusion
+    from models.phonetic_fusion import PhoneticFusion, fusion_inputs
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_confidence_threshold
     from workers.pipeline.evaluation import evaluation_report
@@ -140,8 +136,6 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
     with tempfile.TemporaryDirectory() as tmp:
         base_cfg.out = str(Path(tmp) / "base.pt")
         base = train_model(base_cfg, progress=progress)
-        import json
-
         side = json.loads(Path(base_cfg.out).with_suffix(".json").read_text())
     base_hp, training_data = side["hparams"], side["training_data"]
     # 2. out-of-fold window-model probabilities over train + validation
@@ -151,17 +145,18 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
     oof = cv["predictions"]
 
     # 3. phone features of every recording the reports need
-    by_key = {_key(it): it for it in items}
+    by_key = {prediction_key(it): it for it in items}
     wanted = {r["key"] for r in oof} | {r["key"] for r in base.metrics.get("val_predictions", [])}
     wanted |= {r["key"] for r in base.metrics.get("test_predictions", [])}
     keyed = [by_key[k] for k in sorted(wanted)]
     utts = load_utterances(keyed, labels, max_seconds=config.max_seconds)
     feats = _phone_features_for(utts, config.cache_dir, progress, workers=max(1, int(config.num_threads or 1)))
-    feat_of = {_key(it): f for it, f in zip(keyed, feats, strict=True)}
+    feat_of = {prediction_key(it): f for it, f in zip(keyed, feats, strict=True)}
 
     def design(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Fusion input, labels, speakers, corpora and the window model's probabilities of ``rows``."""
         p = np.array([r["proba"] for r in rows], dtype=np.float64)
-        x = np.hstack([np.log(np.clip(p, 1e-6, 1.0)), np.array([feat_of[r["key"]] for r in rows])])
+        x = fusion_inputs(p, np.array([feat_of[r["key"]] for r in rows]))
         y = np.array([labels.index(r["label"]) for r in rows])
         return x, y, np.array([r["speaker"] for r in rows]), np.array([r["corpus"] for r in rows]), p
 
@@ -172,7 +167,8 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
     for n, c in enumerate(C_GRID):
         by_c[c] = _cross_fit(x, y, groups, c, cv_seeds, folds)
         _emit(progress, "fusion", n + 1, len(C_GRID))
-    best_c = max(C_GRID, key=lambda c: np.mean([_balanced_accuracy(y, p.argmax(1), n_classes) for p in by_c[c]]))
+    c_scores = {c: float(np.mean([_balanced_accuracy(y, p.argmax(1), n_classes) for p in runs])) for c, runs in by_c.items()}
+    best_c = max(C_GRID, key=c_scores.get)
     fused_cv = _scores(by_c[best_c], y, corpora, n_classes)
     alone_cv = _scores([p_oof], y, corpora, n_classes)
     threshold, coverage = fit_confidence_threshold(by_c[best_c][0], y)
@@ -202,8 +198,7 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
         "val": val_rep,
         "history": base.history,
         "fusion_cv": {"folds": folds, "seeds": cv_seeds, "C": best_c, "fused": fused_cv, "window_model_alone": alone_cv,
-                      "c_grid": {str(c): float(np.mean([_balanced_accuracy(y, p.argmax(1), n_classes) for p in by_c[c]]))
-                                 for c in C_GRID}},
+                      "c_grid": {str(c): v for c, v in c_scores.items()}},
         "window_model": {"val": base.metrics.get("val", {}).get("balanced_accuracy"),
                          "test": (base.metrics.get("test") or {}).get("balanced_accuracy"),
                          "test_per_corpus": {k: v.get("balanced_accuracy") for k, v in
@@ -223,11 +218,3 @@ def train_phonetic_fusion(config: TrainConfig, *, progress: ProgressFn | None = 
     _emit(progress, "done", 1, 1, {"checkpoint": config.out, "sha256": sha})
     return TrainResult(config.out, sha, spec, calibration, metrics, base.history, base.best_epoch, model)
 
-
-def _key(item: TrainItem) -> str:
-    """The key ``train_model`` gives a recording in its prediction rows."""
-    if item.key:
-        return item.key
-    if callable(item.path_or_loader):
-        return item.cache_key
-    return str(item.path_or_loader)

@@ -64,6 +64,9 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
     "cnn": (3.0, 1.5), "resnet": (3.0, 1.5), "speaker_head": (2.0, 1.0), "accent_embed": (3.0, 1.5),
 }
+#: every family ``train_model`` trains: the above, and phonetic_fusion (one of them stacked with
+#: phone features, workers/pipeline/fusion.py)
+TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion")
 
 
 @dataclass
@@ -740,11 +743,18 @@ def _predictions(items: list[TrainItem], utts: list[Utterance], idx: list[int], 
                  labels: list[str]) -> list[dict[str, Any]]:
     """One row per utterance: key, speaker, corpus, true label and calibrated class probabilities."""
     return [
-        {"key": items[i].key or (utts[i].key if callable(items[i].path_or_loader) else str(items[i].path_or_loader)),
-         "speaker": utts[i].speaker, "corpus": utts[i].corpus,
+        {"key": prediction_key(items[i]), "speaker": utts[i].speaker, "corpus": utts[i].corpus,
          "label": labels[utts[i].label], "proba": [round(float(p), 5) for p in pr]}
         for i, pr in zip(idx, proba, strict=True)
     ]
+
+
+def prediction_key(item: TrainItem) -> str:
+    """The ``key`` of a recording's rows in ``val_predictions`` / ``test_predictions``: its own key,
+    else its path, else (a loader) its cache key."""
+    if item.key:
+        return item.key
+    return item.cache_key if callable(item.path_or_loader) else str(item.path_or_loader)
 
 
 def _report(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
@@ -927,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m workers.pipeline.training", description=__doc__.split("\n")[0])
     p.add_argument("--manifest", required=True)
-    p.add_argument("--family", required=True, choices=sorted([*DEFAULT_HPARAMS, "phonetic_fusion"]),
+    p.add_argument("--family", required=True, choices=sorted(TRAINABLE_FAMILIES),
                    help="phonetic_fusion: the window model of --hparam base_family (default speaker_head) stacked with phone features")
     p.add_argument("--label-column", default="accent_group")
     p.add_argument("--label-map", default=None, help="raw=target,raw=target")
