@@ -49,7 +49,7 @@ def build_model(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bo
         from models.accent_embed import build_accent_embed
 
         return build_accent_embed(spec, hparams)
-    if spec.family == "phonetic_fusion":
+    if spec.family in ("phonetic_fusion", "reading_fusion"):
         from models.phonetic_fusion import build_phonetic_fusion
 
         return build_phonetic_fusion(spec, hparams, load_pretrained=load_pretrained)
@@ -183,10 +183,7 @@ def save_checkpoint(
     return sha
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint written by :func:`save_checkpoint` into a :class:`LoadedModel` (eval mode,
-    rewritten for speed by :func:`models.fold.optimise_for_inference`: for inference only)."""
-    path = Path(path)
+def _read_payload(path: Path) -> tuple[bytes, dict[str, Any], ModelSpec, nn.Module]:
     data = path.read_bytes()
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     if payload.get("format") != FORMAT_VERSION:
@@ -194,6 +191,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     spec = ModelSpec.from_dict(payload["spec"])
     model = build_model(spec, payload["hparams"], load_pretrained=False)
     model.load_state_dict(payload["state_dict"])
+    return data, payload, spec, model
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint as it was saved, for building on it (e.g. a fusion around a shipped window
+    model): ``model`` (CPU, eval mode, not inference-optimised), ``spec``, ``calibration``,
+    ``hparams``, ``metrics``, ``training_data`` and ``sha256``."""
+    data, payload, spec, model = _read_payload(Path(path))
+    model.eval()
+    return {"model": model, "spec": spec, "sha256": _sha256_bytes(data),
+            **{k: dict(payload.get(k) or {}) for k in ("calibration", "hparams", "metrics", "training_data")}}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint` into a :class:`LoadedModel` (eval mode,
+    rewritten for speed by :func:`models.fold.optimise_for_inference`: for inference only)."""
+    data, payload, spec, model = _read_payload(Path(path))
     device = torch.device(device)
     model.to(device).eval()
     optimise_for_inference(model)  # same outputs, about 2x faster conv nets on CPU (models/fold.py)

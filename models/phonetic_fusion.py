@@ -1,11 +1,16 @@
-"""A window classifier fused, per utterance, with phone-recogniser features.
+"""A window classifier fused, per utterance, with utterance-level features.
 
 The window model (any classify family; the shipped one is ``speaker_head``) scores windows as
 usual. Per recording, the mean of its calibrated window probabilities (as log-probabilities) and
-a vector of utterance-level phone features (``workers.pipeline.phones``) are standardised and
-combined by a multinomial logistic layer fitted on out-of-fold predictions. ``forward`` is the
-window model's, so batching, VAD and window timelines work unchanged; :meth:`fuse` gives the
-recording's class probabilities.
+a vector of utterance-level features are standardised (a missing value becomes the training
+mean) and combined by a multinomial logistic layer fitted on out-of-fold predictions.
+``forward`` is the window model's, so batching, VAD and window timelines work unchanged;
+:meth:`fuse` gives the recording's class probabilities.
+
+``PhoneticFusion`` (family ``phonetic_fusion``) takes phone-recogniser features
+(``workers.pipeline.phones``) of every recording; ``ReadingFusion`` (``reading_fusion``) takes
+reading features (``workers.pipeline.reading``) of recordings whose transcript is known, and
+leaves the others to the window model.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class PhoneticFusion(nn.Module):
     """``base`` window model + an utterance-level logistic layer over ``[log p_windows, features]``."""
 
     needs_phone_features = True
+    needs_transcript = False
 
     def __init__(self, base: nn.Module, n_classes: int, n_features: int) -> None:
         super().__init__()
@@ -59,7 +65,8 @@ class PhoneticFusion(nn.Module):
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.array([0.0, float(intercept[0])])
         with torch.no_grad():
-            self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            # a feature never observed in training has no mean or scale: it always enters as 0
+            self.input_mean.copy_(torch.as_tensor(np.nan_to_num(mean, nan=0.0), dtype=torch.float32))
             self.input_scale.copy_(torch.as_tensor(np.where(scale > 0, scale, 1.0), dtype=torch.float32))
             self.fusion.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
             self.fusion.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
@@ -68,16 +75,28 @@ class PhoneticFusion(nn.Module):
         """Class probabilities ``[n, C]`` for recordings whose mean calibrated window probabilities
         are ``window_proba [n, C]`` and phone features ``features [n, F]``."""
         z = torch.as_tensor(fusion_inputs(window_proba, features), dtype=torch.float32)
-        z = (z - self.input_mean.cpu()) / self.input_scale.cpu()
+        z = torch.nan_to_num((z - self.input_mean.cpu()) / self.input_scale.cpu(), nan=0.0)
         with torch.no_grad():
             w, b = self.fusion.weight.detach().cpu().float(), self.fusion.bias.detach().cpu().float()
             return torch.softmax(z @ w.T + b, dim=1).double().numpy()
 
 
+class ReadingFusion(PhoneticFusion):
+    """``base`` window model + a logistic layer over ``[log p_windows, reading features]``, applied
+    only to recordings with a transcript."""
+
+    needs_phone_features = False
+    needs_transcript = True
+
+
+FUSION_CLASSES: dict[str, type[PhoneticFusion]] = {"phonetic_fusion": PhoneticFusion, "reading_fusion": ReadingFusion}
+
+
 def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bool = True) -> PhoneticFusion:
-    """``hparams``: ``base_family``, ``base`` (the window model's hparams), ``n_features``."""
+    """Either fusion family. ``hparams``: ``base_family``, ``base`` (the window model's hparams),
+    ``n_features``."""
     from models.checkpoint import build_model
 
     base_spec = ModelSpec(**{**spec.__dict__, "family": hparams["base_family"]})
     base = build_model(base_spec, hparams["base"], load_pretrained=load_pretrained)
-    return PhoneticFusion(base, len(spec.labels), int(hparams["n_features"]))
+    return FUSION_CLASSES[spec.family](base, len(spec.labels), int(hparams["n_features"]))

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAMILIES: tuple[str, ...] = ("cnn", "resnet", "speaker_head", "accent_embed", "speaker_encoder", "phonetic_fusion")
+FAMILIES: tuple[str, ...] = ("cnn", "resnet", "speaker_head", "accent_embed", "speaker_encoder", "phonetic_fusion",
+                             "reading_fusion")
 TASKS: tuple[str, ...] = ("classify", "embed")
 
 

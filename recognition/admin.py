@@ -150,13 +150,30 @@ class ResultInline(admin.TabularInline):
     show_change_link = True
 
 
+class HasTranscriptFilter(admin.SimpleListFilter):
+    """Recordings whose transcript is known (reading models can score their pronunciation)."""
+
+    title = "transcript"
+    parameter_name = "has_transcript"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "known"), ("no", "none")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(transcript="")
+        if self.value() == "no":
+            return queryset.filter(transcript="")
+        return queryset
+
+
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
     list_display = ["original_filename", "owner", "label", "speaker", "format", "duration_s", "sample_rate", "created_at"]
-    list_filter = ["format", "label", "sample_rate", "channels", "created_at", "owner"]
-    search_fields = ["original_filename", "label", "speaker", "sha256"]
+    list_filter = ["format", "label", HasTranscriptFilter, "sample_rate", "channels", "created_at", "owner"]
+    search_fields = ["original_filename", "label", "speaker", "sha256", "transcript"]
     readonly_fields = ["player", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels", "file", "created_at"]
-    fields = ["player", "original_filename", "owner", "label", "speaker", "metadata", "sha256", "size_bytes",
+    fields = ["player", "original_filename", "owner", "label", "speaker", "transcript", "metadata", "sha256", "size_bytes",
               "format", "duration_s", "sample_rate", "channels", "created_at"]
     inlines = [ResultInline]
     actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model"]

@@ -46,6 +46,11 @@ class Recording(models.Model):
     channels = models.PositiveSmallIntegerField(null=True, blank=True)
     label = models.CharField(max_length=100, blank=True, db_index=True)
     speaker = models.CharField(max_length=200, blank=True, db_index=True)
+    transcript = models.TextField(
+        blank=True, max_length=20000,
+        help_text="What the speaker read, when known (e.g. the 'Please call Stella' passage). Reading models "
+                  "(reading_fusion) align it to the audio and score the pronunciation; others ignore it.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -257,6 +262,11 @@ class Prediction(models.Model):
     agreement = models.FloatField(null=True)
     speech_fraction = models.FloatField(null=True)
     windows = models.JSONField(default=list, help_text="[{start_s, end_s, probabilities}]")
+    reading = models.JSONField(
+        null=True, blank=True,
+        help_text="Reading models only: the transcript's alignment (words read, words per second, goodness of "
+                  "pronunciation) and whether it was fused into the probabilities; null without a transcript.",
+    )
 
 
 class Embedding(models.Model):

@@ -182,6 +182,8 @@ def run_model_chunk(self, chunk_id: int) -> None:
                 loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
                 min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size") or runtime.default_batch_size(loaded),
                 autocast=runtime.use_autocast(loaded), **window,
+                # a recording's own transcript, else the job's (the text every speaker read)
+                transcripts=[rec.transcript or params.get("transcript") or "" for rec, _ in decoded],
             )
         else:
             outcomes = embed_batch(

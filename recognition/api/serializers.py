@@ -11,7 +11,7 @@ class RecordingSerializer(serializers.ModelSerializer):
         model = Recording
         fields = [
             "id", "original_filename", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels",
-            "label", "speaker", "metadata", "created_at", "audio_url",
+            "label", "speaker", "transcript", "metadata", "created_at", "audio_url",
         ]
 
     def get_audio_url(self, obj: Recording) -> str:
@@ -22,6 +22,8 @@ class RecordingUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
     label = serializers.CharField(required=False, allow_blank=True, max_length=100)
     speaker = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
+                                       help_text="What the speaker read, when known; reading models use it.")
     metadata = serializers.JSONField(required=False)
 
     def validate_metadata(self, value):
@@ -36,6 +38,9 @@ class BatchUploadSerializer(serializers.Serializer):
     files = serializers.ListField(child=serializers.FileField(allow_empty_file=True), required=False)
     archive = serializers.FileField(required=False)
     labels = serializers.FileField(required=False, help_text="CSV: filename,label[,speaker]")
+    transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
+                                       help_text="The text every speaker in the batch read (e.g. an elicitation "
+                                                 "passage); reading models use it.")
 
     def validate(self, attrs):
         if not attrs.get("files") and not attrs.get("archive"):
@@ -111,7 +116,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         model = Prediction
         fields = [
             "outcome", "predicted_class", "confidence", "probabilities", "probabilities_raw", "window_share",
-            "agreement", "speech_fraction", "windows", "model", "checkpoint_sha256",
+            "agreement", "speech_fraction", "windows", "reading", "model", "checkpoint_sha256",
         ]
 
 
@@ -175,6 +180,8 @@ class PredictRequestSerializer(serializers.Serializer):
     model = serializers.CharField(required=False, max_length=160, help_text="name or name@version; default model if omitted")
     threshold = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
     vad = serializers.BooleanField(required=False, default=True)
+    transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
+                                       help_text="What the speaker read, when known; reading models use it.")
 
 
 class PredictResponseSerializer(serializers.Serializer):
@@ -184,4 +191,6 @@ class PredictResponseSerializer(serializers.Serializer):
     calibrated = serializers.BooleanField()
     outcome = serializers.ChoiceField(choices=["ok", "uncertain", "insufficient_speech"])
     windows = serializers.ListField(child=serializers.DictField())
+    reading = serializers.DictField(allow_null=True, required=False,
+                                    help_text="Reading models: the transcript's alignment and whether it was used")
     model = serializers.CharField()

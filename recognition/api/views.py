@@ -66,7 +66,7 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         recording, created = services.recording_create(
             owner=request.user, fileobj=upload, filename=upload.name,
             label=form.validated_data.get("label", ""), speaker=form.validated_data.get("speaker", ""),
-            metadata=form.validated_data.get("metadata"),
+            transcript=form.validated_data.get("transcript", ""), metadata=form.validated_data.get("metadata"),
         )
         data = dict(s.RecordingSerializer(recording).data, duplicate=not created, duration_s=recording.duration_s)
         return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -131,7 +131,7 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
         batch, accepted, rejected = services.batch_create(
             owner=request.user, name=data["name"], description=data.get("description", ""),
             files=[(f.name, f) for f in data.get("files", [])], archive=data.get("archive"),
-            labels_csv=labels.read() if labels else None,
+            labels_csv=labels.read() if labels else None, transcript=data.get("transcript", ""),
         )
         batch.accepted = accepted
         batch.rejected = [r.as_dict() for r in rejected]
@@ -263,7 +263,7 @@ class PredictView(APIView):
         data = form.validated_data
         upload = data["file"]
         result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
-                              threshold=data.get("threshold"), vad=data["vad"])
+                              threshold=data.get("threshold"), vad=data["vad"], transcript=data.get("transcript", ""))
         return Response(result)
 
 

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "features": {"extractors": list, "chunk_size": int},
     "classify": {"window_s": (int, float), "hop_s": (int, float), "threshold": (int, float), "vad": bool,
-                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int},
+                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int, "transcript": str},
     "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
     "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
               "hparams": dict, "window_s": (int, float), "hop_s": (int, float)},
@@ -70,6 +70,8 @@ def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     for key in ("window_s", "hop_s"):
         if key in params and not 0.1 <= params[key] <= 60:
             raise ServiceError("invalid_params", f"'{key}' must be between 0.1 and 60 seconds.")
+    if "transcript" in params and len(params["transcript"]) > 20000:
+        raise ServiceError("invalid_params", "'transcript' is limited to 20,000 characters.")
     if "threshold" in params and not 0 <= params["threshold"] <= 1:
         raise ServiceError("invalid_params", "'threshold' must be between 0 and 1.")
     if "chunk_size" in params and not 1 <= params["chunk_size"] <= 1000:
@@ -268,6 +270,7 @@ def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, ti
             probabilities_raw=outcome.get("probabilities_raw") or {}, window_share=outcome.get("window_share") or {},
             agreement=outcome.get("agreement"), speech_fraction=outcome.get("speech_fraction"),
             windows=outcome.get("windows") or [],
+            reading={**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
         )
     return result
 

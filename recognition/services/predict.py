@@ -11,7 +11,7 @@ from recognition.services.models import model_resolve
 
 
 def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, threshold: float | None = None,
-                 vad: bool = True) -> dict:
+                 vad: bool = True, transcript: str = "") -> dict:
     """Decode one upload and classify it in this process (the model is loaded once and kept).
 
     Returns ``{"predicted_class", "confidence", "all_predictions", "calibrated", "outcome",
@@ -38,7 +38,8 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
         loaded = runtime.load_model(mv)
     except runtime.ModelUnavailable as exc:
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
-    (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, **runtime.window_params(loaded))
+    (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
+                                **runtime.window_params(loaded))
     return {
         "predicted_class": outcome.get("predicted_class"),
         "confidence": outcome.get("confidence"),
@@ -51,6 +52,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
         "agreement": outcome.get("agreement"),
         "speech_fraction": outcome.get("speech_fraction"),
         "windows": outcome.get("windows") or [],
+        "reading": {**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
         "duration_s": round(audio.duration_s, 3),
         "model": str(mv),
         "checkpoint_sha256": mv.sha256,

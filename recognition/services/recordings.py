@@ -69,6 +69,7 @@ def recording_create(
     filename: str,
     label: str = "",
     speaker: str = "",
+    transcript: str = "",
     metadata: dict | None = None,
     batch: Batch | None = None,
 ) -> tuple[Recording, bool]:
@@ -90,9 +91,10 @@ def recording_create(
         )
     existing = Recording.objects.filter(owner=owner, sha256=sha256).first()
     if existing is not None:
-        changed = [f for f, v in (("label", label), ("speaker", speaker)) if v and getattr(existing, f) != v]
+        given = {"label": label, "speaker": speaker, "transcript": transcript.strip()}
+        changed = [f for f, v in given.items() if v and getattr(existing, f) != v]
         for field in changed:
-            setattr(existing, field, label if field == "label" else speaker)
+            setattr(existing, field, given[field])
         if changed:
             existing.full_clean()
             existing.save(update_fields=changed)
@@ -123,6 +125,7 @@ def recording_create(
         channels=info.channels,
         label=label.strip()[:100],
         speaker=speaker.strip()[:200],
+        transcript=transcript.strip(),
         metadata=metadata or {},
     )
     recording.file.save("upload", File(fileobj), save=False)
@@ -259,11 +262,13 @@ def batch_create(
     archive: BinaryIO | None = None,
     labels_csv: bytes | None = None,
     description: str = "",
+    transcript: str = "",
 ) -> tuple[Batch, list[Recording], list[Rejection]]:
     """Create a batch from files and/or a zip archive, with optional labels.
 
     Every file is judged on its own: bad ones land in the returned rejections with a reason and
     the rest are stored. Labels CSV rows match a file by its path in the archive or its basename.
+    ``transcript``: the text every speaker of the batch read (e.g. an elicitation passage), if any.
     """
     labels: dict[str, LabelRow] = {}
     rejected: list[Rejection] = []
@@ -289,6 +294,7 @@ def batch_create(
                 filename=filename,
                 label=row.label if row else "",
                 speaker=row.speaker if row else "",
+                transcript=transcript,
                 batch=batch,
             )
         except ServiceError as exc:

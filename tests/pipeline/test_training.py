@@ -191,3 +191,61 @@ def test_phonetic_fusion_trains_stacks_and_classifies(tmp_path: Path) -> None:
     card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
                             calibration=result.calibration, sha256=result.sha256)
     assert "fused with phone features" in card and "phone-recogniser features" in card
+
+
+def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_recordings_to_it(tmp_path: Path) -> None:
+    """reading_fusion around an existing window model (``base_checkpoint``): the fusion is fitted on
+    the recordings with a transcript only; without a transcript the saved model gives exactly the
+    window model's output, with one it gives the fusion of the window mean and the reading features."""
+    from dataclasses import replace
+
+    from workers.pipeline.inference import classify_batch
+    from workers.pipeline.reading import reading_features
+
+    common = dict(name="toy", labels=["low", "high"], window_s=1.0, hop_s=0.5, epochs=2, batch_size=8,
+                  steps_per_epoch=3, lr=3e-3, val_fraction=0.25, cache_dir=str(tmp_path / "cache"), n_boot=10,
+                  num_threads=1, augment=False)
+    base = train_model(TrainConfig(family="cnn", items=_items(), out=str(tmp_path / "base.pt"), hparams=TINY["cnn"],
+                                   **common))
+    text = "bring a big toy frog"
+    items = [replace(it, transcript=text) if it.corpus == "synth" else it for it in _items()]
+    stages = []
+    result = train_model(TrainConfig(family="reading_fusion", items=items, out=str(tmp_path / "reading.pt"),
+                                     hparams={"base_checkpoint": base.checkpoint}, **common),
+                         progress=lambda stage, d, t, info: stages.append(stage))
+    assert {"reading", "fusion", "done"} <= set(stages) and "train" in stages  # the CV folds still train
+    fcv = result.metrics["fusion_cv"]
+    pool = [it for it in items if it.split == "train"]
+    assert fcv["rows"] == sum(1 for it in pool if it.transcript) < len(pool)
+    assert result.metrics["window_model"]["checkpoint"] == base.checkpoint
+    assert 0.0 <= result.calibration["fused_threshold"] <= 1.0
+    assert result.calibration["threshold"] == base.calibration["threshold"]  # kept for recordings without one
+
+    loaded, window = load_checkpoint(result.checkpoint), load_checkpoint(base.checkpoint)
+    assert loaded.spec.family == "reading_fusion" and loaded.meta["hparams"]["base_family"] == "cnn"
+    signal = _tone(300.0, 2.0, np.random.default_rng(7))
+    (plain,), (ref,) = classify_batch(loaded, [signal], vad=False), classify_batch(window, [signal], vad=False)
+    assert plain["probabilities"] == ref["probabilities"] and plain["windows"] == ref["windows"]
+    assert plain["reading"] is None and plain["fused"] is False and "reading" in plain["timings"]
+    (read,) = classify_batch(loaded, [signal], vad=False, transcripts=[text])
+    assert read["reading"]["prompt_words"] == 5 and read["windows"] == ref["windows"]
+    mean_window = np.array([ref["probabilities"]["low"], ref["probabilities"]["high"]])
+    if read["fused"]:
+        expected = loaded.model.fuse(mean_window[None], reading_features(signal, 16000, text)[None])[0]
+        assert [read["probabilities"]["low"], read["probabilities"]["high"]] == pytest.approx(list(expected), abs=1e-5)
+    else:  # the aligner heard no word of it in a tone: the window model's answer stands
+        assert read["probabilities"] == ref["probabilities"]
+    # test recordings of the corpus without transcripts keep the window model's probabilities
+    window_rows = {r["key"]: r["proba"] for r in base.metrics["test_predictions"]}
+    for row in result.metrics["test_predictions"]:
+        if row["corpus"] == "other":
+            assert row["proba"] == pytest.approx(window_rows[row["key"]], abs=1e-4)
+
+
+def test_manifest_transcripts_and_corpus_prompts(tmp_path: Path) -> None:
+    from workers.pipeline.data import read_manifest
+
+    (tmp_path / "m.csv").write_text("path,accent_group,speaker_id,corpus,split,transcript\n"
+                                    "a.flac,x,s1,SAA,train,\nb.flac,x,s2,SAA,train,its own words\nc.flac,y,s3,VCTK,test,\n")
+    items = read_manifest(tmp_path / "m.csv", prompts={"SAA": "please call stella"})
+    assert [it.transcript for it in items] == ["please call stella", "its own words", ""]

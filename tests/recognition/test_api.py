@@ -216,3 +216,25 @@ def test_openapi_schema_and_docs(api):
         assert p in paths
     docs = api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_transcripts_are_stored_from_single_and_batch_uploads_and_as_a_job_default(api):
+    """What the speaker read: per recording on upload, for every file of a batch, or as a classify
+    job's default; reading models use it (the others ignore it)."""
+    one = api.post("/api/v1/recordings/", {"file": upload("a.wav", audio_bytes(pulse_train(seed=1))),
+                                           "transcript": "  Please call Stella.  "}, format="multipart").json()
+    assert one["transcript"] == "Please call Stella." == Recording.objects.get(pk=one["id"]).transcript
+    passage = "Ask her to bring these things with her from the store."
+    batch = api.post("/api/v1/batches/", {"name": "read", "transcript": passage,
+                                          "files": [upload(f"b{i}.wav", audio_bytes(pulse_train(f0=150 + 9 * i, seed=i)))
+                                                    for i in range(2, 4)]}, format="multipart").json()
+    assert {r["transcript"] for r in batch["recordings"]} == {passage}
+    job = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [one["id"]],
+                                     "params": {"transcript": passage}}, format="json")
+    assert job.status_code == 202, job.json()
+    assert Job.objects.get(pk=job.json()["id"]).params["transcript"] == passage
+    for bad in (42, "x" * 20001):
+        refused = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [one["id"]], "params": {"transcript": bad}},
+                           format="json")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_params"
+    assert "transcript" in api.get("/api/schema/").content.decode()

@@ -38,6 +38,8 @@ class TrainItem:
         ``"train"``, ``"test"``, ``"val"`` or ``""`` (unassigned: the splitter decides).
     key : str
         Stable id used for caching (defaults to the path).
+    transcript : str
+        What the speaker read, when known (``""`` otherwise); the ``reading_fusion`` family uses it.
     """
 
     path_or_loader: str | Path | Callable[[], np.ndarray]
@@ -46,6 +48,7 @@ class TrainItem:
     corpus: str = ""
     split: str = ""
     key: str = ""
+    transcript: str = ""
 
     @property
     def cache_key(self) -> str:
@@ -79,7 +82,9 @@ def read_manifest(
     speaker_column: str = "speaker_id",
     corpus_column: str = "corpus",
     split_column: str = "split",
+    transcript_column: str = "transcript",
     corpora: Sequence[str] | None = None,
+    prompts: dict[str, str] | None = None,
 ) -> list[TrainItem]:
     """Read a manifest CSV into :class:`TrainItem` rows.
 
@@ -92,6 +97,9 @@ def read_manifest(
         Maps raw labels to target labels; raw labels mapped to ``""`` are dropped, unmapped ones kept.
     corpora : sequence of str, optional
         Keep only these corpora.
+    prompts : dict, optional
+        ``{corpus: text}``: every clip of that corpus read this text (e.g. ``SAA`` and its
+        passage). A row's own ``transcript_column`` wins over it.
 
     Returns
     -------
@@ -119,6 +127,7 @@ def read_manifest(
                     corpus=corpus,
                     split=(row.get(split_column) or "").strip().lower(),
                     key=row["path"],
+                    transcript=(row.get(transcript_column) or "").strip() or (prompts or {}).get(corpus, ""),
                 )
             )
     return items

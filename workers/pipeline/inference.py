@@ -40,6 +40,14 @@ Phonetic fusion (``phonetic_fusion`` family)
     probabilities and the recording's phone-recogniser features (``workers.pipeline.phones``,
     decoded once per recording; timed as ``phones``); windows and ``window_share`` stay the
     window model's.
+
+Reading fusion (``reading_fusion`` family)
+    For a recording with a transcript (``transcripts[k]``) that the aligner can follow (at least
+    one word read), ``probabilities`` are the ``fuse`` of the mean calibrated window probabilities
+    and its reading features (``workers.pipeline.reading``; timed as ``reading``), and the default
+    threshold is the calibration's ``fused_threshold``. Without one, the window model's result
+    stands. ``fused`` says which, and ``reading`` summarises the alignment (words read, reading
+    rate, goodness of pronunciation, words missing from the dictionary).
 """
 
 from __future__ import annotations
@@ -349,6 +357,7 @@ def classify_batch(
     progress: ProgressFn | None = None,
     device: Any = None,
     autocast: bool = False,
+    transcripts: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Classify whole recordings by their windows.
 
@@ -377,6 +386,8 @@ def classify_batch(
         ``loaded.device``, where ``prepare`` puts them.
     autocast : bool
         Run the forward pass under bf16 autocast (on the input device's type).
+    transcripts : sequence of str or None, optional
+        What each recording's speaker read, when known; only ``reading_fusion`` models use it.
 
     Returns
     -------
@@ -398,9 +409,14 @@ def classify_batch(
     hop_s = float(hop_s if hop_s is not None else spec.hop_s)
     win = max(1, int(round(window_s * sr)))
     calibration = dict(getattr(loaded, "calibration", None) or {})
+    fused_threshold = threshold
     if threshold is None:
         threshold = float(calibration.get("threshold") or 0.0)
+        fused_threshold = float(calibration.get("fused_threshold") or threshold)
     signals = [_as_signal(x) for x in signals]
+    transcripts = list(transcripts) if transcripts is not None else [None] * len(signals)
+    if len(transcripts) != len(signals):
+        raise ValueError(f"{len(transcripts)} transcripts for {len(signals)} signals")
 
     spans, keeps, stamps, t_win, t_vad = _plan(signals, sr, window_s, hop_s, vad)
     speech_s = [vad_mod.speech_duration(ts) if ts is not None else None for ts in stamps]
@@ -419,13 +435,15 @@ def classify_batch(
     )
 
     fusion = getattr(loaded, "model", None)
-    if not getattr(fusion, "needs_phone_features", False):
+    reading = bool(getattr(fusion, "needs_transcript", False))
+    if not (reading or getattr(fusion, "needs_phone_features", False)):
         fusion = None
     results: list[dict[str, Any]] = []
     owner = items[:, 0]
     for k, x in enumerate(signals):
         t0 = time.perf_counter()
         t_phones = 0.0
+        cut = float(threshold)
         duration = len(x) / sr
         res: dict[str, Any] = {
             "outcome": "insufficient_speech",
@@ -443,6 +461,8 @@ def classify_batch(
             "speech_fraction": (min(1.0, speech_s[k] / duration) if duration > 0 else 0.0) if speech_s[k] is not None else None,
             "threshold": float(threshold),
         }
+        if reading:
+            res.update(reading=None, fused=False)
         mine = np.flatnonzero(owner == k)
         if enough[k] and len(mine):
             # items of one signal were added in time order; keep that order
@@ -451,18 +471,25 @@ def classify_batch(
             p_cal = _calibrate(win_logits, calibration)
             mean_cal = p_cal.mean(axis=0)
             mean_raw = p_raw.mean(axis=0)
-            if fusion is not None:  # phonetic_fusion: the recording's phone features join the window mean
+            if fusion is not None and not reading:  # phonetic_fusion: phone features join the window mean
                 from workers.pipeline.phones import phone_features
 
                 tp = time.perf_counter()
                 mean_cal = fusion.fuse(mean_cal[None], phone_features(x, sr)[None])[0]
                 t_phones = time.perf_counter() - tp
+            elif fusion is not None:  # reading_fusion: reading features, where there is a transcript
+                tp = time.perf_counter()
+                mean_cal, res["reading"] = _fuse_reading(fusion, mean_cal, x, sr, transcripts[k])
+                res["fused"] = res["reading"] is not None and res["reading"]["words_read"] > 0
+                cut = fused_threshold if res["fused"] else cut
+                t_phones = time.perf_counter() - tp
             pred = int(np.argmax(mean_cal))
             share = np.bincount(p_cal.argmax(axis=1), minlength=len(labels)) / len(mine)
             confidence = float(mean_cal[pred])
+            res["threshold"] = cut
             res.update(
                 {
-                    "outcome": "ok" if confidence >= threshold else "uncertain",
+                    "outcome": "ok" if confidence >= cut else "uncertain",
                     "predicted_class": labels[pred],
                     "confidence": confidence,
                     "probabilities": {lab: float(p) for lab, p in zip(labels, mean_cal, strict=True)},
@@ -487,9 +514,29 @@ def classify_batch(
             "aggregate": time.perf_counter() - t0 - t_phones,
         }
         if fusion is not None:
-            res["timings"]["phones"] = t_phones
+            res["timings"]["reading" if reading else "phones"] = t_phones
         results.append(res)
     return results
+
+
+def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
+                  transcript: str | None) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The reading-fused probabilities of one recording and a summary of its alignment (the window
+    probabilities and None without a transcript; unchanged probabilities when nothing was read)."""
+    from workers.pipeline.reading import FEATURE_NAMES, align_reading, normalise_prompt, reading_features_from_alignment
+
+    if not transcript or not normalise_prompt(transcript):
+        return mean_cal, None
+    al = align_reading(x, sr, transcript)
+    feats = reading_features_from_alignment(al)
+    named = dict(zip(FEATURE_NAMES, feats, strict=True))
+    summary = {"words_read": len(al.words), "prompt_words": al.prompt_words, "oov": al.oov,
+               **{key: round(float(named[key]), 4) for key in ("read_share", "words_per_s", "phones_per_s", "gop_mean",
+                                                                "low_gop_share", "skipped_word_share",
+                                                                "unaligned_word_share")}}
+    if not al.words:
+        return mean_cal, summary
+    return fusion.fuse(mean_cal[None], feats[None])[0], summary
 
 
 def embed_batch(

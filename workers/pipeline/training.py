@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,9 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
     "cnn": (3.0, 1.5), "resnet": (3.0, 1.5), "speaker_head": (2.0, 1.0), "accent_embed": (3.0, 1.5),
 }
-#: every family ``train_model`` trains: the above, and phonetic_fusion (one of them stacked with
-#: phone features, workers/pipeline/fusion.py)
-TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion")
+#: every family ``train_model`` trains: the above, and the fusion families (one of them stacked with
+#: phone features or with reading features of the transcript, workers/pipeline/fusion.py)
+TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion", "reading_fusion")
 
 
 @dataclass
@@ -100,6 +100,9 @@ class TrainConfig:
         manifest's split column is ignored).
     corpora : list of str or None
         Use only these corpora.
+    prompts : dict or None
+        ``{corpus: text}``: the text every clip of that corpus read (manifest input; a
+        ``transcript`` column wins). Only ``reading_fusion`` uses transcripts.
     hparams : dict
         Family hyper-parameters, merged over :data:`DEFAULT_HPARAMS`.
     augment : bool
@@ -151,6 +154,7 @@ class TrainConfig:
     test_fraction: float = 0.2
     test_corpora: list[str] | None = None
     corpora: list[str] | None = None
+    prompts: dict[str, str] | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     augment: bool = True
     n_aug_copies: int = 2
@@ -468,8 +472,7 @@ def load_items(config: TrainConfig) -> list[TrainItem]:
     if config.items is not None:
         items = list(config.items)
         if config.label_map:
-            items = [TrainItem(it.path_or_loader, config.label_map.get(it.label, it.label), it.speaker, it.corpus,
-                               it.split, it.key) for it in items]
+            items = [replace(it, label=config.label_map.get(it.label, it.label)) for it in items]
         items = [it for it in items if it.label]
         if config.corpora is not None:
             items = [it for it in items if it.corpus in config.corpora]
@@ -477,15 +480,14 @@ def load_items(config: TrainConfig) -> list[TrainItem]:
     if not config.manifest:
         raise ValueError("TrainConfig needs a manifest or items")
     return read_manifest(config.manifest, label_column=config.label_column, label_map=config.label_map,
-                         corpora=config.corpora)
+                         corpora=config.corpora, prompts=config.prompts)
 
 
 def make_splits(items: list[TrainItem], config: TrainConfig) -> dict[str, list[int]]:
     """Speaker-disjoint train/val/test indices (manifest splits, or leave-corpus-out)."""
     if config.test_corpora:
         held = set(config.test_corpora)
-        items = [TrainItem(it.path_or_loader, it.label, it.speaker, it.corpus,
-                           "test" if it.corpus in held else "train", it.key) for it in items]
+        items = [replace(it, split="test" if it.corpus in held else "train") for it in items]
         # a speaker present in a held-out corpus and elsewhere is test-only
     splits = speaker_disjoint_split(items, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                                     seed=config.seed)
@@ -515,10 +517,10 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_calibration
 
-    if config.family == "phonetic_fusion":  # a window model stacked with phone features: workers/pipeline/fusion.py
-        from workers.pipeline.fusion import train_phonetic_fusion
+    if config.family in ("phonetic_fusion", "reading_fusion"):  # a window model stacked with utterance
+        from workers.pipeline.fusion import train_fusion  # features: workers/pipeline/fusion.py
 
-        return train_phonetic_fusion(config, progress=progress)
+        return train_fusion(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -712,11 +714,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
     oof: list[dict[str, Any]] = []  # out-of-fold predictions: every pooled utterance, scored by the fold that held it out
     for j, held in enumerate(folds):
         held_set = set(held)
-        fold_items = [
-            TrainItem(items[i].path_or_loader, items[i].label, items[i].speaker, items[i].corpus,
-                      "val" if i in held_set else "train", items[i].key)
-            for i in pool
-        ]
+        fold_items = [replace(items[i], split="val" if i in held_set else "train") for i in pool]
         c = copy.copy(config)
         c.items, c.manifest, c.label_map, c.corpora, c.labels = fold_items, None, None, None, labels
         c.out, c.evaluate, c.test_corpora = None, False, None
@@ -838,8 +836,13 @@ def write_model_card(
         f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
         f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
         f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
-        + ("; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English model, allphone "
-           "decoding) by a logistic layer fitted on out-of-fold predictions." if spec.family == "phonetic_fusion" else "."),
+        + {"phonetic_fusion": "; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
+                              "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions.",
+           "reading_fusion": "; then, for a recording whose transcript is known, fused with reading features (the "
+                             "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
+                             "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
+                             "on out-of-fold predictions. Without a transcript the window model's output stands.",
+           }.get(spec.family, "."),
     ]
     if spec.embedding_dim:
         lines.append(f"- Embedding: {spec.embedding_dim}-d, L2-normalised")
@@ -851,6 +854,10 @@ def write_model_card(
         lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
                      f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
+        if "fused_threshold" in calibration:
+            lines[-1] = lines[-1].replace("threshold on out-of-fold fused predictions", "window threshold on validation")
+            lines.append(f"- With a transcript: confidence threshold {calibration['fused_threshold']} (coverage "
+                         f"{_fmt(calibration.get('fused_coverage_at_threshold'))}), on out-of-fold fused predictions")
     lines += ["", "## Reproduce", "", "```", command, "```", ""]
     if training_data:
         lines += ["## Data", "", f"Source: `{training_data.get('source')}`. Speaker-disjoint splits "
@@ -938,7 +945,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workers.pipeline.training", description=__doc__.split("\n")[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--family", required=True, choices=sorted(TRAINABLE_FAMILIES),
-                   help="phonetic_fusion: the window model of --hparam base_family (default speaker_head) stacked with phone features")
+                   help="phonetic_fusion / reading_fusion: the window model of --hparam base_family (default "
+                        "speaker_head), or of --hparam base_checkpoint=PATH as it is, stacked with phone features / "
+                        "with reading features of each recording's transcript")
     p.add_argument("--label-column", default="accent_group")
     p.add_argument("--label-map", default=None, help="raw=target,raw=target")
     p.add_argument("--labels", default=None, help="class order, comma-separated")
@@ -960,6 +969,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hparam", action="append", default=[], help="key=json-value (repeatable)")
     p.add_argument("--deploy-prior", default=None, help="comma-separated, in class order")
     p.add_argument("--corpora", default=None, help="comma-separated corpora to use")
+    p.add_argument("--prompt", action="append", default=[], metavar="CORPUS=FILE",
+                   help="every clip of CORPUS read the text in FILE (repeatable; a manifest 'transcript' column wins)")
     p.add_argument("--loco", action="append", default=[], help="also run leave-this-corpus-out (repeatable)")
     p.add_argument("--balance", default="speaker", choices=["speaker", "corpus"])
     p.add_argument("--select-corpus", default=None, help="early-stop on this corpus's validation items")
@@ -973,6 +984,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(the test split is not touched), to compare configurations; prints the fold scores")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    prompts = {}
+    for entry in args.prompt:
+        corpus, sep, file = entry.partition("=")
+        if not sep or not corpus or not file:
+            p.error(f"--prompt {entry!r}: expected CORPUS=FILE")
+        prompts[corpus] = Path(file).read_text().strip()
 
     config = TrainConfig(
         name=args.name, family=args.family, manifest=args.manifest, label_column=args.label_column,
@@ -984,7 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         deploy_prior=[float(x) for x in args.deploy_prior.split(",")] if args.deploy_prior else None,
         corpora=args.corpora.split(",") if args.corpora else None, seed=args.seed,
         balance=args.balance, select_corpus=args.select_corpus, device=args.device,
-        num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot,
+        num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot, prompts=prompts or None,
     )
     bar = _tqdm_progress()
     if args.cv_folds:
