@@ -173,6 +173,45 @@ def tiny_classifier(db, tmp_path):
     return model_version_from_sidecar(meta, checkpoint=f"storage:{key}")
 
 
+@pytest.fixture
+def tiny_reading_classifier(db, tmp_path):
+    """A ``reading_fusion`` model around a small random CNN, its logistic layer set by hand (poor
+    goodness of pronunciation pushes towards ``non_native``), stored and registered."""
+    import json
+
+    import numpy as np
+    import torch
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from models.checkpoint import build_model, save_checkpoint
+    from models.phonetic_fusion import ReadingFusion
+    from models.specs import ModelSpec
+    from recognition.services.models import model_version_from_sidecar
+    from workers.pipeline.reading import FEATURE_NAMES
+
+    torch.manual_seed(0)
+    version = uuid.uuid4().hex[:8]
+    spec = ModelSpec(name="tiny-reading", version=version, family="reading_fusion", task="classify",
+                     labels=("native", "non_native"), window_s=1.0, hop_s=0.5)
+    base_hp = {"frontend": "logmel", "n_mels": 32, "channels": 4, "embedding_dim": 16, "band_limit_hz": 4000.0,
+               "dropout": 0.0, "specaug": False}
+    model = ReadingFusion(build_model(ModelSpec(**{**spec.__dict__, "family": "cnn"}), base_hp), 2, len(FEATURE_NAMES))
+    n = 2 + len(FEATURE_NAMES)
+    coef = np.zeros((1, n))
+    coef[0, :2] = [-1.0, 1.0]
+    coef[0, 2 + FEATURE_NAMES.index("gop_mean")] = -1.0
+    model.set_fusion(np.zeros(n), np.ones(n), coef, np.array([-20.0]))
+    path = tmp_path / f"tiny-reading-{version}.pt"
+    save_checkpoint(path, model=model, spec=spec, hparams={"base_family": "cnn", "base": base_hp,
+                                                           "n_features": len(FEATURE_NAMES)},
+                    calibration={"temperature": 1.0, "train_prior": [0.5, 0.5], "deploy_prior": None, "threshold": 0.0,
+                                 "fused_threshold": 0.0})
+    key = default_storage.save(f"models/tiny/{path.name}", ContentFile(path.read_bytes()))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return model_version_from_sidecar(meta, checkpoint=f"storage:{key}")
+
+
 def speech(text: str, voice: str = "en-us", speed: int = 150) -> bytes:
     """Real speech-like audio from espeak-ng as wav bytes (skips the test when it is missing)."""
     import shutil

@@ -44,7 +44,7 @@ def training_items(recordings: list[Recording], *, label_map: dict[str, str] | N
     label_map = label_map or {}
     items = [
         TrainItem(loader(r), label_map.get(r.label, r.label), r.speaker or f"recording-{r.pk}",
-                  corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}")
+                  corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}", transcript=r.transcript)
         for r in recordings if r.label
     ]
     if len({i.label for i in items}) < 2:

@@ -66,6 +66,35 @@ def test_classify_a_labelled_batch_and_its_report(api, celery_worker, tiny_class
     assert exported[0][-2:] == ["p_native", "p_non_native"] and len(exported) == 8
 
 
+def test_a_reading_model_uses_each_recordings_transcript_or_the_jobs(api, celery_worker, tiny_reading_classifier):
+    """Recordings of a batch uploaded with the text they read are aligned to it and fused; a
+    recording without one takes the job's transcript; with neither, the window model answers."""
+    batch = api.post("/api/v1/batches/", {"name": "read", "transcript": SENTENCES[1],
+                                          "files": [upload(f"{v}.wav", speech(SENTENCES[1], voice=v))
+                                                    for v in ("en-us", "en-gb-x-rp")]}, format="multipart").json()
+    loose = api.post("/api/v1/recordings/", {"file": upload("loose.wav", speech(SENTENCES[2]))}, format="multipart").json()
+    ids = [r["id"] for r in batch["recordings"]] + [loose["id"]]
+    model = f"tiny-reading@{tiny_reading_classifier.version}"
+    first = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": ids, "model": model,
+                                       "params": {"vad": False}}, format="json").json()
+    second = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [loose["id"]], "model": model,
+                                        "params": {"vad": False, "transcript": SENTENCES[2]}}, format="json").json()
+    first, second = wait_for_job(first["id"], timeout=180), wait_for_job(second["id"], timeout=180)
+    assert first.status == second.status == "succeeded", (first.error, second.error)
+    by_name = {p.result.recording.original_filename: p
+               for p in Prediction.objects.filter(result__job=first).select_related("result__recording")}
+    for name in ("en-us.wav", "en-gb-x-rp.wav"):
+        reading = by_name[name].reading
+        assert reading["fused"] and reading["words_read"] >= 3 and reading["prompt_words"] == 11
+        assert reading["gop_mean"] < 0 and 0 < reading["read_share"] <= 1
+        assert "reading" in by_name[name].result.timings
+    assert by_name["loose.wav"].reading is None  # no transcript anywhere: the window model's answer
+    loose_read = Prediction.objects.get(result__job=second).reading
+    assert loose_read["fused"] and loose_read["prompt_words"] == 12
+    shown = api.get(f"/api/v1/jobs/{second.pk}/results/").json()["results"][0]
+    assert shown["prediction"]["reading"]["words_read"] == loose_read["words_read"]
+
+
 def test_embed_job_and_similarity_search(api, celery_worker):
     wav = speech("The quick brown fox jumps over the lazy dog.", voice="en-us")
     import soundfile as sf

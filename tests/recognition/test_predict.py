@@ -34,3 +34,18 @@ def test_predict_bad_audio_and_unknown_model(api, tiny_classifier):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_audio"
     unknown = api.post("/api/v1/predict/", {"file": upload("s.wav", speech("hello")), "model": "nope"}, format="multipart")
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_model"
+
+
+def test_predict_with_a_transcript_on_a_reading_model(api, tiny_reading_classifier):
+    """A reading model aligns the transcript and says so; without one it answers from the audio
+    alone and ``reading`` is null."""
+    text = "Ask her to bring these things with her from the store."
+    wav = speech(text)
+    model = f"tiny-reading@{tiny_reading_classifier.version}"
+    read = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": model, "transcript": text,
+                                         "vad": False}, format="multipart").json()
+    assert read["reading"]["fused"] and read["reading"]["prompt_words"] == 11 and read["reading"]["words_read"] >= 3
+    assert "reading" in read["timings"]
+    plain = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": model, "vad": False},
+                     format="multipart").json()
+    assert plain["reading"] is None and plain["all_predictions"] != read["all_predictions"]

@@ -282,7 +282,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
 
     describe = ("pocketsphinx en-us allphone, 3.8 kHz low-pass" if kind == "phones" else
                 "pocketsphinx en-us forced alignment of the transcript, per-phone GOP and durations, 3.8 kHz low-pass")
-    spec = ModelSpec(**{**base_spec.__dict__, "family": family,
+    spec = ModelSpec(**{**base_spec.__dict__, "name": config.name, "version": config.version, "family": family,
                         "extra": {**base_spec.extra, f"{kind}_features": describe}})
     model = FUSION_CLASSES[family](base_model.cpu(), n_classes, len(names))
     model.set_fusion(scaler.mean_, scaler.scale_, logreg.coef_, logreg.intercept_)

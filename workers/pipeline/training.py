@@ -894,9 +894,13 @@ def write_model_card(
     fcv = metrics.get("fusion_cv")
     if fcv:
         wm = metrics.get("window_model") or {}
-        lines += ["## Window model alone and fused with phone features", "",
+        reading = spec.family == "reading_fusion"
+        lines += [f"## Window model alone and fused with {'reading' if reading else 'phone'} features", "",
                   f"Speaker-grouped {fcv['folds']}-fold cross-validation over train + validation (out-of-fold window-model "
-                  f"probabilities; fusion cross-fitted, {fcv['seeds']} seeds, L2 strength C = {fcv['C']}), and the test split:", "",
+                  f"probabilities; fusion cross-fitted, {fcv['seeds']} seeds, L2 strength C = {fcv['C']}), and the test split"
+                  + (f". The fusion applies to recordings with a transcript only ({fcv.get('rows')} in cross-validation), "
+                     "so the CV columns cover those; on the test split, recordings without one keep the window model's "
+                     "output." if reading else ":"), "",
                   "| slice | CV window model | CV fused | test window model | test fused |", "|---|---|---|---|---|"]
         alone, fused = fcv["window_model_alone"], fcv["fused"]
         test_pc = (test or {}).get("per_corpus") or {}
