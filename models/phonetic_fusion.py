@@ -83,10 +83,16 @@ class PhoneticFusion(nn.Module):
 
 class ReadingFusion(PhoneticFusion):
     """``base`` window model + a logistic layer over ``[log p_windows, reading features]``, applied
-    only to recordings with a transcript."""
+    only to recordings with a transcript. A passage model (``passage``: the words its training
+    speakers all read first) also takes per-word features of that passage, and applies only to
+    recordings whose transcript begins with it."""
 
     needs_phone_features = False
     needs_transcript = True
+
+    def __init__(self, base: nn.Module, n_classes: int, n_features: int, passage: list[str] | None = None) -> None:
+        super().__init__(base, n_classes, n_features)
+        self.passage = list(passage or [])
 
 
 FUSION_CLASSES: dict[str, type[PhoneticFusion]] = {"phonetic_fusion": PhoneticFusion, "reading_fusion": ReadingFusion}
@@ -99,4 +105,6 @@ def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, load_pret
 
     base_spec = ModelSpec(**{**spec.__dict__, "family": hparams["base_family"]})
     base = build_model(base_spec, hparams["base"], load_pretrained=load_pretrained)
-    return FUSION_CLASSES[spec.family](base, len(spec.labels), int(hparams["n_features"]))
+    if spec.family == "reading_fusion":
+        return ReadingFusion(base, len(spec.labels), int(hparams["n_features"]), hparams.get("passage"))
+    return PhoneticFusion(base, len(spec.labels), int(hparams["n_features"]))

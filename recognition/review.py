@@ -433,7 +433,7 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
     )
     timelines = [
         {"job": p.result.job, "model": f"{p.model_version.name}@{p.model_version.version}", "outcome": p.outcome,
-         "predicted": p.predicted_class, "confidence": p.confidence,
+         "predicted": p.predicted_class, "confidence": p.confidence, "reading": p.reading,
          "uri": data_uri(window_timeline_png(p.windows, list(p.model_version.labels) or None))}
         for p in predictions
     ]

@@ -8,9 +8,12 @@ import pytest
 from tests.pipeline.test_vad import espeak, needs_espeak
 from workers.pipeline.reading import (
     FEATURE_NAMES,
+    WORD_FEATURES,
     ReadingAlignment,
     align_reading,
     normalise_prompt,
+    passage_matches,
+    passage_word_features,
     reading_features,
     reading_features_from_alignment,
 )
@@ -89,3 +92,25 @@ def test_features_of_a_hand_made_alignment() -> None:
     assert f["read_share"] == pytest.approx(70 / 100) and f["skipped_word_share"] == 0.0
     with pytest.raises(ValueError):
         reading_features(np.zeros(8000, dtype=np.float32), 8000, "call her")  # 16 kHz only
+
+
+@needs_espeak
+def test_passage_word_features_are_keyed_by_position_in_the_passage() -> None:
+    """A passage model compares how each word of the passage sounds: features sit at the word's
+    position in the passage (a skipped or unread word is NaN), durations are the aligned spans."""
+    x = espeak("We also need a small plastic snake and a big toy frog for the kids.")
+    passage = "we also need a small plastic snake and a big toy frog for the kids she can scoop"
+    al = align_reading(x, 16000, passage)
+    f = passage_word_features(x, 16000, al, 16).reshape(16, len(WORD_FEATURES))
+    read = dict(zip(al.positions, al.words, strict=True))
+    for pos in range(16):
+        if pos in read and read[pos][2] > read[pos][1]:
+            _, a, b = read[pos]
+            assert np.isfinite(f[pos]).all() and f[pos, -1] == b - a + 1
+        else:
+            assert np.isnan(f[pos]).all()
+    assert np.isnan(f[14:]).all()  # "she can" was not read
+    assert len(read) >= 8
+    words = normalise_prompt(passage)
+    assert passage_matches(passage + " and more", words[:5]) and not passage_matches("we also", words[:5])
+    assert not passage_matches("", words[:5]) and not passage_matches(passage, [])

@@ -193,14 +193,17 @@ def test_phonetic_fusion_trains_stacks_and_classifies(tmp_path: Path) -> None:
     assert "fused with phone features" in card and "phone-recogniser features" in card
 
 
-def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_recordings_to_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("passage_words", [0, 3])
+def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_recordings_to_it(
+        tmp_path: Path, passage_words: int) -> None:
     """reading_fusion around an existing window model (``base_checkpoint``): the fusion is fitted on
     the recordings with a transcript only; without a transcript the saved model gives exactly the
-    window model's output, with one it gives the fusion of the window mean and the reading features."""
+    window model's output, with one it gives the fusion of the window mean and the reading features
+    (and, for a passage model, the passage's word features; another text is left to the window model)."""
     from dataclasses import replace
 
     from workers.pipeline.inference import classify_batch
-    from workers.pipeline.reading import reading_features
+    from workers.pipeline.reading import fusion_feature_names, fusion_features
 
     common = dict(name="toy", labels=["low", "high"], window_s=1.0, hop_s=0.5, epochs=2, batch_size=8,
                   steps_per_epoch=3, lr=3e-3, val_fraction=0.25, cache_dir=str(tmp_path / "cache"), n_boot=10,
@@ -211,7 +214,8 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
     items = [replace(it, transcript=text) if it.corpus == "synth" else it for it in _items()]
     stages = []
     result = train_model(TrainConfig(family="reading_fusion", items=items, out=str(tmp_path / "reading.pt"),
-                                     hparams={"base_checkpoint": base.checkpoint}, **common),
+                                     hparams={"base_checkpoint": base.checkpoint, "passage_words": passage_words},
+                                     **common),
                          progress=lambda stage, d, t, info: stages.append(stage))
     assert {"reading", "fusion", "done"} <= set(stages) and "train" in stages  # the CV folds still train
     fcv = result.metrics["fusion_cv"]
@@ -223,6 +227,8 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
 
     loaded, window = load_checkpoint(result.checkpoint), load_checkpoint(base.checkpoint)
     assert loaded.spec.family == "reading_fusion" and loaded.meta["hparams"]["base_family"] == "cnn"
+    assert loaded.model.passage == text.split()[:passage_words]
+    assert loaded.model.n_features == len(fusion_feature_names(passage_words))
     signal = _tone(300.0, 2.0, np.random.default_rng(7))
     (plain,), (ref,) = classify_batch(loaded, [signal], vad=False), classify_batch(window, [signal], vad=False)
     assert plain["probabilities"] == ref["probabilities"] and plain["windows"] == ref["windows"]
@@ -231,10 +237,20 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
     assert read["reading"]["prompt_words"] == 5 and read["windows"] == ref["windows"]
     mean_window = np.array([ref["probabilities"]["low"], ref["probabilities"]["high"]])
     if read["fused"]:
-        expected = loaded.model.fuse(mean_window[None], reading_features(signal, 16000, text)[None])[0]
+        feats = fusion_features(signal, 16000, text, loaded.model.passage)[0]
+        expected = loaded.model.fuse(mean_window[None], feats[None])[0]
         assert [read["probabilities"]["low"], read["probabilities"]["high"]] == pytest.approx(list(expected), abs=1e-5)
     else:  # the aligner heard no word of it in a tone: the window model's answer stands
         assert read["probabilities"] == ref["probabilities"]
+    if passage_words:  # another text: a passage model leaves it to the window model, and says why
+        (other,) = classify_batch(loaded, [signal], vad=False, transcripts=["a big frog"])
+        assert other["probabilities"] == ref["probabilities"] and other["fused"] is False
+        assert "passage" in other["reading"]["note"]
+    if not passage_words:  # a reading model's file can be the base of the next one: its window model is used
+        again = train_model(TrainConfig(family="reading_fusion", items=items, out=str(tmp_path / "again.pt"),
+                                        hparams={"base_checkpoint": result.checkpoint}, **common))
+        (same,) = classify_batch(load_checkpoint(again.checkpoint), [signal], vad=False)
+        assert same["probabilities"] == ref["probabilities"]
     # test recordings of the corpus without transcripts keep the window model's probabilities
     window_rows = {r["key"]: r["proba"] for r in base.metrics["test_predictions"]}
     for row in result.metrics["test_predictions"]:

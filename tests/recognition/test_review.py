@@ -249,8 +249,12 @@ def test_admin_review_pages(staff_client, two_model_jobs, embedded):
     assert page.content.decode().count("<audio") == 2
     assert staff_client.get(f"/admin/recognition/job/{a.pk}/compare/?other=999999").status_code == 404
 
+    Prediction.objects.filter(result__recording=recs[0], result__job=a).update(reading={
+        "fused": True, "words_read": 12, "prompt_words": 69, "read_share": 0.93, "words_per_s": 2.41, "gop_mean": -21.7,
+        "skipped_word_share": 0.08, "oov": []})
     page = staff_client.get(f"/admin/recognition/recording/{recs[0].pk}/change/").content.decode()
     assert page.count('class="timeline"') == 2 and "no_embedding" not in page and "run an embed job first" in page
+    assert "Transcript used" in page and "12 of 69 words read" in page and "93 % of the recording" in page
     page = staff_client.get(f"/admin/recognition/recording/{embedded[1][0].pk}/change/").content.decode()
     assert "cosine similarity" in page and "e3.wav" in page
 

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,14 @@ RECIPE_KEYS = ("window_s", "hop_s", "epochs", "batch_size", "steps_per_epoch", "
                "augment", "n_aug_copies", "balance", "select_corpus", "deploy_prior", "max_seconds")
 
 
-def feature_names(kind: str) -> list[str]:
+def feature_names(kind: str, passage_words: int = 0) -> list[str]:
     if kind == "phones":
         from workers.pipeline.phones import FEATURE_NAMES
-    else:
-        from workers.pipeline.reading import FEATURE_NAMES
-    return list(FEATURE_NAMES)
+
+        return list(FEATURE_NAMES)
+    from workers.pipeline.reading import fusion_feature_names
+
+    return fusion_feature_names(passage_words)
 
 
 def _phone_job(samples: np.ndarray) -> np.ndarray:
@@ -76,24 +79,25 @@ def _phone_job(samples: np.ndarray) -> np.ndarray:
     return phone_features(samples, 16000)
 
 
-def _reading_job(args: tuple[np.ndarray, str]) -> np.ndarray:
-    from workers.pipeline.reading import reading_features
+def _reading_job(args: tuple[np.ndarray, str, list[str]]) -> np.ndarray:
+    from workers.pipeline.reading import fusion_features
 
-    return reading_features(args[0], 16000, args[1])
+    return fusion_features(args[0], 16000, args[1], args[2])[0]
 
 
 def _features_for(kind: str, utts: list[Any], transcripts: list[str], cache_dir: str, progress: ProgressFn | None,
-                  workers: int = 1) -> np.ndarray:
-    """``[n, F]`` features of utterances, cached per utterance (and transcript); rows that cannot
-    have features (``reading`` without a transcript) are NaN."""
+                  workers: int = 1, passage: list[str] | None = None) -> np.ndarray:
+    """``[n, F]`` features of utterances, cached per utterance (and transcript, and passage); rows
+    that cannot have features (``reading`` without a transcript) are NaN."""
+    passage = list(passage or [])
     folder = Path(cache_dir) / FEATURE_CACHE_VERSION[kind]
     folder.mkdir(parents=True, exist_ok=True)
-    out = np.full((len(utts), len(feature_names(kind))), np.nan)
+    out = np.full((len(utts), len(feature_names(kind, len(passage)))), np.nan)
     todo = []
     for i, (u, text) in enumerate(zip(utts, transcripts, strict=True)):
         if kind == "reading" and not text:
             continue
-        tag = "" if kind == "phones" else "-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+        tag = "" if kind == "phones" else "-" + hashlib.sha1(" ".join([text, "|", *passage]).encode()).hexdigest()[:12]
         path = folder / f"{u.key}-{len(u.samples)}{tag}.npy"
         if path.exists():
             out[i] = np.load(path)
@@ -108,7 +112,7 @@ def _features_for(kind: str, utts: list[Any], transcripts: list[str], cache_dir:
         # spawn, not fork: this process has started torch's thread pools
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     job, args = ((_phone_job, [utts[i].samples for i, _ in todo]) if kind == "phones"
-                 else (_reading_job, [(utts[i].samples, transcripts[i]) for i, _ in todo]))
+                 else (_reading_job, [(utts[i].samples, transcripts[i], passage) for i, _ in todo]))
     with pool:
         mapper = map if isinstance(pool, contextlib.nullcontext) else pool.map
         for n, ((i, path), f) in enumerate(zip(todo, mapper(job, args), strict=True)):
@@ -116,6 +120,21 @@ def _features_for(kind: str, utts: list[Any], transcripts: list[str], cache_dir:
             np.save(path, f)
             _emit(progress, kind, len(utts) - len(todo) + n + 1, len(utts))
     return out
+
+
+def _passage(transcripts: list[str], n_words: int) -> list[str]:
+    """The first ``n_words`` dictionary words that every transcript of the training pool begins
+    with ([] when ``n_words`` is 0); a passage model needs one passage."""
+    if not n_words:
+        return []
+    from workers.pipeline.reading import _decoder, normalise_prompt
+
+    starts = {tuple(w for w in normalise_prompt(t) if _decoder().lookup_word(w) is not None)[:n_words]
+              for t in transcripts if t}
+    if len(starts) != 1 or len(next(iter(starts))) < n_words:
+        raise ValueError(f"passage_words={n_words} needs every transcribed training recording to begin with the same "
+                         f"{n_words} words; found {len(starts)} different beginnings")
+    return list(next(iter(starts)))
 
 
 def _lr(c: float, seed: int) -> Any:
@@ -155,12 +174,26 @@ def _scores(proba_runs: list[np.ndarray], y: np.ndarray, corpora: np.ndarray, n_
 
 def _read_base(path: str) -> dict[str, Any]:
     """An existing window-model checkpoint: the model as trained (not inference-optimised) and the
-    loaded one, for predictions."""
-    from models.checkpoint import load_checkpoint, read_checkpoint
+    loaded one, for predictions. A ``reading_fusion`` checkpoint stands for the window model inside
+    it (its calibration, hyper-parameters and training recipe are kept beside the fusion's), so a
+    fusion can be rebuilt from the file it replaced."""
+    from models.checkpoint import LoadedModel, load_checkpoint, read_checkpoint
+    from models.specs import ModelSpec
 
     raw = read_checkpoint(path)
-    if raw["spec"].family in KINDS:
-        raise ValueError(f"{path}: base_checkpoint must be a window model, not {raw['spec'].family}")
+    family = raw["spec"].family
+    if family == "reading_fusion":
+        hp, td = raw["hparams"], raw["training_data"]
+        spec = ModelSpec(**{**raw["spec"].__dict__, "family": hp["base_family"]})
+        calibration = {k: v for k, v in raw["calibration"].items()
+                       if k not in ("fused_threshold", "fused_coverage_at_threshold", "fusion")}
+        model = raw["model"].base.eval()
+        return {"model": model, "spec": spec, "calibration": calibration, "hparams": hp["base"],
+                "metrics": {"history": raw["metrics"].get("history", []), "best_epoch": raw["metrics"].get("best_epoch")},
+                "training_data": {**td, "config": td.get("base_config") or {}},
+                "loaded": LoadedModel(model=model, spec=spec, calibration=calibration)}
+    if family in KINDS:
+        raise ValueError(f"{path}: base_checkpoint must be a window model or a reading_fusion, not {family}")
     return {**raw, "loaded": load_checkpoint(path)}
 
 
@@ -189,14 +222,17 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_confidence_threshold
     from workers.pipeline.evaluation import evaluation_report
+    from workers.pipeline.reading import passage_matches
     from workers.pipeline.training import make_splits
 
     family = config.family
     kind = KINDS[family]
-    names = feature_names(kind)
     hp_in = dict(config.hparams or {})
     base_family = hp_in.pop("base_family", "speaker_head")
     base_checkpoint = hp_in.pop("base_checkpoint", None)
+    passage_words = int(hp_in.pop("passage_words", 0) or 0)
+    if passage_words and kind != "reading":
+        raise ValueError("passage_words applies to reading_fusion only")
     items = load_items(config)
     labels = list(config.labels) if config.labels else sorted({it.label for it in items})
     items = [it for it in items if it.label in labels]
@@ -245,9 +281,13 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     by_key = {prediction_key(it): it for it in items}
     wanted = {r["key"] for r in oof} | {r["key"] for r in val_rows} | {r["key"] for r in test_rows}
     keyed = [by_key[k] for k in sorted(wanted)]
+    passage = _passage([by_key[r["key"]].transcript for r in oof], passage_words)
+    if passage:  # a passage model: only recordings of that passage get features
+        keyed = [it if passage_matches(it.transcript, passage) else replace(it, transcript="") for it in keyed]
+    names = feature_names(kind, len(passage))
     utts = load_utterances(keyed, labels, max_seconds=config.max_seconds)
     feats = _features_for(kind, utts, [it.transcript for it in keyed], config.cache_dir, progress,
-                          workers=max(1, int(config.num_threads or 1)))
+                          workers=max(1, int(config.num_threads or 1)), passage=passage)
     feat_of = {prediction_key(it): f for it, f in zip(keyed, feats, strict=True)
                if kind == "phones" or it.transcript}
 
@@ -285,6 +325,8 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     spec = ModelSpec(**{**base_spec.__dict__, "name": config.name, "version": config.version, "family": family,
                         "extra": {**base_spec.extra, f"{kind}_features": describe}})
     model = FUSION_CLASSES[family](base_model.cpu(), n_classes, len(names))
+    if passage:
+        model.passage = passage
     model.set_fusion(scaler.mean_, scaler.scale_, logreg.coef_, logreg.intercept_)
     model.eval()
     fusion_note = {"C": best_c, "fitted_on": f"out-of-fold window-model probabilities, {folds}-fold "
@@ -327,8 +369,10 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
         metrics["test_predictions"] = [{**r, "proba": [round(float(v), 5) for v in f]}
                                        for r, f in zip(test_rows, fused, strict=True)]
     hparams = {"base_family": base_spec.family, "base": base_hp, "n_features": len(names), "feature_names": names,
-               "C": best_c}
-    training_data = {**training_data, "config": config.to_dict()}
+               "C": best_c, "passage": passage}
+    # the window model's own recipe stays beside the fusion's: a later fusion can start from this file
+    training_data = {**training_data, "config": config.to_dict(),
+                     "base_config": training_data.get("base_config") or training_data.get("config")}
     sha = None
     if config.out:
         sha = save_checkpoint(config.out, model=model, spec=spec, calibration=calibration, hparams=hparams,

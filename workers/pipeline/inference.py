@@ -522,14 +522,19 @@ def classify_batch(
 def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
                   transcript: str | None) -> tuple[np.ndarray, dict[str, Any] | None]:
     """The reading-fused probabilities of one recording and a summary of its alignment (the window
-    probabilities and None without a transcript; unchanged probabilities when nothing was read)."""
-    from workers.pipeline.reading import FEATURE_NAMES, align_reading, normalise_prompt, reading_features_from_alignment
+    probabilities and None without a transcript; unchanged probabilities when nothing was read, or,
+    for a passage model, when the transcript is not its passage)."""
+    from workers.pipeline.reading import FEATURE_NAMES, fusion_features, normalise_prompt, passage_matches
 
     if not transcript or not normalise_prompt(transcript):
         return mean_cal, None
-    al = align_reading(x, sr, transcript)
-    feats = reading_features_from_alignment(al)
-    named = dict(zip(FEATURE_NAMES, feats, strict=True))
+    passage = list(getattr(fusion, "passage", None) or [])
+    if passage and not passage_matches(transcript, passage):
+        return mean_cal, {"words_read": 0, "prompt_words": len(normalise_prompt(transcript)), "oov": [],
+                          "note": "the transcript does not begin with the passage this model was trained on ("
+                                  + " ".join(passage) + " ...); the window model's answer stands"}
+    feats, al = fusion_features(x, sr, transcript, passage)
+    named = dict(zip(FEATURE_NAMES, feats[: len(FEATURE_NAMES)], strict=True))
     summary = {"words_read": len(al.words), "prompt_words": al.prompt_words, "oov": al.oov,
                **{key: round(float(named[key]), 4) for key in ("read_share", "words_per_s", "phones_per_s", "gop_mean",
                                                                 "low_gop_share", "skipped_word_share",

@@ -26,6 +26,12 @@ training, and it carries accent far more directly than a speaker encoder does.
     dictionary) the mean GOP and mean duration. Nothing in it depends on which prompt was read,
     so one model serves any prompt. Phones not heard are NaN (a model imputes its training mean).
 
+:func:`passage_word_features`
+    For a model trained on one passage (every speaker read the same text, as in the Speech Accent
+    Archive): per word of the passage's start, by position, the word's MFCC mean and spread
+    (per-recording mean and variance normalised) and its duration. Everyone says the same words,
+    so how each word sounds is directly comparable between speakers; a word not read is NaN.
+
 Input is low-passed to 3.8 kHz first (as every accent model here is), so bandwidth is no cue.
 One decoder per thread (pocketsphinx is not thread-safe); about 5x real time per core.
 """
@@ -43,6 +49,11 @@ from workers.pipeline.phones import PHONES, _prepare
 
 __all__ = [
     "FEATURE_NAMES",
+    "fusion_feature_names",
+    "fusion_features",
+    "WORD_FEATURES",
+    "passage_matches",
+    "passage_word_features",
     "ReadingAlignment",
     "align_reading",
     "normalise_prompt",
@@ -65,6 +76,9 @@ _GLOBAL = ["words_per_s", "pauses_per_s", "speech_share", "phones_per_s", "gop_m
            "gop_p25", "low_gop_share", "unaligned_word_share", "phone_frames_mean", "phone_frames_std",
            "skipped_word_share", "read_share"]
 FEATURE_NAMES = _GLOBAL + [f"gop_{p}" for p in PHONES] + [f"frames_{p}" for p in PHONES]
+N_MFCC = 20
+#: per passage word: MFCC means, MFCC standard deviations, frames
+WORD_FEATURES = [f"mfcc{k}_mean" for k in range(N_MFCC)] + [f"mfcc{k}_std" for k in range(N_MFCC)] + ["frames"]
 
 _local = threading.local()
 
@@ -79,7 +93,8 @@ class ReadingAlignment:
     None for a word that could not be aligned; ``SIL`` entries are the margins);
     ``n_frames``: frames in the recording; ``oov``: prompt words missing from the dictionary
     (left out of the grammar); ``prompt_words``: words of the prompt used; ``skipped``: prompt
-    words the reader skipped before the last word read.
+    words the reader skipped before the last word read; ``positions``: the prompt position
+    (index into its dictionary words) of each word read.
     """
 
     words: list[tuple[str, int, int]] = field(default_factory=list)
@@ -89,6 +104,7 @@ class ReadingAlignment:
     oov: list[str] = field(default_factory=list)
     prompt_words: int = 0
     skipped: int = 0
+    positions: list[int] = field(default_factory=list)
 
 
 def normalise_prompt(text: str) -> list[str]:
@@ -186,6 +202,7 @@ def align_reading(signal: np.ndarray, sr: int, prompt: str) -> ReadingAlignment:
         pos = -1  # the prompt position of each word read (earliest match in order)
         for w, _, _ in out.words:
             pos = words.index(w, pos + 1)
+            out.positions.append(pos)
         out.skipped = pos + 1 - len(out.words)
     for k, (w, a, b) in enumerate(out.words):
         lo, hi = max(a - WORD_MARGIN, 0), min(b + 1 + WORD_MARGIN, out.n_frames)
@@ -239,3 +256,51 @@ def reading_features_from_alignment(al: ReadingAlignment) -> np.ndarray:
 def reading_features(signal: np.ndarray, sr: int, prompt: str) -> np.ndarray:
     """Align and summarise: ``[len(FEATURE_NAMES)]`` float64."""
     return reading_features_from_alignment(align_reading(signal, sr, prompt))
+
+
+def passage_matches(transcript: str | None, passage: list[str]) -> bool:
+    """Whether a transcript begins with ``passage`` (dictionary words, as a model stores them)."""
+    if not transcript or not passage:
+        return False
+    words = [w for w in normalise_prompt(transcript) if _decoder().lookup_word(w) is not None]
+    return words[: len(passage)] == list(passage)
+
+
+def passage_word_features(signal: np.ndarray, sr: int, al: ReadingAlignment, n_words: int) -> np.ndarray:
+    """``[n_words * len(WORD_FEATURES)]``: the :data:`WORD_FEATURES` of the prompt's first ``n_words``
+    words, by position (NaN for a word not read or too short to measure)."""
+    import librosa
+
+    out = np.full((n_words, len(WORD_FEATURES)), np.nan)
+    if not al.words:
+        return out.ravel()
+    from scipy import signal as sps
+
+    x = np.asarray(signal, dtype=np.float64)
+    if len(x) > 30:
+        x = sps.sosfiltfilt(sps.butter(8, 3800, fs=sr, output="sos"), x)
+    m = librosa.feature.mfcc(y=x, sr=sr, n_mfcc=N_MFCC, n_fft=512, hop_length=SAMPLES_PER_FRAME, n_mels=40, fmax=4000)
+    m = (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-6)
+    for pos, (_, a, b) in zip(al.positions, al.words, strict=True):
+        seg = m[:, a : b + 1]
+        if pos < n_words and seg.shape[1] >= 2:
+            out[pos] = np.concatenate([seg.mean(axis=1), seg.std(axis=1), [b - a + 1]])
+    return out.ravel()
+
+
+def fusion_feature_names(passage_words: int = 0) -> list[str]:
+    """Names of :func:`fusion_features`: the reading features, then, for a passage model, the
+    word features of each of its first ``passage_words`` words (``w3_mfcc0_mean``, ...)."""
+    return FEATURE_NAMES + [f"w{k}_{name}" for k in range(passage_words) for name in WORD_FEATURES]
+
+
+def fusion_features(signal: np.ndarray, sr: int, transcript: str,
+                    passage: list[str] | None = None) -> tuple[np.ndarray, ReadingAlignment]:
+    """What a ``reading_fusion`` model takes from one recording (one alignment): the reading
+    features, and for a passage model (``passage``: its words, which the transcript begins with)
+    the passage word features. Training and inference both call this."""
+    al = align_reading(signal, sr, transcript)
+    feats = reading_features_from_alignment(al)
+    if passage:
+        feats = np.concatenate([feats, passage_word_features(signal, sr, al, len(passage))])
+    return feats, al
