@@ -21,3 +21,6 @@ bench: setup
 
 bench-full: setup
 	.venv/bin/python -m bench.run --full
+
+train-defaults: setup
+	scripts/train_defaults.sh

@@ -1,5 +1,6 @@
 """manage.py train (manifest in, registered model out) and manage.py classify (files in, CSV out)."""
 import csv
+import json
 
 import pytest
 from django.core.management import call_command
@@ -57,3 +58,14 @@ def test_train_command_cross_validates_without_registering(manifest, capsys):
     cv = json.loads(out[out.index("{"):])
     assert cv["k"] == 2 and len(cv["folds"]) == 2 and 0.0 <= cv["mean"] <= 1.0
     assert not ModelVersion.objects.filter(name="cv-model").exists()
+
+
+def test_classify_command_passes_a_transcript_file_to_a_reading_model(tiny_reading_classifier, tmp_path, capsys):
+
+    text = "Ask her to bring these things with her from the store."
+    (tmp_path / "passage.txt").write_text(text)
+    (tmp_path / "r.wav").write_bytes(speech(text))
+    call_command("classify", str(tmp_path / "r.wav"), "--model", f"tiny-reading@{tiny_reading_classifier.version}",
+                 "--transcript-file", str(tmp_path / "passage.txt"), "--no-vad")
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert row["fused"] and row["reading"]["prompt_words"] == 11 and row["outcome"] in ("ok", "uncertain")

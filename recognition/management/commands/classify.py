@@ -1,6 +1,6 @@
 """Classify audio files from the shell (like the old ``predict.py``), writing CSV or JSON.
 
-    manage.py classify a.wav b.flac ... [--model accent-native@1.0.0] [--threshold 0.8] [--out results.csv]
+    manage.py classify a.wav b.flac ... [--model accent-native@1.1.0] [--transcript-file passage.txt] [--threshold 0.8] [--out results.csv]
 
 Files are decoded and classified in groups, with windows from all files of a group packed into
 one batched forward pass; a bad file gets its error code in the output, the rest go on.
@@ -25,9 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--model", default=None, help="name or name@version (default classify model when omitted)")
         parser.add_argument("--threshold", type=float, default=None)
         parser.add_argument("--no-vad", action="store_true")
+        parser.add_argument("--transcript-file", default=None,
+                            help="the text every speaker read (e.g. docs/models/saa_reading_passage.txt); reading models use it")
         parser.add_argument("--out", default="-", help="output .csv or .json file ('-' prints JSON lines)")
 
-    def handle(self, *args, files, model, threshold, no_vad, out, **options):
+    def handle(self, *args, files, model, threshold, no_vad, out, transcript_file=None, **options):
         from django.conf import settings
         from tqdm import tqdm
 
@@ -45,6 +47,7 @@ class Command(BaseCommand):
             loaded = runtime.load_model(mv)
         except runtime.ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        transcript = Path(transcript_file).read_text() if transcript_file else None
         rows = []
         bar = tqdm(total=len(files), desc=f"classify ({mv})", unit="file", file=sys.stderr)
         for start in range(0, len(files), GROUP):
@@ -60,11 +63,13 @@ class Command(BaseCommand):
                 group.append(path)
                 signals.append(audio.samples)
             if signals:
-                outcomes = classify_batch(loaded, signals, threshold=threshold, vad=not no_vad, **runtime.window_params(loaded))
+                outcomes = classify_batch(loaded, signals, threshold=threshold, vad=not no_vad,
+                                          transcripts=[transcript] * len(signals), **runtime.window_params(loaded))
                 for path, res in zip(group, outcomes, strict=True):
                     rows.append({"file": path, "outcome": res["outcome"], "predicted_class": res.get("predicted_class"),
                                  "confidence": res.get("confidence"), "all_predictions": res.get("probabilities") or {},
-                                 "agreement": res.get("agreement"), "n_windows": res.get("n_windows")})
+                                 "agreement": res.get("agreement"), "n_windows": res.get("n_windows"),
+                                 **({"reading": res["reading"], "fused": res["fused"]} if "fused" in res else {})})
                     bar.update(1)
         bar.close()
         self._write(rows, out, list(mv.labels), str(mv))
