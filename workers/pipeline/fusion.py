@@ -149,6 +149,12 @@ def _lr(c: float, seed: int) -> Any:
                          LogisticRegression(C=c, max_iter=5000, class_weight="balanced", random_state=seed))
 
 
+def _fit(c: float, seed: int, x: np.ndarray, y: np.ndarray) -> Any:
+    """``_lr(c)`` fitted; a feature never observed in ``x`` (all NaN) is expected, not warned about."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _lr(c, seed).fit(x, y)
+
+
 def _cross_fit(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, seeds: int, k: int) -> list[np.ndarray]:
     """Cross-fitted probabilities of ``_lr(c)``, one ``[n, C]`` array per seed (speaker-grouped folds)."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -157,7 +163,7 @@ def _cross_fit(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, seeds
     for seed in range(seeds):
         proba = np.zeros((len(y), len(np.unique(y))))
         for tr, te in StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups):
-            proba[te] = _lr(c, seed).fit(x[tr], y[tr]).predict_proba(x[te])
+            proba[te] = _fit(c, seed, x[tr], y[tr]).predict_proba(x[te])
         outs.append(proba)
     return outs
 
@@ -317,7 +323,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     fused_cv = _scores(by_c[best_c], y, corpora, n_classes)
     alone_cv = _scores([p_oof], y, corpora, n_classes)
     threshold, coverage = fit_confidence_threshold(by_c[best_c][0], y)
-    lr = _lr(best_c, config.seed).fit(x, y)
+    lr = _fit(best_c, config.seed, x, y)
     scaler, logreg = lr.named_steps["standardscaler"], lr.named_steps["logisticregression"]
 
     describe = ("pocketsphinx en-us allphone, 3.8 kHz low-pass" if kind == "phones" else
