@@ -127,10 +127,9 @@ def _passage(transcripts: list[str], n_words: int) -> list[str]:
     with ([] when ``n_words`` is 0); a passage model needs one passage."""
     if not n_words:
         return []
-    from workers.pipeline.reading import _decoder, normalise_prompt
+    from workers.pipeline.reading import dictionary_words
 
-    starts = {tuple(w for w in normalise_prompt(t) if _decoder().lookup_word(w) is not None)[:n_words]
-              for t in transcripts if t}
+    starts = {tuple(dictionary_words(t)[0][:n_words]) for t in transcripts if t}
     if len(starts) != 1 or len(next(iter(starts))) < n_words:
         raise ValueError(f"passage_words={n_words} needs every transcribed training recording to begin with the same "
                          f"{n_words} words; found {len(starts)} different beginnings")
@@ -211,12 +210,10 @@ def _checkpoint_predictions(loaded: Any, items: list[Any], idx: list[int], label
 
     chosen = [items[i] for i in idx]
     utts = load_utterances(chosen, labels, max_seconds=max_seconds)
-    rows = []
-    for it, u in zip(chosen, utts, strict=True):
-        res = classify_batch(loaded, [u.samples], vad=False)[0]
-        rows.append({"key": prediction_key(it), "speaker": it.speaker, "corpus": it.corpus, "label": it.label,
-                     "proba": [round(float(res["probabilities"][lab]), 5) for lab in labels]})
-    return rows
+    results = classify_batch(loaded, [u.samples for u in utts], vad=False)
+    return [{"key": prediction_key(it), "speaker": it.speaker, "corpus": it.corpus, "label": it.label,
+             "proba": [round(float(res["probabilities"][lab]), 5) for lab in labels]}
+            for it, res in zip(chosen, results, strict=True)]
 
 
 def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, folds: int = 5,

@@ -31,22 +31,41 @@ FRAMES_PER_S = 100  # the model's 10 ms frame shift
 _local = threading.local()
 
 
+def new_decoder(**config: Any) -> tuple[Any, str]:
+    """A pocketsphinx decoder on the wheel's US-English acoustic model (``config``: its other
+    options), and its starting cepstral-mean estimate, for :func:`reset_front_end`."""
+    import pocketsphinx
+
+    dec = pocketsphinx.Decoder(hmm=model_file("en-us"), samprate=16000, loglevel="FATAL", **config)
+    return dec, dec.get_cmn(False)
+
+
+def model_file(name: str) -> str:
+    """A file of the pocketsphinx wheel's US-English model folder."""
+    import os
+
+    import pocketsphinx
+
+    return os.path.join(pocketsphinx.get_model_path(), "en-us", name)
+
+
+def reset_front_end(dec: Any, cmn: str) -> None:
+    """Start a recording from the decoder's initial front-end state: the cepstral-mean estimate
+    and the noise tracker otherwise carry over from one utterance to the next, and a recording's
+    features would depend on what this process decoded before."""
+    import warnings
+
+    dec.set_cmn(cmn)
+    with warnings.catch_warnings():  # "deprecated and unnecessary", yet it is what resets the front end's
+        warnings.simplefilter("ignore", DeprecationWarning)  # noise tracker between utterances (5.1.1)
+        dec.start_stream()
+
+
 def _decoder() -> Any:
     dec = getattr(_local, "decoder", None)
     if dec is None:
-        import os
-
-        import pocketsphinx
-
-        model = pocketsphinx.get_model_path()
-        dec = pocketsphinx.Decoder(
-            hmm=os.path.join(model, "en-us", "en-us"), allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
-            lw=2.0, beam=1e-20, pbeam=1e-20, samprate=16000, loglevel="FATAL",
-        )
+        dec, _local.cmn = new_decoder(allphone=model_file("en-us-phone.lm.bin"), lw=2.0, beam=1e-20, pbeam=1e-20)
         _local.decoder = dec
-        # the cepstral-mean estimate and the noise tracker carry over from one utterance to the next;
-        # resetting both per recording makes its features independent of what this process decoded before
-        _local.cmn = dec.get_cmn(False)
     return dec
 
 
@@ -67,13 +86,8 @@ def decode_phones(signal: np.ndarray, sr: int = 16000) -> list[tuple[str, int, i
     """Phone-loop decode: ``[(phone, start_frame, end_frame, acoustic_score), ...]`` (10 ms frames,
     inclusive ends; silences and noises included, named ``SIL``, ``+NSN+``, ...; the score is
     pocketsphinx's, a likelihood ratio in (0, 1])."""
-    import warnings
-
     dec = _decoder()
-    dec.set_cmn(_local.cmn)
-    with warnings.catch_warnings():  # "deprecated and unnecessary", yet it is what resets the front end's
-        warnings.simplefilter("ignore", DeprecationWarning)  # noise tracker between utterances (5.1.1)
-        dec.start_stream()
+    reset_front_end(dec, _local.cmn)
     dec.start_utt()
     dec.process_raw(_prepare(signal, sr), full_utt=True)
     dec.end_utt()

@@ -37,7 +37,6 @@ One decoder per thread (pocketsphinx is not thread-safe); about 5x real time per
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.pipeline.phones import PHONES, _prepare
+from workers.pipeline.phones import PHONES, _prepare, model_file, new_decoder, reset_front_end
 
 __all__ = [
     "FEATURE_NAMES",
@@ -115,17 +114,18 @@ def normalise_prompt(text: str) -> list[str]:
 def _decoder() -> Any:
     dec = getattr(_local, "decoder", None)
     if dec is None:
-        import pocketsphinx
-
-        model = pocketsphinx.get_model_path()
-        dec = pocketsphinx.Decoder(
-            hmm=os.path.join(model, "en-us", "en-us"), dict=os.path.join(model, "en-us", "cmudict-en-us.dict"),
-            lm=None, samprate=16000, loglevel="FATAL",
-        )
+        dec, _local.cmn = new_decoder(dict=model_file("cmudict-en-us.dict"), lm=None)
         _local.decoder = dec
-        _local.cmn = dec.get_cmn(False)
         _local.grammars = {}
     return dec
+
+
+def dictionary_words(text: str) -> tuple[list[str], list[str]]:
+    """A prompt's words that the pronunciation dictionary has, in order, and (sorted) the ones it lacks."""
+    dec = _decoder()
+    words = normalise_prompt(text)
+    oov = sorted({w for w in words if dec.lookup_word(w) is None})
+    return [w for w in words if w not in oov], oov
 
 
 def _reset_decoder() -> None:
@@ -165,22 +165,15 @@ def _align_word(dec: Any, raw: bytes, word: str) -> list[tuple[str, int, int, fl
 
 def align_reading(signal: np.ndarray, sr: int, prompt: str) -> ReadingAlignment:
     """Align a recording to the prompt it reads (see the module docstring)."""
-    import warnings
-
     dec = _decoder()
     out = ReadingAlignment()
-    words = normalise_prompt(prompt)
-    out.oov = sorted({w for w in words if dec.lookup_word(w) is None})
-    words = [w for w in words if w not in out.oov]
+    words, out.oov = dictionary_words(prompt)
     out.prompt_words = len(words)
     raw = _prepare(signal, sr)
     out.n_frames = len(raw) // 2 // SAMPLES_PER_FRAME
     if not words or out.n_frames < 10:
         return out
-    dec.set_cmn(_local.cmn)  # the front end starts every recording from the same state
-    with warnings.catch_warnings():  # resets the noise tracker (5.1.1 calls it deprecated)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        dec.start_stream()
+    reset_front_end(dec, _local.cmn)
     segments = []
     for cut in _CUTS:
         part = raw[: len(raw) - cut * SAMPLES_PER_FRAME * 2]
@@ -262,8 +255,7 @@ def passage_matches(transcript: str | None, passage: list[str]) -> bool:
     """Whether a transcript begins with ``passage`` (dictionary words, as a model stores them)."""
     if not transcript or not passage:
         return False
-    words = [w for w in normalise_prompt(transcript) if _decoder().lookup_word(w) is not None]
-    return words[: len(passage)] == list(passage)
+    return dictionary_words(transcript)[0][: len(passage)] == list(passage)
 
 
 def passage_word_features(signal: np.ndarray, sr: int, al: ReadingAlignment, n_words: int) -> np.ndarray:
