@@ -87,6 +87,9 @@ def test_a_reading_model_uses_each_recordings_transcript_or_the_jobs(api, celery
         reading = by_name[name].reading
         assert reading["fused"] and reading["words_read"] >= 3 and reading["prompt_words"] == 11
         assert reading["gop_mean"] < 0 and 0 < reading["read_share"] <= 1
+        words = reading["words"]  # the per-word report: in reading order, inside the recording
+        assert len(words) == reading["words_read"] and all(w["start_s"] < w["end_s"] for w in words)
+        assert [w["start_s"] for w in words] == sorted(w["start_s"] for w in words)
         assert "reading" in by_name[name].result.timings
     assert by_name["loose.wav"].reading is None  # no transcript anywhere: the window model's answer
     loose_read = Prediction.objects.get(result__job=second).reading

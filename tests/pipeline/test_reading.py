@@ -16,6 +16,7 @@ from workers.pipeline.reading import (
     passage_word_features,
     reading_features,
     reading_features_from_alignment,
+    word_report,
 )
 
 PASSAGE = ("Please call Stella. Ask her to bring these things with her from the store: six spoons of fresh snow peas, "
@@ -92,6 +93,21 @@ def test_features_of_a_hand_made_alignment() -> None:
     assert f["read_share"] == pytest.approx(70 / 100) and f["skipped_word_share"] == 0.0
     with pytest.raises(ValueError):
         reading_features(np.zeros(8000, dtype=np.float32), 8000, "call her")  # 16 kHz only
+
+
+def test_the_word_report_of_a_hand_made_alignment() -> None:
+    al = ReadingAlignment(
+        words=[("call", 10, 39), ("her", 60, 79)], n_frames=100, prompt_words=2,
+        phones=[(0, "SIL", 7, 3, -10.0), (0, "K", 10, 10, -50.0), (0, "AO", 20, 10, -100.0), (0, "L", 30, 10, -400.0),
+                (1, None, 60, 20, None)],
+    )
+    call, her = word_report(al)
+    # (-50 - 100 - 400) / 30 frames; the SIL margin is not part of the word
+    assert call == {"word": "call", "start_s": 0.1, "end_s": 0.4, "gop": -18.3, "weakest": "L", "low": False}
+    assert her == {"word": "her", "start_s": 0.6, "end_s": 0.8, "gop": None, "weakest": None, "low": False}
+    al.phones[3] = (0, "L", 30, 10, -1600.0)
+    assert word_report(al)[0]["low"] and word_report(al)[0]["gop"] == pytest.approx(-58.3)
+    assert word_report(ReadingAlignment()) == []
 
 
 @needs_espeak

@@ -235,6 +235,7 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
     assert plain["reading"] is None and plain["fused"] is False and "reading" in plain["timings"]
     (read,) = classify_batch(loaded, [signal], vad=False, transcripts=[text])
     assert read["reading"]["prompt_words"] == 5 and read["windows"] == ref["windows"]
+    assert len(read["reading"]["words"]) == read["reading"]["words_read"]
     mean_window = np.array([ref["probabilities"]["low"], ref["probabilities"]["high"]])
     if read["fused"]:
         feats = fusion_features(signal, 16000, text, loaded.model.passage)[0]

@@ -251,10 +251,14 @@ def test_admin_review_pages(staff_client, two_model_jobs, embedded):
 
     Prediction.objects.filter(result__recording=recs[0], result__job=a).update(reading={
         "fused": True, "words_read": 12, "prompt_words": 69, "read_share": 0.93, "words_per_s": 2.41, "gop_mean": -21.7,
-        "skipped_word_share": 0.08, "oov": []})
+        "skipped_word_share": 0.08, "oov": [], "words": [
+            {"word": "please", "start_s": 0.31, "end_s": 0.62, "gop": -12.5, "weakest": "IY", "low": False},
+            {"word": "stella", "start_s": 0.9, "end_s": 1.4, "gop": -41.0, "weakest": "EH", "low": True}]})
     page = staff_client.get(f"/admin/recognition/recording/{recs[0].pk}/change/").content.decode()
     assert page.count('class="timeline"') == 2 and "no_embedding" not in page and "run an embed job first" in page
     assert "Transcript used" in page and "12 of 69 words read" in page and "93 % of the recording" in page
+    assert '<span class="word low" title="0.9-1.4 s, goodness -41.0, weakest phone EH">stella</span>' in page
+    assert '<span class="word" title="0.31-0.62 s, goodness -12.5, weakest phone IY">please</span>' in page
     page = staff_client.get(f"/admin/recognition/recording/{embedded[1][0].pk}/change/").content.decode()
     assert "cosine similarity" in page and "e3.wav" in page
 

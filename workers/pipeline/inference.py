@@ -524,7 +524,7 @@ def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
     """The reading-fused probabilities of one recording and a summary of its alignment (the window
     probabilities and None without a transcript; unchanged probabilities when nothing was read, or,
     for a passage model, when the transcript is not its passage)."""
-    from workers.pipeline.reading import FEATURE_NAMES, fusion_features, normalise_prompt, passage_matches
+    from workers.pipeline.reading import FEATURE_NAMES, fusion_features, normalise_prompt, passage_matches, word_report
 
     if not transcript or not normalise_prompt(transcript):
         return mean_cal, None
@@ -538,7 +538,8 @@ def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
     summary = {"words_read": len(al.words), "prompt_words": al.prompt_words, "oov": al.oov,
                **{key: round(float(named[key]), 4) for key in ("read_share", "words_per_s", "phones_per_s", "gop_mean",
                                                                 "low_gop_share", "skipped_word_share",
-                                                                "unaligned_word_share")}}
+                                                                "unaligned_word_share")},
+               "words": word_report(al)}
     if not al.words:
         return mean_cal, summary
     return fusion.fuse(mean_cal[None], feats[None])[0], summary
