@@ -12,7 +12,9 @@ What it does (all in one run, tables printed and written to docs/benchmarks.md):
    ``celery worker --pool=solo`` processes (one process each, started like tests/conftest.py's
    WorkerProcess) run a classify job (the shipped default model, then a random-weight
    ResNet18-shaped one), an embed job and features jobs, and, without a GPU, the default model's
-   classify job again on one process per core (what ``make run`` starts on a CPU-only host); each is timed from ``POST
+   classify job again on one process per core (what ``make run`` starts on a CPU-only host), and,
+   when the default is a reading_fusion model, its classify job with the passage it reads as the
+   job's transcript (the forced-alignment path); each is timed from ``POST
    /api/v1/jobs/`` until its last row is in the database. Stage seconds come from Job.timings.
 2. Baseline: the seed-script way (bench/baseline.py) in a fresh process with default threads.
 3. Ceiling: FLOPs per window (FlopCounterMode) against timed conv2d / matmul GFLOP/s.
@@ -135,6 +137,7 @@ STAGES = [
     ("windowing", "windowing"),
     ("forward", "model forward"),
     ("aggregate", "aggregate"),
+    ("reading", "reading alignment (transcript)"),
     ("store", "database writes"),
     ("model_load", "model load"),
 ]
@@ -229,6 +232,14 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
         jobs[f"classify:{mv.name}"] = service.run_job("classify", ids, model=f"{mv.name}@{mv.version}")
         jobs[f"classify:{mv.name}"]["audio_s"] = audio_s if mv is default_cls else sum(c.duration_s for c in clips[: len(ids)])
         jobs[f"classify:{mv.name}"]["n"] = len(ids)
+    passage = ROOT / "docs" / "models" / "saa_reading_passage.txt"
+    if default_cls is not None and default_cls.family == "reading_fusion" and passage.exists():
+        # every recording given the passage the model reads: the aligner runs on each (the SAA clips read
+        # it; for the others this is the cost of a transcript that matches the model's passage)
+        name = f"classify:{default_cls.name} + passage transcript"
+        jobs[name] = service.run_job("classify", rec_ids, model=f"{default_cls.name}@{default_cls.version}",
+                                     params={"transcript": passage.read_text().strip()})
+        jobs[name].update(audio_s=audio_s, n=len(rec_ids))
     if cfg["vad_e2e"] and default_cls is not None:
         jobs["classify+vad"] = service.run_job("classify", rec_ids, model=f"{default_cls.name}@{default_cls.version}", params={"vad": True})
     jobs["embed"] = service.run_job("embed", rec_ids)
@@ -449,6 +460,19 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
         holders[name] = worst
         rep.add(f"**{name}** ({j['model'] or 'features: all six extractors'}): holds back: **{worst}**\n")
         rep.add(table(["stage", "seconds", "% of wall"], srows) + "\n")
+
+    with_passage = next((name for name in jobs if name.endswith("+ passage transcript")), None)
+    if with_passage:
+        jp, j0 = jobs[with_passage], jobs[f"classify:{default_cls.name}"]
+        align_s = jp["timings"].get("reading", 0.0)
+        rep.add(
+            f"**The passage path.** `{with_passage}` is the same job with the Stella passage as the job's transcript, "
+            f"so the reading fusion force-aligns every recording to it ({jp['fused']} of {jp['done']} were fused: the "
+            "ones whose audio the aligner could follow). Alignment and word features took "
+            f"{align_s:.2f} s for {audio_s:.0f} s of audio ({1000 * align_s / audio_s:.0f} ms per second of audio, "
+            f"{audio_s / align_s if align_s else float('nan'):.0f}x real time on one process); the job's wall went from "
+            f"{j0['wall_s']:.2f} s to {jp['wall_s']:.2f} s. Recordings without a transcript (every other job here) do not pay it.\n"
+        )
 
     rep.add("## 2. Baseline: the seed-script way\n")
     b = base

@@ -286,8 +286,10 @@ def run_job(kind: str, recording_ids: list[int], *, model: str | None = None, pa
     failed = list(results.filter(status=RecordingResult.Status.FAILED).values_list("error_code", "error_message")[:5])
     n_windows = sum(len(w or []) for w in Prediction.objects.filter(result__job=job).values_list("windows", flat=True))
     outcomes = {}
-    for o in Prediction.objects.filter(result__job=job).values_list("outcome", flat=True):
+    fused = 0
+    for o, reading in Prediction.objects.filter(result__job=job).values_list("outcome", "reading"):
         outcomes[o] = outcomes.get(o, 0) + 1
+        fused += bool(reading and reading.get("fused"))
     return {
         "job_id": job_id,
         "kind": kind,
@@ -304,5 +306,6 @@ def run_job(kind: str, recording_ids: list[int], *, model: str | None = None, pa
         "chunks": job.chunks.count(),
         "n_windows": n_windows,
         "outcomes": outcomes,
+        "fused": fused,  # predictions a reading_fusion model fused with the transcript's reading features
         "model": f"{job.model_version.name}@{job.model_version.version}" if job.model_version_id else None,
     }
