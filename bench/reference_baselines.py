@@ -9,6 +9,11 @@ Every signal is band-limited to 4 kHz (most SAA clips are 8 kHz-sourced).
         [--data /work/shared/data/accent-mini] [--cache-dir var/cache/baselines] [--C 0.1|cv] [--json out.json]
 
 Feature extraction takes a few minutes on one core the first time; features are cached.
+
+With ``--model CHECKPOINT`` (a checkpoint trained on the same manifest split, whose metrics keep its
+test predictions, as every checkpoint ``workers.pipeline.training`` writes does) it also prints the
+model's balanced accuracy minus each reference's on the same test clips, with a paired speaker
+bootstrap (``evaluation.paired_difference``): whether the model beats a reference by a clear margin.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ LABELS = ["native_english", "non_native"]
 def load(data: Path) -> dict[str, list]:
     """Signals and metadata of every manifest row, grouped by split."""
     rows = list(csv.DictReader(open(data / "manifest.csv", newline="")))
-    out: dict[str, dict[str, list]] = {s: {"x": [], "y": [], "spk": [], "corpus": []} for s in ("train", "test")}
+    out: dict[str, dict[str, list]] = {s: {"x": [], "y": [], "spk": [], "corpus": [], "path": []} for s in ("train", "test")}
     for r in rows:
         x, sr = sf.read(data / r["path"], dtype="float32", always_2d=False)
         if x.ndim > 1:
@@ -47,12 +52,43 @@ def load(data: Path) -> dict[str, list]:
         d["y"].append("native_english" if r["accent_group"] == "native_english" else "non_native")
         d["spk"].append(r["speaker_id"])
         d["corpus"].append(r["corpus"])
+        d["path"].append(r["path"])
     return out
 
 
 def ci(rep: dict, metric: str = "balanced_accuracy") -> str:
     c = rep["ci"][metric]
     return f"{rep[metric]:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+
+
+def paired(checkpoint: Path, test: dict, reports: dict, n_boot: int) -> None:
+    """The model's test predictions against each reference's, paired by clip, per slice."""
+    import numpy as np
+
+    from models.checkpoint import read_checkpoint
+    from workers.pipeline.evaluation import paired_difference
+
+    raw = read_checkpoint(str(checkpoint))
+    rows = {r["key"]: r for r in raw["metrics"].get("test_predictions", [])}
+    missing = [p for p in test["path"] if p not in rows]
+    if missing:
+        raise SystemExit(f"{checkpoint}: no test prediction for {len(missing)} test clips (e.g. {missing[0]}); "
+                         "was it trained on this manifest's split?")
+    classes = list(raw["spec"].labels)  # the model's first class is the native one, as LABELS[0] is
+    if len(classes) != 2 or classes[1] != LABELS[1]:
+        raise SystemExit(f"{checkpoint}: a native / {LABELS[1]} model is needed, this one has {classes}")
+    model_proba = np.array([rows[p]["proba"] for p in test["path"]], dtype=np.float64)
+    name = f"{raw['spec'].name}@{raw['spec'].version}"
+    print(f"\n{name} minus each reference, same clips (balanced accuracy; paired speaker bootstrap, {n_boot} draws):")
+    corpora = np.array(test["corpus"])
+    for slice_name, mask in (("SAA test", corpora == "SAA"), ("all test", np.ones(len(corpora), dtype=bool))):
+        for ref, rep in reports.items():
+            ref_proba = np.asarray(rep["test_proba"], dtype=np.float64)
+            y = [lab for lab, m in zip(test["y"], mask, strict=True) if m]
+            spk = [s for s, m in zip(test["spk"], mask, strict=True) if m]
+            d = paired_difference(y, model_proba[mask], ref_proba[mask], LABELS, speakers=spk, n_boot=n_boot)
+            print(f"  {slice_name:<9} vs {ref:<24} {d['a']:.3f} - {d['b']:.3f} = {d['difference']:+.3f} "
+                  f"[{d['low']:+.3f}, {d['high']:+.3f}]  replicates where the model is not better: {d['share_not_better']:.3f}")
 
 
 def main() -> None:
@@ -67,6 +103,7 @@ def main() -> None:
         help="logistic-regression C, or 'cv' for speaker-grouped 5-fold CV on train (default 0.1, the library default)",
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the full reports here")
+    ap.add_argument("--model", type=Path, default=None, help="a binary native / non-native checkpoint to compare, paired, with both references")
     args = ap.parse_args()
 
     import torch
@@ -89,6 +126,7 @@ def main() -> None:
         bandlimit_hz=args.bandlimit_hz or None,
         cache_dir=args.cache_dir,
         n_boot=args.n_boot,
+        keep_proba=args.model is not None,
     )
     print(f"features + fits + reports in {time.perf_counter() - t0:.1f} s (band limit {args.bandlimit_hz:g} Hz)\n")
 
@@ -125,7 +163,11 @@ def main() -> None:
     for n in names:
         r = reports[n]
         print(f"  {n:<24} balanced acc {ci(r)}  macro-F1 {r['macro_f1']:.3f}  AUC {r['roc_auc']['value']:.3f}  ECE {r['ece']:.3f}")
+    if args.model:
+        paired(args.model, d["test"], reports, args.n_boot)
     if args.json:
+        for r in reports.values():
+            r.pop("test_proba", None)
         args.json.write_text(json.dumps(reports, indent=1, allow_nan=False))
         print(f"\nwrote {args.json}")
 

@@ -12,6 +12,7 @@ from workers.pipeline.evaluation import (
     embedding_report,
     equal_error_rate,
     evaluation_report,
+    paired_difference,
 )
 
 LABELS = ["a", "b", "c"]
@@ -242,6 +243,37 @@ def _synthetic_two_class(n: int, seed: int) -> tuple[list[np.ndarray], list[str]
     return signals, labels
 
 
+def test_paired_difference_of_two_systems_on_the_same_speakers() -> None:
+    labels = ["a", "b"]
+    rng = np.random.default_rng(5)
+    n_spk, per = 60, 3
+    y = [("a" if s % 2 else "b") for s in range(n_spk) for _ in range(per)]
+    speakers = [f"spk{s}" for s in range(n_spk) for _ in range(per)]
+    flip = {"a": "b", "b": "a"}
+    # system b is wrong on every speaker that a is wrong on, and on 10 more: a is better on every draw
+    wrong_a = set(rng.choice(n_spk, 12, replace=False).tolist())
+    wrong_b = wrong_a | set(rng.choice(sorted(set(range(n_spk)) - wrong_a), 10, replace=False).tolist())
+    pred_a = [flip[t] if int(sp[3:]) in wrong_a else t for t, sp in zip(y, speakers, strict=True)]
+    pred_b = [flip[t] if int(sp[3:]) in wrong_b else t for t, sp in zip(y, speakers, strict=True)]
+    pa, pb = onehot_proba(pred_a, labels, 0.8), onehot_proba(pred_b, labels, 0.8)
+    d = paired_difference(y, pa, pb, labels, speakers=speakers, n_boot=500)
+    ra = evaluation_report(y, pa, labels, speakers=speakers, n_boot=500)
+    rb = evaluation_report(y, pb, labels, speakers=speakers, n_boot=500)
+    assert d["a"] == pytest.approx(ra["balanced_accuracy"]) and d["b"] == pytest.approx(rb["balanced_accuracy"])
+    assert d["difference"] == pytest.approx(d["a"] - d["b"]) and d["low"] <= d["difference"] <= d["high"]
+    assert d["low"] > 0 and d["share_not_better"] == 0.0 and d["n_units"] == n_spk and d["n"] == n_spk * per
+    # the separate intervals overlap although every paired draw favours a
+    assert ra["ci"]["balanced_accuracy"]["low"] < rb["ci"]["balanced_accuracy"]["high"]
+    # a system against itself: no difference on any draw; swapping the systems flips the sign
+    same = paired_difference(y, pa, pa, labels, speakers=speakers, n_boot=200)
+    assert same["difference"] == same["low"] == same["high"] == 0.0 and same["share_not_better"] == 1.0
+    swapped = paired_difference(y, pb, pa, labels, speakers=speakers, n_boot=500)
+    assert swapped["difference"] == pytest.approx(-d["difference"]) and swapped["high"] < 0
+    assert paired_difference(y, pa, pb, labels, speakers=speakers, n_boot=500) == d  # deterministic
+    with pytest.raises(ValueError):
+        paired_difference(y, pa, pb[:-1], labels, speakers=speakers)
+
+
 def test_reference_baselines_on_separable_signals(tmp_path) -> None:
     from workers.pipeline.baselines import bandlimit, mfcc_stats, reference_baselines
 
@@ -259,8 +291,12 @@ def test_reference_baselines_on_separable_signals(tmp_path) -> None:
         test_corpora=corpora,
         cache_dir=tmp_path,
         n_boot=50,
+        keep_proba=True,
     )
     assert set(reports) == {"mfcc_logreg", "speaker_encoder_logreg"}
+    for rep in reports.values():  # per-item probabilities, for a paired comparison with a model
+        proba = np.array(rep.pop("test_proba"))
+        assert proba.shape == (len(test_x), 2) and np.allclose(proba.sum(axis=1), 1.0)
     for rep in reports.values():
         assert rep["balanced_accuracy"] == 1.0
         assert set(rep["per_corpus"]) == {"A", "B"}

@@ -358,6 +358,7 @@ def reference_baselines(
     C: float | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    keep_proba: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train both reference baselines on the train signals and evaluate them on the test signals.
 
@@ -391,6 +392,9 @@ def reference_baselines(
         when ``train_speakers`` is given, else 0.1.
     n_boot, seed
         Bootstrap settings of the reports.
+    keep_proba : bool
+        Also return each test item's class probabilities (``"test_proba"``, ``[n_test, C]`` as
+        lists), e.g. for a paired comparison with a model on the same items.
 
     Returns
     -------
@@ -429,5 +433,7 @@ def reference_baselines(
             "C": c_used,
             "C_cv_scores": cv_scores,
         }
+        if keep_proba:
+            report["test_proba"] = np.asarray(proba, dtype=np.float64).tolist()
         out[name] = report
     return out

@@ -215,6 +215,28 @@ def _calibration(y_idx: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -
 # ---------------------------------------------------------------------------------------------
 
 
+def _group_confusions(y_idx: np.ndarray, pred_idx: np.ndarray, n_classes: int, g_idx: np.ndarray,
+                      n_groups: int) -> np.ndarray:
+    """``[G, C*C]``: each group's confusion matrix, flattened."""
+    flat = y_idx.astype(np.int64) * n_classes + pred_idx.astype(np.int64)
+    group_cm = np.zeros((n_groups, n_classes * n_classes), dtype=np.float64)
+    np.add.at(group_cm, (g_idx, flat), 1.0)
+    return group_cm
+
+
+def _replicate_counts(n_groups: int, n_boot: int, seed: int):
+    """Bootstrap replicates as ``[B, G]`` counts of how often each group was drawn (in chunks that
+    bound the matrix); the same seed gives the same replicates."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, int(2e7 // max(n_groups, 1)))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        offsets = (np.arange(b, dtype=np.int64) * n_groups)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
+        yield counts.reshape(b, n_groups).astype(np.float64)
+
+
 def _bootstrap(
     y_idx: np.ndarray,
     pred_idx: np.ndarray,
@@ -247,19 +269,10 @@ def _bootstrap(
         out.update({m: {"low": None, "high": None, "std": None} for m in metrics})
         return out
     # Per-group confusion matrices [G, C*C]; a replicate's matrix is counts [B, G] @ that.
-    flat = y_idx.astype(np.int64) * n_classes + pred_idx.astype(np.int64)
-    group_cm = np.zeros((n_groups, n_classes * n_classes), dtype=np.float64)
-    np.add.at(group_cm, (g_idx, flat), 1.0)
-    rng = np.random.default_rng(seed)
+    group_cm = _group_confusions(y_idx, pred_idx, n_classes, g_idx, n_groups)
     stats = {m: [] for m in metrics}
-    chunk = max(1, int(2e7 // max(n_groups, 1)))  # bound the [B, G] count matrix
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        offsets = (np.arange(b, dtype=np.int64) * n_groups)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
-        counts = counts.reshape(b, n_groups).astype(np.float64)
-        cms = (counts @ group_cm).reshape(b, n_classes, n_classes)
+    for counts in _replicate_counts(n_groups, n_boot, seed):
+        cms = (counts @ group_cm).reshape(len(counts), n_classes, n_classes)
         core = _core_from_cm(cms)
         for m in metrics:
             stats[m].append(core[m])
@@ -542,6 +555,55 @@ def embedding_report(
         }
     )
     return out
+
+
+def paired_difference(
+    y_true: Sequence[str],
+    proba_a: np.ndarray,
+    proba_b: np.ndarray,
+    labels: Sequence[str],
+    *,
+    speakers: Sequence[Hashable] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Balanced accuracy of system ``a`` minus that of ``b`` on the same items, with a paired
+    bootstrap: every replicate draws speakers (all of a speaker's items together) once and scores
+    both systems on that draw, so what the two share (easy and hard speakers) cancels. This is the
+    honest test of "a beats b by a clear margin": the separate CIs of each overlap far more than the
+    CI of their difference does.
+
+    Returns
+    -------
+    dict
+        ``a``, ``b`` and ``difference`` (point values), ``low`` / ``high`` (95 % percentile interval of
+        the difference), ``share_not_better`` (fraction of replicates where ``a`` does not beat
+        ``b``: a one-sided bootstrap p-value), ``n``, ``n_units``, ``n_boot``.
+    """
+    y_idx = _encode_labels(y_true, labels)
+    pa = np.asarray(proba_a, dtype=np.float64).argmax(axis=1)
+    pb = np.asarray(proba_b, dtype=np.float64).argmax(axis=1)
+    if not (len(y_idx) == len(pa) == len(pb)):
+        raise ValueError("paired_difference needs the same items for both systems")
+    n_classes = len(labels)
+    groups = np.arange(len(y_idx)) if speakers is None else np.asarray([str(g) for g in speakers])
+    _, g_idx = np.unique(groups, return_inverse=True)
+    n_groups = int(g_idx.max()) + 1 if len(y_idx) else 0
+    cm_a = _group_confusions(y_idx, pa, n_classes, g_idx, n_groups)
+    cm_b = _group_confusions(y_idx, pb, n_classes, g_idx, n_groups)
+    point = [float(_core_from_cm(cm.sum(axis=0).reshape(1, n_classes, n_classes))["balanced_accuracy"][0])
+             for cm in (cm_a, cm_b)]
+    diffs = []
+    for counts in _replicate_counts(n_groups, n_boot, seed):
+        ba = [_core_from_cm((counts @ cm).reshape(len(counts), n_classes, n_classes))["balanced_accuracy"]
+              for cm in (cm_a, cm_b)]
+        diffs.append(ba[0] - ba[1])
+    d = np.concatenate(diffs) if diffs else np.array([])
+    d = d[np.isfinite(d)]
+    low, high = (np.percentile(d, [2.5, 97.5]) if len(d) else (None, None))
+    return {"a": _num(point[0]), "b": _num(point[1]), "difference": _num(point[0] - point[1]),
+            "low": _num(low), "high": _num(high), "share_not_better": _num(np.mean(d <= 0)) if len(d) else None,
+            "n": int(len(y_idx)), "n_units": n_groups, "n_boot": int(n_boot)}
 
 
 def compare_predictions(a: Mapping[Hashable, Any], b: Mapping[Hashable, Any]) -> dict[str, Any]:
