@@ -96,7 +96,7 @@ def test_train_model_end_to_end(family: str, tmp_path: Path) -> None:
     )
     stages = []
     result = train_model(config, progress=lambda stage, d, t, info: stages.append(stage))
-    assert {"load", "train", "evaluate", "done"} <= set(stages)
+    assert {"load", "train", "evaluate", "references", "done"} <= set(stages)
     assert result.sha256 and Path(result.checkpoint).exists()
     cal = result.calibration
     assert cal["temperature"] > 0 and cal["train_prior"] == [0.5, 0.5] and 0 <= cal["threshold"] <= 1
@@ -108,6 +108,22 @@ def test_train_model_end_to_end(family: str, tmp_path: Path) -> None:
     card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
                             calibration=cal, sha256=result.sha256)
     assert "python -m x" in card and "non-commercial" in card and "synth" in card
+    # the brief's two references, trained in the same run on the same split and paired with the model
+    refs = result.metrics["references"]
+    assert set(refs) == {"mfcc_logreg", "speaker_encoder_logreg"}
+    model_bacc = test["balanced_accuracy"]
+    for rep in refs.values():
+        splits = loaded.meta["training_data"]["splits"]  # fitted on the model's train + validation recordings
+        assert rep["n"] == 8 and rep["baseline"]["n_train"] == splits["train"]["items"] + splits["val"]["items"]
+        assert rep["baseline"]["C"] == 0.1
+        assert "test_proba" not in rep
+        paired = rep["paired"]["all"]
+        assert paired["a"] == pytest.approx(model_bacc) and paired["b"] == pytest.approx(rep["balanced_accuracy"])
+        assert paired["n_units"] == 4 and set(rep["paired"]["per_corpus"]) == {"synth", "other"}
+    assert "## Reference baselines (this run, same split)" in card and "MFCC statistics + logistic regression" in card
+    assert f"{model_bacc - refs['mfcc_logreg']['balanced_accuracy']:+.3f}" in card
+    config.references, config.out = False, None
+    assert "references" not in train_model(config).metrics
 
 
 def test_wave_source_units_map_to_the_right_utterances() -> None:
@@ -222,6 +238,8 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
     pool = [it for it in items if it.split == "train"]
     assert fcv["rows"] == sum(1 for it in pool if it.transcript) < len(pool)
     assert result.metrics["window_model"]["checkpoint"] == base.checkpoint
+    refs = result.metrics["references"]  # compared with the fused test predictions, not the window model's
+    assert refs["mfcc_logreg"]["paired"]["all"]["a"] == pytest.approx(result.metrics["test"]["balanced_accuracy"])
     assert 0.0 <= result.calibration["fused_threshold"] <= 1.0
     assert result.calibration["threshold"] == base.calibration["threshold"]  # kept for recordings without one
 

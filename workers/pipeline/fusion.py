@@ -49,6 +49,7 @@ from workers.pipeline.training import (
     cross_validate,
     load_items,
     prediction_key,
+    reference_reports,
     train_model,
 )
 
@@ -244,6 +245,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     pool = splits["train"] + splits["val"]
     base_cfg = copy.copy(config)
     base_cfg.family, base_cfg.hparams, base_cfg.n_boot = base_family, hp_in, 0
+    base_cfg.references = False  # the references are compared with the fused model below
 
     # 1. the window model: trained on the train split, or an existing checkpoint as it is
     if base_checkpoint:
@@ -371,6 +373,12 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
         metrics["test"], fused = report(test_rows, config.n_boot)
         metrics["test_predictions"] = [{**r, "proba": [round(float(v), 5) for v in f]}
                                        for r, f in zip(test_rows, fused, strict=True)]
+        if config.references:  # the brief's references on the same split, paired with the fused predictions
+            _emit(progress, "references", 0, 1)
+            ref_train = load_utterances([items[i] for i in pool], labels, max_seconds=config.max_seconds)
+            ref_test = load_utterances([by_key[r["key"]] for r in test_rows], labels, max_seconds=config.max_seconds)
+            metrics["references"] = reference_reports(ref_train, ref_test, fused, labels, config)
+            _emit(progress, "references", 1, 1)
     hparams = {"base_family": base_spec.family, "base": base_hp, "n_features": len(names), "feature_names": names,
                "C": best_c, "passage": passage}
     # the window model's own recipe stays beside the fusion's: a later fusion can start from this file

@@ -130,6 +130,11 @@ class TrainConfig:
         Evaluate on the test split at the end.
     n_boot : int
         Bootstrap replicates in the evaluation report.
+    references : bool
+        With ``evaluate``: also train the brief's two reference baselines (MFCC statistics and the
+        pretrained speaker encoder's embedding, each + logistic regression, 4 kHz band limit) on
+        this run's train + validation recordings, score them on its test split, and compare the
+        model with each, paired by recording (``metrics["references"]``).
     """
 
     name: str
@@ -168,6 +173,7 @@ class TrainConfig:
     max_seconds: float | None = 30.0
     evaluate: bool = True
     n_boot: int = 500
+    references: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``items`` summarised by count)."""
@@ -663,6 +669,11 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
                                                          [utts[i].speaker for i in test_idx])
         metrics["test_predictions"] = _predictions(items, utts, test_idx, test_proba, labels)
+        if config.references:
+            _emit(progress, "references", 0, 1)
+            metrics["references"] = reference_reports([utts[i] for i in train_idx + val_idx],
+                                                      [utts[i] for i in test_idx], test_proba, labels, config)
+            _emit(progress, "references", 1, 1)
     training_data = {
         "source": config.manifest or "items",
         "n_items": len(items),
@@ -800,6 +811,41 @@ def _ci(rep: dict[str, Any], key: str = "balanced_accuracy") -> str:
     return f" ({ci['low']:.2f}-{ci['high']:.2f})"
 
 
+REFERENCE_NAMES = {"mfcc_logreg": "MFCC statistics + logistic regression",
+                   "speaker_encoder_logreg": "speaker encoder (resemblyzer GE2E) embedding + logistic regression"}
+
+
+def reference_reports(train: list[Utterance], test: list[Utterance], model_proba: np.ndarray, labels: list[str],
+                      config: TrainConfig) -> dict[str, Any]:
+    """The reference baselines of this run (see ``TrainConfig.references``): ``{name: evaluation
+    report + "baseline" (how it was fitted) + "paired"}``, where ``paired`` is the model's balanced
+    accuracy minus the reference's on the same test recordings, overall (``"all"``) and per corpus,
+    with a paired speaker-bootstrap interval (:func:`~workers.pipeline.evaluation.paired_difference`).
+    C = 0.1, as the brief's reference numbers were measured."""
+    from workers.pipeline.baselines import reference_baselines
+    from workers.pipeline.evaluation import paired_difference
+
+    y_test = [labels[u.label] for u in test]
+    reports = reference_baselines([u.samples for u in train], [labels[u.label] for u in train],
+                                  [u.samples for u in test], y_test, labels,
+                                  test_speakers=[u.speaker for u in test], test_corpora=[u.corpus for u in test],
+                                  C=0.1, cache_dir=Path(config.cache_dir) / "baselines", n_boot=config.n_boot,
+                                  seed=config.seed, keep_proba=True)
+    corpora = np.array([u.corpus for u in test])
+    speakers = [u.speaker for u in test]
+    for rep in reports.values():
+        ref_proba = np.asarray(rep.pop("test_proba"), dtype=np.float64)
+
+        def paired(mask: np.ndarray, ref_proba: np.ndarray = ref_proba) -> dict[str, Any]:
+            return paired_difference([y for y, m in zip(y_test, mask, strict=True) if m], model_proba[mask],
+                                     ref_proba[mask], labels, speakers=[s for s, m in zip(speakers, mask, strict=True) if m],
+                                     n_boot=config.n_boot, seed=config.seed)
+
+        rep["paired"] = {"all": paired(np.ones(len(test), dtype=bool)),
+                         "per_corpus": {c: paired(corpora == c) for c in sorted(set(corpora))}}
+    return reports
+
+
 def write_model_card(
     metrics: dict[str, Any],
     *,
@@ -916,6 +962,34 @@ def write_model_card(
         for corpus, rep in loco.items():
             lines.append(f"| {corpus} | {rep.get('n')} | {_fmt(rep.get('balanced_accuracy'))}{_ci(rep)} | {_fmt(rep.get('accuracy'))} |")
         lines.append("")
+    refs = metrics.get("references") or {}
+    if refs:
+        focus = "SAA" if any("SAA" in (r.get("per_corpus") or {}) for r in refs.values()) else None
+        lines += ["## Reference baselines (this run, same split)", "",
+                  "The brief's two references, trained in the same run on its train + validation recordings "
+                  "(band-limited to 4 kHz, logistic regression C = 0.1) and scored on the same test recordings; "
+                  "'model minus reference' is a paired speaker bootstrap on those recordings (95 % interval; "
+                  "'not better': share of draws where the model does not beat the reference).", ""]
+        head = ["reference", "test balanced acc.", "model minus reference, test"]
+        if focus:
+            head += [f"{focus} test balanced acc.", f"model minus reference, {focus} test"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+        def diff(d: dict[str, Any] | None) -> str:
+            if not d or d.get("difference") is None:
+                return "-"
+            return (f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}); not better "
+                    f"{100 * d['share_not_better']:.0f} %")
+
+        for name, rep in refs.items():
+            row = [REFERENCE_NAMES.get(name, name),
+                   f"{_fmt(rep.get('balanced_accuracy'))}{_ci(rep)}", diff((rep.get("paired") or {}).get("all"))]
+            if focus:
+                pc = (rep.get("per_corpus") or {}).get(focus) or {}
+                row += [f"{_fmt(pc.get('balanced_accuracy'))}{_ci(pc)}",
+                        diff(((rep.get("paired") or {}).get("per_corpus") or {}).get(focus))]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
     if baselines:
         lines += ["## Baselines (SAA test, native vs non-native, band-limited to 4 kHz)", "",
                   "| baseline | SAA-test balanced acc. | note |", "|---|---|---|"]
@@ -983,6 +1057,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache-dir", default=os.environ.get("ACCENTSITE_CACHE", "/tmp/accentsite-cache"))
     p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--no-references", action="store_true",
+                   help="skip the two reference baselines (MFCC / speaker encoder + logistic regression) of the report")
     p.add_argument("--cv-folds", type=int, default=0,
                    help="instead of training one model: speaker-grouped k-fold cross-validation over train+val "
                         "(the test split is not touched), to compare configurations; prints the fold scores")
@@ -1005,7 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         deploy_prior=[float(x) for x in args.deploy_prior.split(",")] if args.deploy_prior else None,
         corpora=args.corpora.split(",") if args.corpora else None, seed=args.seed,
         balance=args.balance, select_corpus=args.select_corpus, device=args.device,
-        num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot, prompts=prompts or None,
+        num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot, references=not args.no_references, prompts=prompts or None,
     )
     bar = _tqdm_progress()
     if args.cv_folds:
@@ -1016,6 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for corpus in args.loco:
         c = copy.copy(config)
         c.out, c.test_corpora, c.n_boot = None, [corpus], min(config.n_boot, 200)
+        c.references = False  # the card shows the held-out corpus's score only
         r = train_model(c, progress=bar)
         loco[corpus] = (r.metrics.get("test") or {})
     test = result.metrics.get("test") or {}
