@@ -304,7 +304,7 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "family", "task", "is_default", "installed", "headline", "created_at"]
+    list_display = ["name", "version", "family", "task", "is_default", "installed", "headline", "margin", "created_at"]
     list_filter = ["task", "family", "is_default"]
     search_fields = ["name", "version", "sha256"]
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
@@ -314,6 +314,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def headline(self, obj: ModelVersion) -> str:
         value = (obj.metrics or {}).get("test", {}).get("balanced_accuracy")
         return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+    @admin.display(description="Over encoder reference (test)")
+    def margin(self, obj: ModelVersion) -> str:
+        """Balanced accuracy minus the speaker-encoder reference's, same test split, paired 95 % interval
+        (reports of models trained since the references joined them)."""
+        paired = (((obj.metrics or {}).get("references") or {}).get("speaker_encoder_logreg") or {}).get("paired") or {}
+        d = paired.get("all") or {}
+        if not isinstance(d.get("difference"), (int, float)) or not isinstance(d.get("low"), (int, float)):
+            return "-"
+        return f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
 
     @admin.display(description="Installed", boolean=True)
     def installed(self, obj: ModelVersion) -> bool:

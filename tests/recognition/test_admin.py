@@ -81,6 +81,11 @@ def test_admin_model_list_flags_a_replaced_version_and_will_not_make_it_default(
     model_admin = admin.site._registry[ModelVersion]
     assert model_admin.installed(old) is False
     assert model_admin.installed(ModelVersion.objects.get(name="m", version="1.1.0")) is True
+    assert model_admin.margin(old) == "-"  # no references in its report
+    old.metrics = {"references": {"speaker_encoder_logreg": {"paired": {"all": {
+        "difference": 0.0583, "low": -0.0351, "high": 0.1421}}}}}
+    assert model_admin.margin(old) == "+0.058 (-0.035 to +0.142)"
+    assert "Over encoder reference (test)" in page
     response = staff_client.post("/admin/recognition/modelversion/", {"action": "make_default", "_selected_action": [old.pk]},
                                  follow=True)
     assert "no longer installed" in response.content.decode()
