@@ -130,3 +130,29 @@ def test_passage_word_features_are_keyed_by_position_in_the_passage() -> None:
     words = normalise_prompt(passage)
     assert passage_matches(passage + " and more", words[:5]) and not passage_matches("we also", words[:5])
     assert not passage_matches("", words[:5]) and not passage_matches(passage, [])
+
+
+@pytest.mark.parametrize(("read_share", "fused"), [(0.8, True), (0.3, False)])
+def test_a_passage_model_fuses_only_recordings_that_follow_the_passage(monkeypatch, read_share, fused) -> None:
+    """Unrelated audio sent with the passage (the aligner follows it through a small part of the
+    recording) keeps the window model's answer, and the summary says why."""
+    import workers.pipeline.reading as reading
+    from workers.pipeline.inference import MIN_PASSAGE_READ_SHARE, _fuse_reading
+
+    class Passage:
+        passage = ["please", "call"]
+
+        def fuse(self, window, feats):
+            return np.array([[0.1, 0.9]])
+
+    feats = np.zeros(len(FEATURE_NAMES))
+    feats[FEATURE_NAMES.index("read_share")] = read_share
+    al = ReadingAlignment(words=[("please", 10, 40)], n_frames=100, prompt_words=2, positions=[0])
+    monkeypatch.setattr(reading, "fusion_features", lambda *a, **k: (feats, al))
+    window = np.array([0.6, 0.4])
+    out, summary = _fuse_reading(Passage(), window, np.zeros(16000), 16000, "Please call Stella.")
+    assert (out is not window) is fused and summary["read_share"] == read_share
+    if fused:
+        assert out.tolist() == [0.1, 0.9] and "note" not in summary
+    else:
+        assert out is window and f"under {100 * MIN_PASSAGE_READ_SHARE:.0f} %" in summary["note"]
