@@ -521,7 +521,9 @@ def classify_batch(
 
 
 #: a passage model fuses only recordings whose aligned words span at least this share of the recording:
-#: every one of the 491 SAA clips spans 0.77 or more, unrelated speech, noise and tones 0.12 or less
+#: every one of the 491 SAA clips spans 0.77 or more; noise, tones and short unrelated espeak sentences 0.12 or
+#: less. A floor, not a detector: real speech of another text often spans more (the grammar lets the aligner
+#: place some of the passage's words on any speech: 0.53-1.0 on the benchmark's non-SAA clips)
 MIN_PASSAGE_READ_SHARE = 0.5
 
 
