@@ -61,12 +61,12 @@ def ci(rep: dict, metric: str = "balanced_accuracy") -> str:
     return f"{rep[metric]:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
 
 
-def paired(checkpoint: Path, test: dict, reports: dict, n_boot: int) -> None:
+def compare(checkpoint: Path, test: dict, reports: dict, n_boot: int) -> None:
     """The model's test predictions against each reference's, paired by clip, per slice."""
     import numpy as np
 
     from models.checkpoint import read_checkpoint
-    from workers.pipeline.evaluation import paired_difference
+    from workers.pipeline.evaluation import paired_by_corpus
 
     raw = read_checkpoint(str(checkpoint))
     rows = {r["key"]: r for r in raw["metrics"].get("test_predictions", [])}
@@ -80,15 +80,14 @@ def paired(checkpoint: Path, test: dict, reports: dict, n_boot: int) -> None:
     model_proba = np.array([rows[p]["proba"] for p in test["path"]], dtype=np.float64)
     name = f"{raw['spec'].name}@{raw['spec'].version}"
     print(f"\n{name} minus each reference, same clips (balanced accuracy; paired speaker bootstrap, {n_boot} draws):")
-    corpora = np.array(test["corpus"])
-    for slice_name, mask in (("SAA test", corpora == "SAA"), ("all test", np.ones(len(corpora), dtype=bool))):
-        for ref, rep in reports.items():
-            ref_proba = np.asarray(rep["test_proba"], dtype=np.float64)
-            y = [lab for lab, m in zip(test["y"], mask, strict=True) if m]
-            spk = [s for s, m in zip(test["spk"], mask, strict=True) if m]
-            d = paired_difference(y, model_proba[mask], ref_proba[mask], LABELS, speakers=spk, n_boot=n_boot)
-            print(f"  {slice_name:<9} vs {ref:<24} {d['a']:.3f} - {d['b']:.3f} = {d['difference']:+.3f} "
-                  f"[{d['low']:+.3f}, {d['high']:+.3f}]  replicates where the model is not better: {d['share_not_better']:.3f}")
+    paired = {ref: paired_by_corpus(test["y"], model_proba, rep["test_proba"], LABELS, speakers=test["spk"],
+                                    corpora=test["corpus"], n_boot=n_boot) for ref, rep in reports.items()}
+    for slice_name, pick in (("SAA test", lambda p: p["per_corpus"].get("SAA")), ("all test", lambda p: p["all"])):
+        for ref, p in paired.items():
+            d = pick(p)
+            if d:
+                print(f"  {slice_name:<9} vs {ref:<24} {d['a']:.3f} - {d['b']:.3f} = {d['difference']:+.3f} "
+                      f"[{d['low']:+.3f}, {d['high']:+.3f}]  replicates where the model is not better: {d['share_not_better']:.3f}")
 
 
 def main() -> None:
@@ -164,7 +163,7 @@ def main() -> None:
         r = reports[n]
         print(f"  {n:<24} balanced acc {ci(r)}  macro-F1 {r['macro_f1']:.3f}  AUC {r['roc_auc']['value']:.3f}  ECE {r['ece']:.3f}")
     if args.model:
-        paired(args.model, d["test"], reports, args.n_boot)
+        compare(args.model, d["test"], reports, args.n_boot)
     if args.json:
         for r in reports.values():
             r.pop("test_proba", None)

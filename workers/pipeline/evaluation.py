@@ -606,6 +606,28 @@ def paired_difference(
             "n": int(len(y_idx)), "n_units": n_groups, "n_boot": int(n_boot)}
 
 
+def paired_by_corpus(
+    y_true: Sequence[str],
+    proba_a: np.ndarray,
+    proba_b: np.ndarray,
+    labels: Sequence[str],
+    *,
+    speakers: Sequence[Hashable],
+    corpora: Sequence[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`paired_difference` over all items (``"all"``) and per corpus (``"per_corpus"``)."""
+    y, spk, corp = np.asarray(list(y_true)), np.asarray([str(s) for s in speakers]), np.asarray(list(corpora))
+    proba_a, proba_b = np.asarray(proba_a, dtype=np.float64), np.asarray(proba_b, dtype=np.float64)
+
+    def one(mask: np.ndarray) -> dict[str, Any]:
+        return paired_difference(list(y[mask]), proba_a[mask], proba_b[mask], labels, speakers=list(spk[mask]),
+                                 n_boot=n_boot, seed=seed)
+
+    return {"all": one(np.ones(len(y), dtype=bool)), "per_corpus": {c: one(corp == c) for c in sorted(set(corp))}}
+
+
 def compare_predictions(a: Mapping[Hashable, Any], b: Mapping[Hashable, Any]) -> dict[str, Any]:
     """Which items changed their predicted label between two model versions.
 

@@ -375,9 +375,9 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
                                        for r, f in zip(test_rows, fused, strict=True)]
         if config.references:  # the brief's references on the same split, paired with the fused predictions
             _emit(progress, "references", 0, 1)
-            ref_train = load_utterances([items[i] for i in pool], labels, max_seconds=config.max_seconds)
-            ref_test = load_utterances([by_key[r["key"]] for r in test_rows], labels, max_seconds=config.max_seconds)
-            metrics["references"] = reference_reports(ref_train, ref_test, fused, labels, config)
+            utt_of = {prediction_key(it): u for it, u in zip(keyed, utts, strict=True)}  # decoded in step 3
+            metrics["references"] = reference_reports([utt_of[prediction_key(items[i])] for i in pool],
+                                                      [utt_of[r["key"]] for r in test_rows], fused, labels, config)
             _emit(progress, "references", 1, 1)
     hparams = {"base_family": base_spec.family, "base": base_hp, "n_features": len(names), "feature_names": names,
                "C": best_c, "passage": passage}

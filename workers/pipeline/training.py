@@ -823,7 +823,7 @@ def reference_reports(train: list[Utterance], test: list[Utterance], model_proba
     with a paired speaker-bootstrap interval (:func:`~workers.pipeline.evaluation.paired_difference`).
     C = 0.1, as the brief's reference numbers were measured."""
     from workers.pipeline.baselines import reference_baselines
-    from workers.pipeline.evaluation import paired_difference
+    from workers.pipeline.evaluation import paired_by_corpus
 
     y_test = [labels[u.label] for u in test]
     reports = reference_baselines([u.samples for u in train], [labels[u.label] for u in train],
@@ -831,18 +831,10 @@ def reference_reports(train: list[Utterance], test: list[Utterance], model_proba
                                   test_speakers=[u.speaker for u in test], test_corpora=[u.corpus for u in test],
                                   C=0.1, cache_dir=Path(config.cache_dir) / "baselines", n_boot=config.n_boot,
                                   seed=config.seed, keep_proba=True)
-    corpora = np.array([u.corpus for u in test])
-    speakers = [u.speaker for u in test]
     for rep in reports.values():
-        ref_proba = np.asarray(rep.pop("test_proba"), dtype=np.float64)
-
-        def paired(mask: np.ndarray, ref_proba: np.ndarray = ref_proba) -> dict[str, Any]:
-            return paired_difference([y for y, m in zip(y_test, mask, strict=True) if m], model_proba[mask],
-                                     ref_proba[mask], labels, speakers=[s for s, m in zip(speakers, mask, strict=True) if m],
-                                     n_boot=config.n_boot, seed=config.seed)
-
-        rep["paired"] = {"all": paired(np.ones(len(test), dtype=bool)),
-                         "per_corpus": {c: paired(corpora == c) for c in sorted(set(corpora))}}
+        rep["paired"] = paired_by_corpus(y_test, model_proba, rep.pop("test_proba"), labels,
+                                         speakers=[u.speaker for u in test], corpora=[u.corpus for u in test],
+                                         n_boot=config.n_boot, seed=config.seed)
     return reports
 
 
