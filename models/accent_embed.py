@@ -366,7 +366,7 @@ def _sinusoid(length: int, dim: int, device: torch.device) -> torch.Tensor:
     return pe[None]
 
 
-def build_accent_embed(spec: Any, hparams: dict[str, Any]) -> AccentEmbedNet:
+def build_accent_embed(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> AccentEmbedNet:
     """Build an :class:`AccentEmbedNet` from a ModelSpec and hyper-parameters."""
     keys = ("n_mels", "n_mfcc", "d_model", "n_layers", "n_heads", "band_limit_hz", "dropout", "scale", "specaug")
     kw = {k: hparams[k] for k in keys if k in hparams}

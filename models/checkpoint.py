@@ -33,34 +33,9 @@ def build_model(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bo
     ``load_pretrained`` copies packaged pretrained weights (speaker_head's GE2E encoder) at build
     time; loading a checkpoint overwrites them anyway.
     """
-    if spec.family == "cnn":
-        from models.cnn import build_cnn
+    from models.registry import get_family
 
-        return build_cnn(spec, hparams)
-    if spec.family == "resnet":
-        from models.resnet import build_resnet
-
-        return build_resnet(spec, hparams)
-    if spec.family == "speaker_head":
-        from models.speaker_head import build_speaker_head
-
-        return build_speaker_head(spec, hparams, load_pretrained=load_pretrained)
-    if spec.family == "accent_embed":
-        from models.accent_embed import build_accent_embed
-
-        return build_accent_embed(spec, hparams)
-    if spec.family in ("phonetic_fusion", "reading_fusion"):
-        from models.phonetic_fusion import build_phonetic_fusion
-
-        return build_phonetic_fusion(spec, hparams, load_pretrained=load_pretrained)
-    if spec.family == "speaker_encoder":
-        from models.speaker_head import GE2EEncoder
-
-        enc = GE2EEncoder(band_limit_hz=hparams.get("band_limit_hz"))
-        if load_pretrained:
-            enc.load_pretrained()
-        return enc
-    raise ValueError(f"unknown family {spec.family!r}")
+    return get_family(spec.family).build(spec, hparams, load_pretrained=load_pretrained)
 
 
 @dataclass

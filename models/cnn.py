@@ -138,7 +138,7 @@ class CompactCNN(WaveClassifier):
         self._init_head(4 * c, embedding_dim, n_classes, dropout)
 
 
-def build_cnn(spec: Any, hparams: dict[str, Any]) -> CompactCNN:
+def build_cnn(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> CompactCNN:
     """Build a :class:`CompactCNN` from a ModelSpec and hyper-parameters."""
     keys = ("frontend", "n_mels", "n_mfcc", "channels", "embedding_dim", "band_limit_hz", "dropout", "specaug")
     return CompactCNN(spec.n_classes, spec.sample_rate, **{k: hparams[k] for k in keys if k in hparams})

@@ -101,10 +101,10 @@ FUSION_CLASSES: dict[str, type[PhoneticFusion]] = {"phonetic_fusion": PhoneticFu
 def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bool = True) -> PhoneticFusion:
     """Either fusion family. ``hparams``: ``base_family``, ``base`` (the window model's hparams),
     ``n_features``."""
-    from models.checkpoint import build_model
+    from models.registry import get_family
 
     base_spec = ModelSpec(**{**spec.__dict__, "family": hparams["base_family"]})
-    base = build_model(base_spec, hparams["base"], load_pretrained=load_pretrained)
+    base = get_family(base_spec.family).build(base_spec, hparams["base"], load_pretrained=load_pretrained)
     if spec.family == "reading_fusion":
         return ReadingFusion(base, len(spec.labels), int(hparams["n_features"]), hparams.get("passage"))
     return PhoneticFusion(base, len(spec.labels), int(hparams["n_features"]))

@@ -112,7 +112,7 @@ class ResNetClassifier(WaveClassifier):
         self._init_head(self.trunk.out_channels, embedding_dim, n_classes, dropout)
 
 
-def build_resnet(spec: Any, hparams: dict[str, Any]) -> ResNetClassifier:
+def build_resnet(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> ResNetClassifier:
     """Build a :class:`ResNetClassifier` from a ModelSpec and hyper-parameters."""
     keys = ("n_mels", "base_channels", "layers", "embedding_dim", "band_limit_hz", "dropout", "specaug")
     kw = {k: hparams[k] for k in keys if k in hparams}

@@ -236,3 +236,11 @@ def build_speaker_head(spec: Any, hparams: dict[str, Any], *, load_pretrained: b
     if load_pretrained:
         model.encoder.load_pretrained()
     return model
+
+
+def build_speaker_encoder(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> GE2EEncoder:
+    """The pretrained encoder itself as an embedding model (family ``speaker_encoder``)."""
+    enc = GE2EEncoder(band_limit_hz=hparams.get("band_limit_hz"))
+    if load_pretrained:
+        enc.load_pretrained()
+    return enc

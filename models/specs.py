@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAMILIES: tuple[str, ...] = ("cnn", "resnet", "speaker_head", "accent_embed", "speaker_encoder", "phonetic_fusion",
-                             "reading_fusion")
+from models.registry import FAMILIES as _REGISTRY
+
+#: every registered family (models/registry.py)
+FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 TASKS: tuple[str, ...] = ("classify", "embed")
 
 

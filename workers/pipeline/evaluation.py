@@ -102,6 +102,16 @@ def _core_from_cm(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": macro_f1}
 
 
+def balanced_accuracy(y_true_idx: np.ndarray, y_pred_idx: np.ndarray, n_classes: int) -> float:
+    """Mean recall over the classes present in ``y_true_idx`` (integer indices ``[n]``); 0.0 when empty.
+
+    The one balanced-accuracy implementation: training, model selection and the reports use it.
+    """
+    if len(y_true_idx) == 0:
+        return 0.0
+    return float(_core_from_cm(confusion_matrix(y_true_idx, y_pred_idx, n_classes))["balanced_accuracy"])
+
+
 def _per_class(cm: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
     """Precision/recall/F1/support per class from a ``[C, C]`` confusion matrix."""
     out: dict[str, dict[str, float | int | None]] = {}

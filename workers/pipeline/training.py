@@ -66,7 +66,7 @@ DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
 }
 #: every family ``train_model`` trains: the above, and the fusion families (one of them stacked with
 #: phone features or with reading features of the transcript, workers/pipeline/fusion.py)
-TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion", "reading_fusion")
+TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion", "reading_fusion", "whisper_probe")
 
 
 @dataclass
@@ -235,8 +235,9 @@ def _hash(obj: Any) -> str:
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    recalls = [float((pred[y == c] == c).mean()) for c in range(n_classes) if (y == c).any()]
-    return float(np.mean(recalls)) if recalls else 0.0
+    from workers.pipeline.evaluation import balanced_accuracy
+
+    return balanced_accuracy(y, pred, n_classes)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -527,6 +528,10 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
         from workers.pipeline.fusion import train_fusion  # features: workers/pipeline/fusion.py
 
         return train_fusion(config, progress=progress)
+    if config.family == "whisper_probe":  # cached encoder features + a CV-chosen linear probe
+        from workers.pipeline.whisper_training import train_whisper_probe
+
+        return train_whisper_probe(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -652,15 +657,15 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     metrics: dict[str, Any] = {
         "best_epoch": best_epoch,
         "val_balanced_accuracy": best[0],
-        "val": _report([labels[k] for k in y_val], val_proba, labels, [utts[i] for i in val_idx], n_boot=0),
+        "val": report_for([labels[k] for k in y_val], val_proba, labels, [utts[i] for i in val_idx], n_boot=0),
         "history": history,
-        "val_predictions": _predictions(items, utts, val_idx, val_proba, labels),
+        "val_predictions": evaluation_rows(items, utts, val_idx, val_proba, labels),
     }
     if config.evaluate and test_idx:
         _emit(progress, "evaluate", 0, len(test_idx))
         test_logits = _eval_logits(model, family, source, test_idx, H, device)
         test_proba = _utterance_proba(test_logits, calibration)
-        metrics["test"] = _report([labels[utts[i].label] for i in test_idx], test_proba, labels,
+        metrics["test"] = report_for([labels[utts[i].label] for i in test_idx], test_proba, labels,
                                   [utts[i] for i in test_idx], n_boot=config.n_boot, seed=config.seed)
         if task == "embed" or family == "accent_embed":
             from workers.pipeline.evaluation import embedding_report
@@ -668,7 +673,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             emb = _eval_embeddings(model, source, test_idx, H, device)
             metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
                                                          [utts[i].speaker for i in test_idx])
-        metrics["test_predictions"] = _predictions(items, utts, test_idx, test_proba, labels)
+        metrics["test_predictions"] = evaluation_rows(items, utts, test_idx, test_proba, labels)
         if config.references:
             _emit(progress, "references", 0, 1)
             metrics["references"] = reference_reports([utts[i] for i in train_idx + val_idx],
@@ -748,7 +753,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
             "per_corpus_mean": per_corpus, "predictions": oof}
 
 
-def _predictions(items: list[TrainItem], utts: list[Utterance], idx: list[int], proba: np.ndarray,
+def evaluation_rows(items: list[TrainItem], utts: list[Utterance], idx: list[int], proba: np.ndarray,
                  labels: list[str]) -> list[dict[str, Any]]:
     """One row per utterance: key, speaker, corpus, true label and calibrated class probabilities."""
     return [
@@ -766,7 +771,7 @@ def prediction_key(item: TrainItem) -> str:
     return item.cache_key if callable(item.path_or_loader) else str(item.path_or_loader)
 
 
-def _report(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
+def report_for(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
             seed: int = 0) -> dict[str, Any]:
     """``evaluation_report`` (speakers and corpora attached)."""
     from workers.pipeline.evaluation import evaluation_report

@@ -1,0 +1,57 @@
+"""The model families: one entry each, the only place that maps a family name to its code.
+
+A family is a module under ``models/`` with a builder ``build_<family>(spec, hparams, *,
+load_pretrained=True) -> nn.Module``. ``models.checkpoint.build_model`` and
+``models.specs.FAMILIES`` read this table, so a new family is its module, one line here and its
+test (plus, if it trains differently from the generic loop, a trainer in ``workers/pipeline``).
+Builders are imported lazily: nothing heavy is imported with the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: where its builder lives and what it is."""
+
+    name: str
+    builder: str  # "module:function"
+    summary: str
+    trainable: bool = True  # manage.py train / train jobs can fit it
+
+    def build(self, spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> Any:
+        module, _, func = self.builder.partition(":")
+        return getattr(importlib.import_module(module), func)(spec, hparams, load_pretrained=load_pretrained)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("cnn", "models.cnn:build_cnn", "small CNN over log-mel or MFCC windows"),
+        Family("resnet", "models.resnet:build_resnet", "ResNet18-style network over log-mel windows"),
+        Family("speaker_head", "models.speaker_head:build_speaker_head",
+               "frozen GE2E speaker encoder (resemblyzer) + pooled layer statistics + MLP head"),
+        Family("accent_embed", "models.accent_embed:build_accent_embed",
+               "feature encoders + transformer, contrastive / triplet losses (embedding)"),
+        Family("speaker_encoder", "models.speaker_head:build_speaker_encoder",
+               "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainable=False),
+        Family("phonetic_fusion", "models.phonetic_fusion:build_phonetic_fusion",
+               "a window model stacked with phone-recogniser features (pocketsphinx)"),
+        Family("reading_fusion", "models.phonetic_fusion:build_phonetic_fusion",
+               "a window model stacked with reading features of the transcript"),
+        Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
+               "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe"),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}") from None

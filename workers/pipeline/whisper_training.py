@@ -1,0 +1,358 @@
+"""Training of the ``whisper_probe`` family (models/whisper_probe.py): cached encoder features, a
+configuration chosen by speaker-grouped cross-validation, a logistic-regression probe.
+
+1. Every recording is cut into the model's windows (``window_s``, at most 30 s; clips shorter than
+   a window are one window, never padded to 30 s) and run once through the frozen Whisper encoder;
+   the mean and standard deviation over time of **every** hidden state are cached per recording
+   (``cache_dir/whisper/<tag>/<key>.npy``, ``[windows, states, 2, d_model]`` float16), so trying a
+   configuration costs a logistic regression, not an encoder pass.
+2. **Selection rule (fixed before any test number is read):** over the train + validation speakers,
+   speaker-grouped k-fold cross-validation (``cv_folds``, stratified by label and corpus) scores
+   each candidate -- every single state, and all states concatenated -- for each L2 strength in
+   ``C_grid``, by the balanced accuracy of out-of-fold recording predictions on ``select_corpus``
+   (all corpora when unset). The best wins; ties go to fewer states, then the smaller C. The test
+   split takes no part.
+3. The chosen probe is refitted on all train + validation windows (samples weighted so classes
+   count equally and, within a class, speakers equally). Temperature and confidence threshold are
+   fitted on the out-of-fold logits of step 2 (honest held-out predictions, no separate split).
+4. With ``evaluate``: the test split is scored once, with the run's two reference baselines.
+
+Embedding models (``task="embed"``) use the same cached features: the chosen states, standardised,
+projected by shrinkage LDA over the labels onto ``embedding_dim`` axes (at most classes - 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.pipeline.data import balanced_sample_weights, load_utterances, speaker_folds
+from workers.pipeline.inference import window_spans
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "band_limit_hz": 4000.0,
+    "pooling": "mean",
+    "states": "cv",  # or a list of state indices
+    "C": "cv",  # or a float
+    "C_grid": [0.001, 0.003, 0.01, 0.03, 0.1],
+    "cv_folds": 5,
+    "batch_size": 8,
+    "embedding_dim": 64,
+}
+WINDOW_S, HOP_S = 20.0, 10.0
+
+
+def _emit(progress: Any, stage: str, done: int, total: int, info: dict[str, Any] | None = None) -> None:
+    if progress is not None:
+        progress(stage, done, total, info or {})
+
+
+def encode_windows(probe: Any, signals: list[np.ndarray], window_s: float, hop_s: float, *, batch_size: int = 8,
+                   progress: Any = None) -> list[np.ndarray]:
+    """Pooled statistics of every state for every window of every signal.
+
+    Parameters
+    ----------
+    probe : WhisperProbe
+        Any probe (its band limit and encoder are used; its head is not).
+    signals : list of np.ndarray
+        float32 ``[time]`` at 16 kHz.
+
+    Returns
+    -------
+    list of np.ndarray
+        Per signal ``[n_windows, n_states, 2, d_model]`` float32.
+    """
+    import torch
+
+    sr = 16000
+    win = int(round(window_s * sr))
+    rows = []
+    for k, x in enumerate(signals):
+        for a, b in window_spans(len(x), sr, window_s, hop_s):
+            rows.append((k, int(a), int(b)))
+    order = sorted(range(len(rows)), key=lambda r: -(rows[r][2] - rows[r][1]))
+    out: list[np.ndarray | None] = [None] * len(rows)
+    device = probe.feat_mean.device
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            longest = max(rows[r][2] - rows[r][1] for r in idx)
+            batch = np.zeros((len(idx), min(win, longest)), dtype=np.float32)
+            for j, r in enumerate(idx):
+                k, a, b = rows[r]
+                batch[j, : b - a] = signals[k][a:b]
+            pooled = probe.pooled_states(probe.prepare_inputs(batch, device)).float().cpu().numpy()
+            for j, r in enumerate(idx):
+                out[r] = pooled[j]
+            _emit(progress, "encode", min(i + batch_size, len(order)), len(order))
+    per: list[list[np.ndarray]] = [[] for _ in signals]
+    for (k, _, _), arr in zip(rows, out, strict=True):
+        per[k].append(arr)  # rows were built in time order per signal
+    return [np.stack(p) for p in per]
+
+
+def cached_features(probe: Any, utts: list[Any], window_s: float, hop_s: float, cache_dir: str | Path, tag: str, *,
+                    batch_size: int = 8, progress: Any = None) -> list[np.ndarray]:
+    """:func:`encode_windows` for utterances, cached per utterance key under ``cache_dir``."""
+    folder = Path(cache_dir) / "whisper" / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / (hashlib.sha1(u.key.encode()).hexdigest()[:20] + ".npy") for u in utts]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    logger.info("whisper features: %d cached, %d to encode", len(utts) - len(missing), len(missing))
+    for start in range(0, len(missing), 64):
+        part = missing[start : start + 64]
+        feats = encode_windows(probe, [utts[i].samples for i in part], window_s, hop_s, batch_size=batch_size)
+        for i, f in zip(part, feats, strict=True):
+            tmp = paths[i].with_suffix(".tmp.npy")
+            np.save(tmp, f.astype(np.float16))
+            tmp.replace(paths[i])
+        _emit(progress, "encode", min(start + 64, len(missing)), len(missing))
+    return [np.load(p).astype(np.float32) for p in paths]
+
+
+def _design(feats: list[np.ndarray], idx: list[int], states: tuple[int, ...], pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Window rows of the chosen states: ``X [windows, D]`` and the utterance of each row."""
+    blocks, owner = [], []
+    for i in idx:
+        f = feats[i][:, list(states)]
+        if pooling == "mean":
+            f = f[:, :, :1]
+        blocks.append(f.reshape(f.shape[0], -1))
+        owner += [i] * f.shape[0]
+    return np.concatenate(blocks), np.asarray(owner)
+
+
+def _fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, n_classes: int,
+         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise + L2 logistic regression. Returns ``mean, scale, weight [C, D], bias [C]``
+    (binary models get the symmetric two-logit form, so softmax equals the sigmoid)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale = np.where(scale > 1e-6, scale, 1.0)
+    Z = (X - mean) / scale
+    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed)
+    clf.fit(Z, y, sample_weight=w * len(w))
+    coef, icpt = clf.coef_, clf.intercept_
+    if n_classes == 2 and coef.shape[0] == 1:
+        coef = np.concatenate([-coef / 2, coef / 2])
+        icpt = np.concatenate([-icpt / 2, icpt / 2])
+    return mean, scale, coef, icpt
+
+
+def _logits(X: np.ndarray, params: tuple[np.ndarray, ...]) -> np.ndarray:
+    mean, scale, coef, icpt = params
+    return ((X - mean) / scale) @ coef.T + icpt
+
+
+def _utt_proba(win_logits: np.ndarray, owner: np.ndarray, idx: list[int], calibration: dict[str, Any] | None) -> np.ndarray:
+    from workers.pipeline.calibration import calibrate
+
+    p = calibrate(win_logits, calibration)
+    return np.stack([p[owner == i].mean(axis=0) for i in idx])
+
+
+def _bacc(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    from workers.pipeline.evaluation import balanced_accuracy
+
+    return float(balanced_accuracy(y, pred, n_classes))
+
+
+def select_probe(feats: list[np.ndarray], utts: list[Any], items: list[Any], pool: list[int], n_classes: int,
+                 hp: dict[str, Any], *, select_corpus: str | None, seed: int, progress: Any = None) -> dict[str, Any]:
+    """Step 2 of the module docstring: the CV table, the chosen ``states`` / ``C`` and the chosen
+    configuration's out-of-fold window logits (for calibration)."""
+    n_states = feats[pool[0]].shape[1]
+    if hp["states"] == "cv":
+        candidates = [(s,) for s in range(n_states)] + [tuple(range(n_states))]
+    else:
+        candidates = [tuple(int(s) for s in hp["states"])]
+    grid = [float(c) for c in hp["C_grid"]] if hp["C"] == "cv" else [float(hp["C"])]
+    folds = speaker_folds(items, pool, int(hp["cv_folds"]), seed=seed)
+    y_utt = np.array([utts[i].label for i in pool])
+    sel = np.array([select_corpus is None or utts[i].corpus == select_corpus for i in pool])
+    if not sel.any():
+        raise ValueError(f"no train/validation items from corpus {select_corpus!r}")
+    table: list[dict[str, Any]] = []
+    best: tuple | None = None
+    total, done = len(candidates) * len(grid), 0
+    for states in candidates:
+        X, owner = _design(feats, pool, states, hp["pooling"])
+        y_win = np.array([utts[i].label for i in owner])
+        spk = [utts[i].speaker for i in owner]
+        for C in grid:
+            oof = np.zeros((len(X), n_classes))
+            for held in folds:
+                test_rows = np.isin(owner, held)
+                w = balanced_sample_weights(y_win[~test_rows], [spk[r] for r in np.flatnonzero(~test_rows)])
+                params = _fit(X[~test_rows], y_win[~test_rows], w, C, n_classes, seed)
+                oof[test_rows] = _logits(X[test_rows], params)
+            proba = _utt_proba(oof, owner, pool, None)
+            score = _bacc(y_utt[sel], proba[sel].argmax(1), n_classes)
+            score_all = _bacc(y_utt, proba.argmax(1), n_classes)
+            table.append({"states": list(states), "C": C, "cv_balanced_accuracy": score, "cv_all_balanced_accuracy": score_all})
+            key = (round(score, 6), -len(states), -C)
+            if best is None or key > best[0]:
+                best = (key, states, C, oof, owner)
+            done += 1
+            _emit(progress, "select", done, total, table[-1])
+            logger.info("cv %s", table[-1])
+    assert best is not None
+    _, states, C, oof, owner = best
+    return {"table": table, "states": list(states), "C": C, "oof_logits": oof, "oof_owner": owner, "folds": len(folds)}
+
+
+def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
+    """Train one ``whisper_probe`` model as :func:`workers.pipeline.training.train_model` does for
+    the other families; returns a ``TrainResult``."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.specs import ModelSpec
+    from models.whisper_probe import WhisperProbe, build_whisper_probe, find_encoder_dir
+    from workers.pipeline.calibration import fit_calibration, fit_confidence_threshold
+    from workers.pipeline.training import (
+        TrainResult,
+        evaluation_rows,
+        load_items,
+        make_splits,
+        reference_reports,
+        report_for,
+    )
+
+    t_start = time.time()
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    hp = {**DEFAULTS, **(config.hparams or {})}
+    window_s = min(float(config.window_s or WINDOW_S), 30.0)
+    hop_s = float(config.hop_s or HOP_S)
+    task = config.task or "classify"
+
+    from models.whisper_encoder import file_sha256, load_encoder
+
+    folder = find_encoder_dir(hp.get("encoder_sha256"))
+    encoder_sha = hp.get("encoder_sha256") or file_sha256(folder / "model.bin")
+    device = torch.device(config.device or "cpu")
+    encoder, info = load_encoder(folder, device=device, expected_sha256=encoder_sha)
+
+    items = load_items(config)
+    labels = list(config.labels) if config.labels else sorted({it.label for it in items})
+    items = [it for it in items if it.label in labels]
+    splits = make_splits(items, config)
+    pool = sorted(splits["train"] + splits["val"])
+    test_idx = splits["test"]
+    if len({items[i].speaker for i in pool}) < int(hp["cv_folds"]):
+        raise ValueError(f"not enough speakers for {hp['cv_folds']}-fold cross-validation: {len(pool)} recordings")
+    n_classes = len(labels)
+
+    _emit(progress, "load", 0, len(items))
+    utts = load_utterances(items, labels, max_seconds=config.max_seconds, progress=lambda d, t: _emit(progress, "load", d, t))
+    reader = WhisperProbe(1, (0,), d_model=info.d_model, band_limit_hz=hp["band_limit_hz"], encoder_sha256=encoder_sha).to(device)
+    reader.attach_encoder(encoder)
+    tag = hashlib.sha1(repr((encoder_sha, hp["band_limit_hz"], window_s, hop_s, config.max_seconds, "v1")).encode()).hexdigest()[:12]
+    need = sorted(set(pool) | set(test_idx if config.evaluate else []))
+    cached = cached_features(reader, [utts[i] for i in need], window_s, hop_s, config.cache_dir, tag,
+                             batch_size=int(hp["batch_size"]), progress=progress)
+    feats: list[Any] = [None] * len(utts)
+    for i, f in zip(need, cached, strict=True):
+        feats[i] = f
+
+    chosen = select_probe(feats, utts, items, pool, n_classes, hp, select_corpus=config.select_corpus,
+                          seed=config.seed, progress=progress)
+    states = tuple(chosen["states"])
+    X, owner = _design(feats, pool, states, hp["pooling"])
+    y_win = np.array([utts[i].label for i in owner])
+    w = balanced_sample_weights(y_win, [utts[i].speaker for i in owner])
+    deploy_prior = config.deploy_prior or [1.0 / n_classes] * n_classes
+    train_prior = [1.0 / n_classes] * n_classes  # balanced weights: the effective training prior
+    y_pool = np.array([utts[i].label for i in pool])
+
+    hparams = {"states": list(states), "pooling": hp["pooling"], "d_model": info.d_model, "band_limit_hz": hp["band_limit_hz"],
+               "encoder_sha256": encoder_sha, "encoder": Path(info.model_dir).name, "C": chosen["C"],
+               "selection": {"rule": "max CV balanced accuracy" + (f" on {config.select_corpus}" if config.select_corpus else ""),
+                             "folds": chosen["folds"], "table": chosen["table"]}}
+    if task == "classify":
+        params = _fit(X, y_win, w, chosen["C"], n_classes, config.seed)
+        calibration = fit_calibration(chosen["oof_logits"], y_win, train_prior=train_prior, deploy_prior=deploy_prior)
+        oof_proba = _utt_proba(chosen["oof_logits"], chosen["oof_owner"], pool, calibration)
+        calibration["threshold"], calibration["coverage_at_threshold"] = fit_confidence_threshold(oof_proba, y_pool)
+        calibration["fitted_on"] = "out-of-fold predictions of the selection cross-validation (train + validation speakers)"
+        spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="classify",
+                         labels=tuple(labels), sample_rate=16000, window_s=window_s, hop_s=hop_s,
+                         embedding_dim=n_classes,
+                         extra={"band_limit_hz": hp["band_limit_hz"], "label_column": config.label_column,
+                                "label_map": config.label_map, "encoder": hparams["encoder"],
+                                "normalisation": "per-utterance RMS -25 dBFS; Whisper log-mel per window"})
+        model = build_whisper_probe(spec, hparams)
+        model.set_head(*params)
+    else:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        mean, scale = X.mean(axis=0), np.where(X.std(axis=0) > 1e-6, X.std(axis=0), 1.0)
+        dim = max(1, min(int(hp["embedding_dim"]), n_classes - 1))
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=dim).fit((X - mean) / scale, y_win)
+        weight = lda.scalings_[:, :dim].T
+        bias = -(lda.xbar_ @ lda.scalings_[:, :dim])
+        calibration = {}
+        spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="embed", labels=(),
+                         sample_rate=16000, window_s=window_s, hop_s=hop_s, embedding_dim=dim,
+                         extra={"band_limit_hz": hp["band_limit_hz"], "label_column": config.label_column,
+                                "label_map": config.label_map, "encoder": hparams["encoder"], "trained_labels": labels})
+        hparams["embedding_dim"] = dim
+        model = build_whisper_probe(spec, hparams)
+        model.set_head(mean, scale, weight, bias)
+    model.attach_encoder(encoder)
+    model.eval()
+
+    metrics: dict[str, Any] = {"selection": hparams["selection"], "chosen": {"states": list(states), "C": chosen["C"]}}
+    if task == "classify":
+        metrics["val"] = report_for([labels[k] for k in y_pool], oof_proba, labels, [utts[i] for i in pool], n_boot=0)
+        metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"])
+        metrics["val_note"] = "out-of-fold predictions of the chosen configuration over train + validation speakers"
+    if config.evaluate and test_idx:
+        _emit(progress, "evaluate", 0, len(test_idx))
+        Xt, owner_t = _design(feats, test_idx, states, hp["pooling"])
+        if task == "classify":
+            test_proba = _utt_proba(_logits(Xt, params), owner_t, test_idx, calibration)
+            metrics["test"] = report_for([labels[utts[i].label] for i in test_idx], test_proba, labels,
+                                         [utts[i] for i in test_idx], n_boot=config.n_boot, seed=config.seed)
+            metrics["test_predictions"] = evaluation_rows(items, utts, test_idx, test_proba, labels)
+            if config.references:
+                _emit(progress, "references", 0, 1)
+                metrics["references"] = reference_reports([utts[i] for i in pool], [utts[i] for i in test_idx],
+                                                          test_proba, labels, config)
+        else:
+            from workers.pipeline.evaluation import embedding_report
+
+            with torch.inference_mode():
+                z = model.head((torch.from_numpy(Xt).float() - model.feat_mean.cpu()) / model.feat_scale.cpu()).numpy()
+            emb = np.stack([z[owner_t == i].mean(axis=0) for i in test_idx])
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
+            metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
+                                                         [utts[i].speaker for i in test_idx])
+    training_data = {
+        "source": config.manifest or "items",
+        "n_items": len(items),
+        "splits": {k: {"items": len(v), "speakers": len({items[i].speaker for i in v})} for k, v in splits.items()},
+        "class_counts": {k: {lab: int(sum(1 for i in v if items[i].label == lab)) for lab in labels} for k, v in splits.items()},
+        "corpora": sorted({it.corpus for it in items}),
+        "test_corpora": config.test_corpora,
+        "config": config.to_dict(),
+        "seconds": time.time() - t_start,
+    }
+    sha = None
+    if config.out:
+        sha = save_checkpoint(config.out, model=model.cpu(), spec=spec, calibration=calibration, hparams=hparams,
+                              metrics=metrics, training_data=training_data)
+        model.to(device)
+    _emit(progress, "done", 1, 1, {"checkpoint": config.out, "sha256": sha})
+    return TrainResult(config.out, sha, spec, calibration, metrics, [], -1, model)
