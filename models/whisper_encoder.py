@@ -246,7 +246,8 @@ class WhisperEncoder(nn.Module):
         mask : torch.Tensor
             bool ``[batch, positions]``, True where the position holds real audio.
         """
-        mel = self.mel(wave, lengths)
+        with torch.autocast(wave.device.type, enabled=False):  # the front end stays fp32 under bf16 autocast
+            mel = self.mel(wave.float(), lengths)
         positions = (mel.shape[-1] + 1) // 2
         if lengths is None:
             mask = torch.ones(wave.shape[0], positions, dtype=torch.bool, device=wave.device)

@@ -100,7 +100,8 @@ class WhisperProbe(nn.Module):
         self.register_buffer("feat_scale", torch.ones(self.feature_dim))
         self.head = nn.Linear(self.feature_dim, n_outputs)
         self.embedding_dim = n_outputs if task == "embed" else None
-        self._encoder: Any = None  # not a submodule: its weights stay out of the checkpoint
+        # not a submodule (set past nn.Module.__setattr__): the encoder's weights stay out of the checkpoint
+        object.__setattr__(self, "_encoder", None)
         self._encoder_device: Any = None
 
     # -- the frozen encoder ------------------------------------------------------------------
@@ -109,20 +110,25 @@ class WhisperProbe(nn.Module):
         """Load (once per process, per device) the encoder this probe was fitted on."""
         device = self.feat_mean.device
         if encoder is not None:
-            self._encoder, self._encoder_device = encoder, device
+            object.__setattr__(self, "_encoder", encoder)
+            self._encoder_device = device
         if self._encoder is None or self._encoder_device != device:
             folder = find_encoder_dir(self.encoder_sha256 or None)
-            self._encoder, _ = load_encoder(folder, device=device, expected_sha256=self.encoder_sha256 or None)
+            loaded, _ = load_encoder(folder, device=device, expected_sha256=self.encoder_sha256 or None)
+            object.__setattr__(self, "_encoder", loaded)
             self._encoder_device = device
         return self._encoder
 
     def prepare_inputs(self, windows: np.ndarray, device: Any) -> dict[str, torch.Tensor]:
         """``[n, samples]`` zero-padded windows -> wave and real lengths (trailing zeros are padding)."""
-        windows = np.ascontiguousarray(np.atleast_2d(windows), dtype=np.float32)
+        windows = np.atleast_2d(windows)
         nonzero = windows != 0
         last = np.where(nonzero.any(axis=1), windows.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
-        lengths = np.maximum(last, 1600)  # at least 0.1 s
-        return {"wave": torch.from_numpy(windows).to(device), "lengths": torch.from_numpy(lengths.astype(np.int64)).to(device)}
+        lengths = np.minimum(np.maximum(last, 1600), windows.shape[1])  # at least 0.1 s
+        # the batch is only as long as its longest real window (never padded to 30 s, nor to the window)
+        width = min(windows.shape[1], int(-(-int(lengths.max()) // 320) * 320))
+        wave = np.ascontiguousarray(windows[:, :width], dtype=np.float32)
+        return {"wave": torch.from_numpy(wave).to(device), "lengths": torch.from_numpy(lengths.astype(np.int64)).to(device)}
 
     @torch.no_grad()
     def pooled_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -165,6 +165,14 @@ def load_model(model_version) -> object:
                     loaded = load_checkpoint(path, device=dev)
                 except FileNotFoundError as exc:
                     raise ModelUnavailable(f"The checkpoint of {label} is missing: {exc}.") from exc
+                attach = getattr(loaded.model, "attach_encoder", None)
+                if attach is not None:  # whisper_probe: its encoder is the Whisper folder, not the checkpoint
+                    from models.whisper_encoder import WhisperModelError
+
+                    try:
+                        attach()
+                    except WhisperModelError as exc:
+                        raise ModelUnavailable(f"{label} needs its Whisper encoder: {exc}") from exc
                 if model_version.sha256 and loaded.sha256 != model_version.sha256:
                     raise ModelUnavailable(
                         f"The checkpoint of {label} ({model_version.checkpoint}) now holds other weights "

@@ -1,0 +1,92 @@
+"""The whisper_probe family end to end on speech made here: cached features, CV selection, a
+checkpoint without the encoder's weights, inference through the service's classify/embed path."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.checkpoint import load_checkpoint
+from workers.pipeline.data import TrainItem
+from workers.pipeline.inference import classify_batch, embed_batch
+from workers.pipeline.training import TrainConfig, train_model
+
+SENTENCES = ["Please call Stella.", "Ask her to bring these things.", "We also need a small plastic snake.",
+             "She can scoop these things into three red bags."]
+
+
+def _espeak(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
+    import librosa
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(path), text],
+                       check=True, capture_output=True)
+        x, sr = sf.read(path, dtype="float32")
+    return librosa.resample(x, orig_sr=sr, target_sr=16000)
+
+
+@pytest.fixture(scope="module")
+def items() -> list[TrainItem]:
+    """Two 'accents' (espeak's US and Scottish English voices), 10 'speakers' each (pitch/speed), 2 clips each."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    out = []
+    for label, voice in (("us", "en-us"), ("scot", "en-gb-scotland")):
+        for s in range(10):
+            for j in range(2):
+                x = _espeak(SENTENCES[(s + j) % 4], voice, 30 + 4 * s, 140 + 6 * s)
+                out.append(TrainItem(lambda x=x: x, label, f"{label}-{s}", corpus="espeak",
+                                     split="test" if s >= 8 else "train", key=f"{label}-{s}-{j}"))
+    return out
+
+
+def test_train_selects_by_cv_and_ships_only_the_head(items, tmp_path):
+    out = tmp_path / "probe.pt"
+    config = TrainConfig(name="probe", family="whisper_probe", items=items, out=str(out), cache_dir=str(tmp_path / "c"),
+                         labels=["scot", "us"], val_fraction=0.2, references=False, n_boot=20,
+                         hparams={"cv_folds": 3, "C_grid": [0.01, 0.1]})
+    result = train_model(config)
+    table = result.metrics["selection"]["table"]
+    assert len(table) == 8 * 2  # 7 single states + all states, each C
+    chosen = result.metrics["chosen"]
+    best = max(row["cv_balanced_accuracy"] for row in table)
+    assert any(row["states"] == chosen["states"] and row["C"] == chosen["C"] and row["cv_balanced_accuracy"] == best
+               for row in table)
+    assert result.metrics["test"]["balanced_accuracy"] >= 0.75  # two espeak voices are easy for Whisper
+    assert out.stat().st_size < 200_000  # the encoder (~40 MB) is not in the checkpoint
+    cached = list((tmp_path / "c" / "whisper").rglob("*.npy"))
+    assert len(cached) == len(items)
+
+    # a second run reuses the cached encoder features
+    again = train_model(TrainConfig(**{**config.__dict__, "out": None, "hparams": {"states": chosen["states"],
+                                                                                   "C": chosen["C"], "cv_folds": 3}}))
+    assert again.metrics["selection"]["table"][0]["cv_balanced_accuracy"] == pytest.approx(best)
+
+    loaded = load_checkpoint(out)
+    loaded.model.attach_encoder()
+    signals = [it.path_or_loader() for it in items if it.split == "test"]
+    res = classify_batch(loaded, signals, vad=False)
+    assert all(r["outcome"] in ("ok", "uncertain") and set(r["probabilities"]) == {"scot", "us"} for r in res)
+    truth = [it.label for it in items if it.split == "test"]
+    assert np.mean([r["predicted_class"] == t for r, t in zip(res, truth, strict=True)]) >= 0.75
+    # a long recording is windowed (20-s windows), never cut, and its windows aggregated
+    long = np.concatenate(signals * 5)
+    (r,) = classify_batch(loaded, [long], vad=False)
+    assert r["n_windows"] >= 2 and r["windows"][-1]["end_s"] == pytest.approx(len(long) / 16000, abs=0.01)
+    vectors = embed_batch(loaded, signals[:2], vad=False)
+    assert np.linalg.norm(np.asarray(vectors[0]["vector"])) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_refuses_an_encoder_it_was_not_fitted_on(items, tmp_path):
+    from models.whisper_encoder import WhisperModelError
+    from models.whisper_probe import WhisperProbe
+
+    probe = WhisperProbe(2, (6,), encoder_sha256="0" * 64)
+    with pytest.raises(WhisperModelError, match="no Whisper encoder with sha256 0000"):
+        probe.attach_encoder()
