@@ -93,7 +93,8 @@ def service_vs_naive(loaded, signals: list[np.ndarray], autocast: bool) -> list[
     return [
         "| path | threads | seconds | x real time |",
         "|---|---|---|---|",
-        f"| service classify_batch (unpadded, batched, bf16 autocast {'on' if autocast else 'off'}) | 1 | {t_ours:.2f} | {audio_s / t_ours:.0f} |",
+        f"| service classify_batch (unpadded, batched, bf16 autocast {'on' if autocast else 'off'}) | 1 | {t_ours:.2f} "
+        f"| {audio_s / t_ours:.0f} |",
         f"| naive: one file at a time, padded to 30 s, fp32 | {os.cpu_count()} (default) | {t_naive:.2f} | {audio_s / t_naive:.1f} |",
         "",
         f"Speed-up {t_naive / t_ours:.1f}x per worker process; the two agree on {agree:.0%} of the {len(signals)} "
@@ -122,7 +123,7 @@ def encoder_table(signals: list[np.ndarray], device: str) -> list[str]:
             data = torch.from_numpy(np.tile(batch_all, (reps, 1))[: max(bs, len(signals))]).to(device)
             n = data.shape[0]
 
-            def run():
+            def run(data=data, n=n, bs=bs, dtype=dtype):
                 outs = []
                 with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                                                              enabled=dtype == "bf16"):
