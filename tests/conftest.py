@@ -212,6 +212,38 @@ def tiny_reading_classifier(db, tmp_path):
     return model_version_from_sidecar(meta, checkpoint=f"storage:{key}")
 
 
+@pytest.fixture
+def tiny_whisper_probe(db, tmp_path):
+    """A ``whisper_probe`` classifier on the bundled Whisper base encoder with a random linear head
+    (fixed seed), stored in storage and registered: the real encoder, checkpoint and inference path."""
+    import json
+
+    import numpy as np
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from models.checkpoint import build_model, save_checkpoint
+    from models.specs import ModelSpec
+    from models.whisper_encoder import file_sha256
+    from models.whisper_probe import find_encoder_dir
+    from recognition.services.models import model_version_from_sidecar
+
+    sha = file_sha256(find_encoder_dir() / "model.bin")
+    version = uuid.uuid4().hex[:8]
+    spec = ModelSpec(name="tiny-whisper", version=version, family="whisper_probe", task="classify",
+                     labels=("native", "non_native"), window_s=20.0, hop_s=20.0, embedding_dim=2)
+    hparams = {"states": [4], "pooling": "mean", "d_model": 512, "band_limit_hz": 4000.0, "encoder_sha256": sha}
+    model = build_model(spec, hparams)
+    rng = np.random.default_rng(0)
+    model.set_head(np.zeros(512), np.ones(512), rng.standard_normal((2, 512)) * 0.05, np.zeros(2))
+    path = tmp_path / f"tiny-whisper-{version}.pt"
+    save_checkpoint(path, model=model, spec=spec, hparams=hparams,
+                    calibration={"temperature": 1.0, "train_prior": [0.5, 0.5], "deploy_prior": None, "threshold": 0.0})
+    key = default_storage.save(f"models/tiny/{path.name}", ContentFile(path.read_bytes()))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return model_version_from_sidecar(meta, checkpoint=f"storage:{key}")
+
+
 def speech(text: str, voice: str = "en-us", speed: int = 150) -> bytes:
     """Real speech-like audio from espeak-ng as wav bytes (skips the test when it is missing)."""
     import shutil

@@ -197,3 +197,25 @@ def _checkpoint_path(checkpoint: str, models_dir: Path) -> Path:
             dst.write(src.read())
         cache.with_suffix(".part").rename(cache)
     return cache
+
+
+def whisper_model_problem() -> str:
+    """Why the configured Whisper model (``WHISPER_MODEL_DIR``, sha256 ``WHISPER_MODEL_SHA256``) cannot
+    be used, or ``""``. Workers check it when they start and the readiness probe reports it, so a
+    missing or corrupt model is named there instead of failing inside a job. The sha256 is
+    computed once per process (about 0.3 s for Whisper base)."""
+    from django.conf import settings
+
+    from models.whisper_encoder import WhisperModelError, check_model_dir
+
+    key = (settings.WHISPER_MODEL_DIR, settings.WHISPER_MODEL_SHA256)
+    if key not in _whisper_checked:
+        try:
+            check_model_dir(settings.WHISPER_MODEL_DIR, settings.WHISPER_MODEL_SHA256 or None)
+            _whisper_checked[key] = ""
+        except WhisperModelError as exc:
+            return str(exc)  # not cached: a model installed later is found by the next check
+    return _whisper_checked[key]
+
+
+_whisper_checked: dict[tuple[str, str], str] = {}

@@ -119,3 +119,17 @@ def test_embed_job_and_similarity_search(api, celery_worker):
     assert [s["recording"]["original_filename"] for s in similar][0] == "a-quieter.wav"
     assert similar[0]["similarity"] > 0.99 and similar[0]["similarity"] >= similar[1]["similarity"]
     assert ids["a.wav"] not in [s["recording"]["id"] for s in similar]
+
+
+def test_a_whisper_probe_classifies_and_embeds_in_the_worker(api, celery_worker, tiny_whisper_probe):
+    """The whisper_probe family through the real worker: its encoder is the bundled Whisper folder,
+    not the (small) checkpoint. (Embedding on it: the shipped accent-embed, test_embed_job_and_similarity_search.)"""
+    batch = _labelled_batch(api)
+    model = f"tiny-whisper@{tiny_whisper_probe.version}"
+    job = api.post("/api/v1/jobs/", {"kind": "classify", "batch": batch["id"], "model": model}, format="json").json()
+    job = wait_for_job(job["id"], timeout=300)
+    assert job.status == "succeeded", job.error
+    assert (job.done, job.failed) == (7, 0)
+    for p in Prediction.objects.filter(result__job=job):
+        assert p.outcome in ("ok", "uncertain") and sum(p.probabilities.values()) == pytest.approx(1, abs=1e-5)
+        assert p.checkpoint_sha256 == tiny_whisper_probe.sha256 and len(p.windows) == 1  # clips < one 20-s window

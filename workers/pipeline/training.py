@@ -1089,6 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for corpus in args.loco:
         c = copy.copy(config)
         c.out, c.test_corpora, c.n_boot = None, [corpus], min(config.n_boot, 200)
+        if c.select_corpus == corpus:  # the held-out corpus cannot also choose the model
+            c.select_corpus = None
         c.references = False  # the card shows the held-out corpus's score only
         r = train_model(c, progress=bar)
         loco[corpus] = (r.metrics.get("test") or {})

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "pooling": "mean",
     "states": "cv",  # or a list of state indices
     "C": "cv",  # or a float
-    "C_grid": [0.001, 0.003, 0.01, 0.03, 0.1],
+    "C_grid": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
     "cv_folds": 5,
     "batch_size": 8,
     "embedding_dim": 64,
@@ -337,8 +337,17 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                 z = model.head((torch.from_numpy(Xt).float() - model.feat_mean.cpu()) / model.feat_scale.cpu()).numpy()
             emb = np.stack([z[owner_t == i].mean(axis=0) for i in test_idx])
             emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
-            metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
-                                                         [utts[i].speaker for i in test_idx])
+            y_test = [labels[utts[i].label] for i in test_idx]
+            spk_test = [utts[i].speaker for i in test_idx]
+            metrics["test_embedding"] = embedding_report(emb, y_test, spk_test)
+            if config.references:  # the d-vector on the same clips, scored the same way (k-NN, other speakers only)
+                from workers.pipeline.baselines import speaker_encoder_embeddings
+
+                _emit(progress, "references", 0, 1)
+                dvec = speaker_encoder_embeddings([utts[i].samples for i in test_idx], bandlimit_hz=hp["band_limit_hz"])
+                metrics["references"] = {"speaker_encoder_dvector": {
+                    "baseline": "resemblyzer GE2E d-vector of each test clip (same band limit), no training",
+                    "test_embedding": embedding_report(dvec, y_test, spk_test)}}
     training_data = {
         "source": config.manifest or "items",
         "n_items": len(items),
