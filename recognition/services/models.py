@@ -75,6 +75,9 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
             continue
         existing = ModelVersion.objects.filter(name=spec["name"], version=spec["version"]).first()
         if existing is not None and existing.sha256 == meta.get("sha256"):
+            if existing.checkpoint != checkpoint.name:  # the same weights moved to another file name
+                existing.checkpoint = checkpoint.name
+                existing.save(update_fields=["checkpoint"])
             registered.append(existing)
             continue
         # a newer shipped version replaces the file the current default was loaded from: it becomes

@@ -128,7 +128,7 @@ def test_train_model_end_to_end(family: str, tmp_path: Path) -> None:
 
 def test_wave_source_units_map_to_the_right_utterances() -> None:
     from workers.pipeline.data import Utterance
-    from workers.pipeline.training import _WaveSource
+    from workers.pipeline.train_data import WaveSource as _WaveSource
 
     utts = [Utterance(np.full(SR, float(k), dtype=np.float32), k % 2, f"s{k}", "c", f"k{k}") for k in range(4)]
     source = _WaveSource(utts, SR // 2, augment=False, seed=0)
@@ -139,7 +139,7 @@ def test_wave_source_units_map_to_the_right_utterances() -> None:
 
 
 def test_speaker_head_ensemble_loss_trains_every_head() -> None:
-    from workers.pipeline.training import _forward_train
+    from workers.pipeline.train_loop import _forward_train
 
     torch.manual_seed(0)
     spec = ModelSpec(name="t", version="0", family="speaker_head", task="classify", labels=("low", "high"),

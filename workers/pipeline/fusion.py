@@ -40,18 +40,12 @@ from typing import Any
 import numpy as np
 
 from workers.pipeline.data import load_utterances
-from workers.pipeline.training import (
-    ProgressFn,
-    TrainConfig,
-    TrainResult,
-    _balanced_accuracy,
-    _emit,
-    cross_validate,
-    load_items,
-    prediction_key,
-    reference_reports,
-    train_model,
-)
+from workers.pipeline.evaluation import balanced_accuracy as _balanced_accuracy
+from workers.pipeline.train_config import ProgressFn, TrainConfig, TrainResult
+from workers.pipeline.train_config import emit_progress as _emit
+from workers.pipeline.train_data import load_items
+from workers.pipeline.train_loop import cross_validate, train_model
+from workers.pipeline.train_report import prediction_key, reference_reports
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +221,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     from workers.pipeline.calibration import fit_confidence_threshold
     from workers.pipeline.evaluation import evaluation_report
     from workers.pipeline.reading import passage_matches
-    from workers.pipeline.training import make_splits
+    from workers.pipeline.train_data import make_splits
 
     family = config.family
     kind = KINDS[family]

@@ -220,14 +220,9 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     from models.specs import ModelSpec
     from models.whisper_probe import WhisperProbe, build_whisper_probe, find_encoder_dir
     from workers.pipeline.calibration import fit_calibration, fit_confidence_threshold
-    from workers.pipeline.training import (
-        TrainResult,
-        evaluation_rows,
-        load_items,
-        make_splits,
-        reference_reports,
-        report_for,
-    )
+    from workers.pipeline.train_config import TrainResult
+    from workers.pipeline.train_data import load_items, make_splits
+    from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for
 
     t_start = time.time()
     if config.num_threads:

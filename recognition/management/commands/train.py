@@ -88,10 +88,10 @@ class Command(BaseCommand):
         job = services.job_submit(owner=batch.owner, kind="train", batch=batch, params=params, enqueue=False)
         services.chunk_start(chunk_id=job.chunks.get().pk, worker="manage.py train")
         job.refresh_from_db()
-        from workers.pipeline.training import _tqdm_progress
+        from workers.pipeline.training import tqdm_progress
 
         try:
-            mv = train_job_run(job=job, progress=_tqdm_progress())
+            mv = train_job_run(job=job, progress=tqdm_progress())
         except ServiceError as exc:
             train_job_finish(job_id=job.pk, model_version=None, error=exc.message)
             raise CommandError(exc.message) from exc

