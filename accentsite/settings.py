@@ -34,6 +34,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "accentsite.probes.ProbeMiddleware",  # /healthz/live|ready before host checks and the https redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -153,18 +154,10 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-# Queues by workload:
-#  - cpu: decoding, parselmouth/librosa feature extraction. Many prefork processes, one per core.
-#  - gpu: model inference and training. One solo-pool process per GPU so CUDA never meets fork;
-#         on a machine without GPU the same queue runs on CPU with deliberate thread settings.
-#  - interactive: small jobs that a person waits for; never stuck behind a 10,000-file batch.
-CELERY_TASK_ROUTES = {
-    "workers.tasks.run_features_chunk": {"queue": "cpu"},
-    "workers.tasks.run_model_chunk": {"queue": "gpu"},
-    "workers.tasks.run_train_job": {"queue": "gpu"},
-    "workers.tasks.finalize_job": {"queue": "cpu"},
-    "workers.maintenance.*": {"queue": "cpu"},  # housekeeping: a few database queries each
-}
+# Queues by workload (cpu, gpu, interactive) and which job kind goes where are declared once, with
+# their reasons, in recognition/jobkinds.py; this router gives each chunk task its default queue and
+# sends housekeeping (workers.maintenance.*) to cpu. Small model jobs go to interactive when sent.
+CELERY_TASK_ROUTES = ("recognition.jobkinds.route_task",)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Warm shutdown (SIGTERM) lets the task in hand finish; a worker killed outright leaves its chunk
 # unacknowledged, and acks_late + reject_on_worker_lost + the stuck-chunk reaper bring it back.
@@ -205,7 +198,8 @@ SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exa
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
-JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
+# Recordings per chunk, by job kind: overrides of the sizes declared in recognition/jobkinds.py.
+JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8)}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 NUMBA_CACHE_DIR = env.str("NUMBA_CACHE_DIR", default=str(VAR_DIR / "numba-cache"))
 
