@@ -221,5 +221,5 @@ register(JobKind(
 register(JobKind(
     name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
-            "hparams": dict, "window_s": _NUM, "hop_s": _NUM},
+            "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
 ))
