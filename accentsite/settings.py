@@ -97,14 +97,21 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (needs boto3 installed)
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, moto, Ceph...; empty: AWS itself
+if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (django-storages + boto3)
+    # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile,
+    # an instance role). The bucket stays private: audio is served through recognition.views.media.
     STORAGES["default"] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            # S3-compatible servers on a plain host name need path-style URLs (bucket not in the host)
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path" if AWS_S3_ENDPOINT_URL else "auto"),
             "default_acl": None,
             "querystring_auth": True,
+            "file_overwrite": False,  # like FileSystemStorage: a taken key gets a new name, never replaced
         },
     }
 

@@ -71,7 +71,7 @@ def _storage() -> dict:
             raise RuntimeError(f"media folder {root} is not a writable directory")
         return {"backend": "filesystem"}
     storage.listdir("")  # one list request: the bucket exists and the credentials may read it
-    return {"backend": type(storage).__name__}
+    return {"backend": storage.__class__.__name__}  # the LazyObject passes __class__ through
 
 
 def _workers() -> dict:
