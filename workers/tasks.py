@@ -5,11 +5,10 @@ tasks, never at import time, so nothing touches torch before a prefork worker fo
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -38,38 +37,6 @@ def _decode(recording: Recording):
     return audio
 
 
-@contextlib.contextmanager
-def _solo_soft_time_limit(task) -> Iterator[None]:
-    """Enforce the soft time limit where Celery does not: in the solo pool (the gpu worker), the
-    task runs in the worker's main thread and no pool supervisor signals it. A SIGALRM after the
-    limit raises ``SoftTimeLimitExceeded`` there, as the prefork pool's signal does in a child, so
-    a hung chunk fails its unfinished recordings instead of waiting for the reaper.
-
-    Prefork children (Celery enforces their limits), eager calls and other threads are left alone."""
-    import signal
-    import threading
-
-    from billiard.process import current_process
-
-    stamped = getattr(task.request, "timelimit", None) or (None, None)
-    soft = (stamped[1] if len(stamped) > 1 else None) or task.soft_time_limit or task.app.conf.task_soft_time_limit
-    if (not soft or task.request.is_eager or current_process().name != "MainProcess"
-            or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-
-    def expire(signum, frame):
-        raise SoftTimeLimitExceeded(f"soft time limit ({soft} s) exceeded")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(soft))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     """Shared chunk loop: claim, process, record failures per recording, close the chunk."""
     close_old_connections()
@@ -79,9 +46,8 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     timings: dict[str, float] = defaultdict(float)
     error = ""
     try:
-        with _solo_soft_time_limit(task):
-            process(ctx, timings)
-    except SoftTimeLimitExceeded:
+        process(ctx, timings)
+    except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
         error = "The chunk exceeded its time limit; its unfinished recordings failed."
         done = set(ctx.job.results.values_list("recording_id", flat=True))
         for rec in ctx.recordings:
