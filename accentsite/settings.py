@@ -139,12 +139,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
+# Training is one task over the whole job and may rightly run for hours: its own limits
+# (workers.tasks.run_train_job). Every shipped pool is prefork, so Celery enforces them.
+TRAIN_TIME_LIMIT_S = env.int("TRAIN_TIME_LIMIT_S", default=6 * 3600)
+TRAIN_SOFT_TIME_LIMIT_S = env.int("TRAIN_SOFT_TIME_LIMIT_S", default=TRAIN_TIME_LIMIT_S - 300)
 # With acks_late, a task whose worker died is redelivered after the visibility timeout: keep it
-# a little over the longest hard time limit (the default one hour would stall recovery).
+# a little over the longest hard time limit (the default one hour would stall recovery), training's
+# included: a message still in hand past the timeout is delivered again, and a training job would
+# start twice. Chunks of a dead worker come back sooner through the reaper (JOB_STUCK_AFTER_S).
 # CELERY_VISIBILITY_TIMEOUT overrides it (the fault tests use a few seconds). Workers sweep for
 # such messages every CELERY_UNACKED_RESTORE_INTERVAL_S (kombu's default sweeps every 100 s).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=max(CELERY_TASK_TIME_LIMIT, TRAIN_TIME_LIMIT_S) + 300),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL_S", default=10),
     "unacked_restore_throttle": 1,
 }

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -27,8 +28,6 @@ _RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, re
 
 def _decode(recording: Recording):
     """Open by storage key (never a local path), decode to 16 kHz mono and validate."""
-    from django.conf import settings
-
     from workers.pipeline.audio import load_audio, validate_audio
 
     with recording.file.storage.open(recording.file.name, "rb") as fh:
@@ -111,8 +110,6 @@ def run_model_chunk(self, chunk_id: int) -> None:
     """Classify or embed a chunk: decode all, then one batched inference over every window."""
 
     def process(ctx, timings):
-        from django.conf import settings
-
         from workers import runtime
         from workers.pipeline.audio import AudioError
         from workers.pipeline.inference import classify_batch, embed_batch
@@ -172,9 +169,13 @@ def run_model_chunk(self, chunk_id: int) -> None:
     _run_chunk(self, chunk_id, process)
 
 
-@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3)
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3,
+             soft_time_limit=settings.TRAIN_SOFT_TIME_LIMIT_S, time_limit=settings.TRAIN_TIME_LIMIT_S)
 def run_train_job(self, chunk_id: int) -> None:
-    """Train a model on a job's labelled recordings; progress moves by epoch."""
+    """Train a model on a job's labelled recordings; progress moves by epoch.
+
+    Its own time limits (``TRAIN_SOFT_TIME_LIMIT_S`` / ``TRAIN_TIME_LIMIT_S``, hours), not the chunk
+    tasks' minutes: Celery's prefork pool enforces them, the soft one fails the job with its reason."""
     from recognition.errors import ServiceError
     from recognition.services import training
 
