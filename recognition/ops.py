@@ -496,7 +496,7 @@ def storage_clean_orphans(*, grace: timedelta | None = None, dry_run: bool = Fal
 
     ``features/job-N/*.npz`` without a FeatureSet row (a job deleted, a result replaced),
     ``recordings/**`` without a Recording row (an upload whose transaction rolled back, a delete
-    that lost its file), and ``healthz/*`` probes left by a crash. Younger files are kept: their
+    that lost its file), and ``healthz/*`` files written by the write probes of older versions. Younger files are kept: their
     row may be about to commit.
     """
     storage = default_storage
