@@ -126,7 +126,8 @@ def test_upload_features_classify_report_and_audio_across_three_hosts(
     web_log = tmp_path / "web.log"
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "-w", "2",
                             "accentsite.wsgi:application"],
-                           cwd=ROOT, env=dict(web_env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web" / "tmp" / "prom")),
+                           cwd=ROOT, env=dict(web_env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web" / "tmp" / "prom"),
+                                              METRICS_TOKEN="multihost-token"),
                            stdout=open(web_log, "ab"), stderr=subprocess.STDOUT)
     cpu = WorkerProcess(_host(tmp_path, "cpu-host", base), tmp_path / "cpu.log", queues="cpu", pool="prefork", prefix="cpu")
     gpu = WorkerProcess(_host(tmp_path, "gpu-host", base), tmp_path / "gpu.log", queues="gpu,interactive", pool="prefork",
@@ -188,6 +189,17 @@ def test_upload_features_classify_report_and_audio_across_three_hosts(
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["storage"]["backend"] == "S3Storage"
         assert _local_files(tmp_path) == []
+
+        # /metrics from any of gunicorn's two processes sums the scrapes of both (multiprocess mode)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        scrapes = [requests.get(f"{url}/metrics", headers={"Authorization": "Bearer multihost-token"}, timeout=60) for _ in range(4)]
+        assert all(r.status_code == 200 for r in scrapes), scrapes[-1].text
+        samples = {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+                   for family in text_string_to_metric_families(scrapes[-1].text) for smp in family.samples}
+        assert samples[("accentsite_metrics_scrape_seconds_count", ())] == 3  # the three before this one, whoever served them
+        assert samples[("accentsite_jobs", (("kind", "classify"), ("status", "succeeded")))] >= 1
+        assert samples[("accentsite_scrape_errors", ())] == 0
     finally:
         for worker in (cpu, gpu):
             worker.stop()
