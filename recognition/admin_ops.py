@@ -31,9 +31,9 @@ def workers_view(request):
     except Exception as exc:  # the broker down: show the page with the error
         context["workers_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        client = ops.broker_redis()
-        context["depths"] = ops.queue_depths(client=client)
-        context["unacked"] = ops.unacked_count(client=client)
+        with ops.broker_connection() as conn:
+            context["depths"] = ops.queue_depths(connection=conn)
+            context["unacked"] = ops.unacked_count(connection=conn)
     except Exception as exc:
         context["depths_error"] = f"{type(exc).__name__}: {exc}"
     context["running_jobs"] = Job.objects.filter(status=Job.Status.RUNNING).count()

@@ -16,3 +16,6 @@ class RecognitionConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_register_shipped_models, sender=self)
+        from recognition import worker_signals
+
+        worker_signals.connect()  # Celery worker receivers; accentsite/celery.py imports no app code

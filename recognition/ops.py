@@ -4,7 +4,7 @@ Two sides meet in Redis (the broker):
 
 * Every worker process writes what it is under ``accentsite:worker:<name>`` every
   ``WORKER_HEARTBEAT_S`` seconds with a TTL of three beats (``worker_heartbeat_start``, connected
-  to Celery's ``worker_ready`` in accentsite/celery.py): host, pid, pool, concurrency, queues, the
+  to Celery's ``worker_ready`` in recognition/worker_signals.py): host, pid, pool, concurrency, queues, the
   device it runs models on (CUDA device name and memory, or ``cpu``) and, for solo pools, the task
   in hand. A solo worker busy with a chunk does not answer ``inspect()`` broadcasts, so the
   heartbeat is how the admin page and ``/healthz`` still see it.
@@ -16,6 +16,7 @@ keyword-only, logged, and idempotent where delivery may repeat them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import platform
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,16 +35,15 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from recognition import jobkinds
 from recognition.errors import ServiceError
 from recognition.models import FeatureSet, Job, JobChunk, Recording
 
 logger = logging.getLogger(__name__)
 
-QUEUES = ("cpu", "gpu", "interactive")
+QUEUES = tuple(jobkinds.QUEUES)  # ("cpu", "gpu", "interactive"), declared in recognition.jobkinds
 WORKER_KEY_PREFIX = "accentsite:worker:"
 COUNTERS_KEY = "accentsite:counters"
-_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priorities 3/6/9 in "<queue>\x06\x16<p>" lists
-_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -54,21 +55,47 @@ def broker_redis(url: str | None = None):
     return redis.Redis.from_url(url or settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-def queue_depths(*, queues: tuple[str, ...] = QUEUES, client=None) -> dict[str, int]:
-    """Messages waiting in each queue (all priority levels), not counting those a worker holds."""
-    client = client or broker_redis()
-    pipe = client.pipeline()
-    for queue in queues:
-        for pri in _PRIORITY_STEPS:
-            pipe.llen(queue if pri == 0 else f"{queue}{_PRIORITY_SEP}{pri}")
-    sizes = pipe.execute()
-    n = len(_PRIORITY_STEPS)
-    return {queue: int(sum(sizes[i * n : (i + 1) * n])) for i, queue in enumerate(queues)}
+@contextlib.contextmanager
+def broker_connection(connection=None) -> Iterator[Any]:
+    """A kombu connection to the broker (``CELERY_BROKER_URL``) that gives up after one failed
+    attempt, so a probe or a scrape answers in seconds when the broker is down."""
+    if connection is not None:
+        yield connection
+        return
+    from accentsite.celery import app
+
+    with app.connection_for_read(url=settings.CELERY_BROKER_URL) as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        yield conn
 
 
-def unacked_count(*, client=None) -> int:
-    """Messages delivered to workers and not yet acknowledged (in hand, or of a worker that died)."""
-    return int((client or broker_redis()).hlen("unacked"))
+def queue_depths(*, queues: tuple[str, ...] = QUEUES, connection=None) -> dict[str, int]:
+    """Messages waiting in each queue (all priority levels), not counting those a worker holds.
+
+    Asked through kombu (a passive ``queue_declare`` reports the message count), not by reading the
+    transport's own key layout; a queue nobody declared yet holds nothing.
+    """
+    from kombu.exceptions import ChannelError
+
+    depths = {}
+    with broker_connection(connection) as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError:  # NOT_FOUND: never declared, or empty (Redis keeps no empty lists)
+                depths[queue] = 0
+    return depths
+
+
+def unacked_count(*, connection=None) -> int:
+    """Messages delivered to workers and not yet acknowledged (in hand, or of a worker that died).
+
+    Redis transport only: its unacked hash, under the key kombu is configured with.
+    """
+    with broker_connection(connection) as conn:
+        channel = conn.default_channel
+        return int(channel.client.hlen(channel.unacked_key))
 
 
 def counter_incr(name: str, amount: int = 1) -> None:
@@ -400,13 +427,6 @@ def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
 
 # --- Queues ------------------------------------------------------------------------------------
 
-def _queue_of(job: Job) -> str:
-    """The queue a job's chunks go to (mirrors services.jobs._enqueue_chunks)."""
-    if job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
-        return "interactive"
-    return "cpu" if job.kind == Job.Kind.FEATURES else "gpu"
-
-
 @dataclass
 class PurgeResult:
     queue: str
@@ -430,7 +450,7 @@ def queue_purge(*, queue: str, cancel_jobs: bool = False) -> PurgeResult:
     with app.connection_for_write() as conn:
         messages = conn.default_channel.queue_purge(queue) or 0
     waiting = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING], chunks__status=JobChunk.Status.QUEUED).distinct()
-    jobs = sorted(j.pk for j in waiting if _queue_of(j) == queue)
+    jobs = sorted(j.pk for j in waiting if jobkinds.queue_for(j.kind, j.total) == queue)
     cancelled = []
     if cancel_jobs:
         for job in Job.objects.filter(pk__in=jobs):
@@ -476,7 +496,7 @@ def storage_clean_orphans(*, grace: timedelta | None = None, dry_run: bool = Fal
 
     ``features/job-N/*.npz`` without a FeatureSet row (a job deleted, a result replaced),
     ``recordings/**`` without a Recording row (an upload whose transaction rolled back, a delete
-    that lost its file), and ``healthz/*`` probes left by a crash. Younger files are kept: their
+    that lost its file), and ``healthz/*`` files written by the write probes of older versions. Younger files are kept: their
     row may be about to commit.
     """
     storage = default_storage

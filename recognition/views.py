@@ -21,14 +21,25 @@ def recording_audio(request: HttpRequest, pk: int):
     return _audio_response(recording)
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when database, broker, storage and a worker per queue answer; 503 naming what failed."""
-    from recognition.health import health_checks
+def healthz_live(request: HttpRequest) -> JsonResponse:
+    """Liveness: 200 while the process answers; touches no database, broker or storage."""
+    from recognition.health import liveness
 
-    checks = health_checks()
+    return JsonResponse(liveness())
+
+
+def healthz_ready(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when database, broker, storage and a worker per queue answer; 503 naming
+    each part that failed (recognition/health.py lists the checks)."""
+    from recognition.health import readiness
+
+    checks = readiness()
     failed = [name for name, c in checks.items() if not c["ok"]]
     body = {"status": "fail" if failed else "ok", "failed": failed, "checks": checks}
     return JsonResponse(body, status=503 if failed else 200)
+
+
+healthz = healthz_ready  # /healthz, the URL older load balancers probe: an alias of readiness
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
@@ -42,11 +53,11 @@ def _metrics_allowed(request: HttpRequest) -> bool:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; see recognition/metrics.py for what each metric means."""
-    from recognition.metrics import render
+    from recognition.metrics import CONTENT_TYPE, render
 
     if not _metrics_allowed(request):
         response = HttpResponse("Forbidden: staff session or Authorization: Bearer <METRICS_TOKEN> required.\n",
                                 status=403, content_type="text/plain")
         response["WWW-Authenticate"] = "Bearer"
         return response
-    return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(render(), content_type=CONTENT_TYPE)

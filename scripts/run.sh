@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole service on its embedded defaults: SQLite, var/media, a local Redis,
-# a cpu worker (prefork), a gpu-queue worker (solo pool on a GPU; prefork on CPU without one), beat (the
+# a cpu worker (prefork), a gpu-queue worker (prefork: one child on a GPU, one per core without one), beat (the
 # stuck-chunk reaper and storage clean-up) and the web server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +26,12 @@ trap cleanup EXIT INT TERM
 mkdir -p var/log
 .venv/bin/celery -A accentsite worker -Q cpu -n cpu@%h --concurrency "$(nproc)" --loglevel INFO >> var/log/worker-cpu.log 2>&1 &
 pids+=($!)
-# The gpu-queue worker (models: classify, embed, train): one solo-pool process on a GPU, so CUDA never
-# meets fork; without a GPU the models run on the CPU, one prefork process per core (one torch
-# thread each), so a classify job uses the whole machine instead of one core.
+# The gpu-queue worker (models: classify, embed, train), always prefork so Celery's time limits apply:
+# on a GPU one child, which initialises CUDA after the fork (the parent runs no torch op); without a
+# GPU the models run on the CPU, one child per core (one torch thread each), so a classify job uses
+# the whole machine instead of one core.
 if [ "${WORKER_DEVICE:-auto}" != cpu ] && $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  GPU_POOL=(--pool solo)
+  GPU_POOL=(--pool prefork --concurrency 1)
 else
   GPU_POOL=(--pool prefork --concurrency "$(nproc)")
 fi
@@ -47,7 +48,7 @@ accentsite is running (logs in var/log/):
   admin      http://127.0.0.1:$PORT/admin/   user: $ADMIN_USERNAME  password: $ADMIN_PASSWORD
   API        http://127.0.0.1:$PORT/api/v1/
   API docs   http://127.0.0.1:$PORT/api/docs/
-  health     http://127.0.0.1:$PORT/healthz
+  health     http://127.0.0.1:$PORT/healthz/ready   (liveness: /healthz/live)
 Ctrl-C stops it.
 MSG
 wait -n "${pids[@]}"

@@ -66,7 +66,7 @@ class WorkerProcess:
         self.log = log
         self.env = env
         self.queues = queues
-        self.pool = pool  # solo like the GPU worker; prefork where time limits must be enforced
+        self.pool = pool  # solo starts fastest (one process); prefork, as deployed, where time limits must be enforced
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> WorkerProcess:
@@ -109,7 +109,7 @@ def worker_env(django_db_setup, django_db_blocker, media_root, tmp_path_factory)
 
 @pytest.fixture(scope="session")
 def celery_worker(worker_env, tmp_path_factory):
-    """One worker process for the session, consuming every queue (solo pool, like the GPU worker)."""
+    """One worker process for the session, consuming every queue (solo pool: one process, quick to start)."""
     from accentsite.celery import app
 
     app.control.purge()

@@ -5,14 +5,14 @@ tasks, never at import time, so nothing touches torch before a prefork worker fo
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -28,46 +28,12 @@ _RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, re
 
 def _decode(recording: Recording):
     """Open by storage key (never a local path), decode to 16 kHz mono and validate."""
-    from django.conf import settings
-
     from workers.pipeline.audio import load_audio, validate_audio
 
     with recording.file.storage.open(recording.file.name, "rb") as fh:
         audio = load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=recording.format, max_duration_s=settings.AUDIO_MAX_DURATION_S)
     validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
     return audio
-
-
-@contextlib.contextmanager
-def _solo_soft_time_limit(task) -> Iterator[None]:
-    """Enforce the soft time limit where Celery does not: in the solo pool (the gpu worker), the
-    task runs in the worker's main thread and no pool supervisor signals it. A SIGALRM after the
-    limit raises ``SoftTimeLimitExceeded`` there, as the prefork pool's signal does in a child, so
-    a hung chunk fails its unfinished recordings instead of waiting for the reaper.
-
-    Prefork children (Celery enforces their limits), eager calls and other threads are left alone."""
-    import signal
-    import threading
-
-    from billiard.process import current_process
-
-    stamped = getattr(task.request, "timelimit", None) or (None, None)
-    soft = (stamped[1] if len(stamped) > 1 else None) or task.soft_time_limit or task.app.conf.task_soft_time_limit
-    if (not soft or task.request.is_eager or current_process().name != "MainProcess"
-            or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-
-    def expire(signum, frame):
-        raise SoftTimeLimitExceeded(f"soft time limit ({soft} s) exceeded")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(soft))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _run_chunk(task, chunk_id: int, process: Callable) -> None:
@@ -79,9 +45,8 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     timings: dict[str, float] = defaultdict(float)
     error = ""
     try:
-        with _solo_soft_time_limit(task):
-            process(ctx, timings)
-    except SoftTimeLimitExceeded:
+        process(ctx, timings)
+    except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
         error = "The chunk exceeded its time limit; its unfinished recordings failed."
         done = set(ctx.job.results.values_list("recording_id", flat=True))
         for rec in ctx.recordings:
@@ -145,8 +110,6 @@ def run_model_chunk(self, chunk_id: int) -> None:
     """Classify or embed a chunk: decode all, then one batched inference over every window."""
 
     def process(ctx, timings):
-        from django.conf import settings
-
         from workers import runtime
         from workers.pipeline.audio import AudioError
         from workers.pipeline.inference import classify_batch, embed_batch
@@ -206,9 +169,13 @@ def run_model_chunk(self, chunk_id: int) -> None:
     _run_chunk(self, chunk_id, process)
 
 
-@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3)
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3,
+             soft_time_limit=settings.TRAIN_SOFT_TIME_LIMIT_S, time_limit=settings.TRAIN_TIME_LIMIT_S)
 def run_train_job(self, chunk_id: int) -> None:
-    """Train a model on a job's labelled recordings; progress moves by epoch."""
+    """Train a model on a job's labelled recordings; progress moves by epoch.
+
+    Its own time limits (``TRAIN_SOFT_TIME_LIMIT_S`` / ``TRAIN_TIME_LIMIT_S``, hours), not the chunk
+    tasks' minutes: Celery's prefork pool enforces them, the soft one fails the job with its reason."""
     from recognition.errors import ServiceError
     from recognition.services import training
 

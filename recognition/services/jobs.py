@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -19,6 +18,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from recognition import jobkinds
 from recognition.errors import ServiceError
 from recognition.models import (
     Batch,
@@ -33,50 +33,12 @@ from recognition.models import (
 
 logger = logging.getLogger(__name__)
 
-_PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "features": {"extractors": list, "chunk_size": int},
-    "classify": {"window_s": (int, float), "hop_s": (int, float), "threshold": (int, float), "vad": bool,
-                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int, "transcript": str},
-    "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
-    "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
-              "hparams": dict, "window_s": (int, float), "hop_s": (int, float)},
-}
-
-
 def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(params, dict):
-        raise ServiceError("invalid_params", "'params' must be a JSON object.")
-    allowed = _PARAM_TYPES[kind]
-    for key, value in params.items():
-        if key not in allowed:
-            raise ServiceError("invalid_params", f"Unknown parameter '{key}' for {kind} jobs; allowed: {sorted(allowed)}.")
-        if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
-            raise ServiceError("invalid_params", f"Parameter '{key}' has the wrong type ({type(value).__name__}).")
-    if kind == "features" and "extractors" in params:
-        from workers.pipeline.features import EXTRACTORS
-
-        if not all(isinstance(n, str) for n in params["extractors"]):
-            raise ServiceError("invalid_params", "'extractors' must be a list of extractor names.")
-        unknown = [n for n in params["extractors"] if n not in EXTRACTORS]
-        if unknown:
-            raise ServiceError("invalid_params", f"Unknown extractors {unknown}; available: {sorted(EXTRACTORS)}.")
-    if kind == "train":
-        from workers.pipeline.training import TRAINABLE_FAMILIES
-
-        if "family" in params and params["family"] not in TRAINABLE_FAMILIES:
-            raise ServiceError("invalid_params", f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
-        if "epochs" in params and not 1 <= params["epochs"] <= 1000:
-            raise ServiceError("invalid_params", "'epochs' must be between 1 and 1000.")
-    for key in ("window_s", "hop_s"):
-        if key in params and not 0.1 <= params[key] <= 60:
-            raise ServiceError("invalid_params", f"'{key}' must be between 0.1 and 60 seconds.")
-    if "transcript" in params and len(params["transcript"]) > 20000:
-        raise ServiceError("invalid_params", "'transcript' is limited to 20,000 characters.")
-    if "threshold" in params and not 0 <= params["threshold"] <= 1:
-        raise ServiceError("invalid_params", "'threshold' must be between 0 and 1.")
-    if "chunk_size" in params and not 1 <= params["chunk_size"] <= 1000:
-        raise ServiceError("invalid_params", "'chunk_size' must be between 1 and 1000.")
-    return params
+    """The kind's parameter declaration in ``recognition.jobkinds``, as a ``ServiceError``."""
+    try:
+        return jobkinds.validate_params(kind, params)
+    except jobkinds.ParamsError as exc:
+        raise ServiceError("invalid_params", exc.message) from exc
 
 
 def job_submit(
@@ -97,20 +59,23 @@ def job_submit(
 
     if kind not in Job.Kind.values:
         raise ServiceError("invalid_kind", f"Unknown job kind '{kind}'; use one of {Job.Kind.values}.")
+    if kind not in jobkinds.KINDS:  # Job.Kind has a value the registry lacks: a declaration is missing
+        raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
+    spec = jobkinds.get(kind)
     params = dict(_validate_params(kind, params if params is not None else {}))
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)
     targets = list(batch.recordings.order_by("id")) if batch is not None else list(recordings or [])
     if any(r.owner_id != owner.pk for r in targets):
         raise ServiceError("not_found", "No such recording.", status_code=404)
-    if kind != Job.Kind.TRAIN and not targets:
+    if spec.needs_recordings and not targets:
         raise ServiceError("no_recordings", "The job has no recordings to run on.")
     model_version = None
-    if kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED):
-        model_version = model_resolve(model, task="classify" if kind == Job.Kind.CLASSIFY else "embed")
+    if spec.model_task is not None:
+        model_version = model_resolve(model, task=spec.model_task)
     elif model:
         raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
-    chunk_size = params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(kind, 16)
+    chunk_size = jobkinds.chunk_size_for(kind, params) or max(len(targets), 1)
     with transaction.atomic():
         job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
         job.full_clean()
@@ -129,26 +94,13 @@ def job_submit(
     return job
 
 
-_TASKS = {
-    Job.Kind.FEATURES: ("run_features_chunk", "cpu"),
-    Job.Kind.CLASSIFY: ("run_model_chunk", "gpu"),
-    Job.Kind.EMBED: ("run_model_chunk", "gpu"),
-    Job.Kind.TRAIN: ("run_train_job", "gpu"),
-}
-
-
 def _job_queue(job: Job) -> str:
-    """The queue a job's chunks go to. Small model jobs a person waits for go to ``interactive``,
-    never behind a big batch."""
-    if job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
-        return "interactive"
-    return _TASKS[job.kind][1]
+    """The queue a job's chunks go to (``recognition.jobkinds.queue_for``)."""
+    return jobkinds.queue_for(job.kind, job.total)
 
 
 def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
-    from workers import tasks
-
-    task = getattr(tasks, _TASKS[job.kind][0])
+    task = jobkinds.load_task(job.kind)
     queue = _job_queue(job)
     now = timezone.now()
     for chunk_id in chunk_ids:

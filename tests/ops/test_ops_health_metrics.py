@@ -102,24 +102,33 @@ def test_metrics_exposition_parses_and_counts_a_job(staff_client, api, celery_wo
     assert response.status_code == 200
     text = response.content.decode()
 
-    samples = {}
-    for line in text.splitlines():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for line in text.splitlines():  # the plain 0.0.4 text format, line by line
         if line.startswith("#"):
             assert line.startswith(("# HELP ", "# TYPE ")), line
-            continue
-        assert _SAMPLE.match(line), f"not Prometheus text: {line!r}"
-        name_labels, value = line.rsplit(" ", 1)
-        samples[name_labels] = float(value)
-    assert samples['accentsite_jobs{kind="features",status="succeeded"}'] >= 1
-    assert samples['accentsite_recordings_processed_total{kind="features",status="succeeded"}'] >= 2
-    assert samples['accentsite_recordings_processed_total{kind="features",status="failed"}'] >= 1
-    assert samples['accentsite_recording_failures_total{code="corrupt"}'] >= 1
-    assert 'accentsite_queue_depth{queue="cpu"}' in samples and 'accentsite_queue_depth{queue="interactive"}' in samples
-    assert samples['accentsite_workers_online{queue="cpu"}'] >= 1
-    count = samples['accentsite_chunk_stage_seconds_count{kind="features",stage="features"}']
+        else:
+            assert _SAMPLE.match(line), f"not Prometheus text: {line!r}"
+    samples = {}  # (name, sorted labels) -> value, through prometheus-client's own parser
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("accentsite_jobs", kind="features", status="succeeded") >= 1
+    assert value("accentsite_recordings_processed_total", kind="features", status="succeeded") >= 2
+    assert value("accentsite_recordings_processed_total", kind="features", status="failed") >= 1
+    assert value("accentsite_recording_failures_total", code="corrupt") >= 1
+    assert {"cpu", "gpu", "interactive"} <= {dict(k[1])["queue"] for k in samples if k[0] == "accentsite_queue_depth"}
+    assert value("accentsite_workers_online", queue="cpu") >= 1
+    count = value("accentsite_chunk_stage_seconds_count", kind="features", stage="features")
     assert count >= 1
-    assert samples['accentsite_chunk_stage_seconds_bucket{kind="features",stage="features",le="+Inf"}'] == count
-    assert samples["accentsite_scrape_errors"] == 0
-    assert samples['accentsite_chunk_seconds_count{kind="features"}'] == count  # again: counted once, not per scrape
-    again = staff_client.get("/metrics").content.decode()
-    assert f'accentsite_chunk_stage_seconds_count{{kind="features",stage="features"}} {int(count)}' in again
+    assert value("accentsite_chunk_stage_seconds_bucket", kind="features", stage="features", le="+Inf") == count
+    assert value("accentsite_scrape_errors") == 0
+    assert value("accentsite_chunk_seconds_count", kind="features") == count  # again: counted once, not per scrape
+    assert value("accentsite_metrics_scrape_seconds_count") >= 1
+    again = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(staff_client.get("/metrics").content.decode()) for s in f.samples}
+    assert again[("accentsite_chunk_stage_seconds_count", (("kind", "features"), ("stage", "features")))] == count

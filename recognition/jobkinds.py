@@ -1,0 +1,225 @@
+"""Job kinds: one declaration per kind says which task runs it, on which queue, in what chunks,
+and which parameters it takes. Routing (``services.jobs``, Celery's ``task_routes``), the
+operations views and commands (``recognition.ops``), the health checks and /metrics all read
+this registry; nothing else lists queues or maps kinds to tasks.
+
+Adding a kind (say ``transcribe``):
+
+1. write its Celery task in ``workers/tasks.py`` (takes a ``JobChunk`` id, like ``run_model_chunk``);
+2. declare it here::
+
+       register(JobKind(
+           name="transcribe", task="workers.tasks.run_transcribe_chunk", queue="gpu",
+           interactive=True, chunk_size=16,
+           params={"language": str, "chunk_size": int},
+           validate=_check_transcribe,            # optional: checks beyond the types
+       ))
+
+3. add the value to ``recognition.models.Job.Kind`` and run ``manage.py makemigrations`` (the
+   choices live in the database schema). ``tests/recognition/test_jobkinds.py`` fails until the
+   registry and ``Job.Kind`` agree.
+
+This module imports no Django models, so settings and the Celery app may import it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Queues by workload, each with its reason (shown by the admin Workers page and the docs).
+QUEUES: dict[str, str] = {
+    "cpu": "decoding, parselmouth/librosa feature extraction and housekeeping: many prefork processes, one per core",
+    "gpu": "model inference and training: one process per GPU (prefork, concurrency 1: CUDA starts in the child); "
+           "on a machine without a GPU the same queue runs on CPU with deliberate thread settings",
+    "interactive": "small model jobs a person waits for (<= INTERACTIVE_MAX_RECORDINGS recordings): never stuck "
+                   "behind a 10,000-file batch",
+}
+# Queues that must have a live consumer for the service to be ready (interactive work falls back to
+# nothing else, but the gpu workers consume it in every deployment we ship, so gpu covers it).
+REQUIRED_QUEUES: tuple[str, ...] = ("cpu", "gpu")
+MAINTENANCE_QUEUE = "cpu"  # workers.maintenance.* (beat): a few database queries each
+
+ParamTypes = dict[str, type | tuple[type, ...]]
+
+
+class ParamsError(ValueError):
+    """Parameters a job kind does not accept; ``message`` is for the person who sent them."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What a job kind is to the system.
+
+    ``task``: the Celery task (dotted name) that runs one chunk, called with the ``JobChunk`` id.
+    ``queue``: where its chunks go; with ``interactive``, jobs of at most
+    ``INTERACTIVE_MAX_RECORDINGS`` recordings go to the ``interactive`` queue instead.
+    ``chunk_size``: recordings per chunk (``settings.JOB_CHUNK_SIZE[name]`` and the job's own
+    ``chunk_size`` parameter override it); ``None``: the whole job is one chunk.
+    ``params``: accepted parameter names and their JSON types; ``validate`` checks values further
+    and raises :class:`ParamsError`.
+    ``model_task``: the model registry task (``classify`` / ``embed``) whose model the job runs;
+    ``None`` for kinds that take no ``model``.
+    ``needs_recordings``: a job of this kind without recordings is refused.
+    """
+
+    name: str
+    task: str
+    queue: str
+    params: ParamTypes
+    chunk_size: int | None = 16
+    interactive: bool = False
+    model_task: str | None = None
+    needs_recordings: bool = True
+    validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ValueError(f"job kind {self.name!r}: unknown queue {self.queue!r}; declare it in QUEUES")
+
+    @property
+    def task_function(self) -> str:
+        return self.task.rsplit(".", 1)[-1]
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    if kind.name in KINDS:
+        raise ValueError(f"job kind {kind.name!r} is declared twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> JobKind:
+    return KINDS[name]
+
+
+# --- Routing -----------------------------------------------------------------------------------
+
+def chunk_size_for(name: str, params: dict[str, Any]) -> int | None:
+    """Recordings per chunk for a new job; ``None``: one chunk for the whole job."""
+    from django.conf import settings
+
+    kind = get(name)
+    if kind.chunk_size is None:
+        return None
+    return params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(name, kind.chunk_size)
+
+
+def queue_for(name: str, total: int) -> str:
+    """The queue a job's chunks go to: small jobs a person waits for go to ``interactive``."""
+    from django.conf import settings
+
+    kind = get(name)
+    if kind.interactive and total <= settings.INTERACTIVE_MAX_RECORDINGS:
+        return "interactive"
+    return kind.queue
+
+
+def load_task(name: str):
+    """The Celery task object that runs chunks of kind ``name`` (imported on first use)."""
+    from kombu.utils.imports import symbol_by_name
+
+    return symbol_by_name(get(name).task)
+
+
+def chunk_task_names() -> frozenset[str]:
+    """Tasks whose first argument is a ``JobChunk`` id (their log records carry chunk and job ids)."""
+    return frozenset(k.task for k in KINDS.values())
+
+
+def route_task(name: str, args=None, kwargs=None, options=None, task=None, **_: Any) -> dict | None:
+    """Celery router (``CELERY_TASK_ROUTES``): a chunk task's default queue, and housekeeping on
+    ``MAINTENANCE_QUEUE``. ``services.jobs`` passes the job's own queue (interactive or not) when it
+    sends a chunk, which wins over this default."""
+    for kind in KINDS.values():
+        if kind.task == name:
+            return {"queue": kind.queue}
+    if name.startswith("workers.maintenance."):
+        return {"queue": MAINTENANCE_QUEUE}
+    return None
+
+
+# --- Parameters --------------------------------------------------------------------------------
+
+def validate_params(name: str, params: Any) -> dict[str, Any]:
+    """Check a job's parameters against its kind's declaration; raises :class:`ParamsError`."""
+    if not isinstance(params, dict):
+        raise ParamsError("'params' must be a JSON object.")
+    kind = get(name)
+    allowed = kind.params
+    for key, value in params.items():
+        if key not in allowed:
+            raise ParamsError(f"Unknown parameter '{key}' for {name} jobs; allowed: {sorted(allowed)}.")
+        if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
+            raise ParamsError(f"Parameter '{key}' has the wrong type ({type(value).__name__}).")
+    if kind.validate is not None:
+        kind.validate(params)
+    _check_common(params)
+    return params
+
+
+def _check_common(params: dict[str, Any]) -> None:
+    """Ranges of parameters several kinds share."""
+    for key in ("window_s", "hop_s"):
+        if key in params and not 0.1 <= params[key] <= 60:
+            raise ParamsError(f"'{key}' must be between 0.1 and 60 seconds.")
+    if "transcript" in params and len(params["transcript"]) > 20000:
+        raise ParamsError("'transcript' is limited to 20,000 characters.")
+    if "threshold" in params and not 0 <= params["threshold"] <= 1:
+        raise ParamsError("'threshold' must be between 0 and 1.")
+    if "chunk_size" in params and not 1 <= params["chunk_size"] <= 1000:
+        raise ParamsError("'chunk_size' must be between 1 and 1000.")
+
+
+def _check_features(params: dict[str, Any]) -> None:
+    if "extractors" in params:
+        from workers.pipeline.features import EXTRACTORS
+
+        if not all(isinstance(n, str) for n in params["extractors"]):
+            raise ParamsError("'extractors' must be a list of extractor names.")
+        unknown = [n for n in params["extractors"] if n not in EXTRACTORS]
+        if unknown:
+            raise ParamsError(f"Unknown extractors {unknown}; available: {sorted(EXTRACTORS)}.")
+
+
+def _check_train(params: dict[str, Any]) -> None:
+    from workers.pipeline.training import TRAINABLE_FAMILIES
+
+    if "family" in params and params["family"] not in TRAINABLE_FAMILIES:
+        raise ParamsError(f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
+    if "epochs" in params and not 1 <= params["epochs"] <= 1000:
+        raise ParamsError("'epochs' must be between 1 and 1000.")
+
+
+# --- The kinds ---------------------------------------------------------------------------------
+
+_NUM = (int, float)
+
+register(JobKind(
+    name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8,
+    params={"extractors": list, "chunk_size": int}, validate=_check_features,
+))
+register(JobKind(
+    name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
+    model_task="classify",
+    params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
+            "batch_size": int, "transcript": str},
+))
+register(JobKind(
+    name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
+    model_task="embed",
+    params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
+))
+# Training runs as one task over all of the job's recordings: one chunk, whatever its size.
+register(JobKind(
+    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False,
+    params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
+            "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
+))

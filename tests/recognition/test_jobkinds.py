@@ -1,0 +1,82 @@
+"""The job-kind registry: one declaration per kind drives routing, chunking and parameters."""
+from __future__ import annotations
+
+import pytest
+
+from recognition import jobkinds, ops
+from recognition.models import Job
+
+
+def test_every_job_kind_is_declared_and_every_declaration_is_a_job_kind():
+    assert sorted(jobkinds.KINDS) == sorted(Job.Kind.values)
+
+
+def test_declared_tasks_exist_and_queues_are_known():
+    from accentsite.celery import app
+
+    for kind in jobkinds.KINDS.values():
+        assert jobkinds.load_task(kind.name).name == kind.task
+        assert kind.queue in jobkinds.QUEUES
+        assert app.amqp.router.route({}, kind.task)["queue"].name == kind.queue
+    assert app.amqp.router.route({}, "workers.maintenance.reap_stuck_chunks")["queue"].name == "cpu"
+    assert ops.QUEUES == ("cpu", "gpu", "interactive")
+    assert set(jobkinds.REQUIRED_QUEUES) <= set(jobkinds.QUEUES)
+    assert jobkinds.chunk_task_names() == {"workers.tasks.run_features_chunk", "workers.tasks.run_model_chunk",
+                                           "workers.tasks.run_train_job"}
+
+
+def test_queue_for_sends_small_model_jobs_to_interactive(settings):
+    settings.INTERACTIVE_MAX_RECORDINGS = 8
+    assert [jobkinds.queue_for(k, 8) for k in ("features", "classify", "embed", "train")] == ["cpu", "interactive", "interactive", "gpu"]
+    assert [jobkinds.queue_for(k, 9) for k in ("features", "classify", "embed", "train")] == ["cpu", "gpu", "gpu", "gpu"]
+
+
+def test_chunk_sizes_follow_declaration_setting_and_param(settings):
+    settings.JOB_CHUNK_SIZE = {"features": 3}
+    assert jobkinds.chunk_size_for("features", {}) == 3
+    assert jobkinds.chunk_size_for("features", {"chunk_size": 5}) == 5
+    assert jobkinds.chunk_size_for("classify", {}) == 64
+    assert jobkinds.chunk_size_for("train", {}) is None  # one chunk, whatever the size
+
+
+@pytest.mark.parametrize(("kind", "params", "message"), [
+    ("features", [], "'params' must be a JSON object."),
+    ("features", {"nope": 1}, "Unknown parameter 'nope' for features jobs; allowed: ['chunk_size', 'extractors']."),
+    ("classify", {"vad": 1}, "Parameter 'vad' has the wrong type (int)."),
+    ("classify", {"batch_size": True}, "Parameter 'batch_size' has the wrong type (bool)."),
+    ("features", {"extractors": ["nope"]}, "Unknown extractors ['nope']"),
+    ("train", {"epochs": 0}, "'epochs' must be between 1 and 1000."),
+    ("embed", {"window_s": 90}, "'window_s' must be between 0.1 and 60 seconds."),
+    ("classify", {"threshold": 2}, "'threshold' must be between 0 and 1."),
+])
+def test_params_are_checked_against_the_declaration(kind, params, message):
+    with pytest.raises(jobkinds.ParamsError) as err:
+        jobkinds.validate_params(kind, params)
+    assert err.value.message.startswith(message)
+
+
+def test_a_new_kind_is_one_declaration(monkeypatch, settings):
+    monkeypatch.setattr(jobkinds, "KINDS", dict(jobkinds.KINDS))
+    jobkinds.register(jobkinds.JobKind(name="transcribe", task="workers.tasks.run_model_chunk", queue="gpu",
+                                       interactive=True, params={"language": str}))
+    settings.INTERACTIVE_MAX_RECORDINGS = 2
+    assert jobkinds.queue_for("transcribe", 2) == "interactive" and jobkinds.queue_for("transcribe", 3) == "gpu"
+    assert jobkinds.validate_params("transcribe", {"language": "en"}) == {"language": "en"}
+    with pytest.raises(ValueError, match="declared twice"):
+        jobkinds.register(jobkinds.JobKind(name="transcribe", task="x.y", queue="gpu", params={}))
+    with pytest.raises(ValueError, match="unknown queue"):
+        jobkinds.JobKind(name="other", task="x.y", queue="tpu", params={})
+
+
+@pytest.mark.django_db
+def test_a_train_job_is_one_chunk_over_all_its_recordings(user, monkeypatch):
+    import io
+
+    from recognition import services
+    from tests.factories import audio_bytes, pulse_train
+
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    recs = [services.recording_create(owner=user, fileobj=io.BytesIO(audio_bytes(pulse_train(f0=100 + i, seconds=0.6))),
+                                      filename=f"t{i}.wav")[0] for i in range(20)]
+    job = services.job_submit(owner=user, kind="train", recordings=recs, params={"epochs": 1})
+    assert [len(c.recording_ids) for c in job.chunks.all()] == [20]
