@@ -16,7 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from recognition.errors import ServiceError
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 _PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "features": {"extractors": list, "chunk_size": int},
     "classify": {"window_s": (int, float), "hop_s": (int, float), "threshold": (int, float), "vad": bool,
-                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int, "transcript": str},
+                 "min_speech_s": (int, float), "chunk_size": int, "batch_size": int, "transcript": str,
+                 "label_map": dict},
     "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
     "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
               "hparams": dict, "window_s": (int, float), "hop_s": (int, float)},
@@ -218,10 +220,20 @@ def job_is_cancelled(*, job_id: int) -> bool:
 
 
 def _replace_result(job: Job, recording: Recording, **fields: Any) -> RecordingResult:
+    """Replace the recording's result in this job and move the job's progress counters with it,
+    so progress moves per recording, not per chunk. Callers hold a transaction; the counters move
+    by the difference the replacement makes (a redelivered recording does not count twice), and
+    ``chunk_finish`` still recounts them from the rows."""
+    old = list(RecordingResult.objects.filter(job=job, recording=recording).values_list("status", flat=True))
     RecordingResult.objects.filter(job=job, recording=recording).delete()
-    return RecordingResult.objects.create(
+    result = RecordingResult.objects.create(
         job=job, recording=recording, recording_key=recording.pk, recording_ref=recording.original_filename, **fields
     )
+    done = (result.status == RecordingResult.Status.SUCCEEDED) - old.count(RecordingResult.Status.SUCCEEDED)
+    failed = (result.status == RecordingResult.Status.FAILED) - old.count(RecordingResult.Status.FAILED)
+    if done or failed:
+        Job.objects.filter(pk=job.pk).update(done=Greatest(F("done") + done, 0), failed=Greatest(F("failed") + failed, 0))
+    return result
 
 
 def result_fail(*, job: Job, recording: Recording, code: str, message: str, timings: dict | None = None) -> RecordingResult:
