@@ -182,3 +182,25 @@ def test_cli_writes_the_same_columns_as_the_api(tmp_path, monkeypatch, suffix):
     call_command("classify", "a.wav", "--out", str(tmp_path / f"w.{suffix}"), "--windows")
     n = len(list(csv.DictReader((tmp_path / "w.csv").open()))) if suffix == "csv" else pq.read_table(tmp_path / "w.parquet").num_rows
     assert n == 2
+
+
+@pytest.mark.django_db
+def test_an_egemaps_features_job_exports_one_row_per_recording_with_88_columns(api, monkeypatch):
+    """End to end in-process: the API submits a features job naming egemaps, the chunk task runs
+    eagerly (no broker), progress counts per recording, the export flattens the 88 functionals."""
+    from tests.factories import audio_bytes, pulse_train, upload
+    from workers import tasks
+
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)  # the test's transaction holds the connection
+    files = [upload(f"v{i}.wav", audio_bytes(pulse_train(f0=120 + 40 * i, seed=i))) for i in range(2)]
+    batch = api.post("/api/v1/batches/", {"name": "gemaps", "files": files}, format="multipart").json()
+    job = api.post("/api/v1/jobs/", {"kind": "features", "batch": batch["id"], "params": {"extractors": ["egemaps"]}},
+                   format="json").json()
+    tasks.run_features_chunk.apply((Job.objects.get(pk=job["id"]).chunks.get().pk,))
+    assert api.get(f"/api/v1/jobs/{job['id']}/").json()["progress"] == {"total": 2, "done": 2, "failed": 0}
+    rows = _csv(api, f"/api/v1/jobs/{job['id']}/results/?export=csv")
+    columns = [c for c in rows[0] if c.startswith("egemaps.")]
+    assert len(columns) == 88 and len(rows) == 2
+    f0 = [float(r["egemaps.F0semitoneFrom27.5Hz_sma3nz_amean"]) for r in rows]
+    assert f0 == pytest.approx([12 * np.log2(f / 27.5) for f in (120, 160)], abs=0.5)
