@@ -115,7 +115,7 @@ def test_embed_job_and_similarity_search(api, celery_worker):
     assert all(np.linalg.norm(v.vector) == pytest.approx(1, abs=1e-3) for v in vectors)
 
     ids = {r["original_filename"]: r["id"] for r in batch["recordings"]}
-    similar = api.get(f"/api/v1/recordings/{ids['a.wav']}/similar/?k=3").json()
+    similar = api.get(f"/api/v1/recordings/{ids['a.wav']}/similar/?k=3").json()["results"]
     assert [s["recording"]["original_filename"] for s in similar][0] == "a-quieter.wav"
     assert similar[0]["similarity"] > 0.99 and similar[0]["similarity"] >= similar[1]["similarity"]
     assert ids["a.wav"] not in [s["recording"]["id"] for s in similar]
