@@ -2,9 +2,9 @@
 
 drf-spectacular documents what a view returns on success; the errors come from the exception
 handler (``recognition.api.errors``), which it cannot see. This schema class adds them from what
-the view is: 401/403 for authenticated views, 404 for paths naming an object, 400 for bodies and
-query parameters, 429 where a throttle applies, 413 for uploads. 409s, which only some actions
-give, are declared on those actions with ``extend_schema(responses=...)``.
+the view is: 401/403 for authenticated views, 404 for paths naming an object (and pages past the
+last), 400 for bodies and query parameters, 429 where a throttle applies, 413 for uploads. 409s,
+which only some actions give, are declared on those actions with ``extend_schema(responses=...)``.
 """
 from __future__ import annotations
 
@@ -50,8 +50,9 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append("400")
         if not all(isinstance(p, AllowAny) for p in self.view.get_permissions()):
             codes += ["401", "403"]
-        if any(p.get("in") == "path" for p in parameters) or (writes and getattr(self.view, "basename", "") == "job"):
-            codes.append("404")  # a job names a batch or recordings of yours
+        if (any(p.get("in") == "path" or p.get("name") == "page" for p in parameters)  # "Invalid page." is a 404
+                or (writes and getattr(self.view, "basename", "") == "job")):  # a job names a batch or recordings of yours
+            codes.append("404")
         if writes and any(issubclass(p, MultiPartParser) for p in getattr(self.view, "parser_classes", [])):
             codes.append("413")
         if self.view.get_throttles():
