@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from django.db.models import Func, IntegerField
+
 BASE_COLUMNS = ("recording", "filename", "label", "speaker", "corpus", "status", "error_code", "error_message")
 WINDOW_BASE = ("recording", "filename", "label", "speaker", "corpus", "window", "start_s", "end_s")
 _INT_COLUMNS = {"recording", "n_windows", "window", "embedding_dim"}
@@ -243,7 +245,22 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000) ->
         dim = Embedding.objects.filter(result__job=job).values_list("dim", flat=True).first()
     spec = TableSpec(labels=labels, features=features, embedding_dim=dim, windows=windows)
     model = str(job.model_version) if job.model_version_id else ""
+    if windows:
+        chunk_size = max(1, chunk_size // 20)  # each result brings all its windows
+    else:  # a long recording's windows (thousands) are only counted, never loaded
+        results = results.defer("prediction__windows", "embedding__windows").annotate(
+            n_windows_stored=JSONArrayLength("prediction__windows"))
     return spec, _job_rows(spec, results, model, chunk_size)
+
+
+class JSONArrayLength(Func):
+    """Length of a JSON array column, computed by the database (PostgreSQL jsonb, SQLite JSON1)."""
+
+    function = "json_array_length"
+    output_field = IntegerField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, function="jsonb_array_length", **extra)
 
 
 def _job_rows(spec: TableSpec, results, model: str, chunk_size: int) -> Iterator[dict]:
@@ -265,7 +282,7 @@ def _job_rows(spec: TableSpec, results, model: str, chunk_size: int) -> Iterator
             prediction = {"outcome": p.outcome, "predicted_class": p.predicted_class, "confidence": p.confidence,
                           "probabilities": p.probabilities, "probabilities_raw": p.probabilities_raw,
                           "window_share": p.window_share, "agreement": p.agreement, "speech_fraction": p.speech_fraction,
-                          "windows": p.windows}
+                          "n_windows": r.n_windows_stored}
         yield result_row(spec, base, model=model, prediction=prediction,
                          features={f.extractor: f.summary for f in r.feature_sets.all()} if spec.features else None,
                          embedding=e.vector if e is not None else None)
