@@ -286,8 +286,11 @@ def _results_export(job: Job, results, export: str, *, windows: bool) -> Streami
     if export == "csv":
         response = StreamingHttpResponse(exports.csv_chunks(spec, rows), content_type="text/csv; charset=utf-8")
     else:
-        response = StreamingHttpResponse(exports.file_chunks(exports.parquet_spool(spec, rows)),
-                                         content_type="application/vnd.apache.parquet")
+        spool = exports.parquet_spool(spec, rows)
+        size = spool.seek(0, 2)
+        spool.seek(0)
+        response = StreamingHttpResponse(exports.file_chunks(spool), content_type="application/vnd.apache.parquet")
+        response["Content-Length"] = str(size)
     response["Content-Disposition"] = f'attachment; filename="{name}.{export}"'
     return response
 

@@ -67,6 +67,9 @@ def test_classify_csv_has_raw_and_calibrated_probabilities_and_window_percentage
 @pytest.mark.django_db
 def test_classify_parquet_and_per_window_rows(api, long_recording_job):
     job = long_recording_job
+    response = api.get(f"/api/v1/jobs/{job.pk}/results/?export=parquet")
+    assert int(response["Content-Length"]) == len(b"".join(response.streaming_content))
+    assert response["Content-Disposition"] == f'attachment; filename="job-{job.pk}-results.parquet"'
     table = _parquet(api, f"/api/v1/jobs/{job.pk}/results/?export=parquet")
     assert table.num_rows == 2 and table.schema.names == exports.TableSpec(labels=tuple(LABELS)).columns()
     assert str(table.schema.field("p_native").type) == "double" and str(table.schema.field("recording").type) == "int64"
