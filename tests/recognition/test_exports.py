@@ -207,3 +207,27 @@ def test_an_egemaps_features_job_exports_one_row_per_recording_with_88_columns(a
     assert len(columns) == 88 and len(rows) == 2
     f0 = [float(r["egemaps.F0semitoneFrom27.5Hz_sma3nz_amean"]) for r in rows]
     assert f0 == pytest.approx([12 * np.log2(f / 27.5) for f in (120, 160)], abs=0.5)
+
+
+@pytest.mark.django_db
+def test_job_rows_are_read_from_the_database_in_chunks(user):
+    """The rows come through ``.iterator(chunk_size)``: the feature sets are fetched once per chunk of
+    results, and nothing is read before the response asks for rows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recognition import selectors
+
+    job = Job.objects.create(owner=user, kind="features", status="succeeded", total=30, done=30)
+    for i in range(30):
+        rec = _recording(user, f"k{i}.wav")
+        result = RecordingResult.objects.create(job=job, recording=rec, recording_ref=rec.original_filename, status="succeeded")
+        FeatureSet.objects.create(result=result, extractor="prosody", extractor_version="1", summary={"f0_mean_hz": float(i)})
+    spec, rows = exports.job_table(job, selectors.job_results(job=job), chunk_size=10)
+    with CaptureQueriesContext(connection) as queries:
+        first = next(rows)
+        after_first = len(queries)
+        rest = list(rows)
+    assert first["prosody.f0_mean_hz"] == 0.0 and [r["prosody.f0_mean_hz"] for r in rest] == [float(i) for i in range(1, 30)]
+    prefetches = [q for q in queries.captured_queries if 'FROM "recognition_featureset"' in q["sql"]]
+    assert len(prefetches) == 3 and after_first <= 2
