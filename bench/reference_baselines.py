@@ -58,6 +58,8 @@ def load(data: Path) -> dict[str, list]:
 
 def ci(rep: dict, metric: str = "balanced_accuracy") -> str:
     c = rep["ci"][metric]
+    if c["low"] is None:  # fewer than 2 speakers
+        return f"{rep[metric]:.3f} [no interval]"
     return f"{rep[metric]:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
 
 
@@ -85,7 +87,7 @@ def compare(checkpoint: Path, test: dict, reports: dict, n_boot: int) -> None:
     for slice_name, pick in (("SAA test", lambda p: p["per_corpus"].get("SAA")), ("all test", lambda p: p["all"])):
         for ref, p in paired.items():
             d = pick(p)
-            if d:
+            if d and d["low"] is not None:
                 print(f"  {slice_name:<9} vs {ref:<24} {d['a']:.3f} - {d['b']:.3f} = {d['difference']:+.3f} "
                       f"[{d['low']:+.3f}, {d['high']:+.3f}]  replicates where the model is not better: {d['share_not_better']:.3f}")
 

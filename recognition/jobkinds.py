@@ -210,7 +210,7 @@ register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
     model_task="classify",
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
-            "batch_size": int, "transcript": str},
+            "batch_size": int, "transcript": str, "label_map": dict},
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,

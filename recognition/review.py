@@ -307,12 +307,49 @@ def job_wrong_or_unsure(*, job: Job) -> list[dict[str, Any]]:
 
 
 def _side(job: Job, predictions: dict[int, Prediction], ids: list[int]) -> dict[str, Any]:
-    """Accuracy of one job over the labelled recordings among ``ids``; abstentions count as not correct."""
+    """Accuracy of one job over the labelled recordings among ``ids``; abstentions count as not correct.
+
+    ``abstained``: no answer (insufficient speech); ``uncertain``: an answer under the threshold;
+    ``accepted``: answered ``ok``, with ``coverage`` (accepted / labelled) and ``accuracy_accepted``
+    (on those only).
+    """
     labelled = [i for i in ids if _truth(job, predictions[i].result.recording)]
-    correct = sum(1 for i in labelled if predictions[i].predicted_class == _truth(job, predictions[i].result.recording))
-    abstained = sum(1 for i in labelled if predictions[i].outcome == Prediction.Outcome.INSUFFICIENT_SPEECH)
-    return {"job": job.pk, "model": _model_name(job), "n_labelled": len(labelled), "correct": correct,
-            "abstained": abstained, "accuracy": correct / len(labelled) if labelled else None}
+    right = {i for i in labelled if predictions[i].predicted_class == _truth(job, predictions[i].result.recording)}
+    outcomes = [predictions[i].outcome for i in labelled]
+    accepted = [i for i in labelled if predictions[i].outcome == Prediction.Outcome.OK]
+    return {"job": job.pk, "model": _model_name(job), "n_labelled": len(labelled), "correct": len(right),
+            "abstained": outcomes.count(Prediction.Outcome.INSUFFICIENT_SPEECH),
+            "uncertain": outcomes.count(Prediction.Outcome.UNCERTAIN),
+            "accuracy": len(right) / len(labelled) if labelled else None,
+            "accepted": len(accepted), "coverage": len(accepted) / len(labelled) if labelled else None,
+            "accuracy_accepted": sum(1 for i in accepted if i in right) / len(accepted) if accepted else None}
+
+
+def _abstentions(pa: dict[int, Prediction], pb: dict[int, Prediction], common: list[int]) -> dict[str, Any]:
+    """How withheld answers changed between two jobs over their common recordings.
+
+    ``transitions``: counts of ``"<outcome a> -> <outcome b>"`` where the outcome changed;
+    ``newly_withheld`` / ``newly_answered``: recordings answered ``ok`` by one job and not by the
+    other, each with both outcomes, predictions and confidences.
+    """
+    ok = Prediction.Outcome.OK
+    transitions: dict[str, int] = {}
+    rows: dict[str, list[dict[str, Any]]] = {"newly_withheld": [], "newly_answered": []}
+    for i in common:
+        a, b = pa[i], pb[i]
+        if a.outcome == b.outcome:
+            continue
+        key = f"{a.outcome} -> {b.outcome}"
+        transitions[key] = transitions.get(key, 0) + 1
+        if (a.outcome == ok) == (b.outcome == ok):
+            continue
+        rec = a.result.recording
+        rows["newly_withheld" if a.outcome == ok else "newly_answered"].append({
+            "recording": rec.pk, "filename": rec.original_filename, "label": rec.label,
+            "a_outcome": a.outcome, "b_outcome": b.outcome, "a": a.predicted_class or None, "b": b.predicted_class or None,
+            "a_confidence": a.confidence, "b_confidence": b.confidence,
+        })
+    return {"transitions": dict(sorted(transitions.items())), **rows}
 
 
 def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
@@ -321,7 +358,9 @@ def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
     Returns ``a`` and ``b`` (job, model, accuracy over the labelled recordings both jobs
     predicted), ``n_common``, ``n_changed``, ``agreement``, ``transitions``, ``only_in_a``,
     ``only_in_b`` (recording ids) and ``changed``: one row per recording whose prediction
-    differs, with its filename, true label and both predictions and confidences.
+    differs, with its filename, true label and both predictions and confidences; ``abstentions``:
+    how the withheld answers (``uncertain``, ``insufficient_speech``) changed (see ``_abstentions``),
+    and each side's ``coverage`` and ``accuracy_accepted`` beside its ``accuracy``.
     """
     from workers.pipeline.evaluation import compare_predictions
 
@@ -345,7 +384,7 @@ def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
         "a": _side(job_a, pa, common), "b": _side(job_b, pb, common),
         "n_common": diff["n_common"], "n_changed": diff["n_changed"], "agreement": diff["agreement"],
         "transitions": diff["transitions"], "only_in_a": diff["only_in_a"], "only_in_b": diff["only_in_b"],
-        "changed": changed,
+        "changed": changed, "abstentions": _abstentions(pa, pb, common),
     }
 
 
@@ -362,7 +401,8 @@ def job_compare_candidates(*, job: Job) -> QuerySet[Job]:
 def _ci_text(report: Mapping[str, Any], metric: str) -> str:
     ci = (report.get("ci") or {}).get(metric) or {}
     if ci.get("low") is None or ci.get("high") is None:
-        return ""
+        reason = (report.get("ci") or {}).get("reason")
+        return f"no CI: {reason}" if reason else ""
     return f"95% CI {ci['low']:.3f} to {ci['high']:.3f}, bootstrap over {report['ci'].get('n_units')} {report['ci'].get('unit')}s"
 
 
@@ -393,6 +433,8 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
             "ece": report.get("ece"),
             "roc_auc": (report.get("roc_auc") or {}).get("value"),
             "excluded": report.get("excluded") or {},
+            "coverage": (report.get("selective") or {}).get("coverage"),
+            "accuracy_accepted": (report.get("selective") or {}).get("accuracy_accepted"),
             "per_class": [dict(label=label, **values) for label, values in (report.get("per_class") or {}).items()],
         }
         if pictures:

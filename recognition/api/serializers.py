@@ -4,6 +4,18 @@ from rest_framework import serializers
 from recognition.models import Batch, Embedding, FeatureSet, Job, ModelVersion, Prediction, Recording, RecordingResult
 
 
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="machine-readable, e.g. not_found, invalid, invalid_params, model_unavailable")
+    message = serializers.CharField(help_text="what went wrong, in words a person can act on")
+    fields = serializers.DictField(required=False, help_text="400 'invalid' only: the messages per request field")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the whole API (see ``recognition.api.errors``)."""
+
+    error = ErrorDetailSerializer()
+
+
 class RecordingSerializer(serializers.ModelSerializer):
     audio_url = serializers.SerializerMethodField()
 
@@ -75,8 +87,18 @@ class JobCreateSerializer(serializers.Serializer):
     # ids fit a 64-bit column: a larger number is a 400 here, not an OverflowError in the database driver
     batch = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recordings = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000)
-    params = serializers.JSONField(required=False)
-    model = serializers.CharField(required=False, max_length=160)
+    params = serializers.JSONField(required=False, help_text=(
+        "Options of the job's kind (unknown keys are a 400). "
+        "features: extractors (list of names: logmel, mfcc, spectral, prosody, formants, voice_quality, egemaps, "
+        "compare; default: all but compare), chunk_size. "
+        "classify: threshold (0-1; answers under it are 'uncertain'), vad (bool), min_speech_s, window_s, hop_s "
+        "(0.1-60 s), label_map (true label -> model class, for the report), transcript (the text read), "
+        "chunk_size, batch_size. "
+        "embed: window_s, hop_s, per_window (bool: keep one vector per window), chunk_size, batch_size. "
+        "train: family (cnn, resnet, speaker_head, accent_embed, phonetic_fusion, reading_fusion), name, "
+        "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s."))
+    model = serializers.CharField(required=False, max_length=160,
+                                  help_text="classify / embed: name or name@version; the default model when omitted")
 
     def validate(self, attrs):
         if attrs["kind"] != Job.Kind.TRAIN and ("batch" in attrs) == ("recordings" in attrs):

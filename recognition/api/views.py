@@ -1,22 +1,21 @@
 """REST API views: parse the request, call a service or selector, serialise. Nothing else."""
 from __future__ import annotations
 
-import csv
-
 import django_filters
-from django.http import FileResponse, HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from recognition import review, selectors, services, vectorindex
+from recognition import exports, review, selectors, services, vectorindex
 from recognition.api import serializers as s
 from recognition.errors import NotFound, ServiceError
-from recognition.models import Batch, Job, Recording
+from recognition.models import Batch, Job, Prediction, Recording, RecordingResult
 
 
 class OwnerScoped:
@@ -44,6 +43,18 @@ class JobFilter(django_filters.FilterSet):
     class Meta:
         model = Job
         fields = ["kind", "status", "batch"]
+
+
+class ResultFilter(django_filters.FilterSet):
+    """``/jobs/<id>/results/?status=failed``: filters the job's results, not the jobs."""
+
+    status = django_filters.ChoiceFilter(choices=RecordingResult.Status.choices)
+    error_code = django_filters.CharFilter()
+    outcome = django_filters.ChoiceFilter(field_name="prediction__outcome", choices=Prediction.Outcome.choices)
+
+    class Meta:
+        model = RecordingResult
+        fields = ["status", "error_code", "outcome"]
 
 
 class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
@@ -82,8 +93,9 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         return _audio_response(recording)
 
     @extend_schema(
-        parameters=[OpenApiParameter("k", int), OpenApiParameter("model", str)],
-        responses=s.SimilarSerializer(many=True),
+        parameters=[OpenApiParameter("k", int, description="how many neighbours (1-100, default 10); pages of page_size"),
+                    OpenApiParameter("model", str, description="name@version of the embedding model")],
+        responses={200: s.SimilarSerializer(many=True), 409: s.ErrorSerializer},
     )
     @action(detail=True, methods=["get"])
     def similar(self, request, pk=None):
@@ -96,7 +108,8 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         model = request.query_params.get("model")
         mv = services.model_resolve(model, task="embed") if model else None
         pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
-        response = Response(s.SimilarSerializer([{"recording": r, "similarity": sim} for r, sim in pairs], many=True).data)
+        page = self.paginate_queryset([{"recording": r, "similarity": sim} for r, sim in pairs])
+        response = self.get_paginated_response(s.SimilarSerializer(page, many=True).data)
         response["X-Similarity-Backend"] = vectorindex.backend()
         return response
 
@@ -138,6 +151,24 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
         return Response(s.BatchCreatedSerializer(batch).data, status=status.HTTP_201_CREATED)
 
 
+JOB_EXAMPLES = [
+    OpenApiExample("features", request_only=True, value={
+        "kind": "features", "batch": 1, "params": {"extractors": ["mfcc", "prosody", "egemaps"], "chunk_size": 8}}),
+    OpenApiExample("classify", request_only=True, value={
+        "kind": "classify", "batch": 1, "model": "accent-native@1.1.0",
+        "params": {"threshold": 0.8, "vad": False, "window_s": 4.0, "hop_s": 2.0,
+                   "label_map": {"native_english": "native", "mandarin_l1": "non_native"},
+                   "transcript": "Please call Stella."}}),
+    OpenApiExample("embed", request_only=True, value={
+        "kind": "embed", "recordings": [1, 2, 3], "model": "speaker-encoder", "params": {"per_window": True}}),
+    OpenApiExample("train", request_only=True, value={
+        "kind": "train", "batch": 1,
+        "params": {"family": "speaker_head", "name": "my-model", "epochs": 30, "seed": 0,
+                   "label_map": {"native_english": "native", "mandarin_l1": "non_native"},
+                   "deploy_prior": [0.5, 0.5], "hparams": {"lr": 0.001}, "window_s": 4.0, "hop_s": 2.0}}),
+]
+
+
 class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.JobSerializer
     filterset_class = JobFilter
@@ -146,7 +177,15 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     selector = staticmethod(selectors.job_list)
     model = Job
 
-    @extend_schema(request=s.JobCreateSerializer, responses={202: s.JobSerializer})
+    def filter_queryset(self, queryset):
+        """The job filters (kind, status, batch) select jobs in the list only: on one job's pages the
+        same names mean something else (``results/?status=failed`` filters its results)."""
+        if self.action != "list":
+            return queryset
+        return super().filter_queryset(queryset)
+
+    @extend_schema(request=s.JobCreateSerializer, responses={202: s.JobSerializer, 409: s.ErrorSerializer},
+                   examples=JOB_EXAMPLES)
     def create(self, request):
         form = s.JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -167,13 +206,13 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         )
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses=s.JobSerializer)
+    @extend_schema(request=None, responses={200: s.JobSerializer, 409: s.ErrorSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = services.job_cancel(job=self.get_object())
         return Response(s.JobSerializer(job).data)
 
-    @extend_schema(request=None, responses={202: s.JobSerializer})
+    @extend_schema(request=None, responses={202: s.JobSerializer, 409: s.ErrorSerializer})
     @action(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request, pk=None):
         """A new job over only the recordings that failed in this one."""
@@ -181,15 +220,29 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        parameters=[OpenApiParameter("export", str, enum=["csv"], description="csv: all results as a CSV file")],
-        responses=s.ResultSerializer(many=True),
+        parameters=[
+            OpenApiParameter("status", str, enum=RecordingResult.Status.values, description="only results with this status"),
+            OpenApiParameter("error_code", str, description="only failed results with this code"),
+            OpenApiParameter("outcome", str, enum=Prediction.Outcome.values, description="classify jobs: only this outcome"),
+            OpenApiParameter("export", str, enum=["csv", "parquet"], description=(
+                "a file of every result (the filters apply) instead of a page: one row per recording with raw and "
+                "calibrated probabilities, outcome, window shares, the features flattened as extractor.key, the "
+                "embedding (Parquet: a list column; CSV: e_0..e_N)")),
+            OpenApiParameter("windows", bool, description="with export: one row per window instead of per recording"),
+        ],
+        responses={(200, "application/json"): s.ResultSerializer(many=True), (200, "text/csv"): bytes,
+                   (200, "application/vnd.apache.parquet"): bytes},
     )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         job = self.get_object()
-        results = selectors.job_results(job=job)
-        if request.query_params.get("export") == "csv":
-            return _results_csv(job, results)
+        found = ResultFilter(request.query_params, queryset=selectors.job_results(job=job), request=request)
+        if not found.is_valid():
+            raise ValidationError(found.errors)
+        results = found.qs
+        export = request.query_params.get("export")
+        if export:
+            return _results_export(job, results, export, windows=request.query_params.get("windows") in ("1", "true"))
         page = self.paginate_queryset(results)
         return self.get_paginated_response(s.ResultSerializer(page, many=True).data)
 
@@ -224,26 +277,21 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         return Response(review.jobs_compare(job_a=self.get_object(), job_b=selectors.job_get(user=request.user, job_id=int(other_id))))
 
 
-def _csv_cell(value) -> str:
-    """Neutralise spreadsheet formulas in exported cells (CSV injection)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
-
-
-def _results_csv(job: Job, results) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.csv"'
-    writer = csv.writer(response)
-    labels = list(job.model_version.labels) if job.model_version_id else []
-    writer.writerow(["recording", "filename", "label", "status", "error_code", "error_message", "outcome",
-                     "predicted_class", "confidence"] + [f"p_{label}" for label in labels])
-    for r in results:
-        p = getattr(r, "prediction", None)
-        writer.writerow([_csv_cell(v) for v in [
-            r.recording_id, r.recording_ref, r.recording.label if r.recording_id else "", r.status, r.error_code,
-            r.error_message, p.outcome if p else "", p.predicted_class if p else "",
-            f"{p.confidence:.6f}" if p and p.confidence is not None else "",
-        ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels]])
+def _results_export(job: Job, results, export: str, *, windows: bool) -> StreamingHttpResponse:
+    """Every result (after the filters) as a streamed CSV or Parquet file (see ``recognition.exports``)."""
+    if export not in ("csv", "parquet"):
+        raise ServiceError("invalid_params", "'export' must be csv or parquet.")
+    spec, rows = exports.job_table(job, results, windows=windows)
+    name = f"job-{job.pk}-{'windows' if windows else 'results'}"
+    if export == "csv":
+        response = StreamingHttpResponse(exports.csv_chunks(spec, rows), content_type="text/csv; charset=utf-8")
+    else:
+        spool = exports.parquet_spool(spec, rows)
+        size = spool.seek(0, 2)
+        spool.seek(0)
+        response = StreamingHttpResponse(exports.file_chunks(spool), content_type="application/vnd.apache.parquet")
+        response["Content-Length"] = str(size)
+    response["Content-Disposition"] = f'attachment; filename="{name}.{export}"'
     return response
 
 
@@ -254,7 +302,7 @@ class PredictView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "uploads"
 
-    @extend_schema(request=s.PredictRequestSerializer, responses=s.PredictResponseSerializer)
+    @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 409: s.ErrorSerializer})
     def post(self, request):
         from recognition.services.predict import predict_file
 

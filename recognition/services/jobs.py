@@ -15,7 +15,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from recognition import jobkinds
@@ -170,10 +171,20 @@ def job_is_cancelled(*, job_id: int) -> bool:
 
 
 def _replace_result(job: Job, recording: Recording, **fields: Any) -> RecordingResult:
+    """Replace the recording's result in this job and move the job's progress counters with it,
+    so progress moves per recording, not per chunk. Callers hold a transaction; the counters move
+    by the difference the replacement makes (a redelivered recording does not count twice), and
+    ``chunk_finish`` still recounts them from the rows."""
+    old = list(RecordingResult.objects.filter(job=job, recording=recording).values_list("status", flat=True))
     RecordingResult.objects.filter(job=job, recording=recording).delete()
-    return RecordingResult.objects.create(
+    result = RecordingResult.objects.create(
         job=job, recording=recording, recording_key=recording.pk, recording_ref=recording.original_filename, **fields
     )
+    done = (result.status == RecordingResult.Status.SUCCEEDED) - old.count(RecordingResult.Status.SUCCEEDED)
+    failed = (result.status == RecordingResult.Status.FAILED) - old.count(RecordingResult.Status.FAILED)
+    if done or failed:
+        Job.objects.filter(pk=job.pk).update(done=Greatest(F("done") + done, 0), failed=Greatest(F("failed") + failed, 0))
+    return result
 
 
 def result_fail(*, job: Job, recording: Recording, code: str, message: str, timings: dict | None = None) -> RecordingResult:

@@ -11,7 +11,7 @@ import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from django.conf import settings
@@ -95,6 +95,9 @@ def recording_create(
         changed = [f for f, v in given.items() if v and getattr(existing, f) != v]
         for field in changed:
             setattr(existing, field, given[field])
+        if metadata and any(existing.metadata.get(k) != v for k, v in metadata.items()):
+            existing.metadata = {**existing.metadata, **metadata}  # a labels CSV adds context, never removes it
+            changed.append("metadata")
         if changed:
             existing.full_clean()
             existing.save(update_fields=changed)
@@ -157,13 +160,38 @@ def recording_delete(*, recording: Recording) -> None:
 class LabelRow:
     label: str
     speaker: str
+    corpus: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, str]:
+        """What the row adds to the recording's metadata: ``corpus`` and the extra columns, where not blank."""
+        return {k: v for k, v in {"corpus": self.corpus, **self.extra}.items() if v}
+
+
+_LABEL_COLUMNS = {"filename": "filename", "label": "label", "speaker": "speaker", "corpus": "corpus", "source": "corpus"}
+_MAX_EXTRA_COLUMNS = 50
+
+
+def _labels_header(row: list[str]) -> list[str] | None:
+    """Column names when ``row`` is a header (it names ``filename`` and ``label``), else None."""
+    names = [c.strip().lower() for c in row]
+    if "filename" not in names or "label" not in names:
+        return None
+    return [_LABEL_COLUMNS.get(n, n) for n in names]
 
 
 def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]:
-    """Parse ``filename,label[,speaker]`` (a header row is optional).
+    """Parse a labels CSV: ``filename,label[,speaker[,corpus]]``, a header row optional.
+
+    With a header the columns go by name, in any order: ``filename`` and ``label`` (required),
+    ``speaker``, ``corpus`` (or ``source``: where the recording comes from, e.g. ``saa``; the
+    reports' per-corpus sections use it) and any other named column, kept in the recording's
+    ``metadata`` under its (lower-cased) name, up to 50 of them. Without a header the columns are
+    positional and a fifth one on is ignored.
 
     Returns the rows by filename and the rows refused (duplicates, formula injection, blanks).
-    Raises ``ServiceError('bad_labels_csv')`` when the file is not UTF-8 text CSV.
+    Raises ``ServiceError('bad_labels_csv')`` when the file is not UTF-8 text CSV or its header
+    repeats a column.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -177,17 +205,24 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
         reader = list(csv.reader(io.StringIO(text)))
     except csv.Error as exc:
         raise ServiceError("bad_labels_csv", f"The labels CSV could not be parsed: {exc}.") from exc
-    if reader and [c.strip().lower() for c in reader[0][:2]] == ["filename", "label"]:
+    header = _labels_header(reader[0]) if reader else None
+    if header is not None:
+        named = [n for n in header if n]
+        if len(named) != len(set(named)):
+            raise ServiceError("bad_labels_csv", f"The labels CSV header names a column twice: {reader[0]}.")
+        if len([n for n in named if n not in _LABEL_COLUMNS.values()]) > _MAX_EXTRA_COLUMNS:
+            raise ServiceError("bad_labels_csv", f"The labels CSV has more than {_MAX_EXTRA_COLUMNS} extra columns.")
         reader = reader[1:]
+    columns = header or ["filename", "label", "speaker", "corpus"]
     for number, row in enumerate(reader, start=1):
         if not row or not any(c.strip() for c in row):
             continue
-        if len(row) < 2:
+        cells = {name: value.strip() for name, value in zip(columns, row, strict=False) if name}
+        name, label = cells.get("filename", ""), cells.get("label", "")
+        if len(row) < 2 or not name:
             rejected.append(Rejection(row[0][:255], "bad_labels_row", f"Labels row {number} needs filename,label."))
             continue
-        name, label = row[0].strip(), row[1].strip()
-        speaker = row[2].strip() if len(row) > 2 else ""
-        if any(v.startswith(_FORMULA_PREFIXES) for v in (name, label, speaker)):
+        if any(v.startswith(_FORMULA_PREFIXES) for v in cells.values()):
             rejected.append(
                 Rejection(name[:255], "formula_injection", f"Labels row {number} starts a cell with =, +, -, @: refused.")
             )
@@ -195,7 +230,8 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
         if name in rows:
             rejected.append(Rejection(name[:255], "duplicate_label", f"'{name}' appears more than once in the labels CSV."))
             continue
-        rows[name] = LabelRow(label[:100], speaker[:200])
+        extra = {k[:100]: v[:1000] for k, v in cells.items() if k not in _LABEL_COLUMNS.values()}
+        rows[name] = LabelRow(label[:100], cells.get("speaker", "")[:200], cells.get("corpus", "")[:100], extra)
     return rows, rejected
 
 
@@ -295,6 +331,7 @@ def batch_create(
                 label=row.label if row else "",
                 speaker=row.speaker if row else "",
                 transcript=transcript,
+                metadata=row.metadata() if row else None,
                 batch=batch,
             )
         except ServiceError as exc:

@@ -18,7 +18,7 @@ from workers.pipeline.features import (
 )
 
 SR = 16000
-ALL = ("logmel", "mfcc", "spectral", "prosody", "formants", "voice_quality")
+ALL = ("logmel", "mfcc", "spectral", "prosody", "formants", "voice_quality", "egemaps", "compare")
 
 
 def _summary(name: str, samples: np.ndarray, **config) -> dict:
@@ -33,7 +33,7 @@ def test_all_extractors_are_registered() -> None:
 
 
 def test_unknown_extractor_and_option_are_clear_errors(synth) -> None:
-    with pytest.raises(ValueError, match=r"Unknown feature extractor 'pitch'; available: formants, logmel"):
+    with pytest.raises(ValueError, match=r"Unknown feature extractor 'pitch'; available: compare, egemaps, formants, logmel"):
         extract_features(synth.tone(440, 0.5), SR, names=["logmel", "pitch"])
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['n_bins'\] for feature extractor 'logmel'"):
         get_extractor("logmel", {"n_bins": 40})

@@ -39,10 +39,10 @@ def test_train_command_registers_the_model_and_classify_uses_it(manifest, tmp_pa
     results = tmp_path / "results.csv"
     wavs = sorted(str(p) for p in manifest.parent.glob("*.wav"))[:3] + [str(manifest)]
     call_command("classify", *wavs, "--model", "cli-model", "--out", str(results))
-    rows = {r["file"]: r for r in csv.DictReader(results.open())}
+    rows = {r["filename"]: r for r in csv.DictReader(results.open())}
     assert set(rows) == set(wavs)
     bad = rows.pop(str(manifest))
-    assert bad["outcome"] == "error" and bad["error_code"] == "not_audio"
+    assert bad["status"] == "failed" and bad["error_code"] == "not_audio" and bad["outcome"] == ""
     for row in rows.values():
         assert row["outcome"] in ("ok", "uncertain") and row["predicted_class"] in ("native", "non_native")
         assert float(row["p_native"]) + float(row["p_non_native"]) == pytest.approx(1, abs=1e-4)

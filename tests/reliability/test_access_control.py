@@ -145,7 +145,7 @@ def test_similar_search_never_returns_another_users_recordings(api, world):
     mine = world["attacker"]
     response = api.get(f"/api/v1/recordings/{mine['recording'].pk}/similar/?k=100&model=emb-acl@1")
     assert response.status_code == 200, response.json()
-    found = [row["recording"]["id"] for row in response.json()]
+    found = [row["recording"]["id"] for row in response.json()["results"]]
     assert found == [mine["recording2"].pk]  # the victim's identical vector is not there
     assert api.get(f"/api/v1/recordings/{world['victim']['recording'].pk}/similar/").status_code == 404
 

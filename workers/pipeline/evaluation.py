@@ -32,6 +32,7 @@ __all__ = [
     "embedding_report",
     "equal_error_rate",
     "evaluation_report",
+    "selective_report",
 ]
 
 #: Number of equal-width confidence bins for the expected calibration error.
@@ -247,6 +248,15 @@ def _replicate_counts(n_groups: int, n_boot: int, seed: int):
         yield counts.reshape(b, n_groups).astype(np.float64)
 
 
+def _no_ci_reason(n_groups: int, unit: str, n_boot: int) -> str | None:
+    """Why no interval can be estimated, or None: resampling fewer than two units cannot vary."""
+    if n_boot <= 0:
+        return "bootstrap disabled (n_boot = 0)"
+    if n_groups < 2:
+        return f"fewer than 2 {unit}s ({n_groups}): resampling them cannot vary, so no interval can be estimated"
+    return None
+
+
 def _bootstrap(
     y_idx: np.ndarray,
     pred_idx: np.ndarray,
@@ -264,7 +274,9 @@ def _bootstrap(
     Returns
     -------
     dict
-        ``{"unit", "n_units", "n_boot", "level", metric: {"low", "high", "std"}}``.
+        ``{"unit", "n_units", "n_boot", "level", "reason", metric: {"low", "high", "std"}}``;
+        with fewer than two units (or ``n_boot=0``) every bound is None and ``reason`` says why
+        (None otherwise).
     """
     n = len(y_idx)
     if groups is None:
@@ -273,10 +285,11 @@ def _bootstrap(
         unit = "speaker"
         _, g_idx = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
     n_groups = int(g_idx.max()) + 1 if n else 0
-    out: dict[str, Any] = {"unit": unit, "n_units": n_groups, "n_boot": int(n_boot), "level": 0.95}
+    out: dict[str, Any] = {"unit": unit, "n_units": n_groups, "n_boot": int(n_boot), "level": 0.95, "reason": None}
     metrics = ("accuracy", "balanced_accuracy", "macro_f1")
-    if n_boot <= 0 or n_groups == 0:
-        out.update({m: {"low": None, "high": None, "std": None} for m in metrics})
+    reason = _no_ci_reason(n_groups, unit, n_boot)
+    if reason:
+        out.update({m: {"low": None, "high": None, "std": None} for m in metrics}, reason=reason)
         return out
     # Per-group confusion matrices [G, C*C]; a replicate's matrix is counts [B, G] @ that.
     group_cm = _group_confusions(y_idx, pred_idx, n_classes, g_idx, n_groups)
@@ -435,6 +448,70 @@ def evaluation_report(
             per_corpus[corpus] = _core_report(y_idx[mask], proba[mask], labels, groups, n_boot, seed)
     report["per_corpus"] = per_corpus
     return report
+
+
+def selective_report(
+    correct: Sequence[bool],
+    confidence: Sequence[float],
+    accepted: Sequence[bool],
+    *,
+    max_points: int = 101,
+) -> dict[str, Any]:
+    """Selective prediction: how accuracy trades against coverage when unsure answers are withheld.
+
+    Parameters
+    ----------
+    correct : sequence of bool
+        Whether each item's top class is its true label, length ``n``.
+    confidence : sequence of float
+        The score answers are accepted by (the top calibrated probability), length ``n``.
+    accepted : sequence of bool
+        Whether the service gave the answer (outcome ``ok``) rather than withholding it
+        (``uncertain``: confidence under the job's threshold), length ``n``.
+    max_points : int
+        Points kept on the risk-coverage curve (evenly spaced in coverage, the last one at 1).
+
+    Returns
+    -------
+    dict
+        ``n``, ``n_accepted``, ``coverage`` (share accepted), ``accuracy_accepted`` (on the
+        answers given; None when none was), ``accuracy_all`` (on every answer, as if none had been
+        withheld), ``risk_accepted`` (1 - accuracy_accepted), ``aurc`` (area under the
+        risk-coverage curve: mean risk over every coverage level; lower is better) and ``curve``
+        ``{coverage, risk, accuracy, confidence}``: answering only the ``k`` most confident
+        items, for ``k`` from 1 to ``n``, gives coverage ``k / n`` at risk = error rate of those
+        ``k``; ``confidence`` is the threshold that keeps them.
+    """
+    ok = np.asarray(correct, dtype=bool)
+    conf = np.asarray(confidence, dtype=np.float64)
+    acc = np.asarray(accepted, dtype=bool)
+    n = len(ok)
+    if not (len(conf) == len(acc) == n):
+        raise ValueError("correct, confidence and accepted need one entry per item")
+    if n == 0:
+        return {"n": 0, "n_accepted": 0, "coverage": None, "accuracy_accepted": None, "accuracy_all": None,
+                "risk_accepted": None, "aurc": None, "curve": {"coverage": [], "risk": [], "accuracy": [], "confidence": []}}
+    order = np.argsort(-conf, kind="stable")
+    k = np.arange(1, n + 1)
+    risk = 1.0 - np.cumsum(ok[order]) / k
+    keep = np.unique(np.rint(np.linspace(0, n - 1, min(n, max(2, max_points)))).astype(int))
+    n_acc = int(acc.sum())
+    accuracy_accepted = _num(ok[acc].mean()) if n_acc else None
+    return {
+        "n": n,
+        "n_accepted": n_acc,
+        "coverage": _num(n_acc / n),
+        "accuracy_accepted": accuracy_accepted,
+        "accuracy_all": _num(ok.mean()),
+        "risk_accepted": None if accuracy_accepted is None else _num(1.0 - accuracy_accepted),
+        "aurc": _num(risk.mean()),
+        "curve": {
+            "coverage": [_num(c) for c in (k[keep] / n)],
+            "risk": [_num(r) for r in risk[keep]],
+            "accuracy": [_num(1.0 - r) for r in risk[keep]],
+            "confidence": [_num(c) for c in conf[order][keep]],
+        },
+    }
 
 
 def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> tuple[float | None, float | None]:
@@ -610,10 +687,13 @@ def paired_difference(
         diffs.append(ba[0] - ba[1])
     d = np.concatenate(diffs) if diffs else np.array([])
     d = d[np.isfinite(d)]
+    reason = _no_ci_reason(n_groups, "item" if speakers is None else "speaker", n_boot)
+    if reason:
+        d = np.array([])
     low, high = (np.percentile(d, [2.5, 97.5]) if len(d) else (None, None))
     return {"a": _num(point[0]), "b": _num(point[1]), "difference": _num(point[0] - point[1]),
             "low": _num(low), "high": _num(high), "share_not_better": _num(np.mean(d <= 0)) if len(d) else None,
-            "n": int(len(y_idx)), "n_units": n_groups, "n_boot": int(n_boot)}
+            "n": int(len(y_idx)), "n_units": n_groups, "n_boot": int(n_boot), "reason": reason}
 
 
 def paired_by_corpus(

@@ -259,6 +259,8 @@ def write_model_card(
         def diff(d: dict[str, Any] | None) -> str:
             if not d or d.get("difference") is None:
                 return "-"
+            if d.get("low") is None:  # fewer than 2 speakers: no interval (see d["reason"])
+                return f"{d['difference']:+.3f} (no interval: {d.get('reason') or 'not estimable'})"
             return (f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}); not better "
                     f"{100 * d['share_not_better']:.0f} %")
 

@@ -4,9 +4,12 @@
 
 Files are decoded and classified in groups, with windows from all files of a group packed into
 one batched forward pass; a bad file gets its error code in the output, the rest go on.
+``--out x.csv`` / ``x.parquet`` write the columns of the API's ``results/?export=`` (built by the
+same functions, ``recognition.exports``), ``--windows`` one row per window; ``x.json`` and ``-``
+(JSON lines) give each file's whole outcome.
 """
-import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,9 +30,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-vad", action="store_true")
         parser.add_argument("--transcript-file", default=None,
                             help="the text every speaker read (e.g. docs/models/saa_reading_passage.txt); reading models use it")
-        parser.add_argument("--out", default="-", help="output .csv or .json file ('-' prints JSON lines)")
+        parser.add_argument("--out", default="-", help="output .csv, .parquet or .json file ('-' prints JSON lines)")
+        parser.add_argument("--windows", action="store_true", help="CSV / Parquet: one row per window")
 
-    def handle(self, *args, files, model, threshold, no_vad, out, transcript_file=None, **options):
+    def handle(self, *args, files, model, threshold, no_vad, out, transcript_file=None, windows=False, **options):
         from django.conf import settings
         from tqdm import tqdm
 
@@ -57,7 +61,7 @@ class Command(BaseCommand):
                     audio = load_audio(path, settings.AUDIO_SAMPLE_RATE, max_duration_s=settings.AUDIO_MAX_DURATION_S)
                     validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
                 except AudioError as exc:
-                    rows.append({"file": path, "outcome": "error", "error_code": exc.code, "error": exc.message})
+                    rows.append({"file": path, "outcome": "error", "error_code": exc.code, "error": exc.message, "result": None})
                     bar.update(1)
                     continue
                 group.append(path)
@@ -69,25 +73,44 @@ class Command(BaseCommand):
                     rows.append({"file": path, "outcome": res["outcome"], "predicted_class": res.get("predicted_class"),
                                  "confidence": res.get("confidence"), "all_predictions": res.get("probabilities") or {},
                                  "agreement": res.get("agreement"), "n_windows": res.get("n_windows"),
-                                 **({"reading": res["reading"], "fused": res["fused"]} if "fused" in res else {})})
+                                 **({"reading": res["reading"], "fused": res["fused"]} if "fused" in res else {}),
+                                 "result": res})
                     bar.update(1)
         bar.close()
-        self._write(rows, out, list(mv.labels), str(mv))
+        self._write(rows, out, list(mv.labels), str(mv), windows=windows)
 
-    def _write(self, rows: list[dict], out: str, labels: list[str], model: str) -> None:
-        if out == "-":
-            for row in rows:
-                self.stdout.write(json.dumps(dict(row, model=model)))
-            return
-        path = Path(out)
-        if path.suffix == ".json":
-            path.write_text(json.dumps({"model": model, "results": rows}, indent=2))
+    def _write(self, rows: list[dict], out: str, labels: list[str], model: str, *, windows: bool = False) -> None:
+        from recognition import exports
+
+        if out == "-" or out.endswith(".json"):
+            plain = [{k: v for k, v in row.items() if k != "result"} for row in rows]
+            if out == "-":
+                for row in plain:
+                    self.stdout.write(json.dumps(dict(row, model=model)))
+                return
+            Path(out).write_text(json.dumps({"model": model, "results": plain}, indent=2))
         else:
-            with path.open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["file", "outcome", "predicted_class", "confidence"] + [f"p_{x}" for x in labels] + ["error_code", "error"])
-                for r in rows:
-                    probs = r.get("all_predictions") or {}
-                    writer.writerow([r["file"], r["outcome"], r.get("predicted_class") or "", r.get("confidence") or ""]
-                                    + [probs.get(x, "") for x in labels] + [r.get("error_code", ""), r.get("error", "")])
-        self.stderr.write(f"wrote {len(rows)} results to {path}")
+            path = Path(out)
+            if path.suffix not in (".csv", ".parquet"):
+                raise CommandError(f"--out {out}: use a .csv, .parquet or .json file, or '-'.")
+            spec = exports.TableSpec(labels=tuple(labels), windows=windows)
+            table = (row for r in rows for row in self._table_rows(spec, r, model))
+            if path.suffix == ".csv":
+                with path.open("w", newline="") as fh:
+                    fh.writelines(exports.csv_chunks(spec, table))
+            else:
+                with exports.parquet_spool(spec, table) as spool, path.open("wb") as fh:
+                    shutil.copyfileobj(spool, fh)
+        self.stderr.write(f"wrote {len(rows)} results to {out}")
+
+    @staticmethod
+    def _table_rows(spec, row: dict, model: str):
+        from recognition import exports
+
+        failed = row["result"] is None
+        base = exports.base_values(recording=None, filename=row["file"], status="failed" if failed else "succeeded",
+                                   error_code=row.get("error_code", ""), error_message=row.get("error", ""))
+        if spec.windows:
+            yield from exports.window_rows(spec, base, [] if failed else row["result"].get("windows") or [])
+        else:
+            yield exports.result_row(spec, base, model=model, prediction=row["result"])

@@ -1,10 +1,20 @@
 """Feature extractors, registered by name on import (see ``base`` for the interface)."""
 
-from workers.pipeline.features import formants, logmel, mfcc, prosody, spectral, voice_quality  # noqa: F401  (registration)
+from workers.pipeline.features import (  # noqa: F401  (registration)
+    compare,
+    egemaps,
+    formants,
+    logmel,
+    mfcc,
+    prosody,
+    spectral,
+    voice_quality,
+)
 from workers.pipeline.features.base import (
     EXTRACTORS,
     FeatureExtractor,
     FeatureResult,
+    default_extractors,
     extract_features,
     get_extractor,
     register_extractor,
@@ -16,6 +26,7 @@ __all__ = [
     "EXTRACTORS",
     "FeatureExtractor",
     "FeatureResult",
+    "default_extractors",
     "extract_features",
     "get_extractor",
     "register_extractor",

@@ -56,6 +56,8 @@ class FeatureExtractor(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
+    #: Whether a features job without ``extractors`` (and ``extract_features(names=None)``) runs it.
+    in_default_set: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Config:
@@ -135,7 +137,8 @@ def extract_features(
     sample_rate : int
         Rate of ``samples`` in Hz.
     names : iterable of str, optional
-        Extractors to run, in order; None runs all registered ones.
+        Extractors to run, in order; None runs the default set (:func:`default_extractors`:
+        every registered one except the opt-in ``compare``).
     configs : mapping, optional
         ``{name: {option: value}}`` overrides; entries for extractors not run are ignored.
 
@@ -153,8 +156,13 @@ def extract_features(
     unknown = sorted(set(configs) - set(EXTRACTORS))
     if unknown:
         raise ValueError(f"Configuration given for unknown feature extractor(s) {unknown}; available: {', '.join(sorted(EXTRACTORS))}")
-    extractors = {name: get_extractor(name, configs.get(name)) for name in (EXTRACTORS if names is None else names)}
+    extractors = {name: get_extractor(name, configs.get(name)) for name in (default_extractors() if names is None else names)}
     return {name: extractor.extract(samples, sample_rate) for name, extractor in extractors.items()}
+
+
+def default_extractors() -> list[str]:
+    """Names of the extractors a features job runs when it names none (registration order)."""
+    return [name for name, cls in EXTRACTORS.items() if cls.in_default_set]
 
 
 def summaries(results: Mapping[str, FeatureResult]) -> dict[str, Summary]:
