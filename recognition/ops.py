@@ -402,7 +402,9 @@ def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
 
 def _queue_of(job: Job) -> str:
     """The queue a job's chunks go to (mirrors services.jobs._enqueue_chunks)."""
-    if job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
+    from recognition.services.jobs import INTERACTIVE_KINDS
+
+    if job.kind in INTERACTIVE_KINDS and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
         return "interactive"
     return "cpu" if job.kind == Job.Kind.FEATURES else "gpu"
 

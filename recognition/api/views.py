@@ -236,15 +236,38 @@ def _results_csv(job: Job, results) -> HttpResponse:
     writer = csv.writer(response)
     labels = list(job.model_version.labels) if job.model_version_id else []
     writer.writerow(["recording", "filename", "label", "status", "error_code", "error_message", "outcome",
-                     "predicted_class", "confidence"] + [f"p_{label}" for label in labels])
+                     "predicted_class", "confidence"] + [f"p_{label}" for label in labels] + _WHISPER_COLUMNS.get(job.kind, []))
     for r in results:
         p = getattr(r, "prediction", None)
         writer.writerow([_csv_cell(v) for v in [
             r.recording_id, r.recording_ref, r.recording.label if r.recording_id else "", r.status, r.error_code,
             r.error_message, p.outcome if p else "", p.predicted_class if p else "",
             f"{p.confidence:.6f}" if p and p.confidence is not None else "",
-        ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels]])
+        ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels] + _whisper_cells(job, r)])
     return response
+
+
+#: Extra CSV columns of Whisper jobs, after the common ones
+_WHISPER_COLUMNS = {
+    Job.Kind.LANGUAGE: ["language", "probability", "language_outcome", "shares"],
+    Job.Kind.TRANSCRIBE: ["language", "language_probability", "text"],
+}
+
+
+def _whisper_cells(job: Job, result) -> list[str]:
+    if job.kind == Job.Kind.LANGUAGE:
+        row = getattr(result, "language_id", None)
+        if row is None:
+            return [""] * 4
+        shares = " ".join(f"{code}:{share:.3f}" for code, share in row.shares.items())
+        return [_csv_cell(v) for v in (row.language, f"{row.probability:.6f}" if row.probability is not None else "", row.outcome, shares)]
+    if job.kind == Job.Kind.TRANSCRIBE:
+        row = getattr(result, "transcription", None)
+        if row is None:
+            return [""] * 3
+        prob = f"{row.language_probability:.6f}" if row.language_probability is not None else ""
+        return [_csv_cell(v) for v in (row.language, prob, row.text)]
+    return []
 
 
 class PredictView(APIView):
@@ -256,15 +279,31 @@ class PredictView(APIView):
 
     @extend_schema(request=s.PredictRequestSerializer, responses=s.PredictResponseSerializer)
     def post(self, request):
-        from recognition.services.predict import predict_file
+        from recognition.services.predict import predict_file, predict_whisper_file
 
         form = s.PredictRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         upload = data["file"]
+        if data["task"] != "classify":
+            return Response(predict_whisper_file(fileobj=upload, filename=upload.name, task=data["task"], params=_whisper_params(data)))
         result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
                               threshold=data.get("threshold"), vad=data["vad"], transcript=data.get("transcript", ""))
         return Response(result)
+
+
+def _whisper_params(data: dict) -> dict:
+    """/predict/ form fields as the params of a language / transcribe job (checked by the same service)."""
+    if data["task"] == "language":
+        params = {"vad": data["vad"]}
+        if "window_s" in data:
+            params["window_s"] = data["window_s"]
+        if data.get("languages"):
+            params["languages"] = [code for code in data["languages"].replace(" ", "").split(",") if code]
+        return params
+    params = {"vad_filter": data["vad_filter"]}
+    params.update({key: data[key] for key in ("language", "beam_size") if data.get(key) not in (None, "")})
+    return params
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -26,9 +26,11 @@ from recognition.models import (
     FeatureSet,
     Job,
     JobChunk,
+    LanguageResult,
     Prediction,
     Recording,
     RecordingResult,
+    Transcript,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,31 @@ _PARAM_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "embed": {"window_s": (int, float), "hop_s": (int, float), "per_window": bool, "chunk_size": int, "batch_size": int},
     "train": {"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
               "hparams": dict, "window_s": (int, float), "hop_s": (int, float)},
+    "language": {"window_s": (int, float), "languages": list, "vad": bool, "chunk_size": int},
+    "transcribe": {"language": str, "beam_size": int, "vad_filter": bool, "chunk_size": int},
 }
+
+
+def _validate_whisper_params(kind: str, params: dict[str, Any]) -> None:
+    """Language and transcribe jobs: language codes Whisper knows, a window it can hear, a sane beam."""
+    from workers.pipeline.whisper_lang import MAX_WINDOW_S, MIN_WINDOW_S, validate_languages
+
+    if kind == "language" and "window_s" in params and not MIN_WINDOW_S < params["window_s"] <= MAX_WINDOW_S:
+        raise ServiceError("invalid_params", f"'window_s' must be over {MIN_WINDOW_S:g} and at most {MAX_WINDOW_S:g} seconds.")
+    codes = params.get("languages") if kind == "language" else ([params["language"]] if "language" in params else None)
+    if codes is not None:
+        if not all(isinstance(c, str) for c in codes):
+            raise ServiceError("invalid_params", "'languages' must be a list of language codes such as [\"en\", \"fr\"].")
+        try:
+            cleaned = validate_languages(codes)
+        except ValueError as exc:
+            raise ServiceError("invalid_params", f"{exc}.") from exc
+        if kind == "language":
+            params["languages"] = cleaned
+        else:
+            params["language"] = cleaned[0]
+    if "beam_size" in params and not 1 <= params["beam_size"] <= 10:
+        raise ServiceError("invalid_params", "'beam_size' must be between 1 and 10.")
 
 
 def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +93,8 @@ def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
             raise ServiceError("invalid_params", f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
         if "epochs" in params and not 1 <= params["epochs"] <= 1000:
             raise ServiceError("invalid_params", "'epochs' must be between 1 and 1000.")
+    if kind in ("language", "transcribe"):
+        _validate_whisper_params(kind, params)
     for key in ("window_s", "hop_s"):
         if key in params and not 0.1 <= params[key] <= 60:
             raise ServiceError("invalid_params", f"'{key}' must be between 0.1 and 60 seconds.")
@@ -134,13 +162,17 @@ _TASKS = {
     Job.Kind.CLASSIFY: ("run_model_chunk", "gpu"),
     Job.Kind.EMBED: ("run_model_chunk", "gpu"),
     Job.Kind.TRAIN: ("run_train_job", "gpu"),
+    Job.Kind.LANGUAGE: ("run_whisper_chunk", "gpu"),
+    Job.Kind.TRANSCRIBE: ("run_whisper_chunk", "gpu"),
 }
+#: Model work a person may wait for: small jobs of these kinds go to the interactive queue
+INTERACTIVE_KINDS = (Job.Kind.CLASSIFY, Job.Kind.EMBED, Job.Kind.LANGUAGE, Job.Kind.TRANSCRIBE)
 
 
 def _job_queue(job: Job) -> str:
     """The queue a job's chunks go to. Small model jobs a person waits for go to ``interactive``,
     never behind a big batch."""
-    if job.kind in (Job.Kind.CLASSIFY, Job.Kind.EMBED) and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
+    if job.kind in INTERACTIVE_KINDS and job.total <= settings.INTERACTIVE_MAX_RECORDINGS:
         return "interactive"
     return _TASKS[job.kind][1]
 
@@ -259,7 +291,10 @@ def result_store_features(
     return result
 
 
-def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict) -> RecordingResult:
+def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict,
+                            transcript: dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
+    """Store a prediction; ``transcript`` (with ``transcript_model``) is the Whisper transcript a
+    ``"transcript": "auto"`` job made for this recording and fed to the reading model."""
     mv = job.model_version
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
@@ -272,6 +307,39 @@ def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, ti
             windows=outcome.get("windows") or [],
             reading={**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
         )
+        if transcript is not None and transcript_model is not None:
+            _transcript_row(result, transcript, transcript_model).save()
+    return result
+
+
+def result_store_language(*, job: Job, recording: Recording, outcome: dict, model: dict, timings: dict) -> RecordingResult:
+    """Store a recording's language identification (``outcome`` from ``identify_languages``; ``model``
+    is the engine's ``describe()``)."""
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        LanguageResult.objects.create(
+            result=result, outcome=outcome["outcome"], language=outcome.get("language") or "",
+            probability=outcome.get("probability"), shares=outcome.get("shares") or {},
+            mean_probabilities=outcome.get("mean_probabilities") or {}, windows=outcome.get("windows") or [],
+            languages=outcome.get("languages"), window_s=outcome["window_s"],
+            model_name=model["model"], model_sha256=model["model_sha256"],
+        )
+    return result
+
+
+def _transcript_row(result: RecordingResult, transcript: dict, model: dict) -> Transcript:
+    return Transcript(
+        result=result, text=transcript.get("text") or "", language=transcript.get("language") or "",
+        language_probability=transcript.get("language_probability"), segments=transcript.get("segments") or [],
+        params=transcript.get("params") or {}, model_name=model["model"], model_sha256=model["model_sha256"],
+    )
+
+
+def result_store_transcript(*, job: Job, recording: Recording, transcript: dict, model: dict, timings: dict) -> RecordingResult:
+    """Store what Whisper heard in a recording (``transcript`` from ``whisper_asr.transcribe``)."""
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        _transcript_row(result, transcript, model).save()
     return result
 
 
