@@ -11,7 +11,7 @@ import pytest
 
 from recognition import review, services
 from recognition.errors import ServiceError
-from recognition.models import Job, LanguageResult, Recording, Transcript
+from recognition.models import LanguageResult, Recording, Transcript
 from recognition.services.jobs import _job_queue
 from tests.conftest import speech
 from tests.factories import upload
