@@ -144,7 +144,7 @@ def run_features_chunk(self, chunk_id: int) -> None:
 AUTO_TRANSCRIPT = "auto"
 
 
-def _auto_transcripts(loaded, decoded: list, timings: dict) -> dict[int, tuple[dict, dict]]:
+def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[[], None]) -> dict[int, tuple[dict, dict]]:
     """Whisper transcripts ``{recording id: (transcript, engine.describe())}`` for the recordings of a
     chunk that have none, when the model reads a transcript (``needs_transcript``); otherwise none.
 
@@ -170,6 +170,7 @@ def _auto_transcripts(loaded, decoded: list, timings: dict) -> dict[int, tuple[d
             out[rec.pk] = (transcribe(engine, samples, language="en"), engine.describe())
         except WhisperError:
             logger.exception("transcript auto failed", extra={"recording_id": rec.pk})
+        heartbeat()
     timings["transcribe"] += time.perf_counter() - t0
     return out
 
@@ -214,7 +215,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
         heard: dict[int, tuple[dict, dict]] = {}
         if job.kind == Job.Kind.CLASSIFY:
             if params.get("transcript") == AUTO_TRANSCRIPT:
-                heard = _auto_transcripts(loaded, decoded, timings)
+                heard = _auto_transcripts(loaded, decoded, timings, lambda: services.chunk_heartbeat(chunk_id=ctx.chunk.pk))
                 texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in decoded]
             else:  # a recording's own transcript, else the job's (the text every speaker read)
                 texts = [rec.transcript or params.get("transcript") or "" for rec, _ in decoded]

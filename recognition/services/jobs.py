@@ -139,6 +139,8 @@ def job_submit(
     elif model:
         raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
     chunk_size = params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(kind, 16)
+    if kind == Job.Kind.CLASSIFY and params.get("transcript") == "auto" and not params.get("chunk_size"):
+        chunk_size = settings.JOB_CHUNK_SIZE.get("transcribe", 4)  # Whisper may transcribe each: keep chunks short
     with transaction.atomic():
         job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
         job.full_clean()

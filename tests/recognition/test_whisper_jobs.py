@@ -57,6 +57,11 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
     assert _job_queue(small) == "interactive"
     with pytest.raises(ServiceError, match="model"):
         services.job_submit(owner=user, kind="language", recordings=recs, model="tiny", enqueue=False)
+    from recognition.models import ModelVersion
+
+    ModelVersion.objects.create(name="m", version="1", family="cnn", task="classify", labels=["a", "b"], is_default=True)
+    auto = services.job_submit(owner=user, kind="classify", recordings=recs, params={"transcript": "auto"}, model="m@1", enqueue=False)
+    assert auto.chunks.count() == 3  # transcribe-sized chunks: Whisper may run on each recording
     bad = api.post("/api/v1/jobs/", {"kind": "language", "recordings": [recs[0].pk], "params": {"languages": ["zz"]}}, format="json")
     assert bad.status_code == 400 and "zz" in bad.json()["error"]["message"]
 
@@ -113,6 +118,8 @@ def test_stored_results_in_the_api_csv_and_admin(user, api, client, django_user_
     page = client.get(f"/admin/recognition/recording/{rec.pk}/change/").content.decode()
     assert 'class="langbar"' in page and 'data-language="es"' in page and "en 50.0 %" in page
     assert "=Please call Stella." in page and 'class="word low"' in page  # "call" at 0.3
+    for job in (lang, tr):
+        assert client.get(f"/admin/recognition/job/{job.pk}/change/").status_code == 200
 
 
 @pytest.fixture

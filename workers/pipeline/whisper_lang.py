@@ -202,9 +202,7 @@ def _detect_batch(engine: WhisperEngine, features: list[np.ndarray], batch_size:
         for start in range(0, len(indices), batch_size):
             part = indices[start : start + batch_size]
             stacked = np.ascontiguousarray(np.stack([features[i] for i in part]).astype(np.float32))
-            view = ctranslate2.StorageView.from_array(stacked)
-            if engine.device.startswith("cuda"):
-                view = view.to_device(ctranslate2.Device.cuda)
+            view = ctranslate2.StorageView.from_array(stacked)  # CTranslate2 moves it to the model's device
             with engine.lock:
                 results = engine.model.model.detect_language(view)
             for i, pairs in zip(part, results, strict=True):
