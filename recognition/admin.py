@@ -76,7 +76,7 @@ class BatchAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     readonly_fields = ["jobs_table"]
     exclude = ["recordings"]
-    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model"]
+    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
     change_list_template = "admin/recognition/batch/change_list.html"
     change_form_template = "admin/recognition/batch/change_form.html"
 
@@ -140,6 +140,14 @@ class BatchAdmin(admin.ModelAdmin):
     def embed_with_model(self, request, queryset):
         return _submit_with_model(self, request, queryset, "embed")
 
+    @admin.action(description="Identify the spoken language of selected batches (Whisper)")
+    def run_language(self, request, queryset):
+        _submit(self, request, "language", batches=queryset)
+
+    @admin.action(description="Transcribe selected batches (Whisper)")
+    def run_transcribe(self, request, queryset):
+        _submit(self, request, "transcribe", batches=queryset)
+
 
 class ResultInline(admin.TabularInline):
     model = RecordingResult
@@ -176,7 +184,7 @@ class RecordingAdmin(admin.ModelAdmin):
     fields = ["player", "original_filename", "owner", "label", "speaker", "transcript", "metadata", "sha256", "size_bytes",
               "format", "duration_s", "sample_rate", "channels", "created_at"]
     inlines = [ResultInline]
-    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model"]
+    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
     change_form_template = "admin/recognition/recording/change_form.html"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -209,6 +217,14 @@ class RecordingAdmin(admin.ModelAdmin):
     @admin.action(description="Embed selected recordings with a chosen model...")
     def embed_with_model(self, request, queryset):
         return _submit_with_model(self, request, queryset, "embed")
+
+    @admin.action(description="Identify the spoken language of selected recordings (Whisper)")
+    def run_language(self, request, queryset):
+        _submit(self, request, "language", recordings=list(queryset))
+
+    @admin.action(description="Transcribe selected recordings (Whisper)")
+    def run_transcribe(self, request, queryset):
+        _submit(self, request, "transcribe", recordings=list(queryset))
 
 
 class ChunkInline(admin.TabularInline):

@@ -40,6 +40,11 @@ ROW_GROUP = 5000
 CSV_CHUNK = 500
 
 
+#: columns of the Whisper job kinds (``shares``: ``"en:0.750 es:0.250"``, the share of speech windows per language)
+WHISPER_COLUMNS = {"language": ["language", "language_probability", "language_outcome", "shares"],
+                   "transcribe": ["language", "language_probability", "text"]}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """What a job's table holds: fixed before the first row is written, so rows can stream.
@@ -52,6 +57,8 @@ class TableSpec:
     features: tuple[tuple[str, tuple[str, ...]], ...] = ()
     embedding_dim: int | None = None
     windows: bool = False
+    whisper: str = ""  # "language" | "transcribe": that job kind's columns
+
 
     def columns(self) -> list[str]:
         """Column names; ``embedding`` is one list column (CSV expands it, see :meth:`csv_header`)."""
@@ -67,6 +74,7 @@ class TableSpec:
             cols += [f"{extractor}.{key}" for key in keys]
         if self.embedding_dim:
             cols += ["model", "embedding_dim", "embedding"] if "model" not in cols else ["embedding_dim", "embedding"]
+        cols += WHISPER_COLUMNS.get(self.whisper, [])
         return cols
 
     def csv_header(self) -> list[str]:
@@ -84,7 +92,8 @@ class TableSpec:
                 return pa.list_(pa.float32())
             if name in _INT_COLUMNS:
                 return pa.int64()
-            if (name in _FLOAT_COLUMNS or name.startswith(("p_", "window_pct_")) or "." in name):
+            if (name in _FLOAT_COLUMNS or name.startswith(("p_", "window_pct_")) or "." in name
+                    or name == "language_probability"):
                 return pa.float64()
             return pa.string()
 
@@ -243,7 +252,10 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000) ->
                          for name in names)
     if job.kind == Job.Kind.EMBED:
         dim = Embedding.objects.filter(result__job=job).values_list("dim", flat=True).first()
-    spec = TableSpec(labels=labels, features=features, embedding_dim=dim, windows=windows)
+    whisper = job.kind if job.kind in WHISPER_COLUMNS and not windows else ""
+    if whisper:
+        results = results.select_related("language_id" if whisper == "language" else "transcription")
+    spec = TableSpec(labels=labels, features=features, embedding_dim=dim, windows=windows, whisper=whisper)
     model = str(job.model_version) if job.model_version_id else ""
     if windows:
         chunk_size = max(1, chunk_size // 20)  # each result brings all its windows
@@ -283,6 +295,14 @@ def _job_rows(spec: TableSpec, results, model: str, chunk_size: int) -> Iterator
                           "probabilities": p.probabilities, "probabilities_raw": p.probabilities_raw,
                           "window_share": p.window_share, "agreement": p.agreement, "speech_fraction": p.speech_fraction,
                           "n_windows": r.n_windows_stored}
-        yield result_row(spec, base, model=model, prediction=prediction,
+        row = result_row(spec, base, model=model, prediction=prediction,
                          features={f.extractor: f.summary for f in r.feature_sets.all()} if spec.features else None,
                          embedding=e.vector if e is not None else None)
+        if spec.whisper == "language" and getattr(r, "language_id", None) is not None:
+            lang = r.language_id
+            row.update(language=lang.language, language_probability=lang.probability, language_outcome=lang.outcome,
+                       shares=" ".join(f"{code}:{share:.3f}" for code, share in (lang.shares or {}).items()))
+        elif spec.whisper == "transcribe" and getattr(r, "transcription", None) is not None:
+            tr = r.transcription
+            row.update(language=tr.language, language_probability=tr.language_probability, text=tr.text)
+        yield row

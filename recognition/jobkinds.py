@@ -109,6 +109,9 @@ def chunk_size_for(name: str, params: dict[str, Any]) -> int | None:
     kind = get(name)
     if kind.chunk_size is None:
         return None
+    if name == "classify" and params.get("transcript") == "auto" and not params.get("chunk_size"):
+        name = "transcribe"  # Whisper may transcribe each recording first: keep chunks as short as transcribe's
+        kind = get(name)
     return params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(name, kind.chunk_size)
 
 
@@ -198,6 +201,32 @@ def _check_train(params: dict[str, Any]) -> None:
         raise ParamsError("'epochs' must be between 1 and 1000.")
 
 
+def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
+    """Language and transcribe jobs: language codes Whisper knows, a window it can hear, a sane beam."""
+
+    def check(params: dict[str, Any]) -> None:
+        from workers.pipeline.whisper_lang import MAX_WINDOW_S, MIN_WINDOW_S, validate_languages
+
+        if kind == "language" and "window_s" in params and not MIN_WINDOW_S < params["window_s"] <= MAX_WINDOW_S:
+            raise ParamsError(f"'window_s' must be over {MIN_WINDOW_S:g} and at most {MAX_WINDOW_S:g} seconds.")
+        codes = params.get("languages") if kind == "language" else ([params["language"]] if "language" in params else None)
+        if codes is not None:
+            if not all(isinstance(c, str) for c in codes):
+                raise ParamsError("'languages' must be a list of language codes such as [\"en\", \"fr\"].")
+            try:
+                cleaned = validate_languages(codes)
+            except ValueError as exc:
+                raise ParamsError(f"{exc}.") from exc
+            if kind == "language":
+                params["languages"] = cleaned
+            else:
+                params["language"] = cleaned[0]
+        if "beam_size" in params and not 1 <= params["beam_size"] <= 10:
+            raise ParamsError("'beam_size' must be between 1 and 10.")
+
+    return check
+
+
 # --- The kinds ---------------------------------------------------------------------------------
 
 _NUM = (int, float)
@@ -222,4 +251,15 @@ register(JobKind(
     name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
+))
+# Whisper (faster-whisper): model work on the gpu queue; transcribe chunks are small (decoding is ~0.4 s per
+# second of speech on one CPU thread, and a chunk is what a crash loses).
+register(JobKind(
+    name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
+    params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int}, validate=_check_whisper("language"),
+))
+register(JobKind(
+    name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,
+    params={"language": str, "beam_size": int, "vad_filter": bool, "chunk_size": int},
+    validate=_check_whisper("transcribe"),
 ))

@@ -104,6 +104,8 @@ class Job(models.Model):
         CLASSIFY = "classify"
         EMBED = "embed"
         TRAIN = "train"
+        LANGUAGE = "language"
+        TRANSCRIBE = "transcribe"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -279,3 +281,37 @@ class Embedding(models.Model):
     dim = models.PositiveIntegerField()
     vector = models.JSONField(help_text="L2-normalised vector")
     windows = models.JSONField(default=list, blank=True)
+
+
+class LanguageResult(models.Model):
+    """Which language one recording is spoken in, by Whisper's language head, window by window."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        INSUFFICIENT_SPEECH = "insufficient_speech"
+
+    result = models.OneToOneField(RecordingResult, on_delete=models.CASCADE, related_name="language_id")
+    outcome = models.CharField(max_length=24, choices=Outcome.choices, db_index=True)
+    language = models.CharField(max_length=8, blank=True, db_index=True, help_text="Language of most speech windows")
+    probability = models.FloatField(null=True, help_text="Its mean probability over the speech windows")
+    shares = models.JSONField(default=dict, help_text="Fraction of speech windows per language")
+    mean_probabilities = models.JSONField(default=dict)
+    windows = models.JSONField(default=list, help_text="[{start_s, end_s, speech, language, probability, top}]")
+    languages = models.JSONField(null=True, blank=True, help_text="The languages the answer was restricted to, if any")
+    window_s = models.FloatField()
+    model_name = models.CharField(max_length=200, help_text="The Whisper model folder's name")
+    model_sha256 = models.CharField(max_length=64, help_text="sha256 of its model.bin")
+
+
+class Transcript(models.Model):
+    """What Whisper heard in one recording: text, language and words with time stamps."""
+
+    result = models.OneToOneField(RecordingResult, on_delete=models.CASCADE, related_name="transcription")
+    text = models.TextField(blank=True)
+    language = models.CharField(max_length=8, blank=True, db_index=True)
+    language_probability = models.FloatField(null=True)
+    segments = models.JSONField(default=list, help_text="[{start_s, end_s, text, avg_logprob, no_speech_prob, words: "
+                                                        "[{word, start_s, end_s, probability}]}]")
+    params = models.JSONField(default=dict, help_text="language (forced or null), beam_size, vad_filter")
+    model_name = models.CharField(max_length=200, help_text="The Whisper model folder's name")
+    model_sha256 = models.CharField(max_length=64, help_text="sha256 of its model.bin")

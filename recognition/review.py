@@ -20,7 +20,7 @@ from django.db.models import QuerySet
 
 from recognition import selectors
 from recognition.errors import NotFound, ServiceError
-from recognition.models import Batch, Embedding, Job, Prediction, Recording
+from recognition.models import Batch, Embedding, Job, LanguageResult, Prediction, Recording, Transcript
 
 #: Colour of recordings without a label in the projection plot.
 UNLABELLED_COLOUR = "#9e9e9e"
@@ -463,8 +463,61 @@ def batch_review(*, batch: Batch, limit: int = BATCH_REPORT_LIMIT) -> dict[str, 
             "embed": [job_review(job=j) for j in embed]}
 
 
+#: Timeline colours of the commonest languages; others take :data:`LANGUAGE_PALETTE` in order of appearance
+LANGUAGE_COLOURS = {"en": "#1f77b4", "fr": "#d62728", "es": "#ff7f0e", "it": "#2ca02c", "pl": "#9467bd", "de": "#8c564b"}
+LANGUAGE_PALETTE = ("#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#ffbb78", "#c5b0d5")
+NO_SPEECH_COLOUR = "#e0e0e0"
+
+
+def language_timeline(windows: Sequence[Mapping[str, Any]], shares: Mapping[str, float], duration_s: float | None = None) -> dict[str, Any]:
+    """A language job's windows as an HTML/CSS bar: ``segments`` ``[{left, width, colour, language,
+    title}]`` (percent of the recording) and a ``legend`` ``[{language, colour, percent}]`` by share.
+
+    Non-speech windows are grey with no language. Pure: no database, no HTML (the template draws it).
+    """
+    end = float(duration_s or 0.0) or max((float(w["end_s"]) for w in windows), default=0.0)
+    colours: dict[str, str] = {}
+    spare = iter(LANGUAGE_PALETTE * 4)
+
+    def colour(code: str | None) -> str:
+        if not code:
+            return NO_SPEECH_COLOUR
+        if code not in colours:
+            colours[code] = LANGUAGE_COLOURS.get(code) or next(spare, UNLABELLED_COLOUR)
+        return colours[code]
+
+    for code in shares:
+        colour(code)
+    segments = []
+    for w in windows:
+        start, stop = float(w["start_s"]), float(w["end_s"])
+        code = w.get("language") if w.get("speech", True) else None
+        title = f"{start:.1f}-{stop:.1f} s: " + (f"{code} {float(w.get('probability') or 0):.2f}" if code else "no speech")
+        segments.append({"left": round(100 * start / end, 3) if end else 0, "width": round(100 * (stop - start) / end, 3) if end else 0,
+                         "colour": colour(code), "language": code or "", "title": title})
+    legend = [{"language": code, "colour": colour(code), "percent": round(100 * float(share), 1)} for code, share in shares.items()]
+    return {"segments": segments, "legend": legend}
+
+
+def _whisper_reviews(recording: Recording, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A recording's newest language results (with their timelines) and transcripts."""
+    languages = [
+        {"job": row.result.job, "row": row,
+         "timeline": language_timeline(row.windows, row.shares, recording.duration_s)}
+        for row in LanguageResult.objects.filter(result__recording=recording).select_related("result__job")
+        .order_by("-result__job__created_at", "-id")[:limit]
+    ]
+    transcripts = [
+        {"job": row.result.job, "row": row}
+        for row in Transcript.objects.filter(result__recording=recording).select_related("result__job")
+        .order_by("-result__job__created_at", "-id")[:limit]
+    ]
+    return languages, transcripts
+
+
 def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> dict[str, Any]:
-    """A recording's window timelines (its newest ``limit`` predictions) and its ``k`` nearest neighbours.
+    """A recording's window timelines (its newest ``limit`` predictions) and its ``k`` nearest neighbours;
+    ``languages`` and ``transcripts``: its newest Whisper language results (with a bar timeline) and transcripts.
 
     Neighbours come from :func:`recognition.selectors.similar_recordings` for the recording's owner,
     so they never include another user's recordings; ``neighbours_note`` says why there are none.
@@ -484,4 +537,6 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
         note = "" if pairs else "No other recording has an embedding from the same model yet."
     except NotFound as exc:
         pairs, note = [], exc.message
-    return {"timelines": timelines, "neighbours": [{"recording": r, "similarity": s} for r, s in pairs], "neighbours_note": note}
+    languages, transcripts = _whisper_reviews(recording, limit)
+    return {"timelines": timelines, "neighbours": [{"recording": r, "similarity": s} for r, s in pairs], "neighbours_note": note,
+            "languages": languages, "transcripts": transcripts}

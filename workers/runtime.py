@@ -219,3 +219,30 @@ def whisper_model_problem() -> str:
 
 
 _whisper_checked: dict[tuple[str, str], str] = {}
+def whisper_device() -> str:
+    """Where faster-whisper runs: ``WORKER_DEVICE``, or under ``auto`` CUDA when CTranslate2 sees a
+    GPU (asked of CTranslate2, so torch is not imported for it), else the CPU."""
+    from django.conf import settings
+
+    wanted = settings.WORKER_DEVICE
+    if wanted != "auto":
+        return wanted
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def load_whisper():
+    """The process's faster-whisper engine for ``WHISPER_MODEL_DIR`` (loaded once, hash checked
+    against ``WHISPER_MODEL_SHA256``); raises ``whisper_lang.WhisperError`` saying why it cannot be.
+
+    CPU threads: ``WORKER_TORCH_THREADS`` or :func:`default_torch_threads` (one on a CPU host, for
+    the reason given there); compute type ``WHISPER_COMPUTE_TYPE`` (auto: int8 on CPU, float16 on CUDA)."""
+    from django.conf import settings
+
+    from workers.pipeline.whisper_lang import load_engine
+
+    dev = whisper_device()
+    threads = int(os.environ.get("WORKER_TORCH_THREADS") or 0) or (len(os.sched_getaffinity(0)) if dev.startswith("cuda") else 1)
+    return load_engine(settings.WHISPER_MODEL_DIR, device=dev, compute_type=settings.WHISPER_COMPUTE_TYPE,
+                       expected_sha256=settings.WHISPER_MODEL_SHA256, cpu_threads=threads)

@@ -105,6 +105,41 @@ def run_features_chunk(self, chunk_id: int) -> None:
     _run_chunk(self, chunk_id, process)
 
 
+#: ``"transcript": "auto"`` in a classify job: Whisper transcribes recordings that have no transcript
+AUTO_TRANSCRIPT = "auto"
+
+
+def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[[], None]) -> dict[int, tuple[dict, dict]]:
+    """Whisper transcripts ``{recording id: (transcript, engine.describe())}`` for the recordings of a
+    chunk that have none, when the model reads a transcript (``needs_transcript``); otherwise none.
+
+    Forced to English: reading models align English text (a non-native speaker's English must not be
+    written down as another language). A recording Whisper cannot transcribe gets no transcript, so the
+    window model answers for it, as for any recording without one."""
+    from workers import runtime
+    from workers.pipeline.whisper_asr import transcribe
+    from workers.pipeline.whisper_lang import WhisperError
+
+    todo = [(rec, samples) for rec, samples in decoded if not rec.transcript]
+    if not todo or not getattr(getattr(loaded, "model", None), "needs_transcript", False):
+        return {}
+    t0 = time.perf_counter()
+    try:
+        engine = runtime.load_whisper()
+    except WhisperError:
+        logger.exception("transcript auto: no Whisper; the reading model runs without transcripts")
+        return {}
+    out: dict[int, tuple[dict, dict]] = {}
+    for rec, samples in todo:
+        try:
+            out[rec.pk] = (transcribe(engine, samples, language="en"), engine.describe())
+        except WhisperError:
+            logger.exception("transcript auto failed", extra={"recording_id": rec.pk})
+        heartbeat()
+    timings["transcribe"] += time.perf_counter() - t0
+    return out
+
+
 @shared_task(bind=True, **_RETRY)
 def run_model_chunk(self, chunk_id: int) -> None:
     """Classify or embed a chunk: decode all, then one batched inference over every window."""
@@ -140,13 +175,17 @@ def run_model_chunk(self, chunk_id: int) -> None:
         signals = [s for _, s in decoded]
         window = runtime.window_params(loaded, params)
         services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
+        heard: dict[int, tuple[dict, dict]] = {}
         if job.kind == Job.Kind.CLASSIFY:
+            if params.get("transcript") == AUTO_TRANSCRIPT:
+                heard = _auto_transcripts(loaded, decoded, timings, lambda: services.chunk_heartbeat(chunk_id=ctx.chunk.pk))
+                texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in decoded]
+            else:  # a recording's own transcript, else the job's (the text every speaker read)
+                texts = [rec.transcript or params.get("transcript") or "" for rec, _ in decoded]
             outcomes = classify_batch(
                 loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
                 min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size") or runtime.default_batch_size(loaded),
-                autocast=runtime.use_autocast(loaded), **window,
-                # a recording's own transcript, else the job's (the text every speaker read)
-                transcripts=[rec.transcript or params.get("transcript") or "" for rec, _ in decoded],
+                autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
             )
         else:
             outcomes = embed_batch(
@@ -159,12 +198,71 @@ def run_model_chunk(self, chunk_id: int) -> None:
             for key, seconds in stage.items():
                 timings[key] += seconds
             if job.kind == Job.Kind.CLASSIFY:
-                services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage)
+                said, said_by = heard.get(rec.pk, (None, None))
+                services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage,
+                                                 transcript=said, transcript_model=said_by)
             else:
                 services.result_store_embedding(
                     job=job, recording=rec, vector=outcome["vector"], windows=outcome.get("windows"), timings=stage
                 )
         timings["store"] += time.perf_counter() - t
+
+    _run_chunk(self, chunk_id, process)
+
+
+@shared_task(bind=True, **_RETRY)
+def run_whisper_chunk(self, chunk_id: int) -> None:
+    """Language identification or transcription of a chunk with the process's Whisper, one recording at a time."""
+
+    def process(ctx, timings):
+        from workers import runtime
+        from workers.pipeline.audio import AudioError
+        from workers.pipeline.whisper_asr import transcribe
+        from workers.pipeline.whisper_lang import WhisperError, identify_languages
+
+        job, params = ctx.job, ctx.job.params
+        t0 = time.perf_counter()
+        try:
+            engine = runtime.load_whisper()
+        except WhisperError as exc:  # no use retrying: every recording fails with the reason
+            for rec in ctx.recordings:
+                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
+            return
+        timings["model_load"] += time.perf_counter() - t0
+        for rec in ctx.recordings:
+            if services.job_is_cancelled(job_id=job.pk):
+                break
+            t = time.perf_counter()
+            try:
+                samples = _decode(rec).samples
+                decoded = time.perf_counter()
+                if job.kind == Job.Kind.LANGUAGE:
+                    outcome = identify_languages(engine, samples, window_s=float(params.get("window_s", 4.0)),
+                                                 languages=params.get("languages"), vad=params.get("vad", True))
+                else:
+                    outcome = transcribe(engine, samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
+                                         vad_filter=params.get("vad_filter", True))
+            except AudioError as exc:
+                services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
+                continue
+            except WhisperError as exc:
+                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
+                continue
+            except TRANSIENT + (SoftTimeLimitExceeded,):
+                raise
+            except Exception as exc:  # a bug or odd input in one recording must not sink the chunk
+                _fail_unexpected(ctx, rec, exc)
+                continue
+            rec_timings = {"decode": decoded - t, **outcome.get("timings", {})}
+            stored = time.perf_counter()
+            if job.kind == Job.Kind.LANGUAGE:
+                services.result_store_language(job=job, recording=rec, outcome=outcome, model=engine.describe(), timings=rec_timings)
+            else:
+                services.result_store_transcript(job=job, recording=rec, transcript=outcome, model=engine.describe(), timings=rec_timings)
+            for key, seconds in rec_timings.items():
+                timings[key] += seconds
+            timings["store"] += time.perf_counter() - stored
+            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
 
     _run_chunk(self, chunk_id, process)
 

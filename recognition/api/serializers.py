@@ -1,7 +1,18 @@
 """Serializers: shapes of what the API reads and returns. No business logic here."""
 from rest_framework import serializers
 
-from recognition.models import Batch, Embedding, FeatureSet, Job, ModelVersion, Prediction, Recording, RecordingResult
+from recognition.models import (
+    Batch,
+    Embedding,
+    FeatureSet,
+    Job,
+    LanguageResult,
+    ModelVersion,
+    Prediction,
+    Recording,
+    RecordingResult,
+    Transcript,
+)
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -150,6 +161,19 @@ class EmbeddingSerializer(serializers.ModelSerializer):
         fields = ["dim", "vector", "model", "checkpoint_sha256"]
 
 
+class LanguageResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LanguageResult
+        fields = ["outcome", "language", "probability", "shares", "mean_probabilities", "windows", "languages", "window_s",
+                  "model_name", "model_sha256"]
+
+
+class TranscriptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Transcript
+        fields = ["text", "language", "language_probability", "segments", "params", "model_name", "model_sha256"]
+
+
 class ResultSerializer(serializers.ModelSerializer):
     recording = serializers.PrimaryKeyRelatedField(read_only=True)
     filename = serializers.CharField(source="recording_ref")
@@ -161,7 +185,7 @@ class ResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = RecordingResult
         fields = ["id", "recording", "filename", "label", "status", "error_code", "error_message", "timings",
-                  "features", "prediction", "embedding"]
+                  "features", "prediction", "embedding", "language", "transcript"]
 
     def get_label(self, obj) -> str:
         return obj.recording.label if obj.recording_id else ""
@@ -173,6 +197,18 @@ class ResultSerializer(serializers.ModelSerializer):
     def get_embedding(self, obj) -> dict | None:
         e = getattr(obj, "embedding", None)
         return EmbeddingSerializer(e).data if e else None
+
+    language = serializers.SerializerMethodField(help_text="language jobs: the spoken language, window by window")
+    transcript = serializers.SerializerMethodField(
+        help_text="transcribe jobs, and classify jobs with transcript auto: what Whisper heard, with word time stamps")
+
+    def get_language(self, obj) -> dict | None:
+        row = getattr(obj, "language_id", None)
+        return LanguageResultSerializer(row).data if row else None
+
+    def get_transcript(self, obj) -> dict | None:
+        row = getattr(obj, "transcription", None)
+        return TranscriptSerializer(row).data if row else None
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -199,11 +235,20 @@ class SimilarSerializer(serializers.Serializer):
 
 class PredictRequestSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
+    task = serializers.ChoiceField(choices=["classify", "language", "transcribe"], required=False, default="classify",
+                                   help_text="classify (default): the accent model; language: the spoken language by Whisper "
+                                             "(answer as a language job's result); transcribe: Whisper's transcript with word time stamps")
     model = serializers.CharField(required=False, max_length=160, help_text="name or name@version; default model if omitted")
     threshold = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
     vad = serializers.BooleanField(required=False, default=True)
     transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
                                        help_text="What the speaker read, when known; reading models use it.")
+    window_s = serializers.FloatField(required=False, help_text="language: window length in seconds, over 1 and at most 30 (4)")
+    languages = serializers.CharField(required=False, max_length=1000,
+                                      help_text="language: restrict the answer to these codes, comma-separated (en,fr,es)")
+    language = serializers.CharField(required=False, max_length=8, help_text="transcribe: force the language")
+    beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width, 1 = greedy (default)")
+    vad_filter = serializers.BooleanField(required=False, default=True, help_text="transcribe: drop silence before decoding")
 
 
 class PredictResponseSerializer(serializers.Serializer):

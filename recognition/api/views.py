@@ -304,15 +304,31 @@ class PredictView(APIView):
 
     @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 409: s.ErrorSerializer})
     def post(self, request):
-        from recognition.services.predict import predict_file
+        from recognition.services.predict import predict_file, predict_whisper_file
 
         form = s.PredictRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         upload = data["file"]
+        if data["task"] != "classify":
+            return Response(predict_whisper_file(fileobj=upload, filename=upload.name, task=data["task"], params=_whisper_params(data)))
         result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
                               threshold=data.get("threshold"), vad=data["vad"], transcript=data.get("transcript", ""))
         return Response(result)
+
+
+def _whisper_params(data: dict) -> dict:
+    """/predict/ form fields as the params of a language / transcribe job (checked by the same service)."""
+    if data["task"] == "language":
+        params = {"vad": data["vad"]}
+        if "window_s" in data:
+            params["window_s"] = data["window_s"]
+        if data.get("languages"):
+            params["languages"] = [code for code in data["languages"].replace(" ", "").split(",") if code]
+        return params
+    params = {"vad_filter": data["vad_filter"]}
+    params.update({key: data[key] for key in ("language", "beam_size") if data.get(key) not in (None, "")})
+    return params
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -12,7 +12,9 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     result_fail,
     result_store_embedding,
     result_store_features,
+    result_store_language,
     result_store_prediction,
+    result_store_transcript,
 )
 from recognition.services.models import (  # noqa: F401
     model_resolve,

@@ -27,9 +27,11 @@ from recognition.models import (
     FeatureSet,
     Job,
     JobChunk,
+    LanguageResult,
     Prediction,
     Recording,
     RecordingResult,
+    Transcript,
 )
 
 logger = logging.getLogger(__name__)
@@ -222,7 +224,10 @@ def result_store_features(
     return result
 
 
-def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict) -> RecordingResult:
+def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict,
+                            transcript: dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
+    """Store a prediction; ``transcript`` (with ``transcript_model``) is the Whisper transcript a
+    ``"transcript": "auto"`` job made for this recording and fed to the reading model."""
     mv = job.model_version
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
@@ -235,6 +240,39 @@ def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, ti
             windows=outcome.get("windows") or [],
             reading={**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
         )
+        if transcript is not None and transcript_model is not None:
+            _transcript_row(result, transcript, transcript_model).save()
+    return result
+
+
+def result_store_language(*, job: Job, recording: Recording, outcome: dict, model: dict, timings: dict) -> RecordingResult:
+    """Store a recording's language identification (``outcome`` from ``identify_languages``; ``model``
+    is the engine's ``describe()``)."""
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        LanguageResult.objects.create(
+            result=result, outcome=outcome["outcome"], language=outcome.get("language") or "",
+            probability=outcome.get("probability"), shares=outcome.get("shares") or {},
+            mean_probabilities=outcome.get("mean_probabilities") or {}, windows=outcome.get("windows") or [],
+            languages=outcome.get("languages"), window_s=outcome["window_s"],
+            model_name=model["model"], model_sha256=model["model_sha256"],
+        )
+    return result
+
+
+def _transcript_row(result: RecordingResult, transcript: dict, model: dict) -> Transcript:
+    return Transcript(
+        result=result, text=transcript.get("text") or "", language=transcript.get("language") or "",
+        language_probability=transcript.get("language_probability"), segments=transcript.get("segments") or [],
+        params=transcript.get("params") or {}, model_name=model["model"], model_sha256=model["model_sha256"],
+    )
+
+
+def result_store_transcript(*, job: Job, recording: Recording, transcript: dict, model: dict, timings: dict) -> RecordingResult:
+    """Store what Whisper heard in a recording (``transcript`` from ``whisper_asr.transcribe``)."""
+    with transaction.atomic():
+        result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
+        _transcript_row(result, transcript, model).save()
     return result
 
 

@@ -58,3 +58,53 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
         "checkpoint_sha256": mv.sha256,
         "timings": dict(outcome.get("timings") or {}, decode=decode_s),
     }
+
+
+def predict_whisper_file(*, fileobj: BinaryIO, filename: str, task: str, params: dict) -> dict:
+    """``/predict/`` with ``task=language`` or ``task=transcribe``: Whisper in this process (loaded once).
+
+    ``params`` are checked as a ``language`` / ``transcribe`` job's are. Returns what such a job stores
+    per recording (``identify_languages`` / ``transcribe`` output) plus ``task``, ``model``,
+    ``model_sha256``, ``duration_s`` and ``timings`` with ``decode``.
+    """
+    from recognition.services.jobs import _validate_params
+    from workers import runtime
+    from workers.pipeline.whisper_asr import transcribe
+    from workers.pipeline.whisper_lang import WhisperError, identify_languages
+
+    if task not in ("language", "transcribe"):
+        raise ServiceError("invalid_params", f"Unknown task '{task}'; use classify, language or transcribe.")
+    params = dict(_validate_params(task, dict(params)))
+    audio, decode_s = _decode_upload(fileobj, filename)
+    try:
+        engine = runtime.load_whisper()
+        if task == "language":
+            out = identify_languages(engine, audio.samples, window_s=float(params.get("window_s", 4.0)),
+                                     languages=params.get("languages"), vad=params.get("vad", True))
+        else:
+            out = transcribe(engine, audio.samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
+                             vad_filter=params.get("vad_filter", True))
+    except WhisperError as exc:
+        raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
+    model = engine.describe()
+    return {**out, "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
+            "duration_s": round(audio.duration_s, 3), "timings": dict(out.get("timings") or {}, decode=decode_s)}
+
+
+def _decode_upload(fileobj: BinaryIO, filename: str):
+    """Size-check, decode and validate one upload; ``(audio, seconds spent)``. (The classify path above
+    does the same inline; kept apart so the two can change independently until they are merged.)"""
+    from workers.pipeline.audio import AudioError, load_audio, validate_audio
+
+    fileobj.seek(0, 2)
+    if fileobj.tell() > settings.AUDIO_MAX_UPLOAD_BYTES:
+        raise ServiceError("too_large", "The file is over the per-file upload limit.", status_code=413)
+    fileobj.seek(0)
+    t0 = time.perf_counter()
+    try:
+        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=filename.rsplit(".", 1)[-1] if "." in filename else None,
+                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
+        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+    except AudioError as exc:
+        raise ServiceError(exc.code, exc.message) from exc
+    return audio, time.perf_counter() - t0

@@ -6,7 +6,6 @@ import pytest
 from recognition import services
 from recognition.jobkinds import KINDS
 from recognition.models import Job, Recording, RecordingResult
-
 from tests.recognition.test_review import _recording, embedded, two_model_jobs  # noqa: F401  (fixtures)
 
 _PARAM_TYPES = {name: kind.params for name, kind in KINDS.items()}
