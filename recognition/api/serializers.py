@@ -106,8 +106,13 @@ class JobCreateSerializer(serializers.Serializer):
         "(0.1-60 s), label_map (true label -> model class, for the report), transcript (the text read), "
         "chunk_size, batch_size. "
         "embed: window_s, hop_s, per_window (bool: keep one vector per window), chunk_size, batch_size. "
-        "train: family (cnn, resnet, speaker_head, accent_embed, phonetic_fusion, reading_fusion), name, "
-        "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s."))
+        "train: family (whisper_probe, cnn, resnet, speaker_head, accent_embed, phonetic_fusion, reading_fusion), "
+        "name, "
+        "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s. "
+        "language: window_s (over 1, at most 30 s; 4), languages (Whisper codes to restrict to), vad (skip silent "
+        "windows), chunk_size. "
+        "transcribe: language (force it), beam_size (1-10; 1), vad_filter (bool), chunk_size. "
+        "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
     model = serializers.CharField(required=False, max_length=160,
                                   help_text="classify / embed: name or name@version; the default model when omitted")
 

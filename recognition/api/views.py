@@ -166,6 +166,14 @@ JOB_EXAMPLES = [
         "params": {"family": "speaker_head", "name": "my-model", "epochs": 30, "seed": 0,
                    "label_map": {"native_english": "native", "mandarin_l1": "non_native"},
                    "deploy_prior": [0.5, 0.5], "hparams": {"lr": 0.001}, "window_s": 4.0, "hop_s": 2.0}}),
+    OpenApiExample("train a Whisper probe", request_only=True, value={
+        "kind": "train", "batch": 1, "params": {"family": "whisper_probe", "name": "my-whisper-model",
+                                                "label_map": {"native_english": "native", "mandarin_l1": "non_native"}}}),
+    OpenApiExample("language", request_only=True, value={
+        "kind": "language", "batch": 1, "params": {"window_s": 4.0, "languages": ["en", "fr", "de", "es", "it"],
+                                                   "vad": True}}),
+    OpenApiExample("transcribe", request_only=True, value={
+        "kind": "transcribe", "batch": 1, "params": {"language": "en", "beam_size": 1, "vad_filter": True}}),
 ]
 
 

@@ -22,7 +22,7 @@ def test_declared_tasks_exist_and_queues_are_known():
     assert ops.QUEUES == ("cpu", "gpu", "interactive")
     assert set(jobkinds.REQUIRED_QUEUES) <= set(jobkinds.QUEUES)
     assert jobkinds.chunk_task_names() == {"workers.tasks.run_features_chunk", "workers.tasks.run_model_chunk",
-                                           "workers.tasks.run_train_job"}
+                                           "workers.tasks.run_train_job", "workers.tasks.run_whisper_chunk"}
 
 
 def test_queue_for_sends_small_model_jobs_to_interactive(settings):
@@ -57,13 +57,13 @@ def test_params_are_checked_against_the_declaration(kind, params, message):
 
 def test_a_new_kind_is_one_declaration(monkeypatch, settings):
     monkeypatch.setattr(jobkinds, "KINDS", dict(jobkinds.KINDS))
-    jobkinds.register(jobkinds.JobKind(name="transcribe", task="workers.tasks.run_model_chunk", queue="gpu",
-                                       interactive=True, params={"language": str}))
+    jobkinds.register(jobkinds.JobKind(name="diarize", task="workers.tasks.run_model_chunk", queue="gpu",
+                                       interactive=True, params={"speakers": int}))
     settings.INTERACTIVE_MAX_RECORDINGS = 2
-    assert jobkinds.queue_for("transcribe", 2) == "interactive" and jobkinds.queue_for("transcribe", 3) == "gpu"
-    assert jobkinds.validate_params("transcribe", {"language": "en"}) == {"language": "en"}
+    assert jobkinds.queue_for("diarize", 2) == "interactive" and jobkinds.queue_for("diarize", 3) == "gpu"
+    assert jobkinds.validate_params("diarize", {"speakers": 2}) == {"speakers": 2}
     with pytest.raises(ValueError, match="declared twice"):
-        jobkinds.register(jobkinds.JobKind(name="transcribe", task="x.y", queue="gpu", params={}))
+        jobkinds.register(jobkinds.JobKind(name="diarize", task="x.y", queue="gpu", params={}))
     with pytest.raises(ValueError, match="unknown queue"):
         jobkinds.JobKind(name="other", task="x.y", queue="tpu", params={})
 
