@@ -91,11 +91,23 @@ def _workers() -> dict:
     return {"workers": online}
 
 
+def _whisper_model() -> dict:
+    """The Whisper folder (``WHISPER_MODEL_DIR``) is complete and its model.bin has the expected
+    sha256 (hashed once per process): language, transcribe and whisper_probe models need it."""
+    from workers.runtime import whisper_model_problem
+
+    problem = whisper_model_problem()
+    if problem:
+        raise RuntimeError(problem)
+    return {"model_dir": Path(settings.WHISPER_MODEL_DIR).name}
+
+
 READINESS_CHECKS: list[Check] = [
     Check("database", _database),
     Check("broker", _broker),
     Check("storage", _storage),
     Check("workers", _workers, needs=("broker",)),
+    Check("whisper_model", _whisper_model),
 ]
 
 

