@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.registry import FAMILIES as _REGISTRY
 from workers.pipeline.data import (
     TrainItem,
 )
@@ -29,9 +30,9 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
     "cnn": (3.0, 1.5), "resnet": (3.0, 1.5), "speaker_head": (2.0, 1.0), "accent_embed": (3.0, 1.5),
 }
-#: every family ``train_model`` trains: the above, and the fusion families (one of them stacked with
-#: phone features or with reading features of the transcript, workers/pipeline/fusion.py)
-TRAINABLE_FAMILIES: tuple[str, ...] = (*DEFAULT_HPARAMS, "phonetic_fusion", "reading_fusion", "whisper_probe")
+#: every family ``train_model`` trains: the registry's trainable ones (models/registry.py); the generic loop
+#: trains those with DEFAULT_HPARAMS, the fusion families and whisper_probe bring their own trainers
+TRAINABLE_FAMILIES: tuple[str, ...] = tuple(name for name, family in _REGISTRY.items() if family.trainable)
 
 
 @dataclass
