@@ -290,6 +290,17 @@ class AccentEmbedNet(nn.Module):
         """Inputs dict -> ``[b, embedding_dim]`` L2-normalised embedding."""
         return self.encode(inputs)[0]
 
+    #: the training loop feeds this family cached frame features with the waveform
+    train_source = "frames"
+
+    def train_loss(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, *, class_weight: torch.Tensor | None = None,
+                   hp: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` for the training loop: :meth:`training_losses` with ``hp``'s weights."""
+        hp = hp or {}
+        loss, logits, _ = self.training_losses(inputs, y, class_weight=class_weight, w_supcon=hp.get("w_supcon", 0.5),
+                                               w_triplet=hp.get("w_triplet", 0.5), w_recon=hp.get("w_recon", 0.1))
+        return loss, logits
+
     def training_losses(
         self,
         inputs: dict[str, torch.Tensor],

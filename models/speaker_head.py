@@ -221,6 +221,33 @@ class SpeakerHeadClassifier(nn.Module):
         """``[batch, samples]`` -> logits ``[batch, n_classes]``."""
         return self.head(self.encode(wave))
 
+    #: the training loop feeds this family cached frozen-encoder features (``encode``'s output)
+    train_source = "cached"
+
+    def eval_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """Training-time scoring of cached features ``[batch, feature_dim]`` -> ``[batch, n_classes]``."""
+        return self.head(feats)
+
+    def train_loss(self, feats: torch.Tensor, y: torch.Tensor, *, class_weight: torch.Tensor | None = None,
+                   hp: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` on cached features: label-smoothed cross-entropy; with a head ensemble
+        each member gets its own loss, and with ``hp["bag"]`` its own Poisson(1) bootstrap weighting
+        of the batch (bagging), which decorrelates the members."""
+        hp = hp or {}
+        if self.n_heads == 1:
+            logits = self.head(feats)
+            return nn.functional.cross_entropy(logits, y, weight=class_weight, label_smoothing=0.05), logits
+        all_logits = self.head_all(feats)  # [K, b, C]
+        k, b, c = all_logits.shape
+        ce = nn.functional.cross_entropy(all_logits.reshape(k * b, c), y.repeat(k), weight=class_weight,
+                                         label_smoothing=0.05, reduction="none").reshape(k, b)
+        if hp.get("bag", False):
+            w = torch.poisson(torch.ones(k, b, device=ce.device))
+            loss = ((ce * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)).mean()
+        else:
+            loss = ce.mean()
+        return loss, all_logits.mean(dim=0)
+
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
         """``[batch, samples]`` -> L2-normalised hidden vector of head 0 ``[batch, hidden]``."""
         return nn.functional.normalize(self.head_hidden(self.encode(wave)), dim=-1)

@@ -157,7 +157,7 @@ def load_model(model_version) -> object:
 
             dev = device()
             label = f"{model_version.name}@{model_version.version}"
-            if model_version.family == "speaker_encoder":
+            if model_version.checkpoint.startswith("package:"):  # the pretrained encoder a package ships
                 loaded = load_speaker_encoder(device=dev)
             else:
                 try:

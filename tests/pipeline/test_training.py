@@ -147,7 +147,7 @@ def test_speaker_head_ensemble_loss_trains_every_head() -> None:
     model = build_model(spec, {**TINY["speaker_head"], "n_heads": 3}, load_pretrained=False).train()
     feats = torch.randn(8, model.feature_dim)
     y = torch.arange(8) % 2
-    loss, logits = _forward_train(model, "speaker_head", feats, y, None, {"bag": True})
+    loss, logits = _forward_train(model, feats, y, None, {"bag": True})
     assert logits.shape == (8, 2) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.extra_heads.parameters())

@@ -181,8 +181,10 @@ def _read_base(path: str) -> dict[str, Any]:
     from models.specs import ModelSpec
 
     raw = read_checkpoint(path)
+    from models.registry import get_family
+
     family = raw["spec"].family
-    if family == "reading_fusion":
+    if get_family(family).uses_transcript:  # a reading_fusion file: its window model is the base
         hp, td = raw["hparams"], raw["training_data"]
         spec = ModelSpec(**{**raw["spec"].__dict__, "family": hp["base_family"]})
         calibration = {k: v for k, v in raw["calibration"].items()

