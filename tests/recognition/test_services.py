@@ -141,6 +141,28 @@ def test_a_newer_shipped_checkpoint_becomes_the_default(tmp_path):
     assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "mine"
 
 
+def test_the_shipped_accent_native_default_is_2_and_1_1_stays_runnable(settings):
+    """As committed: accent-native 2.0.0 (accent-native.pt) is the default on a fresh database and on one
+    where 1.1.0 was the default in that file; 1.1.0 moved to accent-native-1.1.0.pt and still runs."""
+    from recognition.models import ModelVersion
+    from recognition.services import shipped_models_register
+    from recognition.services.models import model_resolve, model_version_problem
+
+    ModelVersion.objects.filter(name="accent-native").delete()
+    shipped_models_register()
+    native = ModelVersion.objects.filter(name="accent-native")
+    assert native.get(is_default=True).version == "2.0.0" and native.get(is_default=True).family == "whisper_probe"
+    assert model_resolve(None, task="classify").version == "2.0.0"
+    old = native.get(version="1.1.0")
+    assert old.checkpoint == "accent-native-1.1.0.pt" and model_version_problem(old) == ""
+    # an older database: 1.1.0 registered in accent-native.pt and default there
+    native.filter(version="2.0.0").delete()
+    ModelVersion.objects.filter(pk=old.pk).update(checkpoint="accent-native.pt", is_default=True)
+    shipped_models_register()
+    assert native.get(is_default=True).version == "2.0.0"
+    assert native.get(version="1.1.0").checkpoint == "accent-native-1.1.0.pt"
+
+
 def test_a_superseded_shipped_version_is_refused_with_the_version_to_use(tmp_path, settings, api):
     """When a newer shipped version takes over a checkpoint file, asking for the old version is a
     clear 409, not a silent run of other weights under the old version's name and hash."""

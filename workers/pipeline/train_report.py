@@ -153,7 +153,7 @@ def write_model_card(
         lines.append(f"- Checkpoint sha256: `{sha256}`")
     if calibration:
         where = ("window temperature fitted on validation speakers, threshold on out-of-fold fused predictions"
-                 if "fusion" in calibration else "fitted on validation speakers")
+                 if "fusion" in calibration else calibration.get("fitted_on") or "fitted on validation speakers")
         lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
                      f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
