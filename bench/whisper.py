@@ -147,18 +147,17 @@ def encoder_table(signals: list[np.ndarray], device: str) -> list[str]:
 
 
 def faster_whisper_rows(signals: list[np.ndarray], device: str) -> list[str]:
-    from workers.pipeline import whisper_lang
+    from models.whisper_probe import find_encoder_dir
+    from workers.pipeline.whisper_asr import transcribe
+    from workers.pipeline.whisper_lang import identify_languages, load_engine
 
+    engine = load_engine(find_encoder_dir(), device=device, cpu_threads=1)
     rows = ["| task | device | audio s | seconds | x real time |", "|---|---|---|---|---|"]
-    audio = np.concatenate(signals)
-    audio_s = len(audio) / 16000
-    for name, fn in (("language (4-s windows)", getattr(whisper_lang, "identify_language", None)),
-                     ("transcribe (beam 1, word times)", getattr(whisper_lang, "transcribe", None))):
-        if fn is None:
-            rows.append(f"| {name} | {device} | - | - | not available |")
-            continue
-        fn(audio[: 5 * 16000])
-        _, dt = _timed(lambda f=fn: f(audio))
+    audio_s = sum(len(x) for x in signals) / 16000
+    for name, fn in (("language (4-s windows, VAD)", lambda x: identify_languages(engine, x, window_s=4.0)),
+                     ("transcribe (greedy, word times, VAD filter)", lambda x: transcribe(engine, x, beam_size=1))):
+        fn(signals[0])  # warm-up
+        _, dt = _timed(lambda f=fn: [f(x) for x in signals])
         rows.append(f"| {name} | {device} | {audio_s:.0f} | {dt:.1f} | {audio_s / dt:.1f} |")
     return rows
 
