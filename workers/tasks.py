@@ -70,6 +70,39 @@ def _solo_soft_time_limit(task) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]:
+    """Heartbeat the chunk from a thread every ``CHUNK_HEARTBEAT_S`` while the block runs (a long
+    decode, one batched inference, a whole training), so the reaper's short silence limit only
+    ever catches a chunk whose worker is gone. The thread holds its own database connection and
+    closes it when the block ends."""
+    import threading
+
+    from django.conf import settings
+    from django.db import connection
+
+    every = every_s or settings.CHUNK_HEARTBEAT_S
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    services.chunk_heartbeat(chunk_id=chunk_id)
+                except Exception as exc:  # a database blip: try again next beat
+                    logger.warning("chunk heartbeat failed: %s", exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"chunk-{chunk_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every + 5)
+
+
 def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     """Shared chunk loop: claim, process, record failures per recording, close the chunk."""
     close_old_connections()
@@ -79,7 +112,7 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     timings: dict[str, float] = defaultdict(float)
     error = ""
     try:
-        with _solo_soft_time_limit(task):
+        with _solo_soft_time_limit(task), _heartbeating(chunk_id):
             process(ctx, timings)
     except SoftTimeLimitExceeded:
         error = "The chunk exceeded its time limit; its unfinished recordings failed."
@@ -223,7 +256,8 @@ def run_train_job(self, chunk_id: int) -> None:
             training.train_job_progress(job_id=job_id, done=done, total=total)
 
     try:
-        mv = training.train_job_run(job=ctx.job, progress=progress)
+        with _heartbeating(chunk_id):  # a training may run for hours: the reaper must see it alive
+            mv = training.train_job_run(job=ctx.job, progress=progress)
     except ServiceError as exc:
         training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
     except SoftTimeLimitExceeded:

@@ -4,19 +4,21 @@ from __future__ import annotations
 import csv
 
 import django_filters
+from django.conf import settings
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from recognition import review, selectors, services, vectorindex
 from recognition.api import serializers as s
+from recognition.api.parsers import SafeJSONParser as JSONParser
 from recognition.errors import NotFound, ServiceError
-from recognition.models import Batch, Job, Recording
+from recognition.models import Batch, Job, ModelVersion, Recording
 
 
 class OwnerScoped:
@@ -94,7 +96,7 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         except ValueError as exc:
             raise ServiceError("invalid_params", "'k' must be an integer.") from exc
         model = request.query_params.get("model")
-        mv = services.model_resolve(model, task="embed") if model else None
+        mv = services.model_resolve(model, task="embed", user=request.user) if model else None
         pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
         response = Response(s.SimilarSerializer([{"recording": r, "similarity": sim} for r, sim in pairs], many=True).data)
         response["X-Similarity-Backend"] = vectorindex.backend()
@@ -262,8 +264,10 @@ class PredictView(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         upload = data["file"]
-        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
-                              threshold=data.get("threshold"), vad=data["vad"], transcript=data.get("transcript", ""))
+        vad = data.get("vad")
+        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
+                              threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
+                              transcript=data.get("transcript", ""))
         return Response(result)
 
 
@@ -272,7 +276,9 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["name", "task", "family", "is_default"]
 
     def get_queryset(self):
-        return selectors.model_list()
+        if getattr(self, "swagger_fake_view", False):
+            return ModelVersion.objects.none()
+        return selectors.model_list(user=self.request.user)
 
 
 

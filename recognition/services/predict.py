@@ -11,7 +11,7 @@ from recognition.services.models import model_resolve
 
 
 def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, threshold: float | None = None,
-                 vad: bool = True, transcript: str = "") -> dict:
+                 vad: bool = False, transcript: str = "", user=None) -> dict:
     """Decode one upload and classify it in this process (the model is loaded once and kept).
 
     Returns ``{"predicted_class", "confidence", "all_predictions", "calibrated", "outcome",
@@ -25,7 +25,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     if fileobj.tell() > settings.AUDIO_MAX_UPLOAD_BYTES:
         raise ServiceError("too_large", "The file is over the per-file upload limit.", status_code=413)
     fileobj.seek(0)
-    mv = model_resolve(model, task="classify")
+    mv = model_resolve(model, task="classify", user=user)
     t0 = time.perf_counter()
     try:
         audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=filename.rsplit(".", 1)[-1] if "." in filename else None,

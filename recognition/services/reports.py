@@ -13,21 +13,26 @@ def classify_report(*, job: Job) -> dict | None:
     ``native_english -> native``). Recordings whose label is outside the model's classes, and
     ``insufficient_speech`` outcomes, are counted in ``excluded`` rather than guessed.
     """
+    from recognition.services.recordings import batch_labels
     from workers.pipeline.evaluation import evaluation_report
 
     labels = list(job.model_version.labels)
     label_map = job.params.get("label_map") or {}
+    # a batch's job is judged by the labels that batch gave (another upload of a file may say otherwise)
+    own = batch_labels(batch=job.batch) if job.batch_id else {}
     predictions = (
         Prediction.objects.filter(result__job=job)
         .select_related("result__recording")
         .exclude(result__recording__isnull=True)
-        .exclude(result__recording__label="")
     )
     y_true, proba, speakers, corpora = [], [], [], []
     excluded = {"insufficient_speech": 0, "label_not_in_model": 0}
     for p in predictions:
         rec = p.result.recording
-        truth = label_map.get(rec.label, rec.label)
+        label, speaker = own.get(rec.pk, (rec.label, rec.speaker))
+        if not label:
+            continue
+        truth = label_map.get(label, label)
         if p.outcome == Prediction.Outcome.INSUFFICIENT_SPEECH:
             excluded["insufficient_speech"] += 1
             continue
@@ -36,7 +41,7 @@ def classify_report(*, job: Job) -> dict | None:
             continue
         y_true.append(truth)
         proba.append([p.probabilities.get(label, 0.0) for label in labels])
-        speakers.append(rec.speaker or f"recording-{rec.pk}")
+        speakers.append(speaker or f"recording-{rec.pk}")
         corpora.append(str(rec.metadata.get("corpus", "")) or "unspecified")
     if not y_true:
         return None
