@@ -33,7 +33,7 @@ def test_predict_bad_audio_and_unknown_model(api, tiny_classifier):
     bad = api.post("/api/v1/predict/", {"file": upload("x.wav", b"nope"), "model": "tiny"}, format="multipart")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_audio"
     unknown = api.post("/api/v1/predict/", {"file": upload("s.wav", speech("hello")), "model": "nope"}, format="multipart")
-    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_model"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_model"
 
 
 def test_predict_with_a_transcript_on_a_reading_model(api, tiny_reading_classifier):
