@@ -162,6 +162,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.run_features_chunk": {"queue": "cpu"},
     "workers.tasks.run_model_chunk": {"queue": "gpu"},
     "workers.tasks.run_train_job": {"queue": "gpu"},
+    "workers.tasks.run_predict": {"queue": "interactive"},
     "workers.tasks.finalize_job": {"queue": "cpu"},
     "workers.maintenance.*": {"queue": "cpu"},  # housekeeping: a few database queries each
 }
@@ -215,6 +216,11 @@ SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exa
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
+# POST /api/v1/predict/ runs on the interactive queue, never in the web process: audio up to
+# PREDICT_MAX_DURATION_S is accepted (longer: upload it and run a classify job), and the web waits
+# PREDICT_TIMEOUT_S for the worker's answer before a 503 predict_timeout.
+PREDICT_MAX_DURATION_S = env.float("PREDICT_MAX_DURATION_S", default=60.0)
+PREDICT_TIMEOUT_S = env.float("PREDICT_TIMEOUT_S", default=30.0)
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8), "classify": 64, "embed": 64}
 # classify / embed chunks without a chunk_size param are cut by audio seconds (at most
 # JOB_CHUNK_MAX_RECORDINGS recordings), so a chunk of long files is not 64 long files.

@@ -269,3 +269,44 @@ def run_train_job(self, chunk_id: int) -> None:
         training.train_job_finish(job_id=job_id, model_version=None, error=f"Training failed: {type(exc).__name__}: {exc}")
     else:
         training.train_job_finish(job_id=job_id, model_version=mv)
+
+
+@shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message is a timeout, not a rerun
+def run_predict(self, *, key: str, format: str, model_version_id: int, threshold, vad: bool, transcript: str,
+                reply: str) -> None:
+    """``/predict`` on a worker: classify one stored upload, push the answer to the web's reply list."""
+    import json
+
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+
+    from recognition.errors import ServiceError
+    from recognition.models import ModelVersion
+    from recognition.ops import broker_redis
+    from recognition.services.predict import predict_run
+
+    if not self.request.is_eager:
+        close_old_connections()
+    try:
+        mv = ModelVersion.objects.filter(pk=model_version_id).first()
+        if mv is None:
+            raise ServiceError("unknown_model", "The model was removed.", status_code=404)
+        try:
+            fh = default_storage.open(key, "rb")
+        except FileNotFoundError:  # the web gave up waiting and deleted it
+            return
+        with fh:
+            result = predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad, transcript=transcript)
+        result["worker"] = self.request.hostname or ""
+        body = {"result": result}
+    except ServiceError as exc:
+        body = {"error": {**exc.as_dict(), "status": exc.status_code}}
+    except Exception as exc:  # report, don't leave the person waiting for the timeout
+        logger.exception("predict failed")
+        body = {"error": {"code": "processing_error", "message": f"Prediction failed with {type(exc).__name__}.",
+                          "status": 422}}
+    finally:
+        default_storage.delete(key)
+    client = broker_redis()
+    client.rpush(reply, json.dumps(body, default=float))
+    client.expire(reply, int(settings.PREDICT_TIMEOUT_S) + 30)

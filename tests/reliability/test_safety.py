@@ -581,3 +581,32 @@ def test_predict_vad_default_matches_jobs(api, monkeypatch, settings):
     monkeypatch.setattr("recognition.services.predict.predict_file", fake)
     assert api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(400))}, format="multipart").status_code == 200
     assert seen["vad"] is settings.CLASSIFY_VAD_DEFAULT is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_predict_runs_on_a_worker_of_the_interactive_queue_never_in_the_web_process(api, tiny_classifier, celery_worker,
+                                                                                     monkeypatch):
+    from workers import runtime
+
+    monkeypatch.setattr(runtime, "load_model", lambda mv: pytest.fail("the web process loaded a model"))
+    response = api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(401, 2.0)), "model": f"tiny@{tiny_classifier.version}"},
+                        format="multipart")
+    assert response.status_code == 200, response.content[:400]
+    body = response.json()
+    assert body["worker"] == celery_worker.name and set(body["all_predictions"]) == {"native", "non_native"}
+
+
+def test_predict_refuses_audio_over_its_limit_with_a_hint(api, settings, tiny_classifier):
+    settings.PREDICT_MAX_DURATION_S = 1.0
+    response = api.post("/api/v1/predict/", {"file": upload("long.wav", _wav(402, 2.0)), "model": f"tiny@{tiny_classifier.version}"},
+                        format="multipart")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_long"
+    assert "classify job" in response.json()["error"]["message"]
+
+
+def test_predict_without_a_worker_is_a_timeout_not_a_hang(api, settings, tiny_classifier, monkeypatch):
+    settings.PREDICT_TIMEOUT_S = 1
+    monkeypatch.setattr("workers.tasks.run_predict.apply_async", lambda **kw: None)  # nobody serves the queue
+    response = api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(403)), "model": f"tiny@{tiny_classifier.version}"},
+                        format="multipart")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "predict_timeout"
