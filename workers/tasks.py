@@ -72,10 +72,15 @@ def _solo_soft_time_limit(task) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]:
-    """Heartbeat the chunk from a thread every ``CHUNK_HEARTBEAT_S`` while the block runs (a long
-    decode, one batched inference, a whole training), so the reaper's short silence limit only
-    ever catches a chunk whose worker is gone. The thread holds its own database connection and
-    closes it when the block ends."""
+    """Keep the chunk visibly alive while the block runs (a long decode, one batched inference, a
+    whole training), so the reaper's short silence limit only catches chunks whose worker is gone.
+
+    Two beats: a thread updates ``JobChunk.heartbeat_at`` every ``CHUNK_HEARTBEAT_S`` (what the
+    timeline shows), and a tiny process (:mod:`workers.chunkbeat`) keeps a Redis key alive, which
+    also beats while C code holds the GIL (parselmouth on a long recording stalls the thread). The
+    process ends when the block ends or this worker dies (its stdin pipe closes)."""
+    import subprocess
+    import sys
     import threading
 
     from django.conf import settings
@@ -94,12 +99,28 @@ def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]
         finally:
             connection.close()
 
+    helper = None
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", "workers.chunkbeat", services.chunk_beat_url(), services.chunk_beat_key(chunk_id),
+             str(every)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+            cwd=str(settings.BASE_DIR),
+        )
+    except Exception as exc:  # no process to spare: the thread's beat still runs; never fail the chunk for it
+        logger.warning("chunk heartbeat process did not start: %s", exc)
     thread = threading.Thread(target=beat, name=f"chunk-{chunk_id}-heartbeat", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
+        if helper is not None:
+            helper.stdin.close()
+            try:
+                helper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                helper.kill()
         thread.join(timeout=every + 5)
 
 

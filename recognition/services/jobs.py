@@ -279,6 +279,36 @@ def chunk_heartbeat(*, chunk_id: int) -> None:
     JobChunk.objects.filter(pk=chunk_id).update(heartbeat_at=timezone.now())
 
 
+CHUNK_BEAT_PREFIX = "accentsite:chunk-beat:"
+
+
+def chunk_beat_url() -> str:
+    """The Redis that carries chunk beats: the broker the Celery app talks to."""
+    from accentsite.celery import app
+
+    return app.conf.broker_url or settings.CELERY_BROKER_URL
+
+
+def chunk_beat_key(chunk_id: int) -> str:
+    return f"{CHUNK_BEAT_PREFIX}{chunk_id}"
+
+
+def chunks_beating(chunk_ids: list[int]) -> set[int]:
+    """Chunks whose worker process still beats (``workers.chunkbeat``); empty when Redis cannot be asked."""
+    if not chunk_ids:
+        return set()
+    from recognition.ops import broker_redis
+
+    try:
+        client = broker_redis(chunk_beat_url())
+        pipe = client.pipeline()
+        for chunk_id in chunk_ids:
+            pipe.exists(chunk_beat_key(chunk_id))
+        return {cid for cid, alive in zip(chunk_ids, pipe.execute(), strict=True) if alive}
+    except Exception:  # broker down: fall back to the database heartbeat alone
+        return set()
+
+
 WORKER_LOST = "worker_lost"
 
 
@@ -526,7 +556,11 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
     )
     empty = None
     requeued: dict[int, list[int]] = {}
-    for chunk in stuck.select_related("job"):
+    candidates = list(stuck.select_related("job"))
+    alive = chunks_beating([c.pk for c in candidates if c.status == JobChunk.Status.RUNNING])
+    for chunk in candidates:
+        if chunk.pk in alive:  # its database beat is late (C code holding the GIL), but its worker lives
+            continue
         if chunk.status == JobChunk.Status.RUNNING and chunk.attempts >= settings.JOB_MAX_DELIVERIES:
             chunk_give_up(chunk_id=chunk.pk)
             continue
