@@ -610,3 +610,17 @@ def test_predict_without_a_worker_is_a_timeout_not_a_hang(api, settings, tiny_cl
     response = api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(403)), "model": f"tiny@{tiny_classifier.version}"},
                         format="multipart")
     assert response.status_code == 503 and response.json()["error"]["code"] == "predict_timeout"
+
+
+def test_model_chunks_are_cut_by_audio_seconds(user, monkeypatch, settings):
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    settings.JOB_CHUNK_AUDIO_S = 3.0
+    settings.INTERACTIVE_MAX_RECORDINGS = 0
+    mv = ModelVersion.objects.create(name="emb-chunks", version="1", family="cnn", task="embed", labels=[])
+    recs = [services.recording_create(owner=user, fileobj=io.BytesIO(_wav(500 + i, s)), filename=f"{i}.wav")[0]
+            for i, s in enumerate([2.0, 2.0, 1.0, 0.6, 2.5])]
+    job = services.job_submit(owner=user, kind="embed", recordings=recs, model="emb-chunks@1")
+    assert [len(c.recording_ids) for c in job.chunks.order_by("index")] == [1, 2, 1, 1]  # 2 | 2+1 | 0.6 | 2.5
+    fixed = services.job_submit(owner=user, kind="embed", recordings=recs, model="emb-chunks@1", params={"chunk_size": 2})
+    assert [len(c.recording_ids) for c in fixed.chunks.order_by("index")] == [2, 2, 1]
+    assert mv.pk
