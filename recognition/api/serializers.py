@@ -1,4 +1,5 @@
 """Serializers: shapes of what the API reads and returns. No business logic here."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recognition.errors import ServiceError
@@ -98,7 +99,8 @@ class BatchCreatedSerializer(BatchSerializer):
     class Meta(BatchSerializer.Meta):
         fields = BatchSerializer.Meta.fields + ["recordings", "rejected", "duplicates"]
 
-    def get_duplicates(self, obj: Batch) -> list[DuplicateSerializer]:
+    @extend_schema_field(DuplicateSerializer(many=True))
+    def get_duplicates(self, obj: Batch) -> list[dict]:
         rows = obj.members.filter(duplicate=True).select_related("recording").order_by("id")
         return [{"recording": m.recording_id, "filename": m.recording.original_filename, "label": m.label,
                  "speaker": m.speaker} for m in rows]
