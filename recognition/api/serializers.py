@@ -178,7 +178,11 @@ class ResultSerializer(serializers.ModelSerializer):
                   "features", "prediction", "embedding"]
 
     def get_label(self, obj) -> str:
-        return obj.recording.label if obj.recording_id else ""
+        """The label the job's batch gave the recording (``batch_labels`` in the context), else its own."""
+        if not obj.recording_id:
+            return ""
+        own = self.context.get("batch_labels") or {}
+        return own.get(obj.recording_id, (obj.recording.label, ""))[0]
 
     def get_prediction(self, obj) -> dict | None:
         p = getattr(obj, "prediction", None)

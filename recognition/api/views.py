@@ -188,12 +188,15 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
+        from recognition.services.recordings import batch_labels
+
         job = self.get_object()
         results = selectors.job_results(job=job)
+        labels = batch_labels(batch=job.batch) if job.batch_id else {}
         if request.query_params.get("export") == "csv":
-            return _results_csv(job, results)
+            return _results_csv(job, results, labels)
         page = self.paginate_queryset(results)
-        return self.get_paginated_response(s.ResultSerializer(page, many=True).data)
+        return self.get_paginated_response(s.ResultSerializer(page, many=True, context={"batch_labels": labels}).data)
 
     @extend_schema(responses=dict)
     @action(detail=True, methods=["get"])
@@ -232,7 +235,7 @@ def _csv_cell(value) -> str:
     return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
-def _results_csv(job: Job, results) -> HttpResponse:
+def _results_csv(job: Job, results, batch_labels: dict | None = None) -> HttpResponse:
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.csv"'
     writer = csv.writer(response)
@@ -242,7 +245,9 @@ def _results_csv(job: Job, results) -> HttpResponse:
     for r in results:
         p = getattr(r, "prediction", None)
         writer.writerow([_csv_cell(v) for v in [
-            r.recording_id, r.recording_ref, r.recording.label if r.recording_id else "", r.status, r.error_code,
+            r.recording_id, r.recording_ref,
+            (batch_labels or {}).get(r.recording_id, (r.recording.label, ""))[0] if r.recording_id else "",
+            r.status, r.error_code,
             r.error_message, p.outcome if p else "", p.predicted_class if p else "",
             f"{p.confidence:.6f}" if p and p.confidence is not None else "",
         ] + [f"{p.probabilities.get(label, 0):.6f}" if p else "" for label in labels]])

@@ -381,7 +381,11 @@ def test_a_reupload_never_relabels_the_existing_recording(api, monkeypatch):
         Prediction.objects.create(result=result, model_version=mv, checkpoint_sha256="0", outcome="ok",
                                   predicted_class="native", confidence=0.9, probabilities={"native": 0.9, "non_native": 0.1})
         truths[b["name"]] = classify_report(job=job)["accuracy"]
-    assert truths == {"one": 1.0, "two": 0.0}
+        job.refresh_from_db()
+        listed = api.get(f"/api/v1/jobs/{job.pk}/results/").json()["results"]
+        csv_text = api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv").content.decode()
+        truths[b["name"] + " label"] = (listed[0]["label"], csv_text.splitlines()[1].split(",")[2])
+    assert truths == {"one": 1.0, "two": 0.0, "one label": ("native", "native"), "two label": ("non_native", "non_native")}
 
 
 # --- 6. train jobs: one unit of work, one model version, heartbeats ------------------------------
