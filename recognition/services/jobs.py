@@ -226,7 +226,8 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
     """Claim a chunk for a worker; ``None`` when there is nothing to do (done, cancelled, gone).
 
     Recordings that vanished while the job was queued are recorded as failed with a reason;
-    recordings whose result already succeeded (a redelivered chunk) are skipped.
+    recordings whose result already succeeded (a redelivered chunk) are skipped. A chunk already
+    delivered ``JOB_MAX_DELIVERIES`` times is given up instead (:func:`chunk_give_up`).
     """
     with transaction.atomic():
         chunk = JobChunk.objects.select_for_update().select_related("job").filter(pk=chunk_id).first()
@@ -237,40 +238,35 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
         if job.is_terminal or chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED):
             return None
         if chunk.attempts >= settings.JOB_MAX_DELIVERIES:
-            give_up = True
+            give_up = True  # delivered JOB_MAX_DELIVERIES times and never finished: its worker keeps dying
         else:
             give_up = False
             if job.status == Job.Status.QUEUED:
                 job.mark_running()
                 job.save(update_fields=["status", "started_at"])
-    if give_up:  # delivered JOB_MAX_DELIVERIES times and never finished: its worker keeps dying
+            now = timezone.now()
+            chunk.status = JobChunk.Status.RUNNING
+            chunk.worker = worker
+            chunk.task_id = task_id or chunk.task_id
+            chunk.attempts += 1
+            chunk.started_at = now
+            chunk.heartbeat_at = now
+            chunk.save(update_fields=["status", "worker", "task_id", "attempts", "started_at", "heartbeat_at"])
+            found = {r.pk: r for r in Recording.objects.filter(pk__in=chunk.recording_ids)}
+            finished = set(
+                RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids, status=RecordingResult.Status.SUCCEEDED)
+                .values_list("recording_id", flat=True)
+            )
+            for missing in [rid for rid in chunk.recording_ids if rid not in found]:
+                if not RecordingResult.objects.filter(job=job, recording_key=missing).exists():
+                    RecordingResult.objects.create(
+                        job=job, recording=None, recording_key=missing, recording_ref=f"deleted recording #{missing}",
+                        status=RecordingResult.Status.FAILED, error_code="deleted",
+                        error_message="The recording was deleted after the job was queued.",
+                    )
+    if give_up:
         chunk_give_up(chunk_id=chunk_id)
         return None
-    with transaction.atomic():
-        chunk = JobChunk.objects.select_for_update().select_related("job").get(pk=chunk_id)
-        job = Job.objects.select_for_update().get(pk=chunk.job_id)
-        if job.is_terminal or chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED):
-            return None
-        now = timezone.now()
-        chunk.status = JobChunk.Status.RUNNING
-        chunk.worker = worker
-        chunk.task_id = task_id or chunk.task_id
-        chunk.attempts += 1
-        chunk.started_at = now
-        chunk.heartbeat_at = now
-        chunk.save(update_fields=["status", "worker", "task_id", "attempts", "started_at", "heartbeat_at"])
-        found = {r.pk: r for r in Recording.objects.filter(pk__in=chunk.recording_ids)}
-        finished = set(
-            RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids, status=RecordingResult.Status.SUCCEEDED)
-            .values_list("recording_id", flat=True)
-        )
-        for missing in [rid for rid in chunk.recording_ids if rid not in found]:
-            if not RecordingResult.objects.filter(job=job, recording_key=missing).exists():
-                RecordingResult.objects.create(
-                    job=job, recording=None, recording_key=missing, recording_ref=f"deleted recording #{missing}",
-                    status=RecordingResult.Status.FAILED, error_code="deleted",
-                    error_message="The recording was deleted after the job was queued.",
-                )
     todo = [found[rid] for rid in chunk.recording_ids if rid in found and rid not in finished]
     return ChunkContext(job=job, chunk=chunk, recordings=todo)
 
