@@ -32,7 +32,7 @@ def _started(worker):
 
 def test_the_reaper_leaves_a_live_chunk_alone_and_recovers_a_killed_one(broker, user, settings):
     settings.JOB_STUCK_AFTER_S = 3  # this test process plays celery beat's reaper
-    recs = _recordings(user, [400, 2])
+    recs = _recordings(user, [600, 2])
     slow = dict(CHUNK_HEARTBEAT_S="0.5", CELERY_VISIBILITY_TIMEOUT="3600")  # no broker redelivery
     first = broker.worker(**slow).start()
     job = _submit(user, recs, extractors=["voice_quality", "formants", "spectral"])
@@ -40,12 +40,12 @@ def test_the_reaper_leaves_a_live_chunk_alone_and_recovers_a_killed_one(broker, 
     wait_until(lambda: _running(long_chunk), timeout=90, what="the long chunk to start")
     started = time.monotonic()
     alive_for = 0.0
-    while _running(long_chunk) and time.monotonic() - started < 12:
+    while _running(long_chunk) and alive_for < 2 * settings.JOB_STUCK_AFTER_S + 1:
         assert ops.chunks_reap() == [], "the reaper requeued a chunk whose worker is alive"
         alive_for = time.monotonic() - started
         time.sleep(0.5)
     assert alive_for > 2 * settings.JOB_STUCK_AFTER_S, f"the long chunk ran only {alive_for:.1f} s; make it longer"
-    assert _running(long_chunk)
+    assert _running(long_chunk), "the long chunk finished before the worker could be killed; make it longer"
     first.kill()
     requeued = wait_until(lambda: ops.chunks_reap(), timeout=30, interval=0.5, what="the reaper to requeue the chunk")
     assert requeued == [long_chunk.pk]
