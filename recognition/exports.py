@@ -233,12 +233,14 @@ def file_chunks(fh: IO[bytes], block: int = 1 << 20) -> Iterator[bytes]:
 # --- a job's table (reads rows) -------------------------------------------------------------------
 
 
-def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000) -> tuple[TableSpec, Iterator[dict]]:
+def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
+              labels: Mapping[int, tuple[str, str]] | None = None) -> tuple[TableSpec, Iterator[dict]]:
     """The spec and a lazy iterator of rows for ``results`` (a queryset of the job's results).
 
     Feature columns come from the first stored summary of each extractor in the job (an
     extractor's summary keys are fixed by its version and configuration, which one job holds
-    constant); a key some other summary lacks is an empty cell.
+    constant); a key some other summary lacks is an empty cell. ``labels``: ``{recording id: (label,
+    speaker)}`` as the job's batch gave them (``services.batch_labels``); the recording's own otherwise.
     """
     from recognition.models import Embedding, FeatureSet, Job
 
@@ -262,7 +264,7 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000) ->
     else:  # a long recording's windows (thousands) are only counted, never loaded
         results = results.defer("prediction__windows", "embedding__windows").annotate(
             n_windows_stored=JSONArrayLength("prediction__windows"))
-    return spec, _job_rows(spec, results, model, chunk_size)
+    return spec, _job_rows(spec, results, model, chunk_size, labels or {})
 
 
 class JSONArrayLength(Func):
@@ -275,12 +277,14 @@ class JSONArrayLength(Func):
         return self.as_sql(compiler, connection, function="jsonb_array_length", **extra)
 
 
-def _job_rows(spec: TableSpec, results, model: str, chunk_size: int) -> Iterator[dict]:
+def _job_rows(spec: TableSpec, results, model: str, chunk_size: int,
+              labels: Mapping[int, tuple[str, str]]) -> Iterator[dict]:
     for r in results.iterator(chunk_size=chunk_size):
         rec = r.recording
+        label, speaker = labels.get(rec.pk, (rec.label, rec.speaker)) if rec else ("", "")
         base = base_values(
             recording=r.recording_id or r.recording_key, filename=r.recording_ref or (rec.original_filename if rec else ""),
-            label=rec.label if rec else "", speaker=rec.speaker if rec else "",
+            label=label, speaker=speaker,
             corpus=str((rec.metadata or {}).get("corpus", "")) if rec else "",
             status=r.status, error_code=r.error_code, error_message=r.error_message,
         )

@@ -36,10 +36,10 @@ class ModelChoiceForm(forms.Form):
 
     model = forms.ModelChoiceField(queryset=None, empty_label=None, help_text="name@version; the default is preselected.")
 
-    def __init__(self, *args, task: str, **kwargs) -> None:
+    def __init__(self, *args, task: str, user=None, **kwargs) -> None:
         from recognition import selectors
 
         super().__init__(*args, **kwargs)
-        versions = selectors.model_list().filter(task=task).order_by("name", "-created_at")
+        versions = selectors.model_list(user=user).filter(task=task).order_by("name", "-created_at")
         self.fields["model"].queryset = versions
         self.fields["model"].initial = versions.filter(is_default=True).first()

@@ -39,6 +39,8 @@ QUEUES: dict[str, str] = {
 # nothing else, but the gpu workers consume it in every deployment we ship, so gpu covers it).
 REQUIRED_QUEUES: tuple[str, ...] = ("cpu", "gpu")
 MAINTENANCE_QUEUE = "cpu"  # workers.maintenance.* (beat): a few database queries each
+#: tasks that are not chunks of a job kind: /predict's one file a person waits for
+OTHER_ROUTES: dict[str, str] = {"workers.tasks.run_predict": "interactive"}
 
 ParamTypes = dict[str, type | tuple[type, ...]]
 
@@ -75,6 +77,9 @@ class JobKind:
     interactive: bool = False
     model_task: str | None = None
     needs_recordings: bool = True
+    #: without a ``chunk_size`` parameter, cut chunks by audio seconds (``JOB_CHUNK_AUDIO_S``, at most
+    #: ``JOB_CHUNK_MAX_RECORDINGS`` recordings): a chunk of two-hour files then takes as long as one of clips
+    chunk_by_audio: bool = False
     validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +149,8 @@ def route_task(name: str, args=None, kwargs=None, options=None, task=None, **_: 
     for kind in KINDS.values():
         if kind.task == name:
             return {"queue": kind.queue}
+    if name in OTHER_ROUTES:
+        return {"queue": OTHER_ROUTES[name]}
     if name.startswith("workers.maintenance."):
         return {"queue": MAINTENANCE_QUEUE}
     return None
@@ -237,13 +244,13 @@ register(JobKind(
 ))
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="classify",
+    model_task="classify", chunk_by_audio=True,
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict},
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="embed",
+    model_task="embed", chunk_by_audio=True,
     params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.

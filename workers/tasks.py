@@ -5,10 +5,11 @@ tasks, never at import time, so nothing touches torch before a prefork worker fo
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -36,6 +37,60 @@ def _decode(recording: Recording):
     return audio
 
 
+@contextlib.contextmanager
+def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]:
+    """Keep the chunk visibly alive while the block runs (a long decode, one batched inference, a
+    whole training), so the reaper's short silence limit only catches chunks whose worker is gone.
+
+    Two beats: a thread updates ``JobChunk.heartbeat_at`` every ``CHUNK_HEARTBEAT_S`` (what the
+    timeline shows), and a tiny process (:mod:`workers.chunkbeat`) keeps a Redis key alive, which
+    also beats while C code holds the GIL (parselmouth on a long recording stalls the thread). The
+    process ends when the block ends or this worker dies (its stdin pipe closes)."""
+    import subprocess
+    import sys
+    import threading
+
+    from django.conf import settings
+    from django.db import connection
+
+    every = every_s or settings.CHUNK_HEARTBEAT_S
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    services.chunk_heartbeat(chunk_id=chunk_id)
+                except Exception as exc:  # a database blip: try again next beat
+                    logger.warning("chunk heartbeat failed: %s", exc)
+        finally:
+            connection.close()
+
+    helper = None
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", "workers.chunkbeat", services.chunk_beat_url(), services.chunk_beat_key(chunk_id),
+             str(every)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+            cwd=str(settings.BASE_DIR),
+        )
+    except Exception as exc:  # no process to spare: the thread's beat still runs; never fail the chunk for it
+        logger.warning("chunk heartbeat process did not start: %s", exc)
+    thread = threading.Thread(target=beat, name=f"chunk-{chunk_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if helper is not None:
+            helper.stdin.close()
+            try:
+                helper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+        thread.join(timeout=every + 5)
+
+
 def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     """Shared chunk loop: claim, process, record failures per recording, close the chunk."""
     close_old_connections()
@@ -45,7 +100,8 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     timings: dict[str, float] = defaultdict(float)
     error = ""
     try:
-        process(ctx, timings)
+        with _heartbeating(chunk_id):
+            process(ctx, timings)
     except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
         error = "The chunk exceeded its time limit; its unfinished recordings failed."
         done = set(ctx.job.results.values_list("recording_id", flat=True))
@@ -288,7 +344,8 @@ def run_train_job(self, chunk_id: int) -> None:
             training.train_job_progress(job_id=job_id, done=done, total=total)
 
     try:
-        mv = training.train_job_run(job=ctx.job, progress=progress)
+        with _heartbeating(chunk_id):  # a training may run for hours: the reaper must see it alive
+            mv = training.train_job_run(job=ctx.job, progress=progress)
     except ServiceError as exc:
         training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
     except SoftTimeLimitExceeded:
@@ -300,3 +357,49 @@ def run_train_job(self, chunk_id: int) -> None:
         training.train_job_finish(job_id=job_id, model_version=None, error=f"Training failed: {type(exc).__name__}: {exc}")
     else:
         training.train_job_finish(job_id=job_id, model_version=mv)
+
+
+@shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message is a timeout, not a rerun
+def run_predict(self, *, key: str, format: str, model_version_id: int | None, threshold, vad: bool, transcript: str,
+                reply: str, task: str = "classify", params: dict | None = None) -> None:
+    """``/predict`` on a worker: classify one stored upload (or, with ``task`` ``language`` /
+    ``transcribe``, run Whisper on it), push the answer to the web's reply list."""
+    import json
+
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+
+    from recognition.errors import ServiceError
+    from recognition.models import ModelVersion
+    from recognition.ops import broker_redis
+    from recognition.services.predict import predict_run, predict_whisper_run
+
+    if not self.request.is_eager:
+        close_old_connections()
+    try:
+        mv = ModelVersion.objects.filter(pk=model_version_id).first() if task == "classify" else None
+        if task == "classify" and mv is None:
+            raise ServiceError("unknown_model", "The model was removed.", status_code=404)
+        try:
+            fh = default_storage.open(key, "rb")
+        except FileNotFoundError:  # the web gave up waiting and deleted it
+            return
+        with fh:
+            if task == "classify":
+                result = predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad,
+                                     transcript=transcript)
+            else:
+                result = predict_whisper_run(task=task, params=params or {}, fileobj=fh, format_hint=format)
+        result["worker"] = self.request.hostname or ""
+        body = {"result": result}
+    except ServiceError as exc:
+        body = {"error": {**exc.as_dict(), "status": exc.status_code}}
+    except Exception as exc:  # report, don't leave the person waiting for the timeout
+        logger.exception("predict failed")
+        body = {"error": {"code": "processing_error", "message": f"Prediction failed with {type(exc).__name__}.",
+                          "status": 422}}
+    finally:
+        default_storage.delete(key)
+    client = broker_redis()
+    client.rpush(reply, json.dumps(body, default=float))
+    client.expire(reply, int(settings.PREDICT_TIMEOUT_S) + 30)

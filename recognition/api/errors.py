@@ -1,14 +1,30 @@
 """One error shape for the whole API: ``{"error": {"code": ..., "message": ..., "fields"?: ...}}``."""
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from recognition.errors import ServiceError
 
+# Django refuses some requests while parsing them (before any view code): they keep the API's shape.
+_REQUEST_ERRORS = (
+    (RequestDataTooBig, "request_too_large", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+     "The request body is over the size limit for form fields (files upload separately)."),
+    (TooManyFilesSent, "too_many_files", status.HTTP_400_BAD_REQUEST,
+     "The request sends more files than allowed (DATA_UPLOAD_MAX_NUMBER_FILES); send them in several batches."),
+    (TooManyFieldsSent, "too_many_fields", status.HTTP_400_BAD_REQUEST, "The request sends too many fields."),
+)
+
 
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         return Response({"error": exc.as_dict()}, status=exc.status_code)
+    if isinstance(exc, SuspiciousOperation):
+        for kind, code, status_code, message in _REQUEST_ERRORS:
+            if isinstance(exc, kind):
+                return Response({"error": {"code": code, "message": message}}, status=status_code)
+        return Response({"error": {"code": "bad_request", "message": "The request was refused as malformed."}},
+                        status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

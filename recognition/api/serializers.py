@@ -1,6 +1,8 @@
 """Serializers: shapes of what the API reads and returns. No business logic here."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from recognition.errors import ServiceError
 from recognition.models import (
     Batch,
     Embedding,
@@ -27,6 +29,24 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+class SafeJSONField(serializers.JSONField):
+    """A JSON field that refuses NUL characters and documents nested deeper than 32 levels (400),
+    instead of a RecursionError in the parser or a DataError in PostgreSQL (500)."""
+
+    def to_internal_value(self, data):
+        from recognition.validation import json_check
+
+        try:
+            value = super().to_internal_value(data)
+        except RecursionError as exc:
+            raise serializers.ValidationError("The JSON nests too deep to parse.", code="too_deep") from exc
+        try:
+            json_check(value, field=self.field_name or "json")
+        except ServiceError as exc:
+            raise serializers.ValidationError(exc.message, code=exc.code) from exc
+        return value
+
+
 class RecordingSerializer(serializers.ModelSerializer):
     audio_url = serializers.SerializerMethodField()
 
@@ -47,7 +67,7 @@ class RecordingUploadSerializer(serializers.Serializer):
     speaker = serializers.CharField(required=False, allow_blank=True, max_length=200)
     transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
                                        help_text="What the speaker read, when known; reading models use it.")
-    metadata = serializers.JSONField(required=False)
+    metadata = SafeJSONField(required=False)
 
     def validate_metadata(self, value):
         if not isinstance(value, dict):
@@ -85,12 +105,28 @@ class BatchSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "description", "created_at", "recording_count"]
 
 
+class DuplicateSerializer(serializers.Serializer):
+    recording = serializers.IntegerField(help_text="the recording these bytes were already stored as")
+    filename = serializers.CharField(help_text="the name it was first uploaded under")
+    label = serializers.CharField(allow_blank=True, help_text="the label this batch gives it (its reports use this one)")
+    speaker = serializers.CharField(allow_blank=True)
+
+
 class BatchCreatedSerializer(BatchSerializer):
     recordings = RecordingSerializer(many=True, source="accepted")
     rejected = RejectionSerializer(many=True)
+    duplicates = serializers.SerializerMethodField(
+        help_text="files whose bytes you had uploaded before: the stored recording is reused, its own label "
+                  "and speaker unchanged; this batch keeps the label and speaker it gave")
 
     class Meta(BatchSerializer.Meta):
-        fields = BatchSerializer.Meta.fields + ["recordings", "rejected"]
+        fields = BatchSerializer.Meta.fields + ["recordings", "rejected", "duplicates"]
+
+    @extend_schema_field(DuplicateSerializer(many=True))
+    def get_duplicates(self, obj: Batch) -> list[dict]:
+        rows = obj.members.filter(duplicate=True).select_related("recording").order_by("id")
+        return [{"recording": m.recording_id, "filename": m.recording.original_filename, "label": m.label,
+                 "speaker": m.speaker} for m in rows]
 
 
 class JobCreateSerializer(serializers.Serializer):
@@ -98,7 +134,7 @@ class JobCreateSerializer(serializers.Serializer):
     # ids fit a 64-bit column: a larger number is a 400 here, not an OverflowError in the database driver
     batch = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recordings = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000)
-    params = serializers.JSONField(required=False, help_text=(
+    params = SafeJSONField(required=False, help_text=(
         "Options of the job's kind (unknown keys are a 400). "
         "features: extractors (list of names: logmel, mfcc, spectral, prosody, formants, voice_quality, egemaps, "
         "compare; default: all but compare), chunk_size. "
@@ -193,7 +229,11 @@ class ResultSerializer(serializers.ModelSerializer):
                   "features", "prediction", "embedding", "language", "transcript"]
 
     def get_label(self, obj) -> str:
-        return obj.recording.label if obj.recording_id else ""
+        """The label the job's batch gave the recording (``batch_labels`` in the context), else its own."""
+        if not obj.recording_id:
+            return ""
+        own = self.context.get("batch_labels") or {}
+        return own.get(obj.recording_id, (obj.recording.label, ""))[0]
 
     def get_prediction(self, obj) -> dict | None:
         p = getattr(obj, "prediction", None)
@@ -219,13 +259,48 @@ class ResultSerializer(serializers.ModelSerializer):
 class ModelVersionSerializer(serializers.ModelSerializer):
     unavailable_reason = serializers.SerializerMethodField(
         help_text="empty when the version can run; else why not (its checkpoint is missing or was replaced)")
+    public = serializers.SerializerMethodField(help_text="true for shipped models; false for a user's trained model")
+    details = serializers.SerializerMethodField(
+        help_text="true when metrics / training_data are the whole report (you own the model); false: headline numbers only")
+    metrics = serializers.SerializerMethodField()
+    hyperparameters = serializers.SerializerMethodField()
+    training_data = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = [
             "id", "name", "version", "family", "task", "labels", "sha256", "is_default", "unavailable_reason",
-            "metrics", "calibration", "hyperparameters", "training_data", "code_version", "created_at",
+            "public", "details", "metrics", "calibration", "hyperparameters", "training_data", "code_version", "created_at",
         ]
+
+    def _report(self, obj: ModelVersion) -> dict:
+        from recognition.selectors import model_report
+
+        cache = self.context.setdefault("_model_reports", {})
+        if obj.pk not in cache:
+            request = self.context.get("request")
+            user = getattr(request, "user", None)
+            if user is None:  # no request: show only what anyone may see
+                from django.contrib.auth.models import AnonymousUser
+
+                user = AnonymousUser()
+            cache[obj.pk] = model_report(user=user, model_version=obj)
+        return cache[obj.pk]
+
+    def get_public(self, obj: ModelVersion) -> bool:
+        return obj.owner_id is None
+
+    def get_details(self, obj: ModelVersion) -> bool:
+        return self._report(obj)["details"]
+
+    def get_metrics(self, obj: ModelVersion) -> dict:
+        return self._report(obj)["metrics"]
+
+    def get_hyperparameters(self, obj: ModelVersion) -> dict:
+        return self._report(obj)["hyperparameters"]
+
+    def get_training_data(self, obj: ModelVersion) -> dict:
+        return self._report(obj)["training_data"]
 
     def get_unavailable_reason(self, obj: ModelVersion) -> str:
         from recognition.services.models import model_version_problem
@@ -245,7 +320,8 @@ class PredictRequestSerializer(serializers.Serializer):
                                              "(answer as a language job's result); transcribe: Whisper's transcript with word time stamps")
     model = serializers.CharField(required=False, max_length=160, help_text="name or name@version; default model if omitted")
     threshold = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    vad = serializers.BooleanField(required=False, default=True)
+    vad = serializers.BooleanField(required=False, default=None, allow_null=True,
+                                   help_text="silero speech gate; off by default, as in classify jobs (CLASSIFY_VAD_DEFAULT)")
     transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
                                        help_text="What the speaker read, when known; reading models use it.")
     window_s = serializers.FloatField(required=False, help_text="language: window length in seconds, over 1 and at most 30 (4)")

@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import django_filters
+from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from recognition import exports, review, selectors, services, vectorindex
 from recognition.api import serializers as s
+from recognition.api.parsers import SafeJSONParser as JSONParser
 from recognition.errors import NotFound, ServiceError
-from recognition.models import Batch, Job, Prediction, Recording, RecordingResult
+from recognition.models import Batch, Job, ModelVersion, Prediction, Recording, RecordingResult
 
 
 class OwnerScoped:
@@ -106,7 +108,7 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
         except ValueError as exc:
             raise ServiceError("invalid_params", "'k' must be an integer.") from exc
         model = request.query_params.get("model")
-        mv = services.model_resolve(model, task="embed") if model else None
+        mv = services.model_resolve(model, task="embed", user=request.user) if model else None
         pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
         page = self.paginate_queryset([{"recording": r, "similarity": sim} for r, sim in pairs])
         response = self.get_paginated_response(s.SimilarSerializer(page, many=True).data)
@@ -243,16 +245,20 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
+        from recognition.services.recordings import batch_labels
+
         job = self.get_object()
         found = ResultFilter(request.query_params, queryset=selectors.job_results(job=job), request=request)
         if not found.is_valid():
             raise ValidationError(found.errors)
         results = found.qs
+        labels = batch_labels(batch=job.batch) if job.batch_id else {}
         export = request.query_params.get("export")
         if export:
-            return _results_export(job, results, export, windows=request.query_params.get("windows") in ("1", "true"))
+            return _results_export(job, results, export, windows=request.query_params.get("windows") in ("1", "true"),
+                                       labels=labels)
         page = self.paginate_queryset(results)
-        return self.get_paginated_response(s.ResultSerializer(page, many=True).data)
+        return self.get_paginated_response(s.ResultSerializer(page, many=True, context={"batch_labels": labels}).data)
 
     @extend_schema(responses=dict)
     @action(detail=True, methods=["get"])
@@ -285,11 +291,11 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         return Response(review.jobs_compare(job_a=self.get_object(), job_b=selectors.job_get(user=request.user, job_id=int(other_id))))
 
 
-def _results_export(job: Job, results, export: str, *, windows: bool) -> StreamingHttpResponse:
+def _results_export(job: Job, results, export: str, *, windows: bool, labels: dict | None = None) -> StreamingHttpResponse:
     """Every result (after the filters) as a streamed CSV or Parquet file (see ``recognition.exports``)."""
     if export not in ("csv", "parquet"):
         raise ServiceError("invalid_params", "'export' must be csv or parquet.")
-    spec, rows = exports.job_table(job, results, windows=windows)
+    spec, rows = exports.job_table(job, results, windows=windows, labels=labels)
     name = f"job-{job.pk}-{'windows' if windows else 'results'}"
     if export == "csv":
         response = StreamingHttpResponse(exports.csv_chunks(spec, rows), content_type="text/csv; charset=utf-8")
@@ -312,16 +318,19 @@ class PredictView(APIView):
 
     @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 409: s.ErrorSerializer})
     def post(self, request):
-        from recognition.services.predict import predict_file, predict_whisper_file
+        from recognition.services.predict import predict_file
 
         form = s.PredictRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         upload = data["file"]
-        if data["task"] != "classify":
-            return Response(predict_whisper_file(fileobj=upload, filename=upload.name, task=data["task"], params=_whisper_params(data)))
-        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"),
-                              threshold=data.get("threshold"), vad=data["vad"], transcript=data.get("transcript", ""))
+        if data["task"] != "classify":  # Whisper, on the interactive queue too
+            return Response(predict_file(fileobj=upload, filename=upload.name, user=request.user, task=data["task"],
+                                         params=_whisper_params(data)))
+        vad = data.get("vad")
+        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
+                              threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
+                              transcript=data.get("transcript", ""))
         return Response(result)
 
 
@@ -344,7 +353,9 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["name", "task", "family", "is_default"]
 
     def get_queryset(self):
-        return selectors.model_list()
+        if getattr(self, "swagger_fake_view", False):
+            return ModelVersion.objects.none()
+        return selectors.model_list(user=self.request.user)
 
 
 

@@ -1,8 +1,12 @@
 """Business logic that writes: every state change of recognition's models goes through here."""
 from recognition.services.jobs import (  # noqa: F401  (re-exported API)
+    chunk_beat_key,
+    chunk_beat_url,
     chunk_finish,
+    chunk_give_up,
     chunk_heartbeat,
     chunk_start,
+    chunks_beating,
     job_cancel,
     job_finalize,
     job_is_cancelled,

@@ -7,10 +7,12 @@ job counters are recounted from result rows, never incremented.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -36,8 +38,34 @@ from recognition.models import (
 
 logger = logging.getLogger(__name__)
 
+# A train job's ``name`` becomes part of a storage key and a model name: a slug, bounded.
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def model_name_check(name: object, *, owner: AbstractBaseUser | None = None) -> str:
+    """``name`` if it may name a model trained by ``owner``; else ``ServiceError`` (400).
+
+    A slug (letters, digits, ``-``, ``_``; at most 64 characters, starting with a letter or digit),
+    so it can never be a path; and not a name a shipped model or another user's model already has."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise ServiceError(
+            "invalid_name", "'name' must be 1-64 letters, digits, '-' or '_', starting with a letter or digit "
+                            f"(got {str(name)[:80]!r}).")
+    from recognition.models import ModelVersion
+
+    taken = ModelVersion.objects.filter(name=name)
+    if owner is not None and taken.exclude(owner=owner).exists():
+        raise ServiceError("name_taken", f"The model name '{name}' is already used by another model; choose another.")
+    return name
+
+
 def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The kind's parameter declaration in ``recognition.jobkinds``, as a ``ServiceError``."""
+    """The kind's parameter declaration in ``recognition.jobkinds``, as a ``ServiceError``; NUL
+    characters and over-deep JSON anywhere in it are refused first (``recognition.validation``)."""
+    if isinstance(params, dict):
+        from recognition.validation import json_check
+
+        json_check(params, field="params")
     try:
         return jobkinds.validate_params(kind, params)
     except jobkinds.ParamsError as exc:
@@ -66,6 +94,8 @@ def job_submit(
         raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
     spec = jobkinds.get(kind)
     params = dict(_validate_params(kind, params if params is not None else {}))
+    if kind == Job.Kind.TRAIN and "name" in params:
+        model_name_check(params["name"], owner=owner)
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)
     targets = list(batch.recordings.order_by("id")) if batch is not None else list(recordings or [])
@@ -75,26 +105,55 @@ def job_submit(
         raise ServiceError("no_recordings", "The job has no recordings to run on.")
     model_version = None
     if spec.model_task is not None:
-        model_version = model_resolve(model, task=spec.model_task)
+        model_version = model_resolve(model, task=spec.model_task, user=owner)
     elif model:
         raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
-    chunk_size = jobkinds.chunk_size_for(kind, params) or max(len(targets), 1)
+    # chunks: a fixed count (the job's chunk_size, else the kind's), one chunk for a train job, or
+    # for model kinds that say so, by audio seconds (_chunk_groups)
+    chunk_size = jobkinds.chunk_size_for(kind, params)
+    if chunk_size is None:
+        chunk_size = max(len(targets), 1)
+    elif spec.chunk_by_audio and "chunk_size" not in params and params.get("transcript") != "auto":
+        chunk_size = None
     with transaction.atomic():
         job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
         job.full_clean()
         job.save()
         job.recordings.set(targets)
-        ids = [r.pk for r in targets]
-        chunks = [
-            JobChunk(job=job, index=i, recording_ids=ids[start : start + chunk_size])
-            for i, start in enumerate(range(0, len(ids), chunk_size))
-        ] or [JobChunk(job=job, index=0, recording_ids=[])]
+        groups = _chunk_groups(targets, kind=kind, chunk_size=chunk_size)
+        chunks = [JobChunk(job=job, index=i, recording_ids=ids) for i, ids in enumerate(groups)] or [
+            JobChunk(job=job, index=0, recording_ids=[])]
         JobChunk.objects.bulk_create(chunks)
         chunk_ids = list(job.chunks.values_list("id", flat=True))
         if enqueue:
             transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
     logger.info("job submitted: %s over %d recordings in %d chunks", kind, len(targets), len(chunk_ids), extra={"job_id": job.pk})
     return job
+
+
+def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None) -> list[list[int]]:
+    """Recording ids per chunk. A fixed ``chunk_size`` (a job's param; features jobs: their setting)
+    cuts by count; classify / embed jobs without one are cut by audio seconds (``JOB_CHUNK_AUDIO_S``,
+    at most ``JOB_CHUNK_MAX_RECORDINGS`` each), so a chunk of two-hour files takes about as long as
+    one of short clips. Train jobs arrive here as a single chunk."""
+    ids = [r.pk for r in targets]
+    if chunk_size:
+        return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
+    budget = settings.JOB_CHUNK_AUDIO_S
+    cap = settings.JOB_CHUNK_MAX_RECORDINGS
+    groups: list[list[int]] = []
+    current: list[int] = []
+    seconds = 0.0
+    for rec in targets:
+        length = rec.duration_s or 0.0
+        if current and (seconds + length > budget or len(current) >= cap):
+            groups.append(current)
+            current, seconds = [], 0.0
+        current.append(rec.pk)
+        seconds += length
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _job_queue(job: Job) -> str:
@@ -127,7 +186,8 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
     """Claim a chunk for a worker; ``None`` when there is nothing to do (done, cancelled, gone).
 
     Recordings that vanished while the job was queued are recorded as failed with a reason;
-    recordings whose result already succeeded (a redelivered chunk) are skipped.
+    recordings whose result already succeeded (a redelivered chunk) are skipped. A chunk already
+    delivered ``JOB_MAX_DELIVERIES`` times is given up instead (:func:`chunk_give_up`).
     """
     with transaction.atomic():
         chunk = JobChunk.objects.select_for_update().select_related("job").filter(pk=chunk_id).first()
@@ -137,35 +197,114 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
         job = Job.objects.select_for_update().get(pk=chunk.job_id)
         if job.is_terminal or chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED):
             return None
-        if job.status == Job.Status.QUEUED:
-            job.mark_running()
-            job.save(update_fields=["status", "started_at"])
-        now = timezone.now()
-        chunk.status = JobChunk.Status.RUNNING
-        chunk.worker = worker
-        chunk.task_id = task_id or chunk.task_id
-        chunk.attempts += 1
-        chunk.started_at = now
-        chunk.heartbeat_at = now
-        chunk.save(update_fields=["status", "worker", "task_id", "attempts", "started_at", "heartbeat_at"])
-        found = {r.pk: r for r in Recording.objects.filter(pk__in=chunk.recording_ids)}
-        finished = set(
-            RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids, status=RecordingResult.Status.SUCCEEDED)
-            .values_list("recording_id", flat=True)
-        )
-        for missing in [rid for rid in chunk.recording_ids if rid not in found]:
-            if not RecordingResult.objects.filter(job=job, recording_key=missing).exists():
-                RecordingResult.objects.create(
-                    job=job, recording=None, recording_key=missing, recording_ref=f"deleted recording #{missing}",
-                    status=RecordingResult.Status.FAILED, error_code="deleted",
-                    error_message="The recording was deleted after the job was queued.",
-                )
+        if chunk.attempts >= settings.JOB_MAX_DELIVERIES:
+            give_up = True  # delivered JOB_MAX_DELIVERIES times and never finished: its worker keeps dying
+        else:
+            give_up = False
+            if job.status == Job.Status.QUEUED:
+                job.mark_running()
+                job.save(update_fields=["status", "started_at"])
+            now = timezone.now()
+            chunk.status = JobChunk.Status.RUNNING
+            chunk.worker = worker
+            chunk.task_id = task_id or chunk.task_id
+            chunk.attempts += 1
+            chunk.started_at = now
+            chunk.heartbeat_at = now
+            chunk.save(update_fields=["status", "worker", "task_id", "attempts", "started_at", "heartbeat_at"])
+            found = {r.pk: r for r in Recording.objects.filter(pk__in=chunk.recording_ids)}
+            finished = set(
+                RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids, status=RecordingResult.Status.SUCCEEDED)
+                .values_list("recording_id", flat=True)
+            )
+            for missing in [rid for rid in chunk.recording_ids if rid not in found]:
+                if not RecordingResult.objects.filter(job=job, recording_key=missing).exists():
+                    RecordingResult.objects.create(
+                        job=job, recording=None, recording_key=missing, recording_ref=f"deleted recording #{missing}",
+                        status=RecordingResult.Status.FAILED, error_code="deleted",
+                        error_message="The recording was deleted after the job was queued.",
+                    )
+    if give_up:
+        chunk_give_up(chunk_id=chunk_id)
+        return None
     todo = [found[rid] for rid in chunk.recording_ids if rid in found and rid not in finished]
     return ChunkContext(job=job, chunk=chunk, recordings=todo)
 
 
 def chunk_heartbeat(*, chunk_id: int) -> None:
     JobChunk.objects.filter(pk=chunk_id).update(heartbeat_at=timezone.now())
+
+
+CHUNK_BEAT_PREFIX = "accentsite:chunk-beat:"
+
+
+def chunk_beat_url() -> str:
+    """The Redis that carries chunk beats: the broker the Celery app talks to."""
+    from accentsite.celery import app
+
+    return app.conf.broker_url or settings.CELERY_BROKER_URL
+
+
+def chunk_beat_key(chunk_id: int) -> str:
+    return f"{CHUNK_BEAT_PREFIX}{chunk_id}"
+
+
+def chunks_beating(chunk_ids: list[int]) -> set[int]:
+    """Chunks whose worker process still beats (``workers.chunkbeat``); empty when Redis cannot be asked."""
+    if not chunk_ids:
+        return set()
+    from recognition.ops import broker_redis
+
+    try:
+        client = broker_redis(chunk_beat_url())
+        pipe = client.pipeline()
+        for chunk_id in chunk_ids:
+            pipe.exists(chunk_beat_key(chunk_id))
+        return {cid for cid, alive in zip(chunk_ids, pipe.execute(), strict=True) if alive}
+    except Exception:  # broker down: fall back to the database heartbeat alone
+        return set()
+
+
+WORKER_LOST = "worker_lost"
+
+
+def chunk_give_up(*, chunk_id: int) -> Job | None:
+    """A chunk delivered ``JOB_MAX_DELIVERIES`` times without finishing (its worker died each time,
+    e.g. a file that crashes the decoder or exhausts memory): its remaining recordings fail with
+    ``worker_lost``, the chunk closes ``failed`` and the job finishes if nothing else is open.
+    A train job fails with the reason."""
+    message = (f"The work was started {settings.JOB_MAX_DELIVERIES} times and its worker was lost each time "
+               "(killed, out of memory or crashed); not retried again.")
+    with transaction.atomic():
+        chunk = JobChunk.objects.select_for_update().filter(pk=chunk_id).first()
+        if chunk is None:
+            return None
+        job = Job.objects.select_for_update().get(pk=chunk.job_id)
+        if chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED, JobChunk.Status.FAILED) or job.is_terminal:
+            return job
+        if job.kind == Job.Kind.TRAIN:
+            if job.status == Job.Status.QUEUED:
+                job.mark_running()
+            job.mark_finished(Job.Status.FAILED, error=message)
+            job.save()
+            job.chunks.update(status=JobChunk.Status.FAILED, error=WORKER_LOST, finished_at=timezone.now())
+            logger.error("train job gave up after %d deliveries", chunk.attempts, extra={"job_id": job.pk})
+            return job
+        stored = set(RecordingResult.objects.filter(job=job, recording_id__in=chunk.recording_ids)
+                     .values_list("recording_id", flat=True))
+        for rec in Recording.objects.filter(pk__in=chunk.recording_ids).exclude(pk__in=stored):
+            _replace_result(job, rec, status=RecordingResult.Status.FAILED, error_code=WORKER_LOST, error_message=message)
+        chunk.status = JobChunk.Status.FAILED
+        chunk.error = WORKER_LOST
+        chunk.finished_at = timezone.now()
+        chunk.save(update_fields=["status", "error", "finished_at"])
+        _recount(job)
+        job.save(update_fields=["done", "failed"])
+        open_chunks = job.chunks.filter(status__in=[JobChunk.Status.QUEUED, JobChunk.Status.RUNNING]).exists()
+    logger.error("chunk %s gave up after %d deliveries", chunk_id, chunk.attempts, extra={"job_id": job.pk})
+    if not open_chunks and not job.is_terminal:
+        return job_finalize(job_id=job.pk)
+    return job
 
 
 def job_is_cancelled(*, job_id: int) -> bool:
@@ -393,7 +532,8 @@ def _empty_queues() -> set[str]:
         return set()
 
 
-def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[int]:
+def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
+                      queued_older_than: timedelta | None = None) -> list[int]:
     """Requeue chunks of active jobs that went silent for ``older_than``:
 
     - running with no heartbeat (its worker died or hangs);
@@ -403,16 +543,29 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30)) -> list[
       reaper does not pile duplicates onto a busy queue.
 
     Idempotent: a chunk that was in fact still running only skips recordings already stored.
+    Every running chunk heartbeats from a thread while it works (training included), so silence
+    means its worker is gone. ``queued_older_than`` (default ``older_than``) is the limit for
+    queued chunks. A running chunk already delivered ``JOB_MAX_DELIVERIES`` times is not sent
+    again: :func:`chunk_give_up` fails its remaining recordings with ``worker_lost``.
     """
-    limit = timezone.now() - older_than
+    now = timezone.now()
+    limit = now - older_than
+    queued_limit = now - (queued_older_than if queued_older_than is not None else older_than)
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
         Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
-        | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=limit)
-        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=limit)
+        | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=queued_limit)
+        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=queued_limit)
     )
     empty = None
     requeued: dict[int, list[int]] = {}
-    for chunk in stuck.select_related("job"):
+    candidates = list(stuck.select_related("job"))
+    alive = chunks_beating([c.pk for c in candidates if c.status == JobChunk.Status.RUNNING])
+    for chunk in candidates:
+        if chunk.pk in alive:  # its database beat is late (C code holding the GIL), but its worker lives
+            continue
+        if chunk.status == JobChunk.Status.RUNNING and chunk.attempts >= settings.JOB_MAX_DELIVERIES:
+            chunk_give_up(chunk_id=chunk.pk)
+            continue
         if chunk.status == JobChunk.Status.QUEUED and chunk.enqueued_at is not None:
             empty = _empty_queues() if empty is None else empty
             if _job_queue(chunk.job) not in empty:

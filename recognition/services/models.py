@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from recognition.errors import ServiceError
+from recognition.errors import NotFound, ServiceError
 from recognition.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,13 @@ def model_version_register(
     training_data: dict[str, Any] | None = None,
     code_version: str = "",
     make_default: bool = False,
+    owner=None,
+    train_job=None,
 ) -> ModelVersion:
-    """Create or update the row for ``name@version``; optionally make it its task's default."""
+    """Create or update the row for ``name@version``; optionally make it its task's default.
+
+    ``owner``: the user who trained it (private to them); ``None`` for shipped, public models.
+    ``train_job``: the job that trained it (a database constraint allows one version per job)."""
     with transaction.atomic():
         mv, _ = ModelVersion.objects.update_or_create(
             name=name,
@@ -42,7 +47,7 @@ def model_version_register(
             defaults=dict(
                 family=family, task=task, labels=list(labels), checkpoint=checkpoint, sha256=sha256,
                 metrics=metrics or {}, calibration=calibration or {}, hyperparameters=hyperparameters or {},
-                training_data=training_data or {}, code_version=code_version,
+                training_data=training_data or {}, code_version=code_version, owner=owner, train_job=train_job,
             ),
         )
         if make_default or not ModelVersion.objects.filter(name=name, is_default=True).exclude(pk=mv.pk).exists():
@@ -100,7 +105,7 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
 
 
 def model_version_from_sidecar(meta: dict[str, Any], *, checkpoint: str, make_default: bool = False,
-                               code_version: str = "") -> ModelVersion:
+                               code_version: str = "", owner=None, train_job=None) -> ModelVersion:
     """Register a checkpoint from the ``.json`` sidecar that ``models.checkpoint.save_checkpoint`` writes."""
     spec = meta["spec"]
     return model_version_register(
@@ -108,16 +113,25 @@ def model_version_from_sidecar(meta: dict[str, Any], *, checkpoint: str, make_de
         labels=list(spec.get("labels") or []), checkpoint=checkpoint, sha256=meta.get("sha256", ""),
         metrics=meta.get("metrics"), calibration=meta.get("calibration"), hyperparameters=meta.get("hparams"),
         training_data=meta.get("training_data"), code_version=code_version or meta.get("code_version", ""),
-        make_default=make_default or bool(meta.get("default", False)),
+        make_default=make_default or bool(meta.get("default", False)), owner=owner, train_job=train_job,
     )
 
 
-def model_resolve(spec: str | None, *, task: str) -> ModelVersion:
-    """Find ``name`` (its default version) or ``name@version``; the task's default when ``None``."""
-    qs = ModelVersion.objects.filter(task=task)
+def model_resolve(spec: str | None, *, task: str, user=None) -> ModelVersion:
+    """Find ``name`` (its default version) or ``name@version``; the task's default when ``None``.
+
+    Only versions ``user`` may use (shipped ones and their own, :func:`selectors.model_list`): another
+    user's private model is a 404 ``unknown_model``, the same answer as a name nobody registered.
+    ``user=None`` is a trusted caller (the shell, ``manage.py classify``). The default, when no
+    model is named, is always a shipped (public) one or the user's own."""
+    from recognition.selectors import model_list
+
+    qs = model_list(user=user).filter(task=task)
     if not spec:
         default_name = settings.DEFAULT_MODELS.get(task)
-        mv = qs.filter(name=default_name, is_default=True).first() or qs.filter(is_default=True).first()
+        public = qs.filter(owner__isnull=True)
+        mv = (public.filter(name=default_name, is_default=True).first() or qs.filter(name=default_name, is_default=True).first()
+              or public.filter(is_default=True).first() or qs.filter(is_default=True).first())
         if mv is None:
             raise ServiceError("no_model", f"No {task} model is registered; train one with 'manage.py train'.")
         return mv
@@ -127,7 +141,7 @@ def model_resolve(spec: str | None, *, task: str) -> ModelVersion:
     mv = qs.filter(name=name, version=version).first() if version else qs.filter(name=name, is_default=True).first()
     if mv is None:
         known = sorted(set(qs.values_list("name", flat=True)))
-        raise ServiceError("unknown_model", f"No {task} model '{spec}'. Known: {known}.")
+        raise NotFound("unknown_model", f"No {task} model '{spec[:160]}'. Known: {known}.")
     problem = model_version_problem(mv)
     if problem:
         raise ServiceError("model_unavailable", problem, status_code=409)

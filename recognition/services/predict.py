@@ -1,34 +1,112 @@
-"""Synchronous single-file prediction, for people coming from Flask / Gradio ``/predict`` tools."""
+"""Single-file prediction, for people coming from Flask / Gradio ``/predict`` tools.
+
+The web process never runs a model: :func:`predict_file` checks the upload, stores it, sends a
+``run_predict`` task to the ``interactive`` queue (the gpu worker serves it beside ``gpu``) and
+waits up to ``PREDICT_TIMEOUT_S`` for the worker's answer on a one-off Redis list. Audio longer
+than ``PREDICT_MAX_DURATION_S`` is refused up front with a hint to run a classify job instead.
+"""
 from __future__ import annotations
 
+import json
+import logging
 import time
+import uuid
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 
 from recognition.errors import ServiceError
+from recognition.models import ModelVersion
 from recognition.services.models import model_resolve
+
+logger = logging.getLogger(__name__)
+
+REPLY_PREFIX = "accentsite:predict:"
 
 
 def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, threshold: float | None = None,
-                 vad: bool = True, transcript: str = "") -> dict:
-    """Decode one upload and classify it in this process (the model is loaded once and kept).
+                 vad: bool = False, transcript: str = "", user=None, task: str = "classify",
+                 params: dict | None = None) -> dict:
+    """Classify one upload on a worker (or, with ``task`` ``language`` / ``transcribe`` and that job
+    kind's ``params``, run Whisper on it there) and return its answer.
 
     Returns ``{"predicted_class", "confidence", "all_predictions", "calibrated", "outcome",
-    "windows", "model", ...}``; raises ``ServiceError`` with the audio error code for bad input.
+    "windows", "model", "worker", ...}``; raises ``ServiceError`` with the audio error code for bad
+    input, ``too_long`` (400) past ``PREDICT_MAX_DURATION_S``, ``predict_timeout`` (503) when no
+    worker answered within ``PREDICT_TIMEOUT_S``.
     """
-    from workers import runtime
-    from workers.pipeline.audio import AudioError, load_audio, validate_audio
-    from workers.pipeline.inference import classify_batch
+    from recognition.ops import broker_redis
+    from recognition.validation import text_check
+    from workers import tasks
+    from workers.pipeline.audio import AudioError
+    from workers.pipeline.probe import probe_audio
 
+    text_check(transcript, field="transcript")
     fileobj.seek(0, 2)
     if fileobj.tell() > settings.AUDIO_MAX_UPLOAD_BYTES:
         raise ServiceError("too_large", "The file is over the per-file upload limit.", status_code=413)
     fileobj.seek(0)
-    mv = model_resolve(model, task="classify")
+    if task == "classify":
+        mv = model_resolve(model, task="classify", user=user)
+    elif task in ("language", "transcribe"):
+        from recognition.services.jobs import _validate_params
+
+        mv, params = None, dict(_validate_params(task, dict(params or {})))
+    else:
+        raise ServiceError("invalid_params", f"Unknown task '{task}'; use classify, language or transcribe.")
+    try:
+        info = probe_audio(fileobj, filename=filename, path=getattr(fileobj, "temporary_file_path", lambda: None)())
+    except AudioError as exc:
+        raise ServiceError(exc.code, exc.message) from exc
+    if info.duration_s > settings.PREDICT_MAX_DURATION_S:
+        raise ServiceError(
+            "too_long",
+            f"/predict takes at most {settings.PREDICT_MAX_DURATION_S:.0f} s of audio; this file lasts "
+            f"{info.duration_s:.0f} s. Upload it (POST /api/v1/recordings/ or /api/v1/batches/) and run a "
+            "classify job (POST /api/v1/jobs/) instead.")
+    fileobj.seek(0)
+    key = default_storage.save(f"predict/{uuid.uuid4().hex}.{info.format or 'bin'}", File(fileobj))
+    reply = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
+    timeout = settings.PREDICT_TIMEOUT_S
+    client = broker_redis()
+    try:
+        tasks.run_predict.apply_async(
+            kwargs=dict(key=key, format=info.format, model_version_id=mv.pk if mv else None, threshold=threshold,
+                        vad=vad, transcript=transcript, reply=reply, task=task, params=params or {}),
+            queue="interactive", expires=timeout,
+        )
+        t0 = time.monotonic()
+        answer = client.blpop([reply], timeout=max(1, int(timeout)))
+    except Exception as exc:  # the broker is down: say so, with the way round it
+        logger.warning("predict could not reach the broker: %s", exc)
+        default_storage.delete(key)
+        raise ServiceError("predict_unavailable", "The prediction workers cannot be reached right now; "
+                           "upload the file and run a classify job instead.", status_code=503) from exc
+    if answer is None:
+        default_storage.delete(key)  # the task expires unstarted; a worker already on it finds no file
+        raise ServiceError(
+            "predict_timeout", f"No worker answered within {timeout:.0f} s (the interactive queue is busy or no worker "
+                               "serves it); upload the file and run a classify job instead.", status_code=503)
+    body = json.loads(answer[1])
+    if "error" in body:
+        err = body["error"]
+        raise ServiceError(err["code"], err["message"], status_code=err.get("status", 400))
+    body["result"].setdefault("timings", {})["wait"] = round(time.monotonic() - t0, 4)
+    return body["result"]
+
+
+def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None, threshold: float | None, vad: bool,
+                transcript: str = "") -> dict:
+    """Decode and classify one file in *this* process: the worker's side of :func:`predict_file`."""
+    from workers import runtime
+    from workers.pipeline.audio import AudioError, load_audio, validate_audio
+    from workers.pipeline.inference import classify_batch
+
     t0 = time.perf_counter()
     try:
-        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=filename.rsplit(".", 1)[-1] if "." in filename else None,
+        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
                            max_duration_s=settings.AUDIO_MAX_DURATION_S)
         validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
     except AudioError as exc:
@@ -60,22 +138,23 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     }
 
 
-def predict_whisper_file(*, fileobj: BinaryIO, filename: str, task: str, params: dict) -> dict:
-    """``/predict/`` with ``task=language`` or ``task=transcribe``: Whisper in this process (loaded once).
-
-    ``params`` are checked as a ``language`` / ``transcribe`` job's are. Returns what such a job stores
-    per recording (``identify_languages`` / ``transcribe`` output) plus ``task``, ``model``,
-    ``model_sha256``, ``duration_s`` and ``timings`` with ``decode``.
-    """
-    from recognition.services.jobs import _validate_params
+def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hint: str | None) -> dict:
+    """``/predict/`` with ``task=language`` or ``task=transcribe``, the worker's side: Whisper in *this*
+    process (loaded once). Returns what such a job stores per recording (``identify_languages`` /
+    ``transcribe`` output) plus ``task``, ``model``, ``model_sha256``, ``duration_s`` and ``timings``."""
     from workers import runtime
+    from workers.pipeline.audio import AudioError, load_audio, validate_audio
     from workers.pipeline.whisper_asr import transcribe
     from workers.pipeline.whisper_lang import WhisperError, identify_languages
 
-    if task not in ("language", "transcribe"):
-        raise ServiceError("invalid_params", f"Unknown task '{task}'; use classify, language or transcribe.")
-    params = dict(_validate_params(task, dict(params)))
-    audio, decode_s = _decode_upload(fileobj, filename)
+    t0 = time.perf_counter()
+    try:
+        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
+                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
+        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+    except AudioError as exc:
+        raise ServiceError(exc.code, exc.message) from exc
+    decode_s = time.perf_counter() - t0
     try:
         engine = runtime.load_whisper()
         if task == "language":
@@ -89,22 +168,3 @@ def predict_whisper_file(*, fileobj: BinaryIO, filename: str, task: str, params:
     model = engine.describe()
     return {**out, "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
             "duration_s": round(audio.duration_s, 3), "timings": dict(out.get("timings") or {}, decode=decode_s)}
-
-
-def _decode_upload(fileobj: BinaryIO, filename: str):
-    """Size-check, decode and validate one upload; ``(audio, seconds spent)``. (The classify path above
-    does the same inline; kept apart so the two can change independently until they are merged.)"""
-    from workers.pipeline.audio import AudioError, load_audio, validate_audio
-
-    fileobj.seek(0, 2)
-    if fileobj.tell() > settings.AUDIO_MAX_UPLOAD_BYTES:
-        raise ServiceError("too_large", "The file is over the per-file upload limit.", status_code=413)
-    fileobj.seek(0)
-    t0 = time.perf_counter()
-    try:
-        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=filename.rsplit(".", 1)[-1] if "." in filename else None,
-                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
-        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    except AudioError as exc:
-        raise ServiceError(exc.code, exc.message) from exc
-    return audio, time.perf_counter() - t0

@@ -2,25 +2,30 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
+import lzma
 import os
 import stat
+import struct
 import tempfile
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from recognition.errors import ServiceError
-from recognition.models import Batch, Recording
+from recognition.models import Batch, BatchMember, Recording
+from recognition.validation import json_check, text_check
 from workers.pipeline.audio import AudioError
 from workers.pipeline.probe import probe_audio
 
@@ -80,6 +85,13 @@ def recording_create(
     error code for files that are too large or not audio. Nothing is left in storage on failure.
     """
     filename = _clean_filename(filename)
+    label, speaker, transcript = label.strip(), speaker.strip(), transcript.strip()
+    for field, value in (("label", label), ("speaker", speaker), ("transcript", transcript)):
+        text_check(value, field=field)
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise ServiceError("invalid_metadata", "'metadata' must be a JSON object.")
+        json_check(metadata, field="metadata")
     if label and label.startswith(_FORMULA_PREFIXES):
         raise ServiceError("invalid_label", f"Label {label[:40]!r} starts with a spreadsheet formula character.")
     sha256, size = _sha256_and_size(fileobj)
@@ -91,19 +103,18 @@ def recording_create(
         )
     existing = Recording.objects.filter(owner=owner, sha256=sha256).first()
     if existing is not None:
-        given = {"label": label, "speaker": speaker, "transcript": transcript.strip()}
-        changed = [f for f, v in given.items() if v and getattr(existing, f) != v]
-        for field in changed:
-            setattr(existing, field, given[field])
-        if metadata and any(existing.metadata.get(k) != v for k, v in metadata.items()):
-            existing.metadata = {**existing.metadata, **metadata}  # a labels CSV adds context, never removes it
+        # context a re-upload brings fills only what the recording lacks (a transcript, metadata keys it has
+        # not got): nothing it already says changes, so earlier batches' reports stay as they were
+        changed = []
+        if transcript and not existing.transcript:
+            existing.transcript, changed = transcript, ["transcript"]
+        if metadata and any(k not in existing.metadata for k in metadata):
+            existing.metadata = {**metadata, **existing.metadata}
             changed.append("metadata")
         if changed:
             existing.full_clean()
             existing.save(update_fields=changed)
-        if batch is not None:
-            batch.recordings.add(existing)
-        return existing, False
+        return _duplicate(existing, batch=batch, label=label, speaker=speaker), False
     try:
         info = probe_audio(fileobj, filename=filename, path=getattr(fileobj, "temporary_file_path", lambda: None)())
     except AudioError as exc:
@@ -126,23 +137,58 @@ def recording_create(
         duration_s=round(info.duration_s, 4),
         sample_rate=info.sample_rate,
         channels=info.channels,
-        label=label.strip()[:100],
-        speaker=speaker.strip()[:200],
-        transcript=transcript.strip(),
+        label=label[:100],
+        speaker=speaker[:200],
+        transcript=transcript,
         metadata=metadata or {},
     )
     recording.file.save("upload", File(fileobj), save=False)
     try:
         with transaction.atomic():
-            recording.full_clean()
+            recording.full_clean(validate_unique=False, validate_constraints=False)  # the database decides races
             recording.save()
             if batch is not None:
-                batch.recordings.add(recording)
+                _join(batch, recording, label=label, speaker=speaker, duplicate=False)
+    except IntegrityError:
+        # the same bytes arrived at the same moment in another request, which stored them first:
+        # this upload is a duplicate of that recording, not an error
+        recording.file.storage.delete(recording.file.name)
+        existing = Recording.objects.filter(owner=owner, sha256=sha256).first()
+        if existing is None:
+            raise
+        return _duplicate(existing, batch=batch, label=label, speaker=speaker), False
     except Exception:
         recording.file.storage.delete(recording.file.name)
         raise
     logger.info("recording stored", extra={"recording_id": recording.pk})
     return recording, True
+
+
+def _join(batch: Batch, recording: Recording, *, label: str, speaker: str, duplicate: bool) -> None:
+    """Add ``recording`` to ``batch`` with the label and speaker this batch gives it."""
+    batch.recordings.add(recording)
+    BatchMember.objects.get_or_create(
+        batch=batch, recording=recording, defaults={"label": label[:100], "speaker": speaker[:200], "duplicate": duplicate})
+
+
+def _duplicate(existing: Recording, *, batch: Batch | None, label: str, speaker: str) -> Recording:
+    """An upload of bytes this owner already stored: the existing recording, unchanged.
+
+    Its label and speaker are never rewritten by a re-upload (another batch's report depends on
+    them); the batch records the label and speaker *it* gave (``BatchMember``) and uses those."""
+    if batch is not None:
+        with transaction.atomic():
+            _join(batch, existing, label=label, speaker=speaker, duplicate=True)
+    return existing
+
+
+def batch_labels(*, batch: Batch) -> dict[int, tuple[str, str]]:
+    """``{recording id: (label, speaker)}`` as ``batch`` gave them. Recordings that joined before
+    batches kept their own labels (no member row) fall back to the recording's."""
+    own = {m.recording_id: (m.label, m.speaker) for m in BatchMember.objects.filter(batch=batch)}
+    for rec_id, label, speaker in batch.recordings.exclude(pk__in=own).values_list("id", "label", "speaker"):
+        own[rec_id] = (label, speaker)
+    return own
 
 
 def recording_delete(*, recording: Recording) -> None:
@@ -161,7 +207,7 @@ class LabelRow:
     label: str
     speaker: str
     corpus: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def metadata(self) -> dict[str, str]:
         """What the row adds to the recording's metadata: ``corpus`` and the extra columns, where not blank."""
@@ -199,6 +245,8 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
         raise ServiceError(
             "bad_labels_csv", f"The labels CSV is not UTF-8 text (byte {exc.start} is invalid). Save it as UTF-8 CSV."
         ) from exc
+    if "\x00" in text:
+        raise ServiceError("bad_labels_csv", "The labels CSV contains NUL characters; save it as plain UTF-8 CSV.")
     rows: dict[str, LabelRow] = {}
     rejected: list[Rejection] = []
     try:
@@ -238,11 +286,19 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
 # --- archives -----------------------------------------------------------------------------------
 
 
+# What reading a hostile zip can raise: bad CRC or headers (BadZipFile), an encrypted member
+# (RuntimeError), an unsupported compression method (NotImplementedError), corrupt deflate / bz2 /
+# lzma data (zlib.error, OSError, EOFError, lzma.LZMAError), sizes that lie (BadZipFile, EOFError),
+# odd header values (ValueError, struct.error, OverflowError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, zlib.error, lzma.LZMAError,
+               OSError, EOFError, ValueError, struct.error, OverflowError, UnicodeDecodeError)
+
+
 def _archive_open(archive: BinaryIO) -> zipfile.ZipFile:
     """Open a zip, refusing it whole when its declared size or compression ratio says zip bomb."""
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
+    except _ZIP_ERRORS as exc:
         raise ServiceError("bad_archive", "The archive is not a readable .zip file.") from exc
     infos = [i for i in zf.infolist() if not i.is_dir()]
     total = sum(i.file_size for i in infos)
@@ -253,6 +309,9 @@ def _archive_open(archive: BinaryIO) -> zipfile.ZipFile:
             f"The archive expands to {total / 1e6:.0f} MB ({total / compressed:.0f}x its size); refused as unsafe.",
         )
     return zf
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def _archive_members(zf: zipfile.ZipFile) -> Iterable[tuple[str, BinaryIO | None, Rejection | None]]:
@@ -273,15 +332,27 @@ def _archive_members(zf: zipfile.ZipFile) -> Iterable[tuple[str, BinaryIO | None
             yield name, None, Rejection(name[:255], "nested_archive", "Archives inside archives are not unpacked.")
         elif parts[-1].startswith(".") or "__MACOSX" in parts:
             continue
+        elif info.flag_bits & 0x1:
+            yield name, None, Rejection(name[:255], "encrypted", "Archive member is encrypted; send it unencrypted.")
+        elif info.compress_type not in _ZIP_METHODS:
+            yield name, None, Rejection(
+                name[:255], "unsupported_compression",
+                f"Archive member uses compression method {info.compress_type}; use stored or deflate.")
         else:
             spool = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
-            with zf.open(info) as member:
-                copied = 0
-                for block in iter(lambda: member.read(1 << 20), b""):
-                    copied += len(block)
-                    if copied > settings.AUDIO_MAX_UPLOAD_BYTES:
-                        break
-                    spool.write(block)
+            copied = 0
+            try:
+                with zf.open(info) as member:
+                    for block in iter(lambda: member.read(1 << 20), b""):
+                        copied += len(block)
+                        if copied > settings.AUDIO_MAX_UPLOAD_BYTES:
+                            break
+                        spool.write(block)
+            except _ZIP_ERRORS as exc:
+                spool.close()
+                yield name, None, Rejection(
+                    name[:255], "bad_member", f"Archive member could not be unpacked ({type(exc).__name__}: {str(exc)[:120]}).")
+                continue
             if copied > settings.AUDIO_MAX_UPLOAD_BYTES:
                 spool.close()
                 yield name, None, Rejection(name[:255], "too_large", "Archive member is over the per-file size limit.")
@@ -308,15 +379,16 @@ def batch_create(
     """
     labels: dict[str, LabelRow] = {}
     rejected: list[Rejection] = []
+    for field, value in (("name", name or ""), ("description", description), ("transcript", transcript)):
+        text_check(value, field=field)
     if labels_csv is not None:
         labels, rejected = parse_labels_csv(labels_csv)
     zf = _archive_open(archive) if archive is not None else None
     name = (name or "").strip()[:200] or "batch"
-    batch = Batch(owner=owner, name=name, description=description)
-    batch.full_clean()
-    batch.save()
     accepted: list[Recording] = []
     matched: set[str] = set()
+    stored: list[str] = []  # storage keys this request wrote, deleted again if it fails as a whole
+    batch = Batch(owner=owner, name=name, description=description)
 
     def take(filename: str, fileobj: BinaryIO) -> None:
         key = filename if filename in labels else os.path.basename(filename)
@@ -324,7 +396,7 @@ def batch_create(
         if row is not None:
             matched.add(key)
         try:
-            recording, _ = recording_create(
+            recording, created = recording_create(
                 owner=owner,
                 fileobj=fileobj,
                 filename=filename,
@@ -337,22 +409,36 @@ def batch_create(
         except ServiceError as exc:
             rejected.append(Rejection(_clean_filename(filename), exc.code, exc.message))
         else:
+            if created:
+                stored.append(recording.file.name)
             accepted.append(recording)
 
-    for filename, fileobj in files:
-        if filename.lower().endswith(_ARCHIVE_EXTENSIONS):
-            rejected.append(Rejection(filename, "nested_archive", "Send archives in the 'archive' field."))
-            continue
-        take(filename, fileobj)
-    if zf is not None:
-        for member_name, fileobj, rejection in _archive_members(zf):
-            if rejection is not None:
-                rejected.append(rejection)
-                continue
-            try:
-                take(member_name, fileobj)
-            finally:
-                fileobj.close()
+    # One transaction: a request refused part-way (or a bug) leaves no batch row, no recording
+    # row and no stored file behind; each bad file is still only that file's rejection.
+    try:
+        with transaction.atomic():
+            batch.full_clean()
+            batch.save()
+            for filename, fileobj in files:
+                if filename.lower().endswith(_ARCHIVE_EXTENSIONS):
+                    rejected.append(Rejection(_clean_filename(filename), "nested_archive", "Send archives in the 'archive' field."))
+                    continue
+                take(filename, fileobj)
+            if zf is not None:
+                for member_name, fileobj, rejection in _archive_members(zf):
+                    if rejection is not None:
+                        rejected.append(rejection)
+                        continue
+                    try:
+                        take(member_name, fileobj)
+                    finally:
+                        fileobj.close()
+    except BaseException:
+        from django.core.files.storage import default_storage
+
+        for key in stored:
+            default_storage.delete(key)
+        raise
     for unknown in sorted(set(labels) - matched):
         rejected.append(Rejection(unknown[:255], "unknown_filename", "The labels CSV names a file that was not uploaded."))
     return batch, accepted, rejected

@@ -19,21 +19,26 @@ def classify_report(*, job: Job) -> dict | None:
     ``threshold`` (None: the model's default) and the ``abstained`` counts (``uncertain`` among the
     reported items; ``insufficient_speech``, which have no answer and are outside ``n``).
     """
+    from recognition.services.recordings import batch_labels
     from workers.pipeline.evaluation import evaluation_report, selective_report
 
     labels = list(job.model_version.labels)
     label_map = job.params.get("label_map") or {}
+    # a batch's job is judged by the labels that batch gave (another upload of a file may say otherwise)
+    own = batch_labels(batch=job.batch) if job.batch_id else {}
     predictions = (
         Prediction.objects.filter(result__job=job)
         .select_related("result__recording")
         .exclude(result__recording__isnull=True)
-        .exclude(result__recording__label="")
     )
     y_true, proba, speakers, corpora, confidence, accepted = [], [], [], [], [], []
     excluded = {"insufficient_speech": 0, "label_not_in_model": 0}
     for p in predictions:
         rec = p.result.recording
-        truth = label_map.get(rec.label, rec.label)
+        label, speaker = own.get(rec.pk, (rec.label, rec.speaker))
+        if not label:
+            continue
+        truth = label_map.get(label, label)
         if p.outcome == Prediction.Outcome.INSUFFICIENT_SPEECH:
             excluded["insufficient_speech"] += 1
             continue
@@ -44,7 +49,7 @@ def classify_report(*, job: Job) -> dict | None:
         proba.append([p.probabilities.get(label, 0.0) for label in labels])
         confidence.append(p.confidence if p.confidence is not None else max(proba[-1]))
         accepted.append(p.outcome == Prediction.Outcome.OK)
-        speakers.append(rec.speaker or f"recording-{rec.pk}")
+        speakers.append(speaker or f"recording-{rec.pk}")
         corpora.append(str(rec.metadata.get("corpus", "")) or "unspecified")
     if not y_true:
         return None

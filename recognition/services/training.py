@@ -10,12 +10,13 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from recognition.errors import ServiceError
 from recognition.models import Job, ModelVersion, Recording
 from recognition.services.models import model_version_from_sidecar
+from recognition.services.recordings import batch_labels
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ def code_version() -> str:
         return ""
 
 
-def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None) -> list:
-    """``TrainItem``s for labelled recordings: decoded from storage by key when the trainer asks."""
+def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None, batch=None) -> list:
+    """``TrainItem``s for labelled recordings: decoded from storage by key when the trainer asks.
+
+    With ``batch``, each recording's label and speaker are the ones that batch gave it
+    (``BatchMember``), not whatever another upload of the same file said."""
     from workers.pipeline.audio import load_audio
     from workers.pipeline.data import TrainItem
 
@@ -42,27 +46,41 @@ def training_items(recordings: list[Recording], *, label_map: dict[str, str] | N
         return load
 
     label_map = label_map or {}
-    items = [
-        TrainItem(loader(r), label_map.get(r.label, r.label), r.speaker or f"recording-{r.pk}",
-                  corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}", transcript=r.transcript)
-        for r in recordings if r.label
-    ]
+    own = batch_labels(batch=batch) if batch is not None else {}
+    items = []
+    for r in recordings:
+        label, speaker = own.get(r.pk, (r.label, r.speaker))
+        if label:
+            items.append(TrainItem(loader(r), label_map.get(label, label), speaker or f"recording-{r.pk}",
+                                   corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}",
+                                   transcript=r.transcript))
     if len({i.label for i in items}) < 2:
         raise ServiceError("not_enough_labels", "Training needs labelled recordings of at least two classes.")
     return items
 
 
 def train_job_run(*, job: Job, progress=None) -> ModelVersion:
-    """Train on a job's labelled recordings, store the checkpoint in storage, register it."""
+    """Train on a job's labelled recordings, store the checkpoint in storage, register it.
+
+    At most one model version per train job: a job that already registered one (a redelivered
+    message) returns it without training again, and the ``train_job`` one-to-one column refuses a
+    second row. The model is private to the job's owner. The checkpoint is written to a temporary
+    file named by the code, then into storage under ``models/<owner>/<name>/<version>.pt`` through
+    the storage API; ``name`` is a checked slug (``model_name_check``), never a path."""
+    from recognition.services.jobs import model_name_check
     from workers.pipeline.training import TrainConfig, train_model
 
+    existing = ModelVersion.objects.filter(train_job=job).first()
+    if existing is not None:
+        return existing
     params = job.params
     recordings = list(job.recordings.order_by("id"))
-    items = training_items(recordings, label_map=params.get("label_map"))
-    name = params.get("name") or f"batch-{job.batch_id or job.pk}-{params.get('family', 'speaker_head')}"
+    items = training_items(recordings, label_map=params.get("label_map"), batch=job.batch)
+    name = model_name_check(params.get("name") or f"batch-{job.batch_id or job.pk}-{params.get('family', 'speaker_head')}",
+                            owner=job.owner)
     version = timezone.now().strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / f"{name}-{version}.pt"
+        out = Path(tmp) / "checkpoint.pt"
         config = TrainConfig(
             name=name, family=params.get("family", "speaker_head"), items=items, version=version, out=str(out),
             epochs=params.get("epochs", 30), deploy_prior=params.get("deploy_prior"), seed=params.get("seed", 0),
@@ -71,9 +89,17 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
         )
         train_model(config, progress=progress)
         with open(out, "rb") as fh:
-            key = default_storage.save(f"models/{name}/{out.name}", File(fh))
+            key = default_storage.save(f"models/{job.owner_id}/{name}/{version}.pt", File(fh))
         meta = json.loads(out.with_suffix(".json").read_text())
-    mv = model_version_from_sidecar(meta, checkpoint=f"storage:{key}", code_version=code_version())
+    try:
+        with transaction.atomic():
+            mv = model_version_from_sidecar(meta, checkpoint=f"storage:{key}", code_version=code_version(),
+                                            owner=job.owner, train_job=job)
+    except IntegrityError:  # another delivery of this job registered first: keep that one
+        default_storage.delete(key)
+        mv = ModelVersion.objects.filter(train_job=job).first()
+        if mv is None:
+            raise
     logger.info("trained %s", mv, extra={"job_id": job.pk})
     return mv
 

@@ -1,7 +1,11 @@
 """A train job through the API: labelled batch in, a registered model version out, usable at once."""
+import time
+from datetime import timedelta
+
 import pytest
 
-from recognition.models import ModelVersion
+from recognition import services
+from recognition.models import Job, JobChunk, ModelVersion
 from tests.conftest import speech, wait_for_job
 from tests.factories import upload
 
@@ -28,11 +32,20 @@ def test_train_job_registers_a_model_that_classifies(api, celery_worker):
               "hparams": {"n_mels": 32, "channels": 4, "embedding_dim": 16, "specaug": False}}
     job = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch["id"], "params": params}, format="json")
     assert job.status_code == 202, job.json()
-    job = wait_for_job(job.json()["id"], timeout=300)
+    job_id = job.json()["id"]
+    assert JobChunk.objects.filter(job_id=job_id).count() == 1  # one training, one unit of work
+    # while it trains, a reaper with a 1-s silence limit finds nothing to restart: the chunk beats
+    deadline = time.monotonic() + 300
+    while not Job.objects.get(pk=job_id).is_terminal and time.monotonic() < deadline:
+        assert services.job_requeue_stuck(older_than=timedelta(seconds=1)) == [], "the reaper restarted a live training"
+        time.sleep(0.5)
+    job = wait_for_job(job_id, timeout=10)
     assert job.status == "succeeded", job.error
     assert job.done == job.total == 3  # progress moved by epoch
+    assert JobChunk.objects.get(job=job).attempts == 1
 
     mv = ModelVersion.objects.get(name="us-vs-gb")
+    assert mv.train_job_id == job.pk and mv.owner_id == api.user.pk  # private to whoever trained it
     assert mv.labels == ["gb", "us"] and mv.checkpoint.startswith("storage:") and len(mv.sha256) == 64
     assert mv.is_default and mv.calibration["temperature"] > 0
     assert mv.metrics["test"]["confusion_matrix"]["labels"] == ["gb", "us"]

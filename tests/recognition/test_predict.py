@@ -7,6 +7,18 @@ from tests.factories import upload
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _eager_predict():
+    """The web sends /predict to the interactive queue; here the task runs in the test process
+    (eagerly), so these tests need no worker. tests/reliability/test_safety.py runs it on a real one."""
+    from accentsite.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
+
+
 def test_predict_returns_every_class_probability(api, tiny_classifier):
     wav = speech("Please call Stella. Ask her to bring these things with her from the store.")
     response = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": f"tiny@{tiny_classifier.version}"},
@@ -33,7 +45,7 @@ def test_predict_bad_audio_and_unknown_model(api, tiny_classifier):
     bad = api.post("/api/v1/predict/", {"file": upload("x.wav", b"nope"), "model": "tiny"}, format="multipart")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_audio"
     unknown = api.post("/api/v1/predict/", {"file": upload("s.wav", speech("hello")), "model": "nope"}, format="multipart")
-    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_model"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_model"
 
 
 def test_predict_with_a_transcript_on_a_reading_model(api, tiny_reading_classifier):

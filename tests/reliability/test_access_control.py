@@ -171,11 +171,12 @@ def test_authorised_media_view_is_owner_only(client, user, world):
 
 
 def test_uploads_are_throttled_per_user(api, other_user, monkeypatch):
-    from django.core.cache import cache
     from rest_framework.throttling import ScopedRateThrottle
 
+    from tests.conftest import throttle_reset
+
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"uploads": "2/minute"})
-    cache.clear()
+    throttle_reset()
     statuses = [api.post("/api/v1/recordings/", {"file": upload(f"t{i}.wav", audio_bytes(pulse_train(seed=200 + i)))},
                          format="multipart").status_code for i in range(3)]
     assert statuses == [201, 201, 429]
@@ -188,4 +189,4 @@ def test_uploads_are_throttled_per_user(api, other_user, monkeypatch):
     other.force_authenticate(other_user)
     assert other.post("/api/v1/recordings/", {"file": upload("o.wav", audio_bytes(pulse_train(seed=220)))},
                       format="multipart").status_code == 201  # per user, not global
-    cache.clear()
+    throttle_reset()
