@@ -1,5 +1,7 @@
 """The throughput benchmark: the whole path, a seed-style baseline, the hardware ceiling, scaling.
 
+(One linear script, over 500 lines on purpose: it writes docs/benchmarks.md top to bottom.)
+
     .venv/bin/python -m bench.run --quick     # make bench       (~2 min on 2 cores)
     .venv/bin/python -m bench.run --full      # make bench-full
 

@@ -1,5 +1,8 @@
 """Operations: the worker fleet, queue depths, stuck chunks, storage housekeeping and manual recovery.
 
+(Over 500 lines on purpose: fleet views, the reaper and the recovery commands share the same
+Redis and chunk-state helpers; split, each half would import the other's privates.)
+
 Two sides meet in Redis (the broker):
 
 * Every worker process writes what it is under ``accentsite:worker:<name>`` every

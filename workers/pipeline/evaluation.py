@@ -1,5 +1,8 @@
 """Evaluation reports for accent classifiers and accent embeddings.
 
+(Over 500 lines on purpose: the report, its speaker bootstrap, the paired comparison and the
+selective-prediction curve share one vectorised confusion-matrix core; they are one API.)
+
 Everything here is numpy (plus scikit-learn for ROC AUC) and returns plain JSON-able dicts:
 Python floats, ints, strings, lists and ``None`` (never NaN), so a report can be stored in a
 ``JSONField`` or written with :func:`json.dumps` as is.
