@@ -234,12 +234,12 @@ def file_chunks(fh: IO[bytes], block: int = 1 << 20) -> Iterator[bytes]:
 
 
 def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
-              labels: Mapping[int, tuple[str, str]] | None = None) -> tuple[TableSpec, Iterator[dict]]:
+              batch_labels: Mapping[int, tuple[str, str]] | None = None) -> tuple[TableSpec, Iterator[dict]]:
     """The spec and a lazy iterator of rows for ``results`` (a queryset of the job's results).
 
     Feature columns come from the first stored summary of each extractor in the job (an
     extractor's summary keys are fixed by its version and configuration, which one job holds
-    constant); a key some other summary lacks is an empty cell. ``labels``: ``{recording id: (label,
+    constant); a key some other summary lacks is an empty cell. ``batch_labels``: ``{recording id: (label,
     speaker)}`` as the job's batch gave them (``services.batch_labels``); the recording's own otherwise.
     """
     from recognition.models import Embedding, FeatureSet, Job
@@ -264,7 +264,7 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
     else:  # a long recording's windows (thousands) are only counted, never loaded
         results = results.defer("prediction__windows", "embedding__windows").annotate(
             n_windows_stored=JSONArrayLength("prediction__windows"))
-    return spec, _job_rows(spec, results, model, chunk_size, labels or {})
+    return spec, _job_rows(spec, results, model, chunk_size, batch_labels or {})
 
 
 class JSONArrayLength(Func):

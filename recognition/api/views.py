@@ -295,7 +295,7 @@ def _results_export(job: Job, results, export: str, *, windows: bool, labels: di
     """Every result (after the filters) as a streamed CSV or Parquet file (see ``recognition.exports``)."""
     if export not in ("csv", "parquet"):
         raise ServiceError("invalid_params", "'export' must be csv or parquet.")
-    spec, rows = exports.job_table(job, results, windows=windows, labels=labels)
+    spec, rows = exports.job_table(job, results, windows=windows, batch_labels=labels)
     name = f"job-{job.pk}-{'windows' if windows else 'results'}"
     if export == "csv":
         response = StreamingHttpResponse(exports.csv_chunks(spec, rows), content_type="text/csv; charset=utf-8")
