@@ -28,3 +28,7 @@ from recognition.services.recordings import (  # noqa: F401
     recording_create,
     recording_delete,
 )
+from recognition.services.labels import (  # noqa: F401
+    label_corrections,
+    label_review_create,
+)

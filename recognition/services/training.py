@@ -30,8 +30,13 @@ def code_version() -> str:
         return ""
 
 
-def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None) -> list:
-    """``TrainItem``s for labelled recordings: decoded from storage by key when the trainer asks."""
+def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None,
+                   corrections: dict[int, str] | None = None) -> list:
+    """``TrainItem``s for labelled recordings: decoded from storage by key when the trainer asks.
+
+    ``corrections`` (``{recording id: label}``, from reviews) win over the recordings' labels;
+    ``label_map`` then applies to both.
+    """
     from workers.pipeline.audio import load_audio
     from workers.pipeline.data import TrainItem
 
@@ -41,11 +46,12 @@ def training_items(recordings: list[Recording], *, label_map: dict[str, str] | N
                 return load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=rec.format).samples
         return load
 
-    label_map = label_map or {}
+    label_map, corrections = label_map or {}, corrections or {}
+    labelled = [(r, corrections.get(r.pk) or r.label) for r in recordings]
     items = [
-        TrainItem(loader(r), label_map.get(r.label, r.label), r.speaker or f"recording-{r.pk}",
+        TrainItem(loader(r), label_map.get(label, label), r.speaker or f"recording-{r.pk}",
                   corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}", transcript=r.transcript)
-        for r in recordings if r.label
+        for r, label in labelled if label
     ]
     if len({i.label for i in items}) < 2:
         raise ServiceError("not_enough_labels", "Training needs labelled recordings of at least two classes.")
@@ -58,7 +64,10 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
 
     params = job.params
     recordings = list(job.recordings.order_by("id"))
-    items = training_items(recordings, label_map=params.get("label_map"))
+    from recognition.services.labels import label_corrections
+
+    corrections = label_corrections(recordings=recordings, batch=job.batch)
+    items = training_items(recordings, label_map=params.get("label_map"), corrections=corrections)
     name = params.get("name") or f"batch-{job.batch_id or job.pk}-{params.get('family', 'speaker_head')}"
     version = timezone.now().strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
