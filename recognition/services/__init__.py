@@ -16,6 +16,10 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     result_store_prediction,
     result_store_transcript,
 )
+from recognition.services.labels import (  # noqa: F401
+    label_corrections,
+    label_review_create,
+)
 from recognition.services.models import (  # noqa: F401
     model_resolve,
     model_version_make_default,
@@ -27,8 +31,4 @@ from recognition.services.recordings import (  # noqa: F401
     batch_create,
     recording_create,
     recording_delete,
-)
-from recognition.services.labels import (  # noqa: F401
-    label_corrections,
-    label_review_create,
 )
