@@ -707,7 +707,8 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
         "data": {"splits": splits, "labels": labels, "corpora": data.get("corpora") or [], "n_items": data.get("n_items"),
                  "seconds": data.get("seconds"), "label_map": sorted(((data.get("config") or {}).get("label_map") or {}).items())},
         "hyperparameters": scalar_rows(mv.hyperparameters),
-        "licence": LICENCE_NOTE.replace("**", "") + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),
+        "licence": LICENCE_NOTE.replace("**", "")
+        + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),
         "confounds": [c.replace("`", "") for c in CONFOUNDS],
         "has_metrics": bool(test or val),
     }
