@@ -183,8 +183,8 @@ def waveform_png(samples: np.ndarray, sample_rate: int, *, duration_s: float | N
         n = len(x) // step * step
         blocks = x[:n].reshape(-1, step) if n else x.reshape(1, -1)
         t = (np.arange(len(blocks)) * step + step / 2) / sample_rate
-        wave.fill_between(t, blocks.min(axis=1), blocks.max(axis=1), color="#417690", linewidth=0)
-    wave.set_ylabel("amplitude")
+        wave.fill_between(t, blocks.min(axis=1), blocks.max(axis=1), color="#2b5d7d", linewidth=0.4, edgecolor="#2b5d7d")
+    wave.set_ylabel("wave")
     wave.set_xlim(0, end)
     nfft = 512
     if len(x) >= nfft:
@@ -672,10 +672,12 @@ def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """Top-level scalar settings of a mapping, never a path (strings with a slash are left out)."""
     out = []
     for key, value in sorted((values or {}).items()):
-        if isinstance(value, bool) or isinstance(value, (int, float)) or (isinstance(value, str) and "/" not in value):
+        if isinstance(value, float):
+            out.append((key, f"{value:.4g}"))
+        elif isinstance(value, (bool, int)) or (isinstance(value, str) and "/" not in value):
             out.append((key, value))
         elif isinstance(value, list) and len(value) <= 8 and all(isinstance(v, (int, float, str)) and "/" not in str(v) for v in value):
-            out.append((key, ", ".join(str(v) for v in value)))
+            out.append((key, ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)))
     return out
 
 
@@ -693,6 +695,8 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     test, val = metrics.get("test") or {}, metrics.get("val") or {}
     data = mv.training_data or {}
     labels = list(mv.labels or [])
+    # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch
+    shipped = not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or "")
     splits = [
         {"split": name, "items": v.get("items"), "speakers": v.get("speakers"),
          "counts": [(data.get("class_counts") or {}).get(name, {}).get(c, 0) for c in labels]}
@@ -707,9 +711,11 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
         "data": {"splits": splits, "labels": labels, "corpora": data.get("corpora") or [], "n_items": data.get("n_items"),
                  "seconds": data.get("seconds"), "label_map": sorted(((data.get("config") or {}).get("label_map") or {}).items())},
         "hyperparameters": scalar_rows(mv.hyperparameters),
-        "licence": LICENCE_NOTE.replace("**", "")
+        "licence": (LICENCE_NOTE.replace("**", "") if shipped else
+                    "Trained in this service on its owner's uploaded recordings: the terms of those recordings apply "
+                    "to the weights.")
         + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),
-        "confounds": [c.replace("`", "") for c in CONFOUNDS],
+        "confounds": [c.replace("`", "") for c in CONFOUNDS] if shipped else [],
         "has_metrics": bool(test or val),
     }
     if test:

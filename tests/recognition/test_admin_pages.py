@@ -256,3 +256,11 @@ def test_a_trained_model_classifies_its_batch_and_links_the_compare(staff, study
     page = _page(staff, f"/admin/recognition/job/{new.pk}/change/")
     assert f"/admin/recognition/job/{new.pk}/compare/?other={old.pk}" in page
     assert f"/admin/recognition/job/{new.pk}/change/" in _page(staff, f"/admin/recognition/job/{train.pk}/change/")
+
+
+def test_a_model_trained_here_has_its_own_licence_line(staff):
+    mv = ModelVersion.objects.create(name="mine", version="1", family="whisper_probe", task="classify", labels=["a", "b"],
+                                     checkpoint="storage:models/mine/mine-1.pt")
+    page = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/")
+    assert "uploaded recordings" in page and "Speech Accent Archive" not in page and "MIT licence" in page
+    assert "No evaluation is stored" in page and "storage:" not in page
