@@ -264,3 +264,27 @@ def test_a_model_trained_here_has_its_own_licence_line(staff):
     page = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/")
     assert "uploaded recordings" in page and "Speech Accent Archive" not in page and "MIT licence" in page
     assert "No evaluation is stored" in page and "storage:" not in page
+
+
+def test_a_train_job_reads_the_batch_corrections(study, boss, monkeypatch):
+    """train_job_run hands the trainer the reviewed label, not the uploaded one."""
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    batch, recs, _ = study
+    services.label_review_create(recording=recs[0], batch=batch, new_label="non_native", reviewer=boss)
+    Recording.objects.filter(pk=recs[0].pk).update(label="native")
+    job = services.job_submit(owner=boss, kind="train", batch=batch, params={"family": "speaker_head", "name": "t"})
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, progress=None):
+        seen.update({i.key: i.label for i in config.items})
+        raise Stop
+
+    monkeypatch.setattr("workers.pipeline.training.train_model", fake_train)
+    from recognition.services.training import train_job_run
+
+    with pytest.raises(Stop):
+        train_job_run(job=job)
+    assert seen[f"recording-{recs[0].sha256}"] == "non_native" and seen[f"recording-{recs[1].sha256}"] == "native"
