@@ -8,6 +8,7 @@ a review (:func:`recognition.services.label_review_create`), which keeps who cha
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -109,7 +110,8 @@ class BatchAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         context = _page_context(self, request, obj, title=f"Batch: {obj.name}", overview=review.batch_overview(batch=obj),
-                                review=review.batch_review(batch=obj))
+                                review=review.batch_review(batch=obj), page_jobs=self.PAGE_JOBS,
+                                default_classify=settings.DEFAULT_MODELS.get("classify"))
         return TemplateResponse(request, "admin/recognition/batch/page.html", context)
 
     def recording_count(self, obj: Batch) -> int:
@@ -123,7 +125,25 @@ class BatchAdmin(admin.ModelAdmin):
         return [
             path("upload/", view(self.upload_view), name="recognition_batch_upload"),
             path("<int:object_id>/train/", view(self.train_view), name="recognition_batch_train"),
+            path("<int:object_id>/run/<str:kind>/", view(require_POST(self.run_view)), name="recognition_batch_run"),
         ] + super().get_urls()
+
+    #: The jobs the batch page's buttons queue, with the default model where one applies.
+    PAGE_JOBS = ("classify", "embed", "features", "language", "transcribe")
+
+    def run_view(self, request, object_id: int, kind: str):
+        """The batch page's "Run" buttons: one job of ``kind`` over the batch (the owner only), then its page."""
+        batch = self.get_object(request, str(object_id))
+        if batch is None or kind not in self.PAGE_JOBS or not self.has_view_permission(request, batch) \
+                or batch.owner_id != request.user.pk:
+            raise Http404("No such batch.")
+        try:
+            job = services.job_submit(owner=batch.owner, kind=kind, batch=batch)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:recognition_batch_change", args=[batch.pk]))
+        self.message_user(request, f"Queued {kind} job #{job.pk} on '{batch.name}'.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
 
     def upload_view(self, request):
         """Upload many files or a zip plus an optional labels CSV; show what was rejected and why."""

@@ -288,3 +288,18 @@ def test_a_train_job_reads_the_batch_corrections(study, boss, monkeypatch):
     with pytest.raises(Stop):
         train_job_run(job=job)
     assert seen[f"recording-{recs[0].sha256}"] == "non_native" and seen[f"recording-{recs[1].sha256}"] == "native"
+
+
+def test_the_batch_page_runs_jobs_for_its_owner_only(staff, study, monkeypatch, client, other_user):
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    batch, _, _ = study
+    assert 'name="run-classify"' in _page(staff, f"/admin/recognition/batch/{batch.pk}/change/")
+    response = staff.post(f"/admin/recognition/batch/{batch.pk}/run/features/")
+    job = Job.objects.get(kind="features")
+    assert response.status_code == 302 and response["Location"] == f"/admin/recognition/job/{job.pk}/change/" and job.batch == batch
+    assert staff.post(f"/admin/recognition/batch/{batch.pk}/run/train/").status_code == 404
+    other_user.is_staff = True
+    other_user.save()
+    client.force_login(other_user)
+    assert client.post(f"/admin/recognition/batch/{batch.pk}/run/features/").status_code in (403, 404)
+    assert Job.objects.filter(kind="features").count() == 1
