@@ -428,14 +428,19 @@ class JobAdmin(admin.ModelAdmin):
             raise PermissionDenied
         candidates = list(review.job_compare_candidates(job=obj))
         trained = _trained_model(obj) if obj.kind == Job.Kind.TRAIN else None
+        with_trained = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY,
+                                          model_version=trained).order_by("-created_at", "-id").first() \
+            if trained and obj.batch_id else None
+        # the old model's newest finished classify job on the batch: what the new model's job compares with
+        before = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY, status=Job.Status.SUCCEEDED,
+                                    created_at__lte=obj.created_at).exclude(model_version=trained).order_by("-created_at", "-id").first() \
+            if with_trained else None
         context = _page_context(
             self, request, obj, title=f"{obj.kind.capitalize()} job #{obj.pk}", review=review.job_review(job=obj),
             compare_candidates=candidates, trained=trained, trained_card=review.model_card(model_version=trained, pictures=False)
             if trained else None, params=review.scalar_rows(obj.params),
             label_map=sorted(((obj.params or {}).get("label_map") or {}).items()),
-            classified_with_trained=Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY,
-                                                       model_version=trained).order_by("-created_at").first()
-            if trained and obj.batch_id else None,
+            classified_with_trained=with_trained, compare_before=before,
             can_submit=obj.owner_id == request.user.pk,
         )
         return TemplateResponse(request, "admin/recognition/job/report.html", context)

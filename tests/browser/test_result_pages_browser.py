@@ -189,7 +189,9 @@ def test_the_review_loop_in_the_browser(live_server, admin_login, tmp_path, monk
     _classify(new, said)
 
     browser.get(f"{url}/admin/recognition/job/{new.pk}/change/")
-    browser.find_element(By.CSS_SELECTOR, f'a.compare-link[href$="?other={old.pk}"]').click()
+    assert browser.find_element(By.CSS_SELECTOR, f'a.compare-link[href$="?other={old.pk}"]')
+    browser.get(f"{url}/admin/recognition/job/{train.pk}/change/")
+    browser.find_element(By.ID, "compare-with-before").click()
     assert int(browser.find_element(By.ID, "n-changed").text) >= 1
     assert f"Answered by #{new.pk}, withheld by #{old.pk}" in browser.find_element(By.ID, "abstentions").text
     _shoot(browser, "06-compare")

@@ -255,7 +255,9 @@ def test_a_trained_model_classifies_its_batch_and_links_the_compare(staff, study
     new.save()
     page = _page(staff, f"/admin/recognition/job/{new.pk}/change/")
     assert f"/admin/recognition/job/{new.pk}/compare/?other={old.pk}" in page
-    assert f"/admin/recognition/job/{new.pk}/change/" in _page(staff, f"/admin/recognition/job/{train.pk}/change/")
+    page = _page(staff, f"/admin/recognition/job/{train.pk}/change/")
+    assert f"/admin/recognition/job/{new.pk}/change/" in page
+    assert f"/admin/recognition/job/{new.pk}/compare/?other={old.pk}" in page  # what changed, one click away
 
 
 def test_a_model_trained_here_has_its_own_licence_line(staff):
