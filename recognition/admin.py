@@ -316,6 +316,10 @@ class RecordingAdmin(admin.ModelAdmin):
               "format", "duration_s", "sample_rate", "channels", "created_at"]
     actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
 
+    def add_view(self, request, form_url="", extra_context=None):
+        """Recordings arrive as uploads (the form has no file field): "Recordings + Add" opens the upload page."""
+        return HttpResponseRedirect(reverse("admin:recognition_batch_upload"))
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
         if obj is None or _editing(request):

@@ -115,8 +115,9 @@ def test_model_page_is_a_card_without_predictions_or_paths(staff, settings):
 
 
 def test_batches_add_opens_the_upload_and_its_heading_is_printed_once(staff):
-    response = staff.get("/admin/recognition/batch/add/")
-    assert response.status_code == 302 and response["Location"] == "/admin/recognition/batch/upload/"
+    for model in ("batch", "recording"):
+        response = staff.get(f"/admin/recognition/{model}/add/")
+        assert response.status_code == 302 and response["Location"] == "/admin/recognition/batch/upload/"
     page = _page(staff, "/admin/recognition/batch/upload/")
     assert page.count("Upload a batch</h1>") == 1 and 'name="files"' in page
 
