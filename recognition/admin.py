@@ -84,7 +84,7 @@ def _progress_bar(job: Job) -> str:
     pct = 100 * job.processed / job.total if job.total else (100 if job.is_terminal else 0)
     colour = {"failed": "#ba2121", "cancelled": "#999"}.get(job.status, "#417690")
     return format_html(
-        '<div title="{} done, {} failed of {}" style="width:120px;background:#eee;border-radius:3px">'
+        '<div title="{} done, {} failed of {}" style="width:80px;background:#eee;border-radius:3px">'
         '<div style="width:{}%;background:{};height:10px;border-radius:3px"></div></div>{} / {}',
         job.done, job.failed, job.total, f"{pct:.0f}", colour, job.processed, job.total,
     )
@@ -412,7 +412,7 @@ def _trained_model(job: Job) -> ModelVersion | None:
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "progress", "model_version", "batch", "owner", "duration", "short_error", "created_at"]
+    list_display = ["id", "kind", "status", "progress", "model_used", "batch", "owner", "duration", "short_error", "created"]
     list_filter = ["status", "kind", "model_version", "created_at", "owner"]
     search_fields = ["id", "error", "batch__name"]
     actions = ["cancel_jobs", "retry_failed", "rerun"]
@@ -496,13 +496,24 @@ class JobAdmin(admin.ModelAdmin):
     def progress(self, obj: Job) -> str:
         return _progress_bar(obj)
 
+    @admin.display(description="Model", ordering="model_version__name")
+    def model_used(self, obj: Job) -> str:
+        """``name@version``, allowed to wrap before the version so the column stays narrow."""
+        mv = obj.model_version
+        return format_html("{}<wbr>@{}", mv.name, mv.version) if mv else "-"
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Job) -> str:
+        return format_html('<span title="{}">{}</span>', obj.created_at.isoformat(timespec="seconds"),
+                           obj.created_at.strftime("%Y-%m-%d %H:%M"))
+
     @admin.display(description="Duration")
     def duration(self, obj: Job) -> str:
         return f"{obj.duration_s:.1f} s" if obj.duration_s is not None else "-"
 
     @admin.display(description="Error")
     def short_error(self, obj: Job) -> str:
-        return (obj.error[:80] + "...") if len(obj.error) > 80 else obj.error
+        return (obj.error[:60] + "...") if len(obj.error) > 60 else obj.error
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
