@@ -1,5 +1,5 @@
 # The few commands people type. `make run` sets up and runs everything; `make test` runs the suite.
-.PHONY: run setup test lint format bench bench-full worker web train-defaults
+.PHONY: run setup test lint format bench bench-full worker web train-defaults screenshots
 
 run:
 	scripts/run.sh
@@ -12,6 +12,10 @@ test:
 
 lint:
 	.venv/bin/ruff check .
+
+# the admin's review loop in headless Chromium; one PNG per page under var/screenshots/
+screenshots:
+	.venv/bin/python -m pytest tests/browser/test_result_pages_browser.py -q -s
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

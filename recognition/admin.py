@@ -1,18 +1,28 @@
-"""Django admin: upload batches, watch jobs, review results. Every write is a service call."""
+"""Django admin: upload batches, watch jobs, review results. Every write is a service call.
+
+Result pages are read-only pages designed for reading, rendered by each admin's ``change_view``:
+the batch page, the job report, the recording review (with its label review form) and the model
+card. What makes sense to edit (a batch's name, a recording's speaker and transcript) is edited on
+the usual change form, reached by the page's "Edit" link (``?edit=1``); labels change only through
+a review (:func:`recognition.services.label_review_create`), which keeps who changed what.
+"""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.http import Http404
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
-from recognition import review, services
+from recognition import review, selectors, services
 from recognition.errors import ServiceError
-from recognition.forms import BatchUploadForm, ModelChoiceForm
-from recognition.models import Batch, Job, JobChunk, ModelVersion, Recording, RecordingResult
+from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
+from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
 
 
 def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None, model: str | None = None) -> None:
@@ -59,11 +69,22 @@ def _submit_with_model(modeladmin, request, queryset, kind: str):
     return TemplateResponse(request, "admin/recognition/choose_model.html", context)
 
 
+def _page_context(modeladmin, request, obj, **extra):
+    """What every read-only result page needs: the admin's context, the object and its options."""
+    return dict(modeladmin.admin_site.each_context(request), opts=modeladmin.model._meta, original=obj, object=obj,
+                has_change_permission=modeladmin.has_change_permission(request, obj), **extra)
+
+
+def _editing(request) -> bool:
+    """The usual change form is wanted: the page's "Edit" link (``?edit=1``) or that form's POST."""
+    return request.method == "POST" or "edit" in request.GET
+
+
 def _progress_bar(job: Job) -> str:
     pct = 100 * job.processed / job.total if job.total else (100 if job.is_terminal else 0)
     colour = {"failed": "#ba2121", "cancelled": "#999"}.get(job.status, "#417690")
     return format_html(
-        '<div title="{} done, {} failed of {}" style="width:120px;background:#eee;border-radius:3px">'
+        '<div title="{} done, {} failed of {}" style="width:80px;background:#eee;border-radius:3px">'
         '<div style="width:{}%;background:{};height:10px;border-radius:3px"></div></div>{} / {}',
         job.done, job.failed, job.total, f"{pct:.0f}", colour, job.processed, job.total,
     )
@@ -74,16 +95,24 @@ class BatchAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "recording_count", "job_count", "created_at"]
     list_filter = ["created_at", "owner"]
     search_fields = ["name", "description"]
-    readonly_fields = ["jobs_table"]
-    exclude = ["recordings"]
+    fields = ["name", "description"]
     actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
     change_list_template = "admin/recognition/batch/change_list.html"
-    change_form_template = "admin/recognition/batch/change_form.html"
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """A batch is made by uploading its recordings: "Batches + Add" opens the upload page."""
+        return HttpResponseRedirect(reverse("admin:recognition_batch_upload"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
-        extra = {"review": review.batch_review(batch=obj)} if obj is not None else {}
-        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+        if obj is None or _editing(request):
+            return super().change_view(request, object_id, form_url, extra_context)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        context = _page_context(self, request, obj, title=f"Batch: {obj.name}", overview=review.batch_overview(batch=obj),
+                                review=review.batch_review(batch=obj), page_jobs=self.PAGE_JOBS,
+                                default_classify=settings.DEFAULT_MODELS.get("classify"))
+        return TemplateResponse(request, "admin/recognition/batch/page.html", context)
 
     def recording_count(self, obj: Batch) -> int:
         return obj.recordings.count()
@@ -91,16 +120,30 @@ class BatchAdmin(admin.ModelAdmin):
     def job_count(self, obj: Batch) -> int:
         return obj.jobs.count()
 
-    @admin.display(description="Jobs")
-    def jobs_table(self, obj: Batch) -> str:
-        rows = [
-            (reverse("admin:recognition_job_change", args=[j.pk]), j.pk, j.kind, j.status, _progress_bar(j))
-            for j in obj.jobs.all()
-        ]
-        return format_html_join("", '<div><a href="{}">#{} {}</a> {} {}</div>', rows) or "No jobs yet."
-
     def get_urls(self):
-        return [path("upload/", self.admin_site.admin_view(self.upload_view), name="recognition_batch_upload")] + super().get_urls()
+        view = self.admin_site.admin_view
+        return [
+            path("upload/", view(self.upload_view), name="recognition_batch_upload"),
+            path("<int:object_id>/train/", view(self.train_view), name="recognition_batch_train"),
+            path("<int:object_id>/run/<str:kind>/", view(require_POST(self.run_view)), name="recognition_batch_run"),
+        ] + super().get_urls()
+
+    #: The jobs the batch page's buttons queue, with the default model where one applies.
+    PAGE_JOBS = ("classify", "embed", "features", "language", "transcribe")
+
+    def run_view(self, request, object_id: int, kind: str):
+        """The batch page's "Run" buttons: one job of ``kind`` over the batch (the owner only), then its page."""
+        batch = self.get_object(request, str(object_id))
+        if batch is None or kind not in self.PAGE_JOBS or not self.has_view_permission(request, batch) \
+                or batch.owner_id != request.user.pk:
+            raise Http404("No such batch.")
+        try:
+            job = services.job_submit(owner=batch.owner, kind=kind, batch=batch)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:recognition_batch_change", args=[batch.pk]))
+        self.message_user(request, f"Queued {kind} job #{job.pk} on '{batch.name}'.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
 
     def upload_view(self, request):
         """Upload many files or a zip plus an optional labels CSV; show what was rejected and why."""
@@ -119,6 +162,37 @@ class BatchAdmin(admin.ModelAdmin):
                 context.update(batch=batch, accepted=accepted, rejected=rejected)
                 self.message_user(request, f"Batch '{batch.name}': {len(accepted)} recordings stored, {len(rejected)} rejected.")
         return render(request, "admin/recognition/batch/upload.html", context)
+
+    def train_view(self, request, object_id: int):
+        """Train a model on the batch's labels, reviewed corrections winning: queues a train job (never trains here)."""
+        batch = self.get_object(request, str(object_id))
+        if batch is None or not self.has_view_permission(request, batch) or batch.owner_id != request.user.pk:
+            raise Http404("No such batch.")
+        recordings = list(batch.recordings.order_by("id"))
+        corrections = services.label_corrections(recordings=recordings, batch=batch)
+        labels: dict[str, int] = {}
+        for rec in recordings:
+            label = corrections.get(rec.pk) or rec.label
+            if label:
+                labels[label] = labels.get(label, 0) + 1
+        form = TrainForm(request.POST or None, labels=sorted(labels), initial={"name": f"{batch.name}-retrained"[:100]})
+        if request.method == "POST" and form.is_valid():
+            if len({form.cleaned_data["label_map"].get(k, k) for k in labels}) < 2:
+                form.add_error(None, "Training needs labelled recordings of at least two classes.")
+            else:
+                try:
+                    job = services.job_submit(owner=batch.owner, kind="train", batch=batch, params=form.params())
+                except ServiceError as exc:
+                    form.add_error(None, exc.message)
+                else:
+                    self.message_user(request, f"Queued train job #{job.pk} ({form.cleaned_data['family']}) on '{batch.name}'.",
+                                      messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
+        reviews = list(LabelReview.objects.filter(batch=batch))
+        context = _page_context(self, request, batch, title=f"Train a model on '{batch.name}'", form=form,
+                                labels=sorted(labels.items()), n_recordings=len(recordings), n_reviews=len(reviews),
+                                n_corrections=sum(1 for r in reviews if r.is_correction))
+        return TemplateResponse(request, "admin/recognition/batch/train.html", context)
 
     @admin.action(description="Run feature extraction on selected batches")
     def run_features(self, request, queryset):
@@ -149,15 +223,6 @@ class BatchAdmin(admin.ModelAdmin):
         _submit(self, request, "transcribe", batches=queryset)
 
 
-class ResultInline(admin.TabularInline):
-    model = RecordingResult
-    fields = ["job", "status", "error_code", "error_message"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-
 class HasTranscriptFilter(admin.SimpleListFilter):
     """Recordings whose transcript is known (reading models can score their pronunciation)."""
 
@@ -175,22 +240,134 @@ class HasTranscriptFilter(admin.SimpleListFilter):
         return queryset
 
 
+class BatchFilter(admin.SimpleListFilter):
+    """Recordings of one of the request user's batches (only their own batches are offered)."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request, model_admin):
+        return [(str(b.pk), b.name) for b in selectors.batch_list(user=request.user).order_by("name", "id")]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(batches__pk=int(self.value()), batches__owner=request.user)
+        return queryset
+
+
+class PredictedClassFilter(admin.SimpleListFilter):
+    """Recordings some classify job predicted as this class."""
+
+    title = "predicted class"
+    parameter_name = "predicted"
+
+    def lookups(self, request, model_admin):
+        classes = (Prediction.objects.filter(result__recording__owner=request.user).exclude(predicted_class="")
+                   .values_list("predicted_class", flat=True).distinct().order_by("predicted_class"))
+        return [(c, c) for c in classes]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(results__prediction__predicted_class=self.value()).distinct()
+        return queryset
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """Recordings with a prediction of this outcome (answered, withheld as uncertain, no speech)."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return Prediction.Outcome.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in Prediction.Outcome.values:
+            return queryset.filter(results__prediction__outcome=self.value()).distinct()
+        return queryset
+
+
+class ConfidenceFilter(admin.SimpleListFilter):
+    """Recordings with a prediction whose confidence (top calibrated probability) falls in a band."""
+
+    title = "confidence"
+    parameter_name = "confidence"
+    BANDS = {"low": (0.0, 0.6, "under 0.6"), "mid": (0.6, 0.8, "0.6 to 0.8"), "high": (0.8, 1.01, "0.8 and over")}
+
+    def lookups(self, request, model_admin):
+        return [(key, text) for key, (_, _, text) in self.BANDS.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.BANDS:
+            low, high, _ = self.BANDS[self.value()]
+            return queryset.filter(results__prediction__confidence__gte=low, results__prediction__confidence__lt=high).distinct()
+        return queryset
+
+
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
     list_display = ["original_filename", "owner", "label", "speaker", "format", "duration_s", "sample_rate", "created_at"]
-    list_filter = ["format", "label", HasTranscriptFilter, "sample_rate", "channels", "created_at", "owner"]
+    list_filter = [BatchFilter, "label", PredictedClassFilter, OutcomeFilter, ConfidenceFilter, HasTranscriptFilter,
+                   "format", "sample_rate", "channels", "created_at", "owner"]
     search_fields = ["original_filename", "label", "speaker", "sha256", "transcript"]
-    readonly_fields = ["player", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels", "file", "created_at"]
+    readonly_fields = ["player", "label", "owner", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels",
+                       "created_at"]
     fields = ["player", "original_filename", "owner", "label", "speaker", "transcript", "metadata", "sha256", "size_bytes",
               "format", "duration_s", "sample_rate", "channels", "created_at"]
-    inlines = [ResultInline]
     actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
-    change_form_template = "admin/recognition/recording/change_form.html"
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Recordings arrive as uploads (the form has no file field): "Recordings + Add" opens the upload page."""
+        return HttpResponseRedirect(reverse("admin:recognition_batch_upload"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
-        extra = {"review": review.recording_review(recording=obj)} if obj is not None else {}
-        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+        if obj is None or _editing(request):
+            return super().change_view(request, object_id, form_url, extra_context)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        batches = list(selectors.batch_list(user=obj.owner).filter(recordings=obj).order_by("-created_at", "-id"))
+        chosen = request.GET.get("batch", "")
+        batch = next((b for b in batches if str(b.pk) == chosen), batches[0] if batches else None)
+        context = _page_context(
+            self, request, obj, title=obj.original_filename, review=review.recording_review(recording=obj),
+            waveform=review.recording_waveform(recording=obj), batch=batch, batches=batches,
+            neighbours_in_batch=review.batch_neighbours(batch=batch, recording=obj) if batch else None,
+            label_form=LabelReviewForm(recording=obj, batch=batch),
+            label_reviews=obj.label_reviews.select_related("reviewer", "batch").order_by("-created_at", "-id")[:20],
+            can_review=obj.owner_id == request.user.pk,
+        )
+        return TemplateResponse(request, "admin/recognition/recording/page.html", context)
+
+    def get_urls(self):
+        label = path("<int:object_id>/label/", self.admin_site.admin_view(require_POST(self.label_view)),
+                     name="recognition_recording_label")
+        return [label] + super().get_urls()
+
+    def label_view(self, request, object_id: int):
+        """Confirm or correct a recording's label (the owner only); back to the recording, or on to the next one."""
+        rec = self.get_object(request, str(object_id))
+        if rec is None or not self.has_view_permission(request, rec) or rec.owner_id != request.user.pk:
+            raise Http404("No such recording.")
+        form = LabelReviewForm(request.POST, recording=rec)
+        url = reverse("admin:recognition_recording_change", args=[rec.pk])
+        if not form.is_valid():
+            self.message_user(request, "; ".join(e for errs in form.errors.values() for e in errs), messages.ERROR)
+            return HttpResponseRedirect(url)
+        batch = form.cleaned_data.get("batch")
+        try:
+            done = services.label_review_create(recording=rec, batch=batch, new_label=form.cleaned_data["label"],
+                                                reviewer=request.user)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(url)
+        verb = f"corrected from '{done.original_label or '(none)'}' to '{done.new_label}'" if done.is_correction else \
+            f"'{done.new_label}' confirmed"
+        self.message_user(request, f"{rec.original_filename}: label {verb}.", messages.SUCCESS)
+        following = request.POST.get("next", "")
+        if following.isdigit() and batch is not None and batch.recordings.filter(pk=int(following)).exists():
+            return HttpResponseRedirect(reverse("admin:recognition_recording_change", args=[int(following)]) + f"?batch={batch.pk}")
+        return HttpResponseRedirect(url + (f"?batch={batch.pk}" if batch else ""))
 
     @admin.display(description="Audio")
     def player(self, obj: Recording) -> str:
@@ -227,39 +404,76 @@ class RecordingAdmin(admin.ModelAdmin):
         _submit(self, request, "transcribe", recordings=list(queryset))
 
 
-class ChunkInline(admin.TabularInline):
-    model = JobChunk
-    fields = ["index", "status", "worker", "attempts", "timings", "error", "started_at", "finished_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+def _trained_model(job: Job) -> ModelVersion | None:
+    """The model version a finished train job registered (``params["trained_model"]``, ``name@version``)."""
+    name, _, version = str((job.params or {}).get("trained_model") or "").partition("@")
+    return ModelVersion.objects.filter(name=name, version=version).first() if name and version else None
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "progress", "model_version", "batch", "owner", "duration", "short_error", "created_at"]
+    list_display = ["id", "kind", "status", "progress", "model_used", "batch", "owner", "duration", "short_error", "created"]
     list_filter = ["status", "kind", "model_version", "created_at", "owner"]
     search_fields = ["id", "error", "batch__name"]
-    readonly_fields = ["kind", "status", "progress", "batch", "model_version", "params", "timings", "error",
-                       "created_at", "started_at", "finished_at", "owner", "total", "done", "failed"]
-    exclude = ["recordings", "report"]
-    inlines = [ChunkInline]
     actions = ["cancel_jobs", "retry_failed", "rerun"]
-    change_form_template = "admin/recognition/job/review_change_form.html"
 
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        """A job is a result: read on its report page, changed only by its actions (cancel, retry, re-run)."""
+        return False
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
-        extra = {}
-        if obj is not None:
-            extra = {"review": review.job_review(job=obj), "compare_candidates": review.job_compare_candidates(job=obj)}
-        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+        if obj is None:
+            return super().change_view(request, object_id, form_url, extra_context)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        candidates = list(review.job_compare_candidates(job=obj))
+        trained = _trained_model(obj) if obj.kind == Job.Kind.TRAIN else None
+        with_trained = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY,
+                                          model_version=trained).order_by("-created_at", "-id").first() \
+            if trained and obj.batch_id else None
+        # the old model's newest finished classify job on the batch: what the new model's job compares with
+        before = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY, status=Job.Status.SUCCEEDED,
+                                    created_at__lte=obj.created_at).exclude(model_version=trained).order_by("-created_at", "-id").first() \
+            if with_trained else None
+        context = _page_context(
+            self, request, obj, title=f"{obj.kind.capitalize()} job #{obj.pk}", review=review.job_review(job=obj),
+            compare_candidates=candidates, trained=trained, trained_card=review.model_card(model_version=trained, pictures=False)
+            if trained else None, params=review.scalar_rows(obj.params),
+            label_map=sorted(((obj.params or {}).get("label_map") or {}).items()),
+            classified_with_trained=with_trained, compare_before=before,
+            can_submit=obj.owner_id == request.user.pk,
+        )
+        return TemplateResponse(request, "admin/recognition/job/report.html", context)
 
     def get_urls(self):
-        compare = path("<int:object_id>/compare/", self.admin_site.admin_view(self.compare_view), name="recognition_job_compare")
-        return [compare] + super().get_urls()
+        view = self.admin_site.admin_view
+        return [
+            path("<int:object_id>/compare/", view(self.compare_view), name="recognition_job_compare"),
+            path("<int:object_id>/classify-trained/", view(require_POST(self.classify_trained_view)),
+                 name="recognition_job_classify_trained"),
+        ] + super().get_urls()
+
+    def classify_trained_view(self, request, object_id: int):
+        """Classify a train job's batch with the model it trained, to compare with the batch's earlier classify jobs."""
+        job = self.get_object(request, str(object_id))
+        if job is None or not self.has_view_permission(request, job) or job.owner_id != request.user.pk:
+            raise Http404("No such job.")
+        trained = _trained_model(job)
+        if trained is None or job.batch is None:
+            self.message_user(request, "This job trained no model on a batch.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
+        try:
+            new = services.job_submit(owner=job.owner, kind="classify", batch=job.batch, model=str(trained),
+                                      params={"label_map": job.params["label_map"]} if job.params.get("label_map") else None)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
+        self.message_user(request, f"Queued classify job #{new.pk} on '{job.batch}' with {trained}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[new.pk]))
 
     def compare_view(self, request, object_id: int):
         """Two classify jobs of one owner side by side (``?other=<job id>``): accuracy of each, what changed."""
@@ -282,13 +496,24 @@ class JobAdmin(admin.ModelAdmin):
     def progress(self, obj: Job) -> str:
         return _progress_bar(obj)
 
+    @admin.display(description="Model", ordering="model_version__name")
+    def model_used(self, obj: Job) -> str:
+        """``name@version``, allowed to wrap before the version so the column stays narrow."""
+        mv = obj.model_version
+        return format_html("{}<wbr>@{}", mv.name, mv.version) if mv else "-"
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Job) -> str:
+        return format_html('<span title="{}">{}</span>', obj.created_at.isoformat(timespec="seconds"),
+                           obj.created_at.strftime("%Y-%m-%d %H:%M"))
+
     @admin.display(description="Duration")
     def duration(self, obj: Job) -> str:
         return f"{obj.duration_s:.1f} s" if obj.duration_s is not None else "-"
 
     @admin.display(description="Error")
     def short_error(self, obj: Job) -> str:
-        return (obj.error[:80] + "...") if len(obj.error) > 80 else obj.error
+        return (obj.error[:60] + "...") if len(obj.error) > 60 else obj.error
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
@@ -323,8 +548,27 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "version", "family", "task", "is_default", "installed", "headline", "margin", "created_at"]
     list_filter = ["task", "family", "is_default"]
     search_fields = ["name", "version", "sha256"]
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
     actions = ["make_default"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # models are registered by training or by shipped checkpoints, never typed in
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a trained model is a result: its page is its card; "make default" is an action
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            return super().change_view(request, object_id, form_url, extra_context)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        from recognition.services.models import model_version_problem
+
+        trained_by = Job.objects.filter(kind=Job.Kind.TRAIN, owner=request.user,
+                                        params__trained_model=str(obj)).select_related("batch").first()
+        context = _page_context(self, request, obj, title=f"Model {obj}", card=review.model_card(model_version=obj),
+                                problem=model_version_problem(obj), trained_by=trained_by)
+        return TemplateResponse(request, "admin/recognition/modelversion/card.html", context)
 
     @admin.display(description="Balanced acc. (test)")
     def headline(self, obj: ModelVersion) -> str:

@@ -1,5 +1,11 @@
 """Admin forms."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
 from django import forms
+from django.conf import settings
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -42,4 +48,86 @@ class ModelChoiceForm(forms.Form):
         super().__init__(*args, **kwargs)
         versions = selectors.model_list(user=user).filter(task=task).order_by("name", "-created_at")
         self.fields["model"].queryset = versions
-        self.fields["model"].initial = versions.filter(is_default=True).first()
+        defaults = versions.filter(is_default=True)
+        # the model the plain action runs (settings.DEFAULT_MODELS), not the first default by name
+        self.fields["model"].initial = (defaults.filter(name=settings.DEFAULT_MODELS.get(task, "")).first()
+                                        or defaults.first())
+
+
+class LabelReviewForm(forms.Form):
+    """Confirm a recording's label or correct it: a label of its batch (or any typed one)."""
+
+    label = forms.CharField(max_length=100, required=False, help_text="The same label confirms it; another corrects it.")
+    other_label = forms.CharField(max_length=100, required=False)
+    batch = forms.ModelChoiceField(queryset=None, required=False, widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        # a label button sends ``label``; the text box (and Enter in it) sends ``other_label``
+        data["label"] = (data.get("label") or data.get("other_label") or "").strip()
+        if not data["label"]:
+            raise forms.ValidationError("Choose or type a label.")
+        return data
+
+    def __init__(self, *args, recording, batch=None, **kwargs) -> None:
+        from recognition import selectors
+
+        super().__init__(*args, **kwargs)
+        self.fields["batch"].queryset = selectors.batch_list(user=recording.owner).filter(recordings=recording)
+        self.fields["label"].initial = recording.label
+        self.fields["batch"].initial = batch.pk if batch else None
+        known = set(recording.owner.recordings.exclude(label="").values_list("label", flat=True).distinct())
+        self.known_labels = sorted(known | ({recording.label} if recording.label else set()))
+
+
+def _family_choices() -> list[tuple[str, str]]:
+    from workers.pipeline.training import TRAINABLE_FAMILIES
+
+    notes = {"whisper_probe": "whisper_probe (recommended: frozen Whisper encoder + logistic head)"}
+    ordered = sorted(TRAINABLE_FAMILIES, key=lambda f: (f != "whisper_probe", f))
+    return [(f, notes.get(f, f)) for f in ordered]
+
+
+class TrainForm(forms.Form):
+    """The admin's train page: which family, how labels map to classes, the new model's name."""
+
+    family = forms.ChoiceField(choices=_family_choices)
+    label_map = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
+        help_text="Optional, one per line: <code>batch label = class</code> (e.g. <code>native_english = native</code>). "
+                  "Labels not listed are classes as they are.",
+    )
+    name = forms.CharField(max_length=100, help_text="The new model's name; its version is the time it was trained.")
+    epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="Optional; the family's default otherwise.")
+
+    def __init__(self, *args, labels: list[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels = list(labels)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise forms.ValidationError("Use letters, digits, '.', '_' and '-' only.")
+        return name
+
+    def clean_label_map(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for n, line in enumerate((self.cleaned_data.get("label_map") or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            source, sep, target = line.partition("=")
+            if not sep or not source.strip() or not target.strip():
+                raise forms.ValidationError(f"Line {n}: write 'batch label = class'.")
+            if self.labels and source.strip() not in self.labels:
+                raise forms.ValidationError(f"Line {n}: '{source.strip()}' is not a label of this batch ({', '.join(self.labels)}).")
+            out[source.strip()] = target.strip()
+        return out
+
+    def params(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        params: dict[str, Any] = {"family": data["family"], "name": data["name"]}
+        if data.get("label_map"):
+            params["label_map"] = data["label_map"]
+        if data.get("epochs"):
+            params["epochs"] = data["epochs"]
+        return params

@@ -343,3 +343,30 @@ class Transcript(models.Model):
     params = models.JSONField(default=dict, help_text="language (forced or null), beam_size, vad_filter")
     model_name = models.CharField(max_length=200, help_text="The Whisper model folder's name")
     model_sha256 = models.CharField(max_length=64, help_text="sha256 of its model.bin")
+
+
+class LabelReview(models.Model):
+    """A reviewer's verdict on one recording's label: confirmed (same label) or corrected.
+
+    Rows are never edited: each review is a new row, so who changed what and when is kept, and
+    ``original_label`` is the label the reviewer saw. The newest review of a recording (for its
+    batch) is the label a train job uses (:func:`recognition.services.labels.label_corrections`).
+    """
+
+    recording = models.ForeignKey(Recording, on_delete=models.CASCADE, related_name="label_reviews")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="label_reviews")
+    original_label = models.CharField(max_length=100, blank=True)
+    new_label = models.CharField(max_length=100)
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="label_reviews")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        verb = "confirmed" if self.is_correction is False else f"{self.original_label or '(none)'} -> {self.new_label}"
+        return f"{self.recording}: {verb}"
+
+    @property
+    def is_correction(self) -> bool:
+        return self.new_label != self.original_label

@@ -32,12 +32,18 @@ BATCH_REPORT_LIMIT = 5
 # ---------------------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float):
+#: Fixed margins (figure fractions) of the recording page's time plots, so the waveform, the
+#: spectrogram and every window timeline share one time axis on the page.
+TIME_AXIS_MARGINS = {"left": 0.085, "right": 0.8}
+TIME_PLOT_WIDTH = 8.0
+
+
+def _figure(width: float, height: float, *, layout: str | None = "constrained"):
     """A matplotlib Figure on an Agg canvas (no pyplot, no global figure registry)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -130,7 +136,8 @@ def window_timeline_png(windows: Sequence[Mapping[str, Any]], labels: Sequence[s
     labels : sequence of str, optional
         Class order (and colours); the first window's keys when omitted.
     """
-    fig = _figure(7.0, 2.4)
+    fig = _figure(TIME_PLOT_WIDTH, 2.4, layout=None)
+    fig.subplots_adjust(bottom=0.2, top=0.95, **TIME_AXIS_MARGINS)
     ax = fig.add_subplot()
     if not windows:
         ax.text(0.5, 0.5, "no windows (not enough speech)", ha="center", va="center", transform=ax.transAxes)
@@ -151,6 +158,75 @@ def window_timeline_png(windows: Sequence[Mapping[str, Any]], labels: Sequence[s
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _png(fig)
+
+
+def waveform_png(samples: np.ndarray, sample_rate: int, *, duration_s: float | None = None) -> bytes:
+    """Waveform above a log-magnitude spectrogram (0-8 kHz), on the window timelines' time axis.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono audio, shape ``[time]``.
+    sample_rate : int
+        Its rate in Hz.
+    duration_s : float, optional
+        The x range (the recording's length); the samples' length when omitted.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    end = float(duration_s or len(x) / sample_rate or 1.0)
+    fig = _figure(TIME_PLOT_WIDTH, 3.4, layout=None)
+    fig.subplots_adjust(bottom=0.14, top=0.96, hspace=0.08, **TIME_AXIS_MARGINS)
+    wave, spec = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.6])
+    step = max(1, len(x) // 4000)  # the envelope of at most ~4000 columns
+    if len(x):
+        n = len(x) // step * step
+        blocks = x[:n].reshape(-1, step) if n else x.reshape(1, -1)
+        t = (np.arange(len(blocks)) * step + step / 2) / sample_rate
+        wave.fill_between(t, blocks.min(axis=1), blocks.max(axis=1), color="#2b5d7d", linewidth=0.4, edgecolor="#2b5d7d")
+    wave.set_ylabel("wave")
+    wave.set_xlim(0, end)
+    nfft = 512
+    if len(x) >= nfft:
+        hop = 160
+        frames = np.lib.stride_tricks.sliding_window_view(x, nfft)[::hop] * np.hanning(nfft).astype(np.float32)
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        db = 10 * np.log10(power.T + 1e-10)
+        top = int(min(8000, sample_rate / 2) / (sample_rate / nfft))
+        first = nfft / 2 / sample_rate  # frame centres
+        extent = (first, first + len(frames) * hop / sample_rate, 0, top * sample_rate / nfft / 1000)
+        spec.imshow(db[: top + 1], origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(), extent=extent)
+    spec.set_ylabel("kHz")
+    spec.set_xlabel("time (s)")
+    spec.set_xlim(0, end)
+    return _png(fig)
+
+
+def risk_coverage_png(curve: Mapping[str, Sequence[Any]], *, coverage: float | None = None,
+                      risk_accepted: float | None = None) -> bytes:
+    """Risk-coverage curve: error rate of the ``k`` most confident answers against their share.
+
+    Parameters
+    ----------
+    curve : mapping
+        The report's ``selective["curve"]``: ``coverage`` and ``risk``, each ``[K]``.
+    coverage, risk_accepted : float, optional
+        The job's own operating point (answers given ``ok``), marked on the curve.
+    """
+    x = np.asarray([np.nan if v is None else v for v in curve.get("coverage") or []], dtype=np.float64)
+    y = np.asarray([np.nan if v is None else v for v in curve.get("risk") or []], dtype=np.float64)
+    fig = _figure(4.6, 3.4)
+    ax = fig.add_subplot()
+    if len(x):
+        ax.step(x, y, where="post", color="#417690", linewidth=1.6, label="answer only the most confident")
+    if coverage is not None and risk_accepted is not None:
+        ax.scatter([coverage], [risk_accepted], color="#ba2121", s=40, zorder=3, label="this job's accepted answers")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, max(0.05, float(np.nanmax(y)) * 1.15) if len(y) and not np.isnan(y).all() else 1)
+    ax.set_xlabel("coverage (share of recordings answered)")
+    ax.set_ylabel("risk (error rate)")
+    ax.set_title("Risk-coverage")
+    ax.legend(fontsize=8, loc="upper left")
     return _png(fig)
 
 
@@ -401,9 +477,34 @@ def job_compare_candidates(*, job: Job) -> QuerySet[Job]:
 def _ci_text(report: Mapping[str, Any], metric: str) -> str:
     ci = (report.get("ci") or {}).get(metric) or {}
     if ci.get("low") is None or ci.get("high") is None:
-        reason = (report.get("ci") or {}).get("reason")
-        return f"no CI: {reason}" if reason else ""
+        reason = ci.get("reason") or (report.get("ci") or {}).get("reason")
+        if reason or ci:
+            return f"no CI: {reason or 'cannot be estimated'}"
+        return ""
     return f"95% CI {ci['low']:.3f} to {ci['high']:.3f}, bootstrap over {report['ci'].get('n_units')} {report['ci'].get('unit')}s"
+
+
+def _per_corpus_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report's ``per_corpus`` as rows, each with its balanced accuracy's interval text."""
+    rows = []
+    for corpus, rep in sorted((report.get("per_corpus") or {}).items()):
+        roc = rep.get("roc_auc")
+        rows.append({"corpus": corpus, "n": rep.get("n"), "speakers": rep.get("n_speakers"),
+                     "balanced_accuracy": rep.get("balanced_accuracy"), "accuracy": rep.get("accuracy"),
+                     "macro_f1": rep.get("macro_f1"), "roc_auc": roc.get("value") if isinstance(roc, dict) else roc,
+                     "ci": _ci_text(rep, "balanced_accuracy")})
+    return rows
+
+
+def _selective(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What withholding unsure answers did, for the page: the report's ``selective`` less its curve."""
+    sel = report.get("selective")
+    if not sel:
+        return None
+    return {"n": sel.get("n"), "n_accepted": sel.get("n_accepted"), "coverage": sel.get("coverage"),
+            "accuracy_accepted": sel.get("accuracy_accepted"), "accuracy_all": sel.get("accuracy_all"),
+            "risk_accepted": sel.get("risk_accepted"), "aurc": sel.get("aurc"), "threshold": sel.get("threshold"),
+            "abstained": sel.get("abstained") or {}}
 
 
 def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
@@ -436,12 +537,20 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
             "coverage": (report.get("selective") or {}).get("coverage"),
             "accuracy_accepted": (report.get("selective") or {}).get("accuracy_accepted"),
             "per_class": [dict(label=label, **values) for label, values in (report.get("per_class") or {}).items()],
+            "per_corpus": _per_corpus_rows(report),
+            "selective": _selective(report),
+            "accuracy_ci": _ci_text(report, "accuracy"),
+            "macro_f1_ci": _ci_text(report, "macro_f1"),
         }
         if pictures:
             cm = report["confusion_matrix"]
             review["confusion_matrix_uri"] = data_uri(confusion_matrix_png(cm["labels"], cm["matrix"]))
             if report.get("reliability"):
                 review["reliability_uri"] = data_uri(reliability_png(report["reliability"], ece=report.get("ece")))
+            sel = report.get("selective") or {}
+            if (sel.get("curve") or {}).get("coverage"):
+                review["risk_coverage_uri"] = data_uri(risk_coverage_png(
+                    sel["curve"], coverage=sel.get("coverage"), risk_accepted=sel.get("risk_accepted")))
         review["wrong_or_unsure"] = job_wrong_or_unsure(job=job)
     if job.kind == Job.Kind.EMBED and job.status == Job.Status.SUCCEEDED and pictures:
         try:
@@ -524,10 +633,11 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
     """
     predictions = (
         Prediction.objects.filter(result__recording=recording)
-        .select_related("result__job", "model_version").order_by("-result__job__created_at", "-id")[:limit]
+        .select_related("result__job__model_version", "model_version").order_by("-result__job__created_at", "-id")[:limit]
     )
     timelines = [
         {"job": p.result.job, "model": f"{p.model_version.name}@{p.model_version.version}", "outcome": p.outcome,
+         "truth": _truth(p.result.job, recording),
          "predicted": p.predicted_class, "confidence": p.confidence, "reading": p.reading,
          "uri": data_uri(window_timeline_png(p.windows, list(p.model_version.labels) or None))}
         for p in predictions
@@ -540,3 +650,165 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
     languages, transcripts = _whisper_reviews(recording, limit)
     return {"timelines": timelines, "neighbours": [{"recording": r, "similarity": s} for r, s in pairs], "neighbours_note": note,
             "languages": languages, "transcripts": transcripts}
+
+
+# ---------------------------------------------------------------------------------------------
+# The model page: a model version's card from its stored metrics (no raw predictions, no paths)
+# ---------------------------------------------------------------------------------------------
+
+
+def _paired_text(d: Mapping[str, Any] | None) -> str:
+    if not d or d.get("difference") is None:
+        return "-"
+    if d.get("low") is None:
+        return f"{d['difference']:+.3f} (no interval: {d.get('reason') or 'cannot be estimated'})"
+    text = f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
+    if d.get("share_not_better") is not None:
+        text += f"; not better in {100 * d['share_not_better']:.0f} % of draws"
+    return text
+
+
+def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """Top-level scalar settings of a mapping, never a path (strings with a slash are left out)."""
+    out = []
+    for key, value in sorted((values or {}).items()):
+        if isinstance(value, float):
+            out.append((key, f"{value:.4g}"))
+        elif isinstance(value, (bool, int)) or (isinstance(value, str) and "/" not in value):
+            out.append((key, value))
+        elif isinstance(value, list) and len(value) <= 8 and all(isinstance(v, (int, float, str)) and "/" not in str(v) for v in value):
+            out.append((key, ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)))
+    return out
+
+
+def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
+    """A model version's card for the admin: what it is, how it was calibrated, on what data it was
+    trained, its test results (overall, per class, per corpus, references) and its licence.
+
+    Read from ``metrics``, ``calibration``, ``training_data`` and ``hyperparameters``. The list of
+    test predictions and every server path (checkpoint, data source, cache) are left out.
+    """
+    from workers.pipeline.train_report import CONFOUNDS, LICENCE_NOTE, REFERENCE_NAMES
+
+    mv = model_version
+    metrics = mv.metrics or {}
+    test, val = metrics.get("test") or {}, metrics.get("val") or {}
+    data = mv.training_data or {}
+    labels = list(mv.labels or [])
+    # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch
+    shipped = not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or "")
+    splits = [
+        {"split": name, "items": v.get("items"), "speakers": v.get("speakers"),
+         "counts": [(data.get("class_counts") or {}).get(name, {}).get(c, 0) for c in labels]}
+        for name, v in (data.get("splits") or {}).items()
+    ]
+    card: dict[str, Any] = {
+        "summary": [("family", mv.family), ("task", mv.task), ("classes", ", ".join(labels) or "-"),
+                    ("version", mv.version), ("default of its name", "yes" if mv.is_default else "no"),
+                    ("checkpoint sha256", mv.sha256 or "-"), ("code version", mv.code_version or "-"),
+                    ("registered", mv.created_at)],
+        "calibration": scalar_rows({k: v for k, v in (mv.calibration or {}).items() if k != "fusion"}),
+        "data": {"splits": splits, "labels": labels, "corpora": data.get("corpora") or [], "n_items": data.get("n_items"),
+                 "seconds": data.get("seconds"), "label_map": sorted(((data.get("config") or {}).get("label_map") or {}).items())},
+        "hyperparameters": scalar_rows(mv.hyperparameters),
+        "licence": (LICENCE_NOTE.replace("**", "") if shipped else
+                    "Trained in this service on its owner's uploaded recordings: the terms of those recordings apply "
+                    "to the weights.")
+        + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),
+        "confounds": [c.replace("`", "") for c in CONFOUNDS] if shipped else [],
+        "has_metrics": bool(test or val),
+    }
+    if test:
+        roc = test.get("roc_auc")
+        card["test"] = {
+            "n": test.get("n"), "balanced_accuracy": test.get("balanced_accuracy"), "ci": _ci_text(test, "balanced_accuracy"),
+            "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+            "roc_auc": roc.get("value") if isinstance(roc, dict) else roc,
+            "ece": test.get("ece"), "nll": test.get("nll"), "brier": test.get("brier"),
+            "per_class": [dict(label=label, **values) for label, values in (test.get("per_class") or {}).items()],
+            "per_corpus": _per_corpus_rows(test),
+        }
+        if pictures and test.get("confusion_matrix"):
+            cm = test["confusion_matrix"]
+            card["confusion_matrix_uri"] = data_uri(confusion_matrix_png(cm["labels"], cm["matrix"]))
+        if pictures and test.get("reliability"):
+            card["reliability_uri"] = data_uri(reliability_png(test["reliability"], ece=test.get("ece")))
+    if val:
+        card["val"] = {"n": val.get("n"), "balanced_accuracy": val.get("balanced_accuracy"), "accuracy": val.get("accuracy")}
+    card["references"] = [
+        {"name": REFERENCE_NAMES.get(name, name), "balanced_accuracy": rep.get("balanced_accuracy"),
+         "ci": _ci_text(rep, "balanced_accuracy"), "paired": _paired_text((rep.get("paired") or {}).get("all"))}
+        for name, rep in (metrics.get("references") or {}).items()
+    ]
+    fcv = metrics.get("fusion_cv") or {}
+    if fcv:
+        card["fusion_cv"] = {"folds": fcv.get("folds"), "window_model": (fcv.get("window_model_alone") or {}).get("overall"),
+                             "fused": (fcv.get("fused") or {}).get("overall"), "C": fcv.get("C")}
+    chosen = metrics.get("chosen") or {}
+    if chosen:
+        card["chosen"] = scalar_rows(chosen)
+    return card
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch page
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_overview(*, batch: Batch) -> dict[str, Any]:
+    """A batch's recordings (label, newest prediction, last review), label counts, predicted-class
+    counts of its newest classify job, its jobs and its label reviews."""
+    from recognition.models import LabelReview
+
+    recordings = list(batch.recordings.order_by("original_filename", "id"))
+    jobs = list(batch.jobs.select_related("model_version").order_by("-created_at", "-id"))
+    newest_classify = next((j for j in jobs if j.kind == Job.Kind.CLASSIFY and j.status == Job.Status.SUCCEEDED), None)
+    predicted: dict[int, Prediction] = {}
+    if newest_classify is not None:
+        predicted = {p.result.recording_id: p for p in _predictions(newest_classify)}
+    reviews: dict[int, LabelReview] = {}
+    for r in LabelReview.objects.filter(batch=batch).select_related("reviewer").order_by("created_at", "id"):
+        reviews[r.recording_id] = r
+    labels: dict[str, int] = {}
+    for rec in recordings:
+        labels[rec.label or "(unlabelled)"] = labels.get(rec.label or "(unlabelled)", 0) + 1
+    classes: dict[str, int] = {}
+    for p in predicted.values():
+        key = p.predicted_class or f"({p.outcome})"
+        classes[key] = classes.get(key, 0) + 1
+    total = len(recordings) or 1
+    return {
+        "recordings": [{"recording": rec, "prediction": predicted.get(rec.pk), "review": reviews.get(rec.pk)} for rec in recordings],
+        "labels": [{"label": k, "n": v, "share": 100 * v / total} for k, v in sorted(labels.items(), key=lambda kv: -kv[1])],
+        "classes": [{"label": k, "n": v, "share": 100 * v / total} for k, v in sorted(classes.items(), key=lambda kv: -kv[1])],
+        "newest_classify": newest_classify,
+        "jobs": jobs,
+        "n_corrected": sum(1 for r in reviews.values() if r.is_correction),
+        "n_reviewed": len(reviews),
+    }
+
+
+def recording_waveform(*, recording: Recording, max_seconds: float = 120.0) -> dict[str, Any]:
+    """The recording page's waveform and spectrogram: ``{"uri"}``, or ``{"note"}`` saying why there is none."""
+    from django.conf import settings
+
+    from workers.pipeline.audio import load_audio
+
+    if recording.duration_s and recording.duration_s > max_seconds:
+        return {"note": f"No waveform: the recording is longer than {max_seconds:g} s."}
+    try:
+        with recording.file.storage.open(recording.file.name, "rb") as fh:
+            decoded = load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=recording.format)
+    except Exception as exc:  # missing file, undecodable audio: the page still renders
+        return {"note": f"No waveform: {type(exc).__name__}: {exc}"}
+    return {"uri": data_uri(waveform_png(decoded.samples, settings.AUDIO_SAMPLE_RATE, duration_s=recording.duration_s))}
+
+
+def batch_neighbours(*, batch: Batch, recording: Recording) -> dict[str, Any]:
+    """The recordings before and after ``recording`` in its batch (by filename), for reviewing one after another."""
+    ids = list(batch.recordings.order_by("original_filename", "id").values_list("id", flat=True))
+    if recording.pk not in ids:
+        return {"previous": None, "next": None, "position": None, "total": len(ids)}
+    i = ids.index(recording.pk)
+    return {"previous": ids[i - 1] if i > 0 else None, "next": ids[i + 1] if i + 1 < len(ids) else None,
+            "position": i + 1, "total": len(ids)}

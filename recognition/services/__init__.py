@@ -20,6 +20,10 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     result_store_prediction,
     result_store_transcript,
 )
+from recognition.services.labels import (  # noqa: F401
+    label_corrections,
+    label_review_create,
+)
 from recognition.services.models import (  # noqa: F401
     model_resolve,
     model_version_make_default,

@@ -31,11 +31,13 @@ def code_version() -> str:
         return ""
 
 
-def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None, batch=None) -> list:
+def training_items(recordings: list[Recording], *, label_map: dict[str, str] | None = None, batch=None,
+                   corrections: dict[int, str] | None = None) -> list:
     """``TrainItem``s for labelled recordings: decoded from storage by key when the trainer asks.
 
     With ``batch``, each recording's label and speaker are the ones that batch gave it
-    (``BatchMember``), not whatever another upload of the same file said."""
+    (``BatchMember``), not whatever another upload of the same file said; ``corrections``
+    (``{recording id: label}``, from reviews) win over both; ``label_map`` then applies."""
     from workers.pipeline.audio import load_audio
     from workers.pipeline.data import TrainItem
 
@@ -45,11 +47,12 @@ def training_items(recordings: list[Recording], *, label_map: dict[str, str] | N
                 return load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=rec.format).samples
         return load
 
-    label_map = label_map or {}
+    label_map, corrections = label_map or {}, corrections or {}
     own = batch_labels(batch=batch) if batch is not None else {}
     items = []
     for r in recordings:
         label, speaker = own.get(r.pk, (r.label, r.speaker))
+        label = corrections.get(r.pk) or label
         if label:
             items.append(TrainItem(loader(r), label_map.get(label, label), speaker or f"recording-{r.pk}",
                                    corpus=str(r.metadata.get("corpus", "")), key=f"recording-{r.sha256}",
@@ -75,7 +78,10 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
         return existing
     params = job.params
     recordings = list(job.recordings.order_by("id"))
-    items = training_items(recordings, label_map=params.get("label_map"), batch=job.batch)
+    from recognition.services.labels import label_corrections
+
+    corrections = label_corrections(recordings=recordings, batch=job.batch)
+    items = training_items(recordings, label_map=params.get("label_map"), batch=job.batch, corrections=corrections)
     name = model_name_check(params.get("name") or f"batch-{job.batch_id or job.pk}-{params.get('family', 'speaker_head')}",
                             owner=job.owner)
     version = timezone.now().strftime("%Y%m%d-%H%M%S")

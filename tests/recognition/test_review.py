@@ -237,7 +237,7 @@ def test_admin_review_pages(staff_client, two_model_jobs, embedded):
     page = staff_client.get(f"/admin/recognition/batch/{batch.pk}/change/").content.decode()
     assert page.count('alt="confusion matrix"') == 2 and 'alt="reliability diagram"' in page
     assert "<td>non_native</td>" in page and f'src="/media/recordings/{recs[1].pk}/"' in page
-    assert f'href="/admin/recognition/recording/{recs[3].pk}/change/"' in page
+    assert f'href="/admin/recognition/recording/{recs[3].pk}/change/?batch={batch.pk}"' in page
     assert 'alt="embedding projection"' in staff_client.get(f"/admin/recognition/batch/{embedded[0].pk}/change/").content.decode()
 
     page = staff_client.get(f"/admin/recognition/job/{a.pk}/change/").content.decode()
