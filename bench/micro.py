@@ -170,8 +170,8 @@ def batch_table(
                     out[:] = classify_batch(loaded, signals, vad=False, batch_size=bs, autocast=ac)
 
                 dt = _best(run, repeat)
-                n_win = sum(r["n_windows"] for r in out)
-                fwd = sum(r["timings"]["forward"] for r in out)
+                n_win = sum(r.n_windows for r in out)
+                fwd = sum(r.timings["forward"] for r in out)
                 rows.append(
                     {
                         "threads": n,
@@ -194,9 +194,9 @@ def bf16_agreement(loaded, clips: Sequence[Clip], signals: Sequence[np.ndarray])
     a = classify_batch(loaded, signals, vad=False, batch_size=16)
     b = classify_batch(loaded, signals, vad=False, batch_size=16, autocast=True)
     first = loaded.spec.labels[0]
-    same = [x["predicted_class"] == y["predicted_class"] for x, y in zip(a, b, strict=True)]
-    dp = [abs(x["probabilities"][first] - y["probabilities"][first]) for x, y in zip(a, b, strict=True)]
-    labelled = [(c.label, x["predicted_class"], y["predicted_class"]) for c, x, y in zip(clips, a, b, strict=True) if c.label]
+    same = [x.predicted_class == y.predicted_class for x, y in zip(a, b, strict=True)]
+    dp = [abs(x.probabilities[first] - y.probabilities[first]) for x, y in zip(a, b, strict=True)]
+    labelled = [(c.label, x.predicted_class, y.predicted_class) for c, x, y in zip(clips, a, b, strict=True) if c.label]
     out = {"n": len(same), "agreement": float(np.mean(same)), "max_abs_dp": float(np.max(dp)), "mean_abs_dp": float(np.mean(dp))}
     if labelled:
         labels = sorted({t for t, _, _ in labelled})

@@ -89,7 +89,7 @@ def service_vs_naive(loaded, signals: list[np.ndarray], autocast: bool) -> list[
     naive, t_naive = _timed(lambda: [naive_one(x) for x in signals])
     torch.set_num_threads(1)
     labels = list(loaded.spec.labels)
-    agree = np.mean([labels[a] == r["predicted_class"] for a, r in zip(naive, ours, strict=True)])
+    agree = np.mean([labels[a] == r.predicted_class for a, r in zip(naive, ours, strict=True)])
     return [
         "| path | threads | seconds | x real time |",
         "|---|---|---|---|",

@@ -250,7 +250,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
             )
         t = time.perf_counter()
         for (rec, _), outcome in zip(decoded, outcomes, strict=True):
-            stage = outcome.get("timings") or {}
+            stage = outcome.timings
             for key, seconds in stage.items():
                 timings[key] += seconds
             if job.kind == Job.Kind.CLASSIFY:
@@ -258,9 +258,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
                 services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage,
                                                  transcript=said, transcript_model=said_by)
             else:
-                services.result_store_embedding(
-                    job=job, recording=rec, vector=outcome["vector"], windows=outcome.get("windows"), timings=stage
-                )
+                services.result_store_embedding(job=job, recording=rec, outcome=outcome, timings=stage)
         timings["store"] += time.perf_counter() - t
 
     _run_chunk(self, chunk_id, process)

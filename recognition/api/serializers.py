@@ -335,7 +335,10 @@ class PredictRequestSerializer(serializers.Serializer):
 class PredictResponseSerializer(serializers.Serializer):
     predicted_class = serializers.CharField(allow_null=True)
     confidence = serializers.FloatField(allow_null=True)
-    all_predictions = serializers.DictField(child=serializers.FloatField())
+    probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Calibrated class probabilities")
+    probabilities_raw = serializers.DictField(child=serializers.FloatField(), help_text="Uncalibrated (softmax) probabilities")
+    all_predictions = serializers.DictField(child=serializers.FloatField(),
+                                            help_text="Deprecated alias of probabilities, for old Flask / Gradio clients")
     calibrated = serializers.BooleanField()
     outcome = serializers.ChoiceField(choices=["ok", "uncertain", "insufficient_speech"])
     windows = serializers.ListField(child=serializers.DictField())

@@ -10,7 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -35,6 +35,9 @@ from recognition.models import (
     RecordingResult,
     Transcript,
 )
+
+if TYPE_CHECKING:
+    from workers.pipeline.inference import ClassifyOutcome, EmbedOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -363,22 +366,17 @@ def result_store_features(
     return result
 
 
-def result_store_prediction(*, job: Job, recording: Recording, outcome: dict, timings: dict,
+def result_store_prediction(*, job: Job, recording: Recording, outcome: ClassifyOutcome, timings: dict,
                             transcript: dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
-    """Store a prediction; ``transcript`` (with ``transcript_model``) is the Whisper transcript a
+    """Store a prediction: the row's fields are ``outcome.api_dict()``, the same keys ``/predict``
+    answers with. ``transcript`` (with ``transcript_model``) is the Whisper transcript a
     ``"transcript": "auto"`` job made for this recording and fed to the reading model."""
     mv = job.model_version
+    fields = outcome.api_dict()
+    fields["predicted_class"] = fields["predicted_class"] or ""
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
-        Prediction.objects.create(
-            result=result, model_version=mv, checkpoint_sha256=mv.sha256,
-            outcome=outcome["outcome"], predicted_class=outcome.get("predicted_class") or "",
-            confidence=outcome.get("confidence"), probabilities=outcome.get("probabilities") or {},
-            probabilities_raw=outcome.get("probabilities_raw") or {}, window_share=outcome.get("window_share") or {},
-            agreement=outcome.get("agreement"), speech_fraction=outcome.get("speech_fraction"),
-            windows=outcome.get("windows") or [],
-            reading={**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
-        )
+        Prediction.objects.create(result=result, model_version=mv, checkpoint_sha256=mv.sha256, **fields)
         if transcript is not None and transcript_model is not None:
             _transcript_row(result, transcript, transcript_model).save()
     return result
@@ -415,13 +413,17 @@ def result_store_transcript(*, job: Job, recording: Recording, transcript: dict,
     return result
 
 
-def result_store_embedding(*, job: Job, recording: Recording, vector: list[float], windows: list | None, timings: dict) -> RecordingResult:
+def result_store_embedding(*, job: Job, recording: Recording, outcome: EmbedOutcome, timings: dict) -> RecordingResult:
+    """Store an embedding (``outcome.vector``, and ``outcome.windows`` when per-window vectors were asked for)."""
     mv = job.model_version
+    vector = outcome.vector
+    if vector is None:  # embed_batch gives no vector only for an empty signal, which decoding refuses
+        raise ValueError("an empty recording has no embedding")
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         Embedding.objects.create(
             result=result, recording=recording, model_version=mv, checkpoint_sha256=mv.sha256,
-            dim=len(vector), vector=[float(v) for v in vector], windows=windows or [],
+            dim=len(vector), vector=[float(v) for v in vector], windows=outcome.windows or [],
         )
     return result
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
 from django.core.files import File
@@ -20,6 +20,9 @@ from django.core.files.storage import default_storage
 from recognition.errors import ServiceError
 from recognition.models import ModelVersion
 from recognition.services.models import model_resolve
+
+if TYPE_CHECKING:
+    from workers.pipeline.inference import ClassifyOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +35,9 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     """Classify one upload on a worker (or, with ``task`` ``language`` / ``transcribe`` and that job
     kind's ``params``, run Whisper on it there) and return its answer.
 
-    Returns ``{"predicted_class", "confidence", "all_predictions", "calibrated", "outcome",
-    "windows", "model", "worker", ...}``; raises ``ServiceError`` with the audio error code for bad
-    input, ``too_long`` (400) past ``PREDICT_MAX_DURATION_S``, ``predict_timeout`` (503) when no
+    Returns :func:`predict_response`'s ``{"outcome", "predicted_class", "confidence", "probabilities",
+    "probabilities_raw", ..., "calibrated", "model", "worker", ...}``; raises ``ServiceError`` with
+    the audio error code for bad input, ``too_long`` (400) past ``PREDICT_MAX_DURATION_S``, ``predict_timeout`` (503) when no
     worker answered within ``PREDICT_TIMEOUT_S``.
     """
     from recognition.ops import broker_redis
@@ -118,23 +121,30 @@ def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None,
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
     (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
                                 **runtime.window_params(loaded))
+    return predict_response(outcome, mv=mv, calibrated=bool(loaded.calibration), duration_s=audio.duration_s,
+                            decode_s=decode_s)
+
+
+def predict_response(outcome: ClassifyOutcome, *, mv: ModelVersion, calibrated: bool, duration_s: float,
+                     decode_s: float) -> dict:
+    """The ``/predict`` answer: ``outcome.api_dict()`` (the keys a job's prediction has in
+    ``results/``) plus ``calibrated``, ``threshold``, ``duration_s``, ``model``, ``checkpoint_sha256``
+    and ``timings``.
+
+    ``all_predictions`` / ``all_predictions_raw`` repeat ``probabilities`` / ``probabilities_raw``
+    for the old Flask / Gradio clients; they are deprecated and will go: read ``probabilities``.
+    """
+    body = outcome.api_dict()
     return {
-        "predicted_class": outcome.get("predicted_class"),
-        "confidence": outcome.get("confidence"),
-        "all_predictions": outcome.get("probabilities") or {},
-        "all_predictions_raw": outcome.get("probabilities_raw") or {},
-        "calibrated": bool(loaded.calibration),
-        "outcome": outcome["outcome"],
-        "threshold": outcome.get("threshold"),
-        "window_share": outcome.get("window_share") or {},
-        "agreement": outcome.get("agreement"),
-        "speech_fraction": outcome.get("speech_fraction"),
-        "windows": outcome.get("windows") or [],
-        "reading": {**outcome["reading"], "fused": bool(outcome.get("fused"))} if outcome.get("reading") else None,
-        "duration_s": round(audio.duration_s, 3),
+        **body,
+        "all_predictions": dict(body["probabilities"]),  # deprecated alias of probabilities
+        "all_predictions_raw": dict(body["probabilities_raw"]),  # deprecated alias of probabilities_raw
+        "calibrated": calibrated,
+        "threshold": outcome.threshold,
+        "duration_s": round(duration_s, 3),
         "model": str(mv),
         "checkpoint_sha256": mv.sha256,
-        "timings": dict(outcome.get("timings") or {}, decode=decode_s),
+        "timings": dict(outcome.timings, decode=decode_s),
     }
 
 

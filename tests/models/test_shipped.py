@@ -43,7 +43,7 @@ def test_the_default_is_a_whisper_probe_on_the_bundled_encoder() -> None:
     assert saa >= 0.85 and side["metrics"]["references"]["speaker_encoder_logreg"]["paired"]["per_corpus"]["SAA"]["low"] > 0
     rng = np.random.default_rng(0)
     (res,) = classify_batch(loaded, [0.05 * rng.standard_normal(16000 * 3).astype(np.float32)], vad=False)
-    assert set(res["probabilities"]) == {"native", "non_native"} and sum(res["probabilities"].values()) == pytest.approx(1)
+    assert set(res.probabilities) == {"native", "non_native"} and sum(res.probabilities.values()) == pytest.approx(1)
 
 
 @needs_espeak
@@ -57,7 +57,7 @@ def test_the_default_reads_the_stella_passage_and_leaves_other_audio_to_its_wind
     x = espeak("Please call Stella. Ask her to bring these things with her from the store.")
     plain, read, other = classify_batch(loaded, [x, x, x], vad=False,
                                         transcripts=[None, passage, "The north wind and the sun were disputing."])
-    assert plain["reading"] is None and not plain["fused"]
-    assert read["fused"] and read["reading"]["words_read"] >= 7 and read["probabilities"] != plain["probabilities"]
-    assert not other["fused"] and other["probabilities"] == plain["probabilities"] and "passage" in other["reading"]["note"]
-    assert sum(read["probabilities"].values()) == pytest.approx(1.0)
+    assert plain.reading is None and not plain.fused
+    assert read.fused and read.reading["words_read"] >= 7 and read.probabilities != plain.probabilities
+    assert not other.fused and other.probabilities == plain.probabilities and "passage" in other.reading["note"]
+    assert sum(read.probabilities.values()) == pytest.approx(1.0)

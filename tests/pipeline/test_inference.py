@@ -13,7 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from workers.pipeline.inference import classify_batch, embed_batch, is_oom_error, window_spans
+from workers.pipeline.inference import (
+    ClassifyOutcome,
+    EmbedOutcome,
+    classify_batch,
+    embed_batch,
+    is_oom_error,
+    window_spans,
+)
 
 SR = 16000
 LABELS = ("native_english", "mandarin_l1", "other_l1")
@@ -163,37 +170,63 @@ def test_classify_shapes_keys_and_time_spans(loaded: FakeLoaded) -> None:
         "timings",
     }
     for x, res in zip(signals, out, strict=True):
-        assert keys <= set(res)
-        assert res["outcome"] in ("ok", "uncertain")
-        assert res["predicted_class"] in LABELS
-        assert set(res["probabilities"]) == set(LABELS)
-        assert sum(res["probabilities"].values()) == pytest.approx(1.0)
-        assert sum(res["window_share"].values()) == pytest.approx(1.0)
-        assert res["confidence"] == pytest.approx(max(res["probabilities"].values()))
-        assert res["agreement"] == pytest.approx(res["window_share"][res["predicted_class"]])
+        assert keys <= set(res.as_dict())
+        assert res.outcome in ("ok", "uncertain")
+        assert res.predicted_class in LABELS
+        assert set(res.probabilities) == set(LABELS)
+        assert sum(res.probabilities.values()) == pytest.approx(1.0)
+        assert sum(res.window_share.values()) == pytest.approx(1.0)
+        assert res.confidence == pytest.approx(max(res.probabilities.values()))
+        assert res.agreement == pytest.approx(res.window_share[res.predicted_class])
         spans = window_spans(len(x), SR, 1.0, 0.5) / SR
-        assert res["n_windows"] == len(spans) == len(res["windows"])
-        np.testing.assert_allclose([[w["start_s"], w["end_s"]] for w in res["windows"]], spans)
-        mean = np.mean([[w["probabilities"][lab] for lab in LABELS] for w in res["windows"]], axis=0)
-        np.testing.assert_allclose([res["probabilities"][lab] for lab in LABELS], mean, atol=1e-9)
-        assert set(res["timings"]) >= {"windowing", "vad", "forward", "aggregate"}
-        assert res["speech_fraction"] is None
+        assert res.n_windows == len(spans) == len(res.windows)
+        np.testing.assert_allclose([[w["start_s"], w["end_s"]] for w in res.windows], spans)
+        mean = np.mean([[w["probabilities"][lab] for lab in LABELS] for w in res.windows], axis=0)
+        np.testing.assert_allclose([res.probabilities[lab] for lab in LABELS], mean, atol=1e-9)
+        assert set(res.timings) >= {"windowing", "vad", "forward", "aggregate"}
+        assert res.speech_fraction is None
     # the 0.6 s signal is one padded window over its real 0.6 s
-    assert out[1]["windows"] == [{"start_s": 0.0, "end_s": 0.6, "probabilities": out[1]["windows"][0]["probabilities"]}]
+    assert out[1].windows == [{"start_s": 0.0, "end_s": 0.6, "probabilities": out[1].windows[0]["probabilities"]}]
     # all windows of all signals were packed into one batch
-    assert loaded.calls == [sum(r["n_windows"] for r in out)]
+    assert loaded.calls == [sum(r.n_windows for r in out)]
     import json
 
-    json.dumps(out, allow_nan=False)
+    json.dumps([r.as_dict() for r in out], allow_nan=False)
+
+
+def test_outcomes_are_typed_with_one_set_of_api_keys(loaded: FakeLoaded) -> None:
+    """classify_batch returns ClassifyOutcome: as_dict() is the old dict, api_dict() the API's keys,
+    and the deprecated mapping bridge reads the same values."""
+    import dataclasses
+
+    (res,) = classify_batch(loaded, noise_signals(lengths_s=(2.0,)), vad=False)
+    assert isinstance(res, ClassifyOutcome)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.outcome = "ok"  # type: ignore[misc]
+    plain = res.as_dict()
+    assert "reading" not in plain and "fused" not in plain and res.fused is None  # not a reading model
+    assert res["probabilities"] is res.probabilities and res.get("nope", 1) == 1 and "fused" not in res
+    with pytest.raises(KeyError):
+        res["reading"]
+    api = res.api_dict()
+    assert set(api) == {"outcome", "predicted_class", "confidence", "probabilities", "probabilities_raw",
+                        "window_share", "agreement", "speech_fraction", "windows", "reading"}
+    assert api["probabilities"] == res.probabilities and api["reading"] is None
+    none = ClassifyOutcome(outcome="insufficient_speech").api_dict()
+    assert none["probabilities"] == {} and none["windows"] == [] and none["predicted_class"] is None
+    read = ClassifyOutcome(outcome="ok", reading={"words_read": 3}, fused=True)
+    assert read.api_dict()["reading"] == {"words_read": 3, "fused": True} and read.as_dict()["fused"] is True
+    (emb,) = embed_batch(loaded, noise_signals(lengths_s=(2.0,)))
+    assert isinstance(emb, EmbedOutcome) and set(emb.as_dict()) == {"vector", "n_windows", "duration_s", "timings"}
 
 
 def test_insufficient_speech_on_silence(loaded: FakeLoaded) -> None:
     out = classify_batch(loaded, [np.zeros(3 * SR, dtype=np.float32), np.zeros(0, dtype=np.float32)])
     for res in out:
-        assert res["outcome"] == "insufficient_speech"
-        assert res["predicted_class"] is None and res["probabilities"] is None
-        assert res["windows"] == [] and res["n_windows"] == 0
-    assert out[0]["speech_fraction"] == 0.0
+        assert res.outcome == "insufficient_speech"
+        assert res.predicted_class is None and res.probabilities is None
+        assert res.windows == [] and res.n_windows == 0
+    assert out[0].speech_fraction == 0.0
     assert loaded.calls == []  # nothing was forwarded
 
 
@@ -201,15 +234,15 @@ def test_vad_gate_keeps_speech_windows(loaded: FakeLoaded, speech: np.ndarray) -
     silence = np.zeros(2 * SR, dtype=np.float32)
     x = np.concatenate([silence, speech, silence])
     res, short = classify_batch(loaded, [x, speech[: int(0.6 * SR)]], min_speech_s=1.0)
-    assert res["outcome"] in ("ok", "uncertain")
-    assert 0 < res["n_windows"] < res["n_windows_total"]
-    assert 0.2 < res["speech_fraction"] < 0.9
+    assert res.outcome in ("ok", "uncertain")
+    assert 0 < res.n_windows < res.n_windows_total
+    assert 0.2 < res.speech_fraction < 0.9
     # windows entirely inside the leading silence were dropped
-    assert min(w["start_s"] for w in res["windows"]) >= 1.0
-    assert short["outcome"] == "insufficient_speech"  # under min_speech_s
+    assert min(w["start_s"] for w in res.windows) >= 1.0
+    assert short.outcome == "insufficient_speech"  # under min_speech_s
     # the gate is per recording: with a lower bar the short one is classified
     _, short2 = classify_batch(loaded, [x, speech[: int(0.6 * SR)]], min_speech_s=0.3)
-    assert short2["outcome"] in ("ok", "uncertain")
+    assert short2.outcome in ("ok", "uncertain")
 
 
 def test_uncertain_with_high_threshold() -> None:
@@ -219,11 +252,11 @@ def test_uncertain_with_high_threshold() -> None:
         net.head.bias.zero_()  # uniform output: confidence 1/3
     unsure = FakeLoaded(model=net.eval(), calibration={"temperature": 1.0, "threshold": 0.2})
     signals = noise_signals(lengths_s=(2.0,))
-    assert classify_batch(unsure, signals, vad=False)[0]["outcome"] == "ok"  # calibration threshold 0.2
+    assert classify_batch(unsure, signals, vad=False)[0].outcome == "ok"  # calibration threshold 0.2
     res = classify_batch(unsure, signals, vad=False, threshold=0.99)[0]
-    assert res["outcome"] == "uncertain" and res["threshold"] == 0.99
-    assert res["confidence"] == pytest.approx(1 / 3)
-    assert res["predicted_class"] is not None  # still reported
+    assert res.outcome == "uncertain" and res.threshold == 0.99
+    assert res.confidence == pytest.approx(1 / 3)
+    assert res.predicted_class is not None  # still reported
 
 
 def test_calibration_is_applied_per_window(loaded: FakeLoaded) -> None:
@@ -231,11 +264,11 @@ def test_calibration_is_applied_per_window(loaded: FakeLoaded) -> None:
     base = classify_batch(loaded, signals, vad=False)[0]
     loaded.calibration = {"temperature": 1000.0, "threshold": 0.0}
     hot = classify_batch(loaded, signals, vad=False)[0]
-    assert hot["probabilities_raw"] == pytest.approx(base["probabilities_raw"])
-    assert max(hot["probabilities"].values()) < 1 / 3 + 0.01  # flattened
+    assert hot.probabilities_raw == pytest.approx(base.probabilities_raw)
+    assert max(hot.probabilities.values()) < 1 / 3 + 0.01  # flattened
     loaded.calibration = {"temperature": 1.0, "train_prior": [1 / 3] * 3, "deploy_prior": [0.98, 0.01, 0.01]}
     shifted = classify_batch(loaded, signals, vad=False)[0]
-    assert shifted["probabilities"]["native_english"] > base["probabilities"]["native_english"]
+    assert shifted.probabilities["native_english"] > base.probabilities["native_english"]
 
 
 def test_batching_invariance(loaded: FakeLoaded) -> None:
@@ -245,9 +278,9 @@ def test_batching_invariance(loaded: FakeLoaded) -> None:
     three = classify_batch(loaded, signals, vad=False, batch_size=3)
     for a, b, c in zip(one, many, three, strict=True):
         for lab in LABELS:
-            assert a["probabilities"][lab] == pytest.approx(b["probabilities"][lab], abs=1e-5)
-            assert c["probabilities"][lab] == pytest.approx(b["probabilities"][lab], abs=1e-5)
-        assert [w["start_s"] for w in a["windows"]] == [w["start_s"] for w in b["windows"]]
+            assert a.probabilities[lab] == pytest.approx(b.probabilities[lab], abs=1e-5)
+            assert c.probabilities[lab] == pytest.approx(b.probabilities[lab], abs=1e-5)
+        assert [w["start_s"] for w in a.windows] == [w["start_s"] for w in b.windows]
 
 
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
@@ -262,8 +295,8 @@ def test_oom_halves_batch_and_gives_same_results(error: type[BaseException]) -> 
     assert max(oom.calls) <= 3 and max(oom.calls) == 2  # 64 -> 32 -> ... -> 2
     for a, b in zip(reference, got, strict=True):
         for lab in LABELS:
-            assert a["probabilities"][lab] == pytest.approx(b["probabilities"][lab], abs=1e-5)
-    total = sum(r["n_windows"] for r in reference)
+            assert a.probabilities[lab] == pytest.approx(b.probabilities[lab], abs=1e-5)
+    total = sum(r.n_windows for r in reference)
     assert seen[-1] == (total, total) and sum(oom.calls) == total
 
 
@@ -288,25 +321,25 @@ def test_bf16_autocast_on_cpu_close(loaded: FakeLoaded) -> None:
     bf16 = classify_batch(loaded, signals, vad=False, autocast=True)
     for a, b in zip(fp32, bf16, strict=True):
         for lab in LABELS:
-            assert a["probabilities"][lab] == pytest.approx(b["probabilities"][lab], abs=0.05)
+            assert a.probabilities[lab] == pytest.approx(b.probabilities[lab], abs=0.05)
 
 
 def test_embed_batch(loaded: FakeLoaded) -> None:
     signals = noise_signals(seed=4)
     out = embed_batch(loaded, signals, per_window=True, batch_size=5)
     for x, res in zip(signals, out, strict=True):
-        v = np.asarray(res["vector"])
+        v = np.asarray(res.vector)
         assert v.shape == (8,)
         assert np.linalg.norm(v) == pytest.approx(1.0)
-        assert res["n_windows"] == len(res["windows"]) == len(window_spans(len(x), SR, 1.0, 0.5))
-        mean = np.mean([w["vector"] for w in res["windows"]], axis=0)
+        assert res.n_windows == len(res.windows) == len(window_spans(len(x), SR, 1.0, 0.5))
+        mean = np.mean([w["vector"] for w in res.windows], axis=0)
         np.testing.assert_allclose(v, mean / np.linalg.norm(mean), atol=1e-6)
     again = embed_batch(loaded, signals, batch_size=1)
     for a, b in zip(out, again, strict=True):
-        np.testing.assert_allclose(a["vector"], b["vector"], atol=1e-5)
-        assert "windows" not in b
+        np.testing.assert_allclose(a.vector, b.vector, atol=1e-5)
+        assert b.windows is None and "windows" not in b.as_dict()
     empty = embed_batch(loaded, [np.zeros(0, dtype=np.float32)])[0]
-    assert empty["vector"] is None and empty["n_windows"] == 0
+    assert empty.vector is None and empty.n_windows == 0
 
 
 def test_real_loaded_model_surface() -> None:
@@ -320,6 +353,6 @@ def test_real_loaded_model_surface() -> None:
     a = classify_batch(real, signals, vad=False)
     b = classify_batch(fake, signals, vad=False)
     for ra, rb in zip(a, b, strict=True):
-        assert ra["probabilities"] == pytest.approx(rb["probabilities"])
-    vec = embed_batch(real, signals)[0]["vector"]
+        assert ra.probabilities == pytest.approx(rb.probabilities)
+    vec = embed_batch(real, signals)[0].vector
     assert len(vec) == 8

@@ -200,10 +200,10 @@ def test_phonetic_fusion_trains_stacks_and_classifies(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     signal = _tone(300.0, 2.0, rng)
     (out,) = classify_batch(loaded, [signal], vad=False)
-    assert "phones" in out["timings"] and out["n_windows"] >= 2
-    mean_window = np.mean([[w["probabilities"]["low"], w["probabilities"]["high"]] for w in out["windows"]], axis=0)
+    assert "phones" in out.timings and out.n_windows >= 2
+    mean_window = np.mean([[w["probabilities"]["low"], w["probabilities"]["high"]] for w in out.windows], axis=0)
     expected = loaded.model.fuse(mean_window[None], phone_features(signal)[None])[0]
-    assert [out["probabilities"]["low"], out["probabilities"]["high"]] == pytest.approx(list(expected), abs=1e-5)
+    assert [out.probabilities["low"], out.probabilities["high"]] == pytest.approx(list(expected), abs=1e-5)
     card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
                             calibration=result.calibration, sha256=result.sha256)
     assert "fused with phone features" in card and "phone-recogniser features" in card
@@ -249,27 +249,27 @@ def test_reading_fusion_builds_on_a_window_checkpoint_and_leaves_untranscribed_r
     assert loaded.model.n_features == len(fusion_feature_names(passage_words))
     signal = _tone(300.0, 2.0, np.random.default_rng(7))
     (plain,), (ref,) = classify_batch(loaded, [signal], vad=False), classify_batch(window, [signal], vad=False)
-    assert plain["probabilities"] == ref["probabilities"] and plain["windows"] == ref["windows"]
-    assert plain["reading"] is None and plain["fused"] is False and "reading" in plain["timings"]
+    assert plain.probabilities == ref.probabilities and plain.windows == ref.windows
+    assert plain.reading is None and plain.fused is False and "reading" in plain.timings
     (read,) = classify_batch(loaded, [signal], vad=False, transcripts=[text])
-    assert read["reading"]["prompt_words"] == 5 and read["windows"] == ref["windows"]
-    assert len(read["reading"]["words"]) == read["reading"]["words_read"]
-    mean_window = np.array([ref["probabilities"]["low"], ref["probabilities"]["high"]])
-    if read["fused"]:
+    assert read.reading["prompt_words"] == 5 and read.windows == ref.windows
+    assert len(read.reading["words"]) == read.reading["words_read"]
+    mean_window = np.array([ref.probabilities["low"], ref.probabilities["high"]])
+    if read.fused:
         feats = fusion_features(signal, 16000, text, loaded.model.passage)[0]
         expected = loaded.model.fuse(mean_window[None], feats[None])[0]
-        assert [read["probabilities"]["low"], read["probabilities"]["high"]] == pytest.approx(list(expected), abs=1e-5)
+        assert [read.probabilities["low"], read.probabilities["high"]] == pytest.approx(list(expected), abs=1e-5)
     else:  # the aligner heard no word of it in a tone: the window model's answer stands
-        assert read["probabilities"] == ref["probabilities"]
+        assert read.probabilities == ref.probabilities
     if passage_words:  # another text: a passage model leaves it to the window model, and says why
         (other,) = classify_batch(loaded, [signal], vad=False, transcripts=["a big frog"])
-        assert other["probabilities"] == ref["probabilities"] and other["fused"] is False
-        assert "passage" in other["reading"]["note"]
+        assert other.probabilities == ref.probabilities and other.fused is False
+        assert "passage" in other.reading["note"]
     if not passage_words:  # a reading model's file can be the base of the next one: its window model is used
         again = train_model(TrainConfig(family="reading_fusion", items=items, out=str(tmp_path / "again.pt"),
                                         hparams={"base_checkpoint": result.checkpoint}, **common))
         (same,) = classify_batch(load_checkpoint(again.checkpoint), [signal], vad=False)
-        assert same["probabilities"] == ref["probabilities"]
+        assert same.probabilities == ref.probabilities
     # test recordings of the corpus without transcripts keep the window model's probabilities
     window_rows = {r["key"]: r["proba"] for r in base.metrics["test_predictions"]}
     for row in result.metrics["test_predictions"]:

@@ -72,15 +72,15 @@ def test_train_selects_by_cv_and_ships_only_the_head(items, tmp_path):
     loaded.model.attach_encoder()
     signals = [it.path_or_loader() for it in items if it.split == "test"]
     res = classify_batch(loaded, signals, vad=False)
-    assert all(r["outcome"] in ("ok", "uncertain") and set(r["probabilities"]) == {"scot", "us"} for r in res)
+    assert all(r.outcome in ("ok", "uncertain") and set(r.probabilities) == {"scot", "us"} for r in res)
     truth = [it.label for it in items if it.split == "test"]
-    assert np.mean([r["predicted_class"] == t for r, t in zip(res, truth, strict=True)]) >= 0.75
+    assert np.mean([r.predicted_class == t for r, t in zip(res, truth, strict=True)]) >= 0.75
     # a long recording is windowed (20-s windows), never cut, and its windows aggregated
     long = np.concatenate(signals * 5)
     (r,) = classify_batch(loaded, [long], vad=False)
-    assert r["n_windows"] >= 2 and r["windows"][-1]["end_s"] == pytest.approx(len(long) / 16000, abs=0.01)
+    assert r.n_windows >= 2 and r.windows[-1]["end_s"] == pytest.approx(len(long) / 16000, abs=0.01)
     vectors = embed_batch(loaded, signals[:2], vad=False)
-    assert np.linalg.norm(np.asarray(vectors[0]["vector"])) == pytest.approx(1.0, abs=1e-4)
+    assert np.linalg.norm(np.asarray(vectors[0].vector)) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_refuses_an_encoder_it_was_not_fitted_on(items, tmp_path):

@@ -68,4 +68,5 @@ def test_classify_command_passes_a_transcript_file_to_a_reading_model(tiny_readi
     call_command("classify", str(tmp_path / "r.wav"), "--model", f"tiny-reading@{tiny_reading_classifier.version}",
                  "--transcript-file", str(tmp_path / "passage.txt"), "--no-vad")
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert row["fused"] and row["reading"]["prompt_words"] == 11 and row["outcome"] in ("ok", "uncertain")
+    assert row["reading"]["fused"] and row["reading"]["prompt_words"] == 11 and row["outcome"] in ("ok", "uncertain")
+    assert set(row["probabilities"]) == set(tiny_reading_classifier.labels) and "all_predictions" not in row

@@ -171,7 +171,8 @@ def test_cli_writes_the_same_columns_as_the_api(tmp_path, monkeypatch, suffix):
                "probabilities": {"native": 0.55, "non_native": 0.45}, "probabilities_raw": {"native": 0.6, "non_native": 0.4},
                "window_share": {"native": 0.5, "non_native": 0.5}, "agreement": 0.5, "n_windows": 2,
                "windows": [{"start_s": 0.0, "end_s": 4.0, "probabilities": {"native": 0.6, "non_native": 0.4}}] * 2}
-    monkeypatch.setattr(inference, "classify_batch", lambda loaded, signals, **kw: [outcome] * len(signals))
+    typed = inference.ClassifyOutcome(**outcome)
+    monkeypatch.setattr(inference, "classify_batch", lambda loaded, signals, **kw: [typed] * len(signals))
     out = tmp_path / f"x.{suffix}"
     call_command("classify", "a.wav", "b.wav", "--out", str(out))
     spec = exports.TableSpec(labels=tuple(LABELS))

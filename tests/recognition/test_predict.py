@@ -25,10 +25,12 @@ def test_predict_returns_every_class_probability(api, tiny_classifier):
                         format="multipart")
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert set(body["all_predictions"]) == {"native", "non_native"}
-    assert sum(body["all_predictions"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert body["predicted_class"] == max(body["all_predictions"], key=body["all_predictions"].get)
-    assert body["confidence"] == pytest.approx(max(body["all_predictions"].values()))
+    assert set(body["probabilities"]) == set(body["probabilities_raw"]) == {"native", "non_native"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["predicted_class"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["confidence"] == pytest.approx(max(body["probabilities"].values()))
+    # the old Flask / Gradio key stays, as a deprecated alias
+    assert body["all_predictions"] == body["probabilities"] and body["all_predictions_raw"] == body["probabilities_raw"]
     assert body["calibrated"] is True and body["outcome"] == "ok"
     assert body["windows"] and all(w["end_s"] > w["start_s"] for w in body["windows"])
     assert body["model"] == f"tiny@{tiny_classifier.version}"
@@ -60,4 +62,15 @@ def test_predict_with_a_transcript_on_a_reading_model(api, tiny_reading_classifi
     assert "reading" in read["timings"]
     plain = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": model, "vad": False},
                      format="multipart").json()
-    assert plain["reading"] is None and plain["all_predictions"] != read["all_predictions"]
+    assert plain["reading"] is None and plain["probabilities"] != read["probabilities"]
+
+
+def test_predict_answers_with_the_keys_of_a_jobs_prediction(api, tiny_classifier):
+    """One inference path: /predict's answer holds every field a classify job's result returns,
+    under the same names (both are ClassifyOutcome.api_dict())."""
+    from recognition.api.serializers import PredictionSerializer
+
+    wav = speech("Please call Stella. Ask her to bring these things with her from the store.")
+    body = api.post("/api/v1/predict/", {"file": upload("s.wav", wav), "model": f"tiny@{tiny_classifier.version}"},
+                    format="multipart").json()
+    assert set(PredictionSerializer.Meta.fields) <= set(body)

@@ -209,7 +209,7 @@ def _checkpoint_predictions(loaded: Any, items: list[Any], idx: list[int], label
     utts = load_utterances(chosen, labels, max_seconds=max_seconds)
     results = classify_batch(loaded, [u.samples for u in utts], vad=False)
     return [{"key": prediction_key(it), "speaker": it.speaker, "corpus": it.corpus, "label": it.label,
-             "proba": [round(float(res["probabilities"][lab]), 5) for lab in labels]}
+             "proba": [round(float(res.probabilities[lab]), 5) for lab in labels]}
             for it, res in zip(chosen, results, strict=True)]
 
 

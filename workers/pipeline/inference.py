@@ -2,8 +2,10 @@
 
 ``classify_batch`` and ``embed_batch`` take a loaded model (``models.checkpoint.LoadedModel`` or
 anything with the same attributes: ``spec``, ``calibration``, ``device``, ``prepare``, ``logits``,
-``embed``) and a list of mono signals at ``loaded.spec.sample_rate``, and return one JSON-able dict
-per signal.
+``embed``) and a list of mono signals at ``loaded.spec.sample_rate``, and return one typed outcome per signal
+(:class:`ClassifyOutcome`, :class:`EmbedOutcome`; ``as_dict()`` gives the JSON-able dict). This is
+the one inference path: classify jobs, ``/predict`` and ``manage.py classify`` all call
+``classify_batch`` and shape their answer from :meth:`ClassifyOutcome.api_dict`.
 
 Windowing (:func:`window_spans`)
     Windows of ``window_s`` every ``hop_s`` (the spec's by default) from the start. A tail that
@@ -53,9 +55,11 @@ Reading fusion (``reading_fusion`` family)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +68,8 @@ from workers.pipeline import vad as vad_mod
 
 __all__ = [
     "SPEECH_WINDOW_FRACTION",
+    "ClassifyOutcome",
+    "EmbedOutcome",
     "classify_batch",
     "embed_batch",
     "is_oom_error",
@@ -76,6 +82,105 @@ logger = logging.getLogger(__name__)
 SPEECH_WINDOW_FRACTION = 0.5
 
 ProgressFn = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes
+# ---------------------------------------------------------------------------------------------
+
+
+class _MappingBridge:
+    """Read-only ``outcome["key"]`` / ``outcome.get("key")`` / ``"key" in outcome`` over the keys of
+    ``as_dict()``, for code written against the old dict outcomes. Deprecated: use attributes."""
+
+    def as_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _has(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.as_dict()
+
+    def __getitem__(self, key: str) -> Any:
+        if not self._has(key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if self._has(key) else default
+
+    def __contains__(self, key: object) -> bool:
+        return self._has(key)
+
+
+@dataclass(frozen=True)
+class ClassifyOutcome(_MappingBridge):
+    """One recording's classification (the fields are those of :func:`classify_batch`'s Returns).
+
+    Frozen, but its dicts and lists are plain containers: treat them as read-only. ``reading`` and
+    ``fused`` are None for models that do not read a transcript (and then absent from ``as_dict()``).
+    """
+
+    outcome: str
+    predicted_class: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    probabilities_raw: dict[str, float] | None = None
+    window_share: dict[str, float] | None = None
+    agreement: float | None = None
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    n_windows: int = 0
+    n_windows_total: int = 0
+    duration_s: float = 0.0
+    speech_s: float | None = None
+    speech_fraction: float | None = None
+    threshold: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    reading: dict[str, Any] | None = None
+    fused: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field as a dict (shallow), without ``reading`` / ``fused`` for non-reading models."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.fused is None:
+            del out["reading"], out["fused"]
+        return out
+
+    def api_dict(self) -> dict[str, Any]:
+        """The outcome under the API's key names: the fields a job's ``Prediction`` stores (and
+        ``results/`` returns), the core of the ``/predict`` answer and of ``manage.py classify`` rows.
+
+        ``probabilities``, ``probabilities_raw`` and ``window_share`` are ``{}`` and ``windows`` ``[]``
+        without a prediction; ``reading`` carries ``fused`` and is None without a transcript.
+        """
+        return {
+            "outcome": self.outcome,
+            "predicted_class": self.predicted_class,
+            "confidence": self.confidence,
+            "probabilities": dict(self.probabilities or {}),
+            "probabilities_raw": dict(self.probabilities_raw or {}),
+            "window_share": dict(self.window_share or {}),
+            "agreement": self.agreement,
+            "speech_fraction": self.speech_fraction,
+            "windows": list(self.windows or []),
+            "reading": {**self.reading, "fused": bool(self.fused)} if self.reading else None,
+        }
+
+
+@dataclass(frozen=True)
+class EmbedOutcome(_MappingBridge):
+    """One recording's embedding (the fields are those of :func:`embed_batch`'s Returns);
+    ``windows`` is None unless per-window vectors were asked for (and then absent from ``as_dict()``)."""
+
+    vector: list[float] | None
+    n_windows: int
+    duration_s: float
+    windows: list[dict[str, Any]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.windows is None:
+            del out["windows"]
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +463,7 @@ def classify_batch(
     device: Any = None,
     autocast: bool = False,
     transcripts: Sequence[str | None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ClassifyOutcome]:
     """Classify whole recordings by their windows.
 
     Parameters
@@ -391,8 +496,8 @@ def classify_batch(
 
     Returns
     -------
-    list of dict
-        One per signal, in order: ``outcome`` (``ok`` | ``uncertain`` | ``insufficient_speech``),
+    list of ClassifyOutcome
+        One per signal, in order, with: ``outcome`` (``ok`` | ``uncertain`` | ``insufficient_speech``),
         ``predicted_class``, ``confidence``, ``probabilities`` (calibrated, ``{label: p}``),
         ``probabilities_raw`` (softmax, ``{label: p}``), ``window_share`` (``{label: fraction of
         windows whose arg-max is label}``), ``agreement`` (share of the predicted class),
@@ -401,6 +506,8 @@ def classify_batch(
         ``speech_fraction`` (None without VAD), ``threshold``, ``timings`` (seconds:
         ``windowing``, ``vad``, ``forward`` (batched time apportioned by window), ``aggregate``).
         With ``insufficient_speech`` the prediction fields are None and ``windows`` is empty.
+        Reading models also fill ``reading`` (the alignment summary, None without a transcript)
+        and ``fused``.
     """
     spec = loaded.spec
     labels = [str(label) for label in spec.labels]
@@ -438,7 +545,7 @@ def classify_batch(
     reading = bool(getattr(fusion, "needs_transcript", False))
     if not (reading or getattr(fusion, "needs_phone_features", False)):
         fusion = None
-    results: list[dict[str, Any]] = []
+    results: list[ClassifyOutcome] = []
     owner = items[:, 0]
     for k, x in enumerate(signals):
         t0 = time.perf_counter()
@@ -516,7 +623,7 @@ def classify_batch(
         }
         if fusion is not None:
             res["timings"]["reading" if reading else "phones"] = t_phones
-        results.append(res)
+        results.append(ClassifyOutcome(**res))
     return results
 
 
@@ -572,7 +679,7 @@ def embed_batch(
     progress: ProgressFn | None = None,
     device: Any = None,
     autocast: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[EmbedOutcome]:
     """One L2-normalised embedding per recording: the re-normalised mean of window embeddings.
 
     Parameters
@@ -594,7 +701,7 @@ def embed_batch(
 
     Returns
     -------
-    list of dict
+    list of EmbedOutcome
         One per signal: ``vector`` (``list[float]`` of length d; None for an empty signal),
         ``n_windows``, ``duration_s``, ``timings`` and, with ``per_window``, ``windows``
         (``[{"start_s", "end_s", "vector"}]``).
@@ -619,7 +726,7 @@ def embed_batch(
         autocast=autocast,
         progress=progress,
     )
-    results: list[dict[str, Any]] = []
+    results: list[EmbedOutcome] = []
     owner = items[:, 0]
     for k, x in enumerate(signals):
         t0 = time.perf_counter()
@@ -643,5 +750,5 @@ def embed_batch(
             "forward": float(forward_s[mine].sum()),
             "aggregate": time.perf_counter() - t0,
         }
-        results.append(res)
+        results.append(EmbedOutcome(**res))
     return results

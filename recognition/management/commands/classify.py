@@ -6,16 +6,24 @@ Files are decoded and classified in groups, with windows from all files of a gro
 one batched forward pass; a bad file gets its error code in the output, the rest go on.
 ``--out x.csv`` / ``x.parquet`` write the columns of the API's ``results/?export=`` (built by the
 same functions, ``recognition.exports``), ``--windows`` one row per window; ``x.json`` and ``-``
-(JSON lines) give each file's whole outcome.
+(JSON lines) give each file's outcome under the API's key names (``probabilities``,
+``probabilities_raw``, ``reading`` with ``fused``, ...: ``ClassifyOutcome.api_dict``, as in
+``/predict`` and a job's results) without its windows, plus ``n_windows``.
 """
+from __future__ import annotations
+
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.core.management.base import BaseCommand, CommandError
 
 from recognition.errors import ServiceError
+
+if TYPE_CHECKING:
+    from workers.pipeline.inference import ClassifyOutcome
 
 GROUP = 32
 
@@ -70,14 +78,17 @@ class Command(BaseCommand):
                 outcomes = classify_batch(loaded, signals, threshold=threshold, vad=not no_vad,
                                           transcripts=[transcript] * len(signals), **runtime.window_params(loaded))
                 for path, res in zip(group, outcomes, strict=True):
-                    rows.append({"file": path, "outcome": res["outcome"], "predicted_class": res.get("predicted_class"),
-                                 "confidence": res.get("confidence"), "all_predictions": res.get("probabilities") or {},
-                                 "agreement": res.get("agreement"), "n_windows": res.get("n_windows"),
-                                 **({"reading": res["reading"], "fused": res["fused"]} if "fused" in res else {}),
-                                 "result": res})
+                    rows.append(self._row(path, res))
                     bar.update(1)
         bar.close()
         self._write(rows, out, list(mv.labels), str(mv), windows=windows)
+
+    @staticmethod
+    def _row(path: str, outcome: ClassifyOutcome) -> dict:
+        """A file's JSON row: the API's keys (``ClassifyOutcome.api_dict``, as in ``/predict`` and a
+        job's results) without the windows, plus ``n_windows``; ``result`` keeps the whole outcome."""
+        fields = {k: v for k, v in outcome.api_dict().items() if k != "windows"}
+        return {"file": path, **fields, "n_windows": outcome.n_windows, "result": outcome}
 
     def _write(self, rows: list[dict], out: str, labels: list[str], model: str, *, windows: bool = False) -> None:
         from recognition import exports
@@ -111,6 +122,6 @@ class Command(BaseCommand):
         base = exports.base_values(recording=None, filename=row["file"], status="failed" if failed else "succeeded",
                                    error_code=row.get("error_code", ""), error_message=row.get("error", ""))
         if spec.windows:
-            yield from exports.window_rows(spec, base, [] if failed else row["result"].get("windows") or [])
+            yield from exports.window_rows(spec, base, [] if failed else row["result"].windows)
         else:
-            yield exports.result_row(spec, base, model=model, prediction=row["result"])
+            yield exports.result_row(spec, base, model=model, prediction=None if failed else row["result"].as_dict())
