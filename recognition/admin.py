@@ -23,6 +23,7 @@ from recognition import review, selectors, services
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
 from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
+from recognition.services.recordings import batch_labels
 
 
 def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None, model: str | None = None) -> None:
@@ -170,9 +171,10 @@ class BatchAdmin(admin.ModelAdmin):
             raise Http404("No such batch.")
         recordings = list(batch.recordings.order_by("id"))
         corrections = services.label_corrections(recordings=recordings, batch=batch)
+        own = batch_labels(batch=batch)
         labels: dict[str, int] = {}
         for rec in recordings:
-            label = corrections.get(rec.pk) or rec.label
+            label = corrections.get(rec.pk) or own.get(rec.pk, (rec.label, rec.speaker))[0]
             if label:
                 labels[label] = labels.get(label, 0) + 1
         form = TrainForm(request.POST or None, labels=sorted(labels), initial={"name": f"{batch.name}-retrained"[:100]})
@@ -336,6 +338,8 @@ class RecordingAdmin(admin.ModelAdmin):
             label_form=LabelReviewForm(recording=obj, batch=batch),
             label_reviews=obj.label_reviews.select_related("reviewer", "batch").order_by("-created_at", "-id")[:20],
             can_review=obj.owner_id == request.user.pk,
+            # the label and speaker the batch in view gave this recording (BatchMember); its own otherwise
+            batch_label=batch_labels(batch=batch).get(obj.pk, (obj.label, obj.speaker)) if batch else (obj.label, obj.speaker),
         )
         return TemplateResponse(request, "admin/recognition/recording/page.html", context)
 

@@ -769,9 +769,13 @@ def batch_overview(*, batch: Batch) -> dict[str, Any]:
     reviews: dict[int, LabelReview] = {}
     for r in LabelReview.objects.filter(batch=batch).select_related("reviewer").order_by("created_at", "id"):
         reviews[r.recording_id] = r
+    from recognition.services.recordings import batch_labels
+
+    own = batch_labels(batch=batch)  # the labels this batch gave (corrections in it included)
     labels: dict[str, int] = {}
     for rec in recordings:
-        labels[rec.label or "(unlabelled)"] = labels.get(rec.label or "(unlabelled)", 0) + 1
+        label = own.get(rec.pk, (rec.label, rec.speaker))[0] or "(unlabelled)"
+        labels[label] = labels.get(label, 0) + 1
     classes: dict[str, int] = {}
     for p in predicted.values():
         key = p.predicted_class or f"({p.outcome})"

@@ -67,6 +67,7 @@ def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]
             connection.close()
 
     helper = None
+    services.chunk_beat_now(chunk_id=chunk_id, ttl_s=3 * every + 1)  # alive before the helper has started
     try:
         helper = subprocess.Popen(
             [sys.executable, "-m", "workers.chunkbeat", services.chunk_beat_url(), services.chunk_beat_key(chunk_id),

@@ -337,7 +337,7 @@ class PredictView(APIView):
 def _whisper_params(data: dict) -> dict:
     """/predict/ form fields as the params of a language / transcribe job (checked by the same service)."""
     if data["task"] == "language":
-        params = {"vad": data["vad"]}
+        params = {"vad": data["vad"]} if data.get("vad") is not None else {}  # unset: the job's default (on)
         if "window_s" in data:
             params["window_s"] = data["window_s"]
         if data.get("languages"):

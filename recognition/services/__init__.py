@@ -1,6 +1,7 @@
 """Business logic that writes: every state change of recognition's models goes through here."""
 from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     chunk_beat_key,
+    chunk_beat_now,
     chunk_beat_url,
     chunk_finish,
     chunk_give_up,

@@ -252,6 +252,18 @@ def chunk_beat_key(chunk_id: int) -> str:
     return f"{CHUNK_BEAT_PREFIX}{chunk_id}"
 
 
+def chunk_beat_now(*, chunk_id: int, ttl_s: float) -> None:
+    """Set a chunk's Redis beat key at once (the helper process keeps it alive from then on): a
+    chunk is never without a beat while its helper starts. A broker blip is ignored: the helper and
+    the database heartbeat follow."""
+    from recognition.ops import broker_redis
+
+    try:
+        broker_redis(chunk_beat_url()).set(chunk_beat_key(chunk_id), "start", ex=max(2, int(ttl_s)))
+    except Exception as exc:  # noqa: BLE001 - never fail a chunk for its heartbeat
+        logger.warning("chunk beat key not set: %s", exc)
+
+
 def chunks_beating(chunk_ids: list[int]) -> set[int]:
     """Chunks whose worker process still beats (``workers.chunkbeat``); empty when Redis cannot be asked."""
     if not chunk_ids:

@@ -55,8 +55,12 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
         mv = model_resolve(model, task="classify", user=user)
     elif task in ("language", "transcribe"):
         from recognition.services.jobs import _validate_params
+        from workers.runtime import whisper_model_problem
 
         mv, params = None, dict(_validate_params(task, dict(params or {})))
+        problem = whisper_model_problem()  # said here, not after a worker's round trip
+        if problem:
+            raise ServiceError("model_unavailable", problem, status_code=409)
     else:
         raise ServiceError("invalid_params", f"Unknown task '{task}'; use classify, language or transcribe.")
     try:

@@ -160,7 +160,11 @@ def test_the_review_loop_in_the_browser(live_server, admin_login, tmp_path, monk
             assert "corrected from" in browser.find_element(By.ID, "current-label").text
             _shoot(browser, "04-recording")
     flipped = ["non_native" if label == "native" else "native" for label in before]
-    assert [Recording.objects.get(pk=r.pk).label for r in corrected] == flipped
+    from recognition.services.recordings import batch_labels
+
+    # the corrections are this batch's labels; the recordings' own (other batches') stay as uploaded
+    assert [batch_labels(batch=batch)[r.pk][0] for r in corrected] == flipped
+    assert [Recording.objects.get(pk=r.pk).label for r in corrected] == before
 
     browser.get(f"{url}/admin/recognition/batch/{batch.pk}/change/")
     assert browser.find_element(By.ID, "n-corrected").text == "3"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from accentsite.settings import WHISPER_BUNDLED_SHA256
 from tests.conftest import ROOT, WorkerProcess, _database_url, wait_for_job
 from tests.factories import audio_bytes, pulse_train
 from tests.ops.conftest import other_workers_paused  # noqa: F401  (fixture: this test's workers are the only consumers)
@@ -97,8 +98,12 @@ def _host(tmp_path: Path, name: str, base: dict) -> dict:
     root = tmp_path / name
     for sub in ("media", "var", "tmp"):
         (root / sub).mkdir(parents=True)
+    # the Whisper model is part of each host's install (make setup / the image), like the code: every host
+    # reads its own copy, here the one this checkout assembled
     return dict(base, MEDIA_ROOT=str(root / "media"), ACCENTSITE_VAR_DIR=str(root / "var"), TMPDIR=str(root / "tmp"),
-                NUMBA_CACHE_DIR=str(root / "tmp" / "numba"))
+                NUMBA_CACHE_DIR=str(root / "tmp" / "numba"),
+                WHISPER_MODEL_DIR=str(Path(__file__).resolve().parents[2] / "var" / "models" / "whisper-base"),
+                WHISPER_MODEL_SHA256=WHISPER_BUNDLED_SHA256)
 
 
 def _local_files(tmp_path: Path) -> list[Path]:

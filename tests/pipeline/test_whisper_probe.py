@@ -83,6 +83,19 @@ def test_train_selects_by_cv_and_ships_only_the_head(items, tmp_path):
     assert np.linalg.norm(np.asarray(vectors[0].vector)) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_an_embedding_probe_trains_and_embeds(items, tmp_path):
+    out = tmp_path / "embed.pt"
+    config = TrainConfig(name="probe-embed", family="whisper_probe", task="embed", items=items, out=str(out),
+                         cache_dir=str(tmp_path / "c"), labels=["scot", "us"], val_fraction=0.2, references=False,
+                         hparams={"cv_folds": 3, "C_grid": [0.1], "states": [4]})
+    result = train_model(config)
+    assert result.spec.task == "embed" and result.spec.embedding_dim == 1  # LDA: at most classes - 1 axes
+    assert result.metrics["test_embedding"]["n"] == sum(it.split == "test" for it in items)
+    loaded = load_checkpoint(out)
+    vectors = embed_batch(loaded, [it.path_or_loader() for it in items[:2]], vad=False)
+    assert abs(abs(vectors[0].vector[0]) - 1.0) < 1e-4
+
+
 def test_refuses_an_encoder_it_was_not_fitted_on(items, tmp_path):
     from models.whisper_encoder import WhisperModelError
     from models.whisper_probe import WhisperProbe

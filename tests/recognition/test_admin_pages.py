@@ -153,7 +153,7 @@ def _page_context(client, url: str):
 def test_classify_with_a_chosen_model_preselects_the_classify_default(staff, boss, settings):
     ModelVersion.objects.update_or_create(name="accent-group", version="1.0.0", defaults=dict(
         family="cnn", task="classify", labels=["a", "b"], is_default=True))
-    native, _ = ModelVersion.objects.update_or_create(name=settings.DEFAULT_MODELS["classify"], version="1.1.0", defaults=dict(
+    native, _ = ModelVersion.objects.update_or_create(name=settings.DEFAULT_MODELS["classify"], version="2.0.0", defaults=dict(
         family="cnn", task="classify", labels=["native", "non_native"], is_default=True))
     batch = Batch.objects.create(owner=boss, name="b")
     page = _page_context_html(staff.post("/admin/recognition/batch/", {"action": "classify_with_model", "_selected_action": [batch.pk]}))

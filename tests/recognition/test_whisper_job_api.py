@@ -124,8 +124,16 @@ def test_stored_results_in_the_api_csv_and_admin(user, api, client, django_user_
 
 @pytest.fixture
 def whisper_here():
+    """The bundled model, and /predict's worker task run eagerly in this process (as in test_predict.py;
+    tests/integration/test_whisper_jobs.py runs Whisper on a real worker)."""
+    from accentsite.celery import app
+
     if not (MODEL_DIR / "model.bin").is_file():
-        pytest.skip("the bundled Whisper base is not assembled (make setup)")
+        pytest.fail("the bundled Whisper base is not assembled (make setup)")
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
 
 
 def test_predict_language_and_transcribe(api, whisper_here) -> None:

@@ -383,7 +383,7 @@ def test_a_reupload_never_relabels_the_existing_recording(api, monkeypatch):
         truths[b["name"]] = classify_report(job=job)["accuracy"]
         job.refresh_from_db()
         listed = api.get(f"/api/v1/jobs/{job.pk}/results/").json()["results"]
-        csv_text = api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv").content.decode()
+        csv_text = b"".join(api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv").streaming_content).decode()
         truths[b["name"] + " label"] = (listed[0]["label"], csv_text.splitlines()[1].split(",")[2])
     assert truths == {"one": 1.0, "two": 0.0, "one label": ("native", "native"), "two label": ("non_native", "non_native")}
 

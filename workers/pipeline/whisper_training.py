@@ -296,7 +296,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
         dim = max(1, min(int(hp["embedding_dim"]), n_classes - 1))
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=dim).fit((X - mean) / scale, y_win)
         weight = lda.scalings_[:, :dim].T
-        bias = -(lda.xbar_ @ lda.scalings_[:, :dim])
+        bias = np.zeros(dim)  # the eigen solver's transform is Z @ scalings_ (no centring; Z is standardised)
         calibration = {}
         spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="embed", labels=(),
                          sample_rate=16000, window_s=window_s, hop_s=hop_s, embedding_dim=dim,
