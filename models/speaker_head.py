@@ -8,7 +8,6 @@ intermediate layers too: lower layers keep more phonetic detail than the speaker
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from models.frontends import BandLimit, ResemblyzerMel
+from models.whisper_encoder import file_sha256  # noqa: F401 - one implementation, used below and re-exported
 
 GE2E_HIDDEN = 256
 GE2E_LAYERS = 3
@@ -33,15 +33,6 @@ def resemblyzer_weights_path() -> Path:
     if not path.exists():
         raise RuntimeError(f"resemblyzer weights not found at {path}")
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class GE2EEncoder(nn.Module):

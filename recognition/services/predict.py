@@ -108,17 +108,9 @@ def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None,
                 transcript: str = "") -> dict:
     """Decode and classify one file in *this* process: the worker's side of :func:`predict_file`."""
     from workers import runtime
-    from workers.pipeline.audio import AudioError, load_audio, validate_audio
     from workers.pipeline.inference import classify_batch
 
-    t0 = time.perf_counter()
-    try:
-        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
-                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
-        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    except AudioError as exc:
-        raise ServiceError(exc.code, exc.message) from exc
-    decode_s = time.perf_counter() - t0
+    audio, decode_s = _decode(fileobj, format_hint)
     try:
         loaded = runtime.load_model(mv)
     except runtime.ModelUnavailable as exc:
@@ -157,18 +149,10 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
     process (loaded once). Returns what such a job stores per recording (``identify_languages`` /
     ``transcribe`` output) plus ``task``, ``model``, ``model_sha256``, ``duration_s`` and ``timings``."""
     from workers import runtime
-    from workers.pipeline.audio import AudioError, load_audio, validate_audio
     from workers.pipeline.whisper_asr import transcribe
     from workers.pipeline.whisper_lang import WhisperError, identify_languages
 
-    t0 = time.perf_counter()
-    try:
-        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
-                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
-        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    except AudioError as exc:
-        raise ServiceError(exc.code, exc.message) from exc
-    decode_s = time.perf_counter() - t0
+    audio, decode_s = _decode(fileobj, format_hint)
     try:
         engine = runtime.load_whisper()
         if task == "language":
@@ -182,3 +166,18 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
     model = engine.describe()
     return {**out, "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
             "duration_s": round(audio.duration_s, 3), "timings": dict(out.get("timings") or {}, decode=decode_s)}
+
+
+def _decode(fileobj: BinaryIO, format_hint: str | None):
+    """Decode and validate a stored upload on the worker; ``(audio, seconds spent)``, audio errors as
+    ``ServiceError`` with their code."""
+    from workers.pipeline.audio import AudioError, load_audio, validate_audio
+
+    t0 = time.perf_counter()
+    try:
+        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
+                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
+        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
+    except AudioError as exc:
+        raise ServiceError(exc.code, exc.message) from exc
+    return audio, time.perf_counter() - t0

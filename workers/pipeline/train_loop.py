@@ -31,7 +31,7 @@ from workers.pipeline.train_config import (
 )
 from workers.pipeline.train_config import emit_progress as _emit
 from workers.pipeline.train_data import CachedSource, FrameSource, WaveSource, hash_config, load_items, make_splits
-from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for
+from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for, training_data_summary
 
 logger = logging.getLogger(__name__)
 
@@ -294,18 +294,9 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
             metrics["references"] = reference_reports([utts[i] for i in train_idx + val_idx],
                                                       [utts[i] for i in test_idx], test_proba, labels, config)
             _emit(progress, "references", 1, 1)
-    training_data = {
-        "source": config.manifest or "items",
-        "n_items": len(items),
-        "splits": {k: {"items": len(v), "speakers": len({items[i].speaker for i in v})} for k, v in splits.items()},
-        "class_counts": {k: {lab: int(sum(1 for i in v if items[i].label == lab)) for lab in labels}
-                         for k, v in splits.items()},
-        "corpora": sorted({it.corpus for it in items}),
-        "test_corpora": config.test_corpora,
-        "data_prior": [float(np.mean([utts[i].label == c for i in train_idx])) for c in range(n_classes)],
-        "config": config.to_dict(),
-        "seconds": time.time() - t_start,
-    }
+    training_data = training_data_summary(
+        config, items, splits, labels, seconds=time.time() - t_start,
+        data_prior=[float(np.mean([utts[i].label == c for i in train_idx])) for c in range(n_classes)])
     sha = None
     if config.out:
         sha = save_checkpoint(config.out, model=model.cpu(), spec=spec, calibration=calibration, hparams=hp,

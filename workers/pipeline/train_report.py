@@ -34,6 +34,24 @@ def prediction_key(item: TrainItem) -> str:
     return item.cache_key if callable(item.path_or_loader) else str(item.path_or_loader)
 
 
+def training_data_summary(config: TrainConfig, items: list[TrainItem], splits: dict[str, list[int]], labels: list[str],
+                          *, seconds: float, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on (the sidecar's ``training_data``):
+    source, item and speaker counts per split, class counts, corpora, the run's config."""
+    return {
+        "source": config.manifest or "items",
+        "n_items": len(items),
+        "splits": {k: {"items": len(v), "speakers": len({items[i].speaker for i in v})} for k, v in splits.items()},
+        "class_counts": {k: {lab: int(sum(1 for i in v if items[i].label == lab)) for lab in labels}
+                         for k, v in splits.items()},
+        "corpora": sorted({it.corpus for it in items}),
+        "test_corpora": config.test_corpora,
+        **extra,
+        "config": config.to_dict(),
+        "seconds": seconds,
+    }
+
+
 def report_for(y_true: list[str], proba: np.ndarray, labels: list[str], utts: list[Utterance], *, n_boot: int = 500,
             seed: int = 0) -> dict[str, Any]:
     """``evaluation_report`` (speakers and corpora attached)."""

@@ -222,7 +222,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     from workers.pipeline.calibration import fit_calibration, fit_confidence_threshold
     from workers.pipeline.train_config import TrainResult
     from workers.pipeline.train_data import load_items, make_splits
-    from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for
+    from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for, training_data_summary
 
     t_start = time.time()
     if config.num_threads:
@@ -343,16 +343,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                 metrics["references"] = {"speaker_encoder_dvector": {
                     "baseline": "resemblyzer GE2E d-vector of each test clip (same band limit), no training",
                     "test_embedding": embedding_report(dvec, y_test, spk_test)}}
-    training_data = {
-        "source": config.manifest or "items",
-        "n_items": len(items),
-        "splits": {k: {"items": len(v), "speakers": len({items[i].speaker for i in v})} for k, v in splits.items()},
-        "class_counts": {k: {lab: int(sum(1 for i in v if items[i].label == lab)) for lab in labels} for k, v in splits.items()},
-        "corpora": sorted({it.corpus for it in items}),
-        "test_corpora": config.test_corpora,
-        "config": config.to_dict(),
-        "seconds": time.time() - t_start,
-    }
+    training_data = training_data_summary(config, items, splits, labels, seconds=time.time() - t_start)
     sha = None
     if config.out:
         sha = save_checkpoint(config.out, model=model.cpu(), spec=spec, calibration=calibration, hparams=hparams,
