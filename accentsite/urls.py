@@ -9,3 +9,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("recognition.urls")),
 ]
+
+# unmatched URLs under /api/ answer in the API's JSON error shape (recognition.api.errors)
+handler404 = "recognition.api.errors.not_found"

@@ -40,3 +40,15 @@ def exception_handler(exc, context):
 
 def error_response(code: str, message: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> Response:
     return Response({"error": {"code": code, "message": message}}, status=status_code)
+
+
+def not_found(request, exception=None):
+    """Django's 404 for URLs no route matches: under ``/api/`` in the API's JSON error shape (a client
+    sees the same body as for a missing object), elsewhere Django's page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": f"No API route matches {request.path[:200]}."}},
+                            status=404)
+    return page_not_found(request, exception)

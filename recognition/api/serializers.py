@@ -161,7 +161,7 @@ class JobCreateSerializer(serializers.Serializer):
 class JobSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     model = serializers.SerializerMethodField()
-    duration_s = serializers.FloatField(read_only=True)
+    duration_s = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = Job

@@ -316,7 +316,8 @@ class PredictView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "uploads"
 
-    @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 409: s.ErrorSerializer})
+    @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 404: s.ErrorSerializer,
+                                                                  409: s.ErrorSerializer, 503: s.ErrorSerializer})
     def post(self, request):
         from recognition.services.predict import predict_file
 
