@@ -21,6 +21,7 @@ ERROR_DESCRIPTIONS = {
     "409": "Conflicts with the object's state (job already finished, model unavailable, ...)",
     "413": "Upload over the size limit",
     "429": "Too many requests: throttled; retry after the Retry-After header's seconds",
+    "503": "No worker answered in time (predict_timeout) or the broker is unreachable: run a job instead",
 }
 
 
