@@ -44,6 +44,8 @@ def test_reaper_requeues_the_chunk_of_a_killed_worker(user, worker_env, tmp_path
     chunk.refresh_from_db()
     assert chunk.status == JobChunk.Status.RUNNING and chunk.attempts == 1  # it died holding the chunk
     before = ops.counters().get("chunks_requeued_by_reaper", 0)
+    # the dead worker's beat key goes (its helper sees the pipe close, or the key's TTL ends): then the reaper acts
+    wait_for(lambda: chunk.pk not in services.chunks_beating([chunk.pk]), timeout=45)
 
     requeued = reap_stuck_chunks(older_than_s=0)  # the beat task's body, with a tiny limit
     assert chunk.pk in requeued
