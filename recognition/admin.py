@@ -1,5 +1,7 @@
 """Django admin: upload batches, watch jobs, review results. Every write is a service call.
 
+(Over 500 lines: one ModelAdmin per model with its read-only page view and actions; each is small.)
+
 Result pages are read-only pages designed for reading, rendered by each admin's ``change_view``:
 the batch page, the job report, the recording review (with its label review form) and the model
 card. What makes sense to edit (a batch's name, a recording's speaker and transcript) is edited on

@@ -1,5 +1,8 @@
 """Review: server-side plots and the read-side selectors behind the admin review pages.
 
+(Over 500 lines: every reading page's data builder sits here beside the plot helpers they share;
+splitting it by page - batch, job report, recording, model card - is the next step when it grows.)
+
 Two halves:
 
 - pure plotting functions (data in, PNG bytes out; :func:`data_uri` turns them into an inline

@@ -1,5 +1,8 @@
 """Jobs: submission, chunk lifecycle, per-recording results, finalisation, cancel and retry.
 
+(Over 500 lines on purpose: every transition of a job and its chunks, the reaper's included, locks the
+same rows in the same order; one module keeps that ordering in one place.)
+
 Delivery is at least once (``acks_late``), so every write here is idempotent: a chunk that runs
 twice skips recordings whose results are stored and replaces partial ones in one transaction;
 job counters are recounted from result rows, never incremented.

@@ -1,5 +1,8 @@
 """Batched inference over whole recordings: windowing, VAD gate, batched forward, aggregation.
 
+(Over 500 lines on purpose: this is the one inference path jobs, /predict and the CLI share, with its
+typed outcomes; windowing, batching, calibration and aggregation read best side by side.)
+
 ``classify_batch`` and ``embed_batch`` take a loaded model (``models.checkpoint.LoadedModel`` or
 anything with the same attributes: ``spec``, ``calibration``, ``device``, ``prepare``, ``logits``,
 ``embed``) and a list of mono signals at ``loaded.spec.sample_rate``, and return one typed outcome per signal
