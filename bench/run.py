@@ -736,12 +736,12 @@ def write_section(path: Path, mode: str, text: str) -> None:
     start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
     old = path.read_text() if path.exists() else ""
     sections = {}
-    for m in ("quick", "full"):
+    for m in ("quick", "full", "whisper"):  # whisper: bench/whisper.py's section, kept as it is
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
         if a in old and b in old:
             sections[m] = old[old.index(a) : old.index(b) + len(b)]
     sections[mode] = f"{start}\n{text}{end}"
-    body = HEADER + "".join(f"\n{sections[m]}\n" for m in ("quick", "full") if m in sections)
+    body = HEADER + "".join(f"\n{sections[m]}\n" for m in ("quick", "full", "whisper") if m in sections)
     path.write_text(body)
 
 
