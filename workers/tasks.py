@@ -197,6 +197,12 @@ def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[
     return out
 
 
+def _fail_all_unavailable(ctx, exc: Exception) -> None:
+    """The chunk's model cannot be loaded: no use retrying, every recording fails with the reason."""
+    for rec in ctx.recordings:
+        services.result_fail(job=ctx.job, recording=rec, code="model_unavailable", message=str(exc))
+
+
 @shared_task(bind=True, **_RETRY)
 def run_model_chunk(self, chunk_id: int) -> None:
     """Classify or embed a chunk: decode all, then one batched inference over every window."""
@@ -210,9 +216,8 @@ def run_model_chunk(self, chunk_id: int) -> None:
         t0 = time.perf_counter()
         try:
             loaded = runtime.load_model(job.model_version)
-        except runtime.ModelUnavailable as exc:  # no use retrying: every recording fails with the reason
-            for rec in ctx.recordings:
-                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
+        except runtime.ModelUnavailable as exc:
+            _fail_all_unavailable(ctx, exc)
             return
         timings["model_load"] += time.perf_counter() - t0
         decoded: list[tuple[Recording, object]] = []
@@ -279,9 +284,8 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
         t0 = time.perf_counter()
         try:
             engine = runtime.load_whisper()
-        except WhisperError as exc:  # no use retrying: every recording fails with the reason
-            for rec in ctx.recordings:
-                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
+        except WhisperError as exc:
+            _fail_all_unavailable(ctx, exc)
             return
         timings["model_load"] += time.perf_counter() - t0
         for rec in ctx.recordings:
