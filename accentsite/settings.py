@@ -211,7 +211,7 @@ CELERY_BEAT_SCHEDULE = {
 WORKER_DEVICE = env.str("WORKER_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
 # 0: one torch thread on CPU, the process's cores with a GPU (runtime.default_torch_threads)
 WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)
-WORKER_AUTOCAST = env.str("WORKER_AUTOCAST", default="auto")  # auto: bf16 on GPU / bf16 CPU; off; bf16 (runtime.use_autocast)
+WORKER_AUTOCAST = env.str("WORKER_AUTOCAST", default="auto")  # auto: bf16 on GPU / AMX CPU; off; bf16 (runtime.use_autocast)
 WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=0)  # 0: by family on CPU, 64 on GPU (runtime.default_batch_size)
 # silero VAD costs more than the classify model's forward pass on CPU (docs/benchmarks.md): it runs
 # only when a classify job asks for it (params {"vad": true}) unless this says otherwise.
@@ -242,6 +242,11 @@ WHISPER_MODEL_DIR = env.str("WHISPER_MODEL_DIR", default=str(VAR_DIR / "models" 
 # sha256 of its model.bin, checked when a worker loads it; empty = no check (the bundled model's hash by default)
 WHISPER_MODEL_SHA256 = env.str("WHISPER_MODEL_SHA256", default=WHISPER_BUNDLED_SHA256 if "WHISPER_MODEL_DIR" not in os.environ else "")
 WHISPER_COMPUTE_TYPE = env.str("WHISPER_COMPUTE_TYPE", default="auto")  # faster-whisper: auto | int8 | float16 | float32 ...
+# A whisper_probe model that reads only the encoder's last state (the default accent-native) runs on
+# CTranslate2's encoder on a CPU ("auto": int8, ~2x the torch fp32 encoder, decisions agree; bench/whisper.py);
+# "torch" keeps the torch encoder everywhere. GPUs and probes over several states always use torch.
+WHISPER_PROBE_ENGINE = env.str("WHISPER_PROBE_ENGINE", default="auto")  # auto | torch
+WHISPER_PROBE_COMPUTE_TYPE = env.str("WHISPER_PROBE_COMPUTE_TYPE", default="int8")  # CTranslate2 CPU: int8 | float32
 NUMBA_CACHE_DIR = env.str("NUMBA_CACHE_DIR", default=str(VAR_DIR / "numba-cache"))
 
 # --- REST framework -------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class WhisperProbe(nn.Module):
         sha256 of the ``model.bin`` the probe was fitted on.
     """
 
+    #: its input is only as long as the batch's longest real window: the inference loop cuts batches by length
+    variable_length = True
+
     def __init__(self, n_outputs: int, states: tuple[int, ...], pooling: str = "mean", d_model: int = 512,
                  band_limit_hz: float | None = 4000.0, task: str = "classify", encoder_sha256: str = "") -> None:
         super().__init__()
@@ -103,6 +106,11 @@ class WhisperProbe(nn.Module):
         # not a submodule (set past nn.Module.__setattr__): the encoder's weights stay out of the checkpoint
         object.__setattr__(self, "_encoder", None)
         self._encoder_device: Any = None
+        self._encoder_dir: Path | None = None
+        #: "torch" (every state, batched, CPU or CUDA) or "ctranslate2" (CTranslate2's own encoder, one
+        #: window at a time, for a probe that reads only the last state; see :meth:`use_engine`)
+        self.engine = "torch"
+        self._ct2: Any = None
 
     # -- the frozen encoder ------------------------------------------------------------------
 
@@ -117,7 +125,59 @@ class WhisperProbe(nn.Module):
             loaded, _ = load_encoder(folder, device=device, expected_sha256=self.encoder_sha256 or None)
             object.__setattr__(self, "_encoder", loaded)
             self._encoder_device = device
+            self._encoder_dir = folder
         return self._encoder
+
+    @property
+    def reads_last_state_only(self) -> bool:
+        """The probe uses only the encoder's output (the last state, ``ln_post`` applied): what
+        CTranslate2's ``encode`` returns."""
+        enc = self.attach_encoder()
+        return self.states == (enc.n_states - 1,)
+
+    def use_engine(self, engine: str = "auto", *, compute_type: str = "int8", threads: int | None = None) -> str:
+        """Choose the encoder engine for inference; returns the one in use.
+
+        ``torch``: the module's own encoder (every state; batched with padding masked; CPU or CUDA,
+        bf16 under autocast). ``ctranslate2``: CTranslate2's Whisper encoder (``compute_type``, e.g.
+        ``int8`` on a CPU), one window at a time at its own length, never padded -- allowed only for a
+        probe that reads the last state alone. ``auto``: ``ctranslate2`` on a CPU where the probe
+        allows it, else ``torch``. The trainer always caches features with the torch engine in fp32;
+        ``bench/whisper.py`` measures how closely the CTranslate2 engine's predictions agree with them.
+        """
+        on_cpu = self.feat_mean.device.type == "cpu"
+        if engine == "auto":
+            engine = "ctranslate2" if on_cpu and self.reads_last_state_only else "torch"
+        if engine == "ctranslate2":
+            if not self.reads_last_state_only:
+                raise ValueError(f"the ctranslate2 engine gives only the last state; this probe reads states {self.states}")
+            if not on_cpu:
+                raise ValueError("the ctranslate2 engine of a whisper_probe runs on the CPU here; use torch on CUDA")
+            self._ct2 = _ct2_encoder(self._encoder_dir or find_encoder_dir(self.encoder_sha256 or None), compute_type,
+                                     int(threads or torch.get_num_threads()))
+        elif engine != "torch":
+            raise ValueError(f"unknown engine {engine!r}")
+        self.engine = engine
+        return engine
+
+    def _ct2_pooled(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last state's pooled statistics ``[n, 2, d_model]`` from CTranslate2, window by window."""
+        import ctranslate2
+
+        enc = self.attach_encoder()
+        wave = self.band_limit(inputs["wave"].float())
+        lengths = inputs.get("lengths")
+        rows = []
+        for i in range(wave.shape[0]):
+            n = int(lengths[i]) if lengths is not None else wave.shape[1]
+            padded = -(-n // 320) * 320  # an even number of mel frames; at most 20 ms of zeros
+            row = nn.functional.pad(wave[i : i + 1, :n], (0, padded - n))
+            mel = enc.mel(row, torch.tensor([n]))
+            out = np.asarray(self._ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy())),
+                                              to_cpu=True))[0]
+            h = torch.from_numpy(out[: max(1, n // 320)]).float()
+            rows.append(torch.stack([h.mean(dim=0), h.std(dim=0, unbiased=False)]))
+        return torch.stack(rows)
 
     def prepare_inputs(self, windows: np.ndarray, device: Any) -> dict[str, torch.Tensor]:
         """``[n, samples]`` zero-padded windows -> wave and real lengths (trailing zeros are padding)."""
@@ -158,6 +218,10 @@ class WhisperProbe(nn.Module):
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``prepare_inputs`` output -> standardised features ``[n, feature_dim]``."""
+        if self.engine == "ctranslate2":
+            pooled = self._ct2_pooled(inputs)
+            feats = (pooled[:, :1] if self.pooling == "mean" else pooled).reshape(pooled.shape[0], -1)
+            return (feats - self.feat_mean) / self.feat_scale
         feats = self.select(self.pooled_states(inputs))
         return (feats - self.feat_mean) / self.feat_scale
 
@@ -177,6 +241,19 @@ class WhisperProbe(nn.Module):
             self.feat_scale.copy_(torch.as_tensor(np.where(scale > 0, scale, 1.0), dtype=torch.float32))
             self.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
             self.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+_CT2: dict[tuple[str, str, int], Any] = {}
+
+
+def _ct2_encoder(folder: Path, compute_type: str, threads: int) -> Any:
+    """One CTranslate2 Whisper model per (folder, compute type, threads) in this process."""
+    import ctranslate2
+
+    key = (str(folder), compute_type, threads)
+    if key not in _CT2:
+        _CT2[key] = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute_type, intra_threads=threads)
+    return _CT2[key]
 
 
 def build_whisper_probe(spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> WhisperProbe:

@@ -100,16 +100,18 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
         return
     timings: dict[str, float] = defaultdict(float)
     error = ""
-    try:
-        with _heartbeating(chunk_id):
+    # the chunk closes while it still beats: between the last beat and the close a reaper would see a
+    # running chunk that is silent
+    with _heartbeating(chunk_id):
+        try:
             process(ctx, timings)
-    except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
-        error = "The chunk exceeded its time limit; its unfinished recordings failed."
-        done = set(ctx.job.results.values_list("recording_id", flat=True))
-        for rec in ctx.recordings:
-            if rec.pk not in done:
-                services.result_fail(job=ctx.job, recording=rec, code="time_limit", message=error)
-    services.chunk_finish(chunk_id=chunk_id, timings=dict(timings), error=error)
+        except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
+            error = "The chunk exceeded its time limit; its unfinished recordings failed."
+            done = set(ctx.job.results.values_list("recording_id", flat=True))
+            for rec in ctx.recordings:
+                if rec.pk not in done:
+                    services.result_fail(job=ctx.job, recording=rec, code="time_limit", message=error)
+        services.chunk_finish(chunk_id=chunk_id, timings=dict(timings), error=error)
 
 
 def _fail_unexpected(ctx, rec: Recording, exc: Exception) -> None:
@@ -346,20 +348,21 @@ def run_train_job(self, chunk_id: int) -> None:
         if stage == "train":
             training.train_job_progress(job_id=job_id, done=done, total=total)
 
-    try:
-        with _heartbeating(chunk_id):  # a training may run for hours: the reaper must see it alive
+    # a training may run for hours: the reaper must see it alive, until its job is closed
+    with _heartbeating(chunk_id):
+        try:
             mv = training.train_job_run(job=ctx.job, progress=progress)
-    except ServiceError as exc:
-        training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
-    except SoftTimeLimitExceeded:
-        training.train_job_finish(job_id=job_id, model_version=None, error="Training exceeded its time limit.")
-    except TRANSIENT:
-        raise  # retried
-    except Exception as exc:  # bad hyper-parameters, too little data for a split, a bug: fail once, with the reason
-        logger.exception("training failed", extra={"job_id": job_id})
-        training.train_job_finish(job_id=job_id, model_version=None, error=f"Training failed: {type(exc).__name__}: {exc}")
-    else:
-        training.train_job_finish(job_id=job_id, model_version=mv)
+        except ServiceError as exc:
+            training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
+        except SoftTimeLimitExceeded:
+            training.train_job_finish(job_id=job_id, model_version=None, error="Training exceeded its time limit.")
+        except TRANSIENT:
+            raise  # retried
+        except Exception as exc:  # bad hyper-parameters, too little data for a split, a bug: fail once, with the reason
+            logger.exception("training failed", extra={"job_id": job_id})
+            training.train_job_finish(job_id=job_id, model_version=None, error=f"Training failed: {type(exc).__name__}: {exc}")
+        else:
+            training.train_job_finish(job_id=job_id, model_version=mv)
 
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message is a timeout, not a rerun

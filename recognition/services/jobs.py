@@ -210,6 +210,9 @@ def chunk_start(*, chunk_id: int, worker: str = "", task_id: str = "") -> ChunkC
             if job.status == Job.Status.QUEUED:
                 job.mark_running()
                 job.save(update_fields=["status", "started_at"])
+            # its Redis beat first: the reaper must never see a running chunk that neither beats yet nor
+            # has its helper process started (a slow worker can take seconds to reach :func:`_heartbeating`)
+            chunk_beat_now(chunk_id=chunk.pk, ttl_s=3 * settings.CHUNK_HEARTBEAT_S + 1)
             now = timezone.now()
             chunk.status = JobChunk.Status.RUNNING
             chunk.worker = worker
@@ -587,7 +590,11 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
             empty = _empty_queues() if empty is None else empty
             if _job_queue(chunk.job) not in empty:
                 continue
-        JobChunk.objects.filter(pk=chunk.pk).update(status=JobChunk.Status.QUEUED, error="requeued: no heartbeat")
+        # compare and set: a chunk that beat, finished or was claimed since it was read is left alone
+        if not JobChunk.objects.filter(pk=chunk.pk, status=chunk.status, heartbeat_at=chunk.heartbeat_at,
+                                       attempts=chunk.attempts, job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]
+                                       ).update(status=JobChunk.Status.QUEUED, error="requeued: no heartbeat"):
+            continue
         requeued.setdefault(chunk.job_id, []).append(chunk.pk)
     for job_id, chunk_ids in requeued.items():
         job = Job.objects.get(pk=job_id)

@@ -83,6 +83,56 @@ def test_train_selects_by_cv_and_ships_only_the_head(items, tmp_path):
     assert np.linalg.norm(np.asarray(vectors[0].vector)) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_ctranslate2_engine_agrees_with_the_torch_encoder_for_a_last_state_probe(items, tmp_path):
+    """A probe over the last state alone may run on CTranslate2's int8 encoder (the CPU default); its
+    probabilities stay close to the torch fp32 encoder the probe was fitted on, and a probe over
+    other states refuses that engine."""
+    out = tmp_path / "last.pt"
+    train_model(TrainConfig(name="probe-last", family="whisper_probe", items=items, out=str(out),
+                            cache_dir=str(tmp_path / "c"), labels=["scot", "us"], val_fraction=0.2, references=False,
+                            evaluate=False, hparams={"cv_folds": 3, "C_grid": [0.1], "states": [6]}))
+    loaded = load_checkpoint(out)
+    loaded.model.attach_encoder()
+    signals = [it.path_or_loader() for it in items if it.split == "test"] + [np.concatenate([items[0].path_or_loader()] * 4)]
+    assert loaded.model.use_engine("torch") == "torch"
+    ref = classify_batch(loaded, signals, vad=False)
+    assert loaded.model.use_engine("auto") == "ctranslate2"  # on a CPU, for a last-state probe
+    got = classify_batch(loaded, signals, vad=False)
+    for a, b in zip(ref, got, strict=True):
+        assert a.n_windows == b.n_windows
+        assert abs(a.probabilities["us"] - b.probabilities["us"]) < 0.1
+    assert np.mean([a.predicted_class == b.predicted_class for a, b in zip(ref, got, strict=True)]) >= 0.9
+
+    from models.whisper_probe import WhisperProbe
+
+    several = WhisperProbe(2, (4, 6))
+    several.attach_encoder()
+    assert several.use_engine("auto") == "torch"
+    with pytest.raises(ValueError, match="only the last state"):
+        several.use_engine("ctranslate2")
+
+
+def test_embedding_axes_are_chosen_by_cv_among_labels_and_a_manifest_column(items, tmp_path):
+    """With a finer manifest column (here a made-up 'voice' column splitting each label in two), the
+    embedding's axes are chosen by speaker-grouped CV k-NN accuracy among: the labels alone, the
+    column, both side by side; a column value with too few speakers stays out of the fit."""
+    from dataclasses import replace
+
+    tagged = [replace(it, meta=(("voice", f"{it.label}-{'lo' if int(it.speaker.split('-')[1]) % 2 else 'hi'}"),))
+              for it in items]
+    config = TrainConfig(name="probe-axes", family="whisper_probe", task="embed", items=tagged, out=None,
+                         cache_dir=str(tmp_path / "c"), labels=["scot", "us"], val_fraction=0.2, references=False,
+                         hparams={"cv_folds": 3, "C_grid": [0.1], "states": [4], "axes_column": "voice",
+                                  "axes_min_speakers": 2})
+    result = train_model(config)
+    table = result.metrics["axes_selection"]["table"]
+    assert [row["axes"] for row in table] == ["labels", "voice", "labels+voice"]
+    assert [row["dims"] for row in table] == [1, 3, 4]
+    best = max(table, key=lambda r: (round(r["cv_knn_balanced_accuracy"], 6), -r["dims"]))
+    assert result.metrics["chosen"]["axes"] == best["axes"]
+    assert result.spec.embedding_dim == best["dims"]
+
+
 def test_an_embedding_probe_trains_and_embeds(items, tmp_path):
     out = tmp_path / "embed.pt"
     config = TrainConfig(name="probe-embed", family="whisper_probe", task="embed", items=items, out=str(out),

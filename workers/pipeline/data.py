@@ -40,6 +40,8 @@ class TrainItem:
         Stable id used for caching (defaults to the path).
     transcript : str
         What the speaker read, when known (``""`` otherwise); the ``reading_fusion`` family uses it.
+    meta : tuple of (str, str)
+        The manifest row's columns (e.g. ``l1``); an embedding may be fitted over one of them.
     """
 
     path_or_loader: str | Path | Callable[[], np.ndarray]
@@ -49,6 +51,12 @@ class TrainItem:
     split: str = ""
     key: str = ""
     transcript: str = ""
+    #: the manifest row's other columns as ``(name, value)`` pairs (a tuple, so the item stays hashable)
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def column(self, name: str, default: str = "") -> str:
+        """A manifest column of this item's row (``default`` when the item has no such column)."""
+        return dict(self.meta).get(name, default)
 
     @property
     def cache_key(self) -> str:
@@ -128,6 +136,7 @@ def read_manifest(
                     split=(row.get(split_column) or "").strip().lower(),
                     key=row["path"],
                     transcript=(row.get(transcript_column) or "").strip() or (prompts or {}).get(corpus, ""),
+                    meta=tuple((k, v or "") for k, v in row.items() if k is not None),
                 )
             )
     return items

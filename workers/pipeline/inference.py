@@ -25,7 +25,9 @@ VAD gate (classify only, ``vad=True``)
 
 Batching
     Kept windows of *all* signals are packed together into batches of ``batch_size``,
-    ordered by real length so the zero-padded windows of short signals share batches, and
+    ordered by real length so the zero-padded windows of short signals share batches (for a
+    model that runs only the real length, ``variable_length`` such as ``whisper_probe``, a batch
+    is also cut where a window is under ``PAD_RATIO`` of its longest), and
     sliced from the signals per batch (a long recording is never materialised as one
     ``[n_windows, samples]`` array). Forward passes run under ``torch.inference_mode()``,
     optionally under bf16 autocast. A CUDA out-of-memory error halves the batch size and
@@ -299,6 +301,10 @@ def _autocast(enabled: bool, device: Any) -> Iterator[None]:
         yield
 
 
+#: a window shorter than this fraction of its batch's longest starts a new batch (see :func:`_forward`)
+PAD_RATIO = 0.8
+
+
 def _forward(
     loaded: Any,
     signals: Sequence[np.ndarray],
@@ -339,11 +345,20 @@ def _forward(
     order = np.argsort(-lengths, kind="stable")
     outputs: np.ndarray | None = None
     fn = getattr(loaded, method)
+    # only a model whose input is as long as its batch's longest real window gains from length-cut batches
+    # (a CNN runs every window at ``win`` samples whatever the batch)
+    variable = bool(getattr(getattr(loaded, "model", None), "variable_length", False))
     bs = max(1, int(batch_size))
     i = 0
     with torch.inference_mode():
         while i < m:
             idx = order[i : i + bs]
+            # a batch is as long as its longest window: cut it where a window is under PAD_RATIO of that, so no
+            # window computes more than ~1/PAD_RATIO of its own length (mixed 3-s and 18-s recordings no longer
+            # all run at 18 s)
+            short = np.flatnonzero(lengths[idx] < PAD_RATIO * lengths[idx[0]]) if variable else ()
+            if len(short):
+                idx = idx[: short[0]]
             t0 = time.perf_counter()
             batch = _window_batch(signals, items[idx], win)
             t1 = time.perf_counter()

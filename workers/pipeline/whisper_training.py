@@ -18,7 +18,10 @@ configuration chosen by speaker-grouped cross-validation, a logistic-regression 
 4. With ``evaluate``: the test split is scored once, with the run's two reference baselines.
 
 Embedding models (``task="embed"``) use the same cached features: the chosen states, standardised,
-projected by shrinkage LDA over the labels onto ``embedding_dim`` axes (at most classes - 1).
+projected by shrinkage LDA onto at most ``embedding_dim`` axes, each scaled to unit within-class
+spread. Which labels the axes separate is chosen by the rule of :func:`select_axes` (speaker-grouped
+CV k-NN accuracy, test untouched): the training labels (``classes - 1`` axes), a finer manifest
+column such as the speaker's L1 (``axes_column``; more axes), or both side by side.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "cv_folds": 5,
     "batch_size": 8,
     "embedding_dim": 64,
+    # embed task: what the LDA axes separate -- "cv" (chosen below), "labels" (the training labels),
+    # a manifest column such as "l1", or "labels+l1" (both projections side by side)
+    "axes": "cv",
+    "axes_column": "l1",
+    "axes_map": {"english(presumed)": "english"},
+    "axes_min_speakers": 5,
 }
 WINDOW_S, HOP_S = 20.0, 10.0
 
@@ -211,6 +220,104 @@ def select_probe(feats: list[np.ndarray], utts: list[Any], items: list[Any], poo
     return {"table": table, "states": list(states), "C": C, "oof_logits": oof, "oof_owner": owner, "folds": len(folds)}
 
 
+def _lda_axes(X: np.ndarray, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shrinkage LDA on standardised window rows ``X``; returns ``weight [d, D]`` and ``bias [d]``
+    such that ``X @ weight.T + bias`` is centred and has unit within-class spread on every axis
+    (so no axis outweighs another under the cosine)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    d = max(1, min(int(dim), len(np.unique(y)) - 1))
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=d).fit(X, y)
+    weight = lda.scalings_[:, :d].T
+    Z = X @ weight.T
+    within = np.sqrt(np.mean([(Z[y == c] - Z[y == c].mean(axis=0)).var(axis=0) for c in np.unique(y)], axis=0))
+    within = np.where(within > 1e-9, within, 1.0)
+    weight = weight / within[:, None]
+    return weight, -(Z.mean(axis=0) / within)
+
+
+def axis_targets(items: list[Any], utts: list[Any], hp: dict[str, Any], pool: list[int]) -> dict[str, np.ndarray]:
+    """Window-free per-recording targets of each embedding candidate: ``{"labels": ..., column: ...}``;
+    ``-1`` marks a recording left out of that candidate's fit (a value with under ``axes_min_speakers``
+    speakers among the train/validation speakers, or none). The column candidate exists only when the
+    items carry that manifest column (a manifest run; a batch trained through the API has only its labels)."""
+    out = {"labels": np.array([u.label for u in utts])}
+    col = hp.get("axes_column")
+    raw = [items[i].column(col, "") if col else "" for i in range(len(items))]
+    if col and any(raw):
+        mapped = [(hp.get("axes_map") or {}).get(v, v) for v in raw]
+        speakers: dict[str, set] = {}
+        for i in pool:
+            if mapped[i]:
+                speakers.setdefault(mapped[i], set()).add(utts[i].speaker)
+        kept = sorted(v for v, spk in speakers.items() if len(spk) >= int(hp["axes_min_speakers"]))
+        if len(kept) >= 3:
+            code = {v: k for k, v in enumerate(kept)}
+            out[col] = np.array([code.get(v, -1) for v in mapped])
+    return out
+
+
+def _embed_fit(X: np.ndarray, owner: np.ndarray, targets: dict[str, np.ndarray], candidate: str,
+               dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The linear embedding head of one candidate (``labels``, a column, or ``labels+<column>``) on
+    standardised rows ``X``."""
+    weights, biases = [], []
+    for part in candidate.split("+"):
+        y = targets[part][owner]
+        keep = y >= 0
+        w, b = _lda_axes(X[keep], y[keep], dim)
+        weights.append(w)
+        biases.append(b)
+    return np.concatenate(weights), np.concatenate(biases)
+
+
+def _pooled_embeddings(Z: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
+    emb = np.stack([Z[owner == i].mean(axis=0) for i in idx])
+    return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+
+
+def select_axes(feats: list[np.ndarray], utts: list[Any], items: list[Any], pool: list[int], states: tuple[int, ...],
+                hp: dict[str, Any], targets: dict[str, np.ndarray], *, select_corpus: str | None,
+                seed: int) -> dict[str, Any]:
+    """Which LDA axes an embedding model gets, **chosen before any test number is read**: over the
+    train + validation speakers, speaker-grouped k-fold CV; in each fold the candidate is fitted on
+    the other folds and the held-out recordings are embedded; the score is the k-NN (k = 5, other
+    speakers only) balanced accuracy on the training labels among the held-out recordings of
+    ``select_corpus`` (all corpora when unset), averaged over folds. Ties go to fewer axes."""
+    from workers.pipeline.evaluation import embedding_report
+
+    col = hp.get("axes_column")
+    candidates = ["labels"] + ([col, f"labels+{col}"] if col in targets else [])
+    if hp["axes"] != "cv":
+        candidates = [str(hp["axes"])]
+    X, owner = _design(feats, pool, states, hp["pooling"])
+    folds = speaker_folds(items, pool, int(hp["cv_folds"]), seed=seed)
+    table = []
+    for cand in candidates:
+        scores, scores_all, dims = [], [], 0
+        for held in folds:
+            test_rows = np.isin(owner, held)
+            mean = X[~test_rows].mean(axis=0)
+            scale = np.where(X[~test_rows].std(axis=0) > 1e-6, X[~test_rows].std(axis=0), 1.0)
+            weight, bias = _embed_fit((X[~test_rows] - mean) / scale, owner[~test_rows], targets, cand, hp["embedding_dim"])
+            dims = weight.shape[0]
+            held_set = set(held)
+            held_list = [i for i in pool if i in held_set]
+            emb = _pooled_embeddings(((X[test_rows] - mean) / scale) @ weight.T + bias, owner[test_rows], held_list)
+            labels = [str(utts[i].label) for i in held_list]
+            speakers = [utts[i].speaker for i in held_list]
+            scores_all.append(embedding_report(emb, labels, speakers)["knn_balanced_accuracy"])
+            sel = [k for k, i in enumerate(held_list) if select_corpus is None or utts[i].corpus == select_corpus]
+            if len({speakers[k] for k in sel}) > 5:
+                scores.append(embedding_report(emb[sel], [labels[k] for k in sel], [speakers[k] for k in sel])["knn_balanced_accuracy"])
+        row = {"axes": cand, "dims": dims, "cv_knn_balanced_accuracy": float(np.mean(scores)) if scores else float("nan"),
+               "cv_all_knn_balanced_accuracy": float(np.mean(scores_all))}
+        table.append(row)
+        logger.info("embed cv %s", row)
+    best = max(table, key=lambda r: (round(r["cv_knn_balanced_accuracy"], 6), -r["dims"]))
+    return {"table": table, "axes": best["axes"], "folds": len(folds)}
+
+
 def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     """Train one ``whisper_probe`` model as :func:`workers.pipeline.training.train_model` does for
     the other families; returns a ``TrainResult``."""
@@ -290,13 +397,16 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
         model = build_whisper_probe(spec, hparams)
         model.set_head(*params)
     else:
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
+        targets = axis_targets(items, utts, hp, pool)
+        axes = select_axes(feats, utts, items, pool, states, hp, targets, select_corpus=config.select_corpus, seed=config.seed)
         mean, scale = X.mean(axis=0), np.where(X.std(axis=0) > 1e-6, X.std(axis=0), 1.0)
-        dim = max(1, min(int(hp["embedding_dim"]), n_classes - 1))
-        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=dim).fit((X - mean) / scale, y_win)
-        weight = lda.scalings_[:, :dim].T
-        bias = np.zeros(dim)  # the eigen solver's transform is Z @ scalings_ (no centring; Z is standardised)
+        weight, bias = _embed_fit((X - mean) / scale, owner, targets, axes["axes"], hp["embedding_dim"])
+        dim = weight.shape[0]
+        hparams["axes"] = axes["axes"]
+        hparams["axes_selection"] = {"rule": "max CV k-NN balanced accuracy" + (f" on {config.select_corpus}" if config.select_corpus else ""),
+                                     "folds": axes["folds"], "table": axes["table"]}
+        if axes["axes"] != "labels":
+            hparams["axes_column"], hparams["axes_map"] = hp["axes_column"], hp["axes_map"]
         calibration = {}
         spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="embed", labels=(),
                          sample_rate=16000, window_s=window_s, hop_s=hop_s, embedding_dim=dim,
@@ -309,6 +419,9 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     model.eval()
 
     metrics: dict[str, Any] = {"selection": hparams["selection"], "chosen": {"states": list(states), "C": chosen["C"]}}
+    if task != "classify":
+        metrics["chosen"]["axes"] = hparams["axes"]
+        metrics["axes_selection"] = hparams["axes_selection"]
     if task == "classify":
         metrics["val"] = report_for([labels[k] for k in y_pool], oof_proba, labels, [utts[i] for i in pool], n_boot=0)
         metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"])
