@@ -161,7 +161,8 @@ class WhisperProbe(nn.Module):
         return engine
 
     def _ct2_pooled(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The last state's pooled statistics ``[n, 2, d_model]`` from CTranslate2, window by window."""
+        """The last state's pooled statistics ``[n, 2, d_model]`` from CTranslate2, window by window
+        (the spread only for ``mean_std`` pooling; zeros otherwise)."""
         import ctranslate2
 
         enc = self.attach_encoder()
@@ -176,7 +177,8 @@ class WhisperProbe(nn.Module):
             out = np.asarray(self._ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy())),
                                               to_cpu=True))[0]
             h = torch.from_numpy(out[: max(1, n // 320)]).float()
-            rows.append(torch.stack([h.mean(dim=0), h.std(dim=0, unbiased=False)]))
+            spread = h.std(dim=0, unbiased=False) if self.pooling == "mean_std" else torch.zeros(h.shape[1])
+            rows.append(torch.stack([h.mean(dim=0), spread]))
         return torch.stack(rows)
 
     def prepare_inputs(self, windows: np.ndarray, device: Any) -> dict[str, torch.Tensor]:

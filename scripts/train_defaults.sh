@@ -17,12 +17,13 @@ train --family whisper_probe --label-map "$MAP" --labels native,non_native --nam
 # accent-group 2.0.0 (native / Mandarin / other L1) on the same cached features
 train --family whisper_probe --name accent-group --version 2.0.0 --select-corpus SAA --threads 2 \
     --out models/checkpoints/accent-group.pt --card docs/models/accent-group.md --loco SAA
-# accent-embed stays 1.1.0 (the accent_embed family); the Whisper candidate (2-d, not shipped) is reproduced by
-train --family whisper_probe --task embed --name accent-embed --version 2.0.0 --select-corpus SAA --threads 2 \
-    --out var/accent-embed-2.0.0.pt --card docs/models/candidates/accent-embed-2.0.0.md
+# accent-embed 2.0.0, the default embedding: the same cached features, LDA axes (labels, L1 or both) chosen by CV
+train --family whisper_probe --task embed --name accent-embed --version 2.0.0 --select-corpus SAA --threads 1 \
+    --out models/checkpoints/accent-embed.pt --card docs/models/accent-embed.md
+# accent-embed 1.1.0 (kept as accent-embed@1.1.0: the accent_embed family, 128-d)
 if [ "${WITH_EMBED_1_1:-0}" = 1 ]; then
-  train --family accent_embed --name accent-embed --version 1.1.0 --out models/checkpoints/accent-embed.pt \
-      --card docs/models/accent-embed.md --epochs 30 --patience 8 --threads 1 --n-boot 300
+  train --family accent_embed --name accent-embed --version 1.1.0 --out models/checkpoints/accent-embed-1.1.0.pt \
+      --card docs/models/accent-embed-1.1.0.md --epochs 30 --patience 8 --threads 1 --n-boot 300
 fi
 
 # accent-native 1.1.0 (kept as accent-native@1.1.0 for recordings of the Stella passage): the GE2E window

@@ -190,8 +190,9 @@ def load_model(model_version) -> object:
                 if choose is not None:  # whisper_probe: CTranslate2's int8 encoder on a CPU where the probe allows it
                     import torch
 
-                    engine = choose("torch" if settings.WHISPER_PROBE_ENGINE == "torch" else "auto",
-                                    compute_type=settings.WHISPER_PROBE_COMPUTE_TYPE, threads=torch.get_num_threads())
+                    # where bf16 autocast pays (CUDA, an AMX CPU) the torch encoder is the faster one
+                    wanted = "torch" if settings.WHISPER_PROBE_ENGINE == "torch" or use_autocast(loaded) else "auto"
+                    engine = choose(wanted, compute_type=settings.WHISPER_PROBE_COMPUTE_TYPE, threads=torch.get_num_threads())
                     logger.info("model %s runs its Whisper encoder on %s", label, engine)
                 if model_version.sha256 and loaded.sha256 != model_version.sha256:
                     raise ModelUnavailable(

@@ -1,4 +1,4 @@
-"""The shipped classifiers as committed: each card matches its file; the default (accent-native
+"""The shipped models as committed: each card matches its file; the default (accent-native
 2.0.0) is a Whisper probe whose encoder is the bundled Whisper folder; 1.1.0, still shipped as
 accent-native@1.1.0, uses a recording's transcript only when that is the passage it was trained on."""
 
@@ -17,14 +17,35 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "accent-native.pt"
 READING = ROOT / "models" / "checkpoints" / "accent-native-1.1.0.pt"
 
 
-@pytest.mark.parametrize(("path", "card"), [(CHECKPOINT, "accent-native.md"), (READING, "accent-native-1.1.0.md")])
-def test_the_card_describes_the_committed_checkpoint(path, card) -> None:
+SHIPPED = ["accent-native", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0"]
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_the_card_describes_the_committed_checkpoint(stem) -> None:
+    path = ROOT / "models" / "checkpoints" / f"{stem}.pt"
     side = json.loads(path.with_suffix(".json").read_text())
-    text = (ROOT / "docs" / "models" / card).read_text()
+    text = (ROOT / "docs" / "models" / f"{stem}.md").read_text()
     assert f"Checkpoint sha256: `{side['sha256']}`" in text
-    assert f"# Model card: accent-native ({side['spec']['version']})" in text
+    assert f"# Model card: {side['spec']['name']} ({side['spec']['version']})" in text
     assert path.stat().st_size < 25 * 2**20
-    assert "/work/" not in text.split("## Reproduce")[1].split("## ")[0] or card.endswith("1.1.0.md")
+    assert "/work/" not in text.split("## Reproduce")[1].split("## ")[0] or stem == "accent-native-1.1.0"
+
+
+def test_the_default_embedding_is_a_whisper_probe_with_accent_and_l1_axes() -> None:
+    """accent-embed 2.0.0: LDA axes over the accent labels and the speakers' L1 (chosen by CV), better
+    than the speaker encoder's d-vector on its test clips, 10-d unit vectors through the service's embed path."""
+    from models.checkpoint import load_checkpoint
+    from workers.pipeline.inference import embed_batch
+
+    side = json.loads((ROOT / "models" / "checkpoints" / "accent-embed.json").read_text())
+    assert side["default"] and side["spec"]["family"] == "whisper_probe" and side["hparams"]["axes"] == "labels+l1"
+    assert side["metrics"]["test_embedding"]["knn_balanced_accuracy"] > \
+        side["metrics"]["references"]["speaker_encoder_dvector"]["test_embedding"]["knn_balanced_accuracy"]
+    loaded = load_checkpoint(ROOT / "models" / "checkpoints" / "accent-embed.pt")
+    loaded.model.attach_encoder()
+    assert loaded.spec.embedding_dim == 10  # 2 accent-group axes + 8 L1 axes
+    vectors = embed_batch(loaded, [0.1 * np.sin(np.arange(32000, dtype=np.float32) / 7.0)], vad=False)
+    assert np.linalg.norm(vectors[0].vector) == pytest.approx(1.0, abs=1e-4) and len(vectors[0].vector) == 10
 
 
 def test_the_default_is_a_whisper_probe_on_the_bundled_encoder() -> None:

@@ -98,7 +98,8 @@ def _ci(rep: dict[str, Any], key: str = "balanced_accuracy") -> str:
 
 
 REFERENCE_NAMES = {"mfcc_logreg": "MFCC statistics + logistic regression",
-                   "speaker_encoder_logreg": "speaker encoder (resemblyzer GE2E) embedding + logistic regression"}
+                   "speaker_encoder_logreg": "speaker encoder (resemblyzer GE2E) embedding + logistic regression",
+                   "speaker_encoder_dvector": "speaker encoder (resemblyzer GE2E) d-vector, no training"}
 
 
 def reference_reports(train: list[Utterance], test: list[Utterance], model_proba: np.ndarray, labels: list[str],
@@ -122,6 +123,42 @@ def reference_reports(train: list[Utterance], test: list[Utterance], model_proba
                                          speakers=[u.speaker for u in test], corpora=[u.corpus for u in test],
                                          n_boot=config.n_boot, seed=config.seed)
     return reports
+
+
+def _embedding_section(metrics: dict[str, Any], emb: dict[str, Any]) -> list[str]:
+    """An embedding model's test table: k-NN accent accuracy (neighbours from other speakers only),
+    same/different-accent EER, per corpus, beside the references measured in the same run."""
+    rows = [("this model", emb, metrics.get("test_embedding_per_corpus") or {})]
+    for name, ref in (metrics.get("references") or {}).items():
+        if ref.get("test_embedding"):
+            rows.append((REFERENCE_NAMES.get(name, name), ref["test_embedding"], ref.get("test_embedding_per_corpus") or {}))
+    for name, ref in (metrics.get("embedding_baselines") or {}).items():  # e.g. the previous version, scored on the same clips
+        rows.append((name, ref["test_embedding"], ref.get("test_embedding_per_corpus") or {}))
+    out = ["## Embedding quality on the speaker-disjoint test split", "",
+           "k-NN accent vote (k = 5, cosine; a clip's neighbours never include its own speaker's clips), balanced over "
+           "the accent labels; EER of same- vs different-accent pairs of clips from different speakers. 'all test' "
+           "draws neighbours from every corpus (where corpus and accent are entangled); a corpus row draws them from "
+           "that corpus alone.", "",
+           "| embedding | slice | clips | speakers | k-NN balanced acc. | k-NN acc. | EER |", "|---|---|---|---|---|---|---|"]
+    for name, allrep, per in rows:
+        for slice_name, rep in [("all test", allrep)] + sorted(per.items(), key=lambda kv: kv[0] != "SAA"):
+            label = "**SAA test**" if slice_name == "SAA" else slice_name
+            out.append(f"| {name} | {label} | {rep.get('n')} | {rep.get('n_speakers')} | {_fmt(rep.get('knn_balanced_accuracy'))} "
+                       f"| {_fmt(rep.get('knn_accuracy'))} | {_fmt(rep.get('eer'))} |")
+    recall = emb.get("knn_per_class_recall") or {}
+    if recall:
+        out += ["", "k-NN recall per class (all test): " + "; ".join(f"`{c}` {_fmt(v)}" for c, v in recall.items())]
+    sel = metrics.get("axes_selection")
+    if sel:
+        chosen = (metrics.get("chosen") or {}).get("axes")
+        out += ["", f"Axes: {sel.get('rule')} (speaker-grouped {sel.get('folds')}-fold CV over train + validation "
+                "speakers, test untouched; ties to fewer axes). Candidates: shrinkage LDA over the training labels, over "
+                "the manifest column, or both side by side; each axis scaled to unit within-class spread. "
+                f"Chosen: `{chosen}`.", "",
+                "| axes | dims | CV k-NN balanced acc. (selection slice) | CV k-NN balanced acc. (all) |", "|---|---|---|---|"]
+        out += [f"| {r['axes']} | {r['dims']} | {_fmt(r['cv_knn_balanced_accuracy'])} | {_fmt(r['cv_all_knn_balanced_accuracy'])} |"
+                for r in sel.get("table") or []]
+    return [*out, ""]
 
 
 def write_model_card(
@@ -165,6 +202,12 @@ def write_model_card(
         f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
         + family.card_input.format(window_s=spec.window_s, encoder=spec.extra.get("encoder", "whisper")),
     ]
+    if spec.task == "embed":  # no class scores: the vector is the mean of the window projections
+        lines[-1] = (lines[-1].replace("utterance score = mean of calibrated window probabilities", "recording vector = "
+                                       "mean of the window vectors").replace("into a logistic-regression head",
+                                                                            "into a linear projection (LDA axes)"))
+        lines[-2] = f"- Family: `{spec.family}`; task: `embed`; fitted on the labels: " + ", ".join(
+            f"`{c}`" for c in spec.extra.get("trained_labels") or spec.labels)
     if spec.embedding_dim:
         lines.append(f"- Embedding: {spec.embedding_dim}-d, L2-normalised")
     if sha256:
@@ -183,15 +226,16 @@ def write_model_card(
     if training_data:
         lines += ["## Data", "", f"Source: `{training_data.get('source')}`. Speaker-disjoint splits "
                   "(manifest `split`; validation carved from train by speaker, stratified by label and corpus):", ""]
-        lines += ["| split | items | speakers | " + " | ".join(spec.labels) + " |", "|---|---|---|" + "---|" * len(spec.labels)]
+        classes = list(spec.labels or spec.extra.get("trained_labels") or [])  # an embedding: the labels it was fitted on
+        lines += ["| split | items | speakers | " + " | ".join(classes) + " |", "|---|---|---|" + "---|" * len(classes)]
         for k, v in training_data.get("splits", {}).items():
             cc = training_data.get("class_counts", {}).get(k, {})
-            lines.append(f"| {k} | {v['items']} | {v['speakers']} | " + " | ".join(str(cc.get(c, 0)) for c in spec.labels) + " |")
+            lines.append(f"| {k} | {v['items']} | {v['speakers']} | " + " | ".join(str(cc.get(c, 0)) for c in classes) + " |")
         lines.append("")
-    lines += ["## Results on the speaker-disjoint test split", "",
-              "Balanced accuracy with a 95 % bootstrap interval (speakers resampled).", "",
-              "| slice | n | speakers | balanced acc. | accuracy | macro F1 | ROC AUC |", "|---|---|---|---|---|---|---|"]
     if test:
+        lines += ["## Results on the speaker-disjoint test split", "",
+                  "Balanced accuracy with a 95 % bootstrap interval (speakers resampled).", "",
+                  "| slice | n | speakers | balanced acc. | accuracy | macro F1 | ROC AUC |", "|---|---|---|---|---|---|---|"]
         roc = test.get("roc_auc") or {}
         lines.append(f"| all test | {test.get('n')} | {(test.get('ci') or {}).get('n_units', '-')} | "
                      f"{_fmt(test.get('balanced_accuracy'))}{_ci(test)} | {_fmt(test.get('accuracy'))} | "
@@ -207,7 +251,9 @@ def write_model_card(
                 for c, v in test["per_class"].items()), ""]
         lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
     emb = metrics.get("test_embedding")
-    if emb:
+    if emb and "test_embedding_per_corpus" in metrics:
+        lines += _embedding_section(metrics, emb)
+    elif emb:
         keys = [k for k in emb if isinstance(emb[k], (int, float)) and not isinstance(emb[k], bool)]
         lines += ["## Embedding quality (test speakers)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(float(emb[k]))} |" for k in keys]

@@ -271,6 +271,20 @@ def _embed_fit(X: np.ndarray, owner: np.ndarray, targets: dict[str, np.ndarray],
     return np.concatenate(weights), np.concatenate(biases)
 
 
+def _embedding_per_corpus(emb: np.ndarray, labels: list[str], speakers: list[str], corpora: list[str],
+                          min_speakers: int = 10) -> dict[str, dict[str, Any]]:
+    """:func:`embedding_report` of each corpus with at least ``min_speakers`` speakers and two labels,
+    neighbours drawn from that corpus only (SAA is the honest slice: one archive for every class)."""
+    from workers.pipeline.evaluation import embedding_report
+
+    out = {}
+    for corpus in sorted(set(corpora)):
+        idx = [k for k, c in enumerate(corpora) if c == corpus]
+        if len({speakers[k] for k in idx}) >= min_speakers and len({labels[k] for k in idx}) >= 2:
+            out[corpus] = embedding_report(emb[idx], [labels[k] for k in idx], [speakers[k] for k in idx])
+    return out
+
+
 def _pooled_embeddings(Z: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
     emb = np.stack([Z[owner == i].mean(axis=0) for i in idx])
     return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
@@ -447,7 +461,9 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
             emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
             y_test = [labels[utts[i].label] for i in test_idx]
             spk_test = [utts[i].speaker for i in test_idx]
+            corpus_test = [utts[i].corpus for i in test_idx]
             metrics["test_embedding"] = embedding_report(emb, y_test, spk_test)
+            metrics["test_embedding_per_corpus"] = _embedding_per_corpus(emb, y_test, spk_test, corpus_test)
             if config.references:  # the d-vector on the same clips, scored the same way (k-NN, other speakers only)
                 from workers.pipeline.baselines import speaker_encoder_embeddings
 
@@ -455,7 +471,8 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                 dvec = speaker_encoder_embeddings([utts[i].samples for i in test_idx], bandlimit_hz=hp["band_limit_hz"])
                 metrics["references"] = {"speaker_encoder_dvector": {
                     "baseline": "resemblyzer GE2E d-vector of each test clip (same band limit), no training",
-                    "test_embedding": embedding_report(dvec, y_test, spk_test)}}
+                    "test_embedding": embedding_report(dvec, y_test, spk_test),
+                    "test_embedding_per_corpus": _embedding_per_corpus(dvec, y_test, spk_test, corpus_test)}}
     training_data = training_data_summary(config, items, splits, labels, seconds=time.time() - t_start)
     sha = None
     if config.out:
