@@ -10,9 +10,13 @@ PY=.venv/bin/python
 MAP=native_english=native,mandarin_l1=non_native,other_l1=non_native
 train() { "$PY" -m workers.pipeline.training --manifest "$DATA/manifest.csv" --label-column accent_group "$@"; }
 
-# accent-native 2.0.0, the default: a Whisper probe (state and C chosen by speaker-grouped CV on SAA)
+# accent-native 2.1.0, the default: a Whisper probe on 8-s windows (state and C chosen by speaker-grouped CV on SAA)
+train --family whisper_probe --label-map "$MAP" --labels native,non_native --name accent-native --version 2.1.0 \
+    --select-corpus SAA --threads 2 --window-s 8 --hop-s 8 --out models/checkpoints/accent-native.pt \
+    --card docs/models/accent-native.md
+# accent-native 2.0.0 (kept as accent-native@2.0.0): the same on 20-s windows, with its leave-one-corpus-out runs
 train --family whisper_probe --label-map "$MAP" --labels native,non_native --name accent-native --version 2.0.0 \
-    --select-corpus SAA --threads 2 --out models/checkpoints/accent-native.pt --card docs/models/accent-native.md \
+    --select-corpus SAA --threads 2 --out models/checkpoints/accent-native-2.0.0.pt --card docs/models/accent-native-2.0.0.md \
     --loco SAA --loco VCC2020_EMIME
 # accent-group 2.0.0 (native / Mandarin / other L1) on the same cached features
 train --family whisper_probe --name accent-group --version 2.0.0 --select-corpus SAA --threads 2 \

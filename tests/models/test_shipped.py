@@ -1,5 +1,5 @@
 """The shipped models as committed: each card matches its file; the default (accent-native
-2.0.0) is a Whisper probe whose encoder is the bundled Whisper folder; 1.1.0, still shipped as
+2.1.0) is a Whisper probe whose encoder is the bundled Whisper folder; 1.1.0, still shipped as
 accent-native@1.1.0, uses a recording's transcript only when that is the passage it was trained on."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "accent-native.pt"
 READING = ROOT / "models" / "checkpoints" / "accent-native-1.1.0.pt"
 
 
-SHIPPED = ["accent-native", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0"]
+SHIPPED = ["accent-native", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0"]
 
 
 @pytest.mark.parametrize("stem", SHIPPED)
@@ -29,6 +29,7 @@ def test_the_card_describes_the_committed_checkpoint(stem) -> None:
     assert f"# Model card: {side['spec']['name']} ({side['spec']['version']})" in text
     assert path.stat().st_size < 25 * 2**20
     assert "/work/" not in text.split("## Reproduce")[1].split("## ")[0] or stem == "accent-native-1.1.0"
+    assert f"--out models/checkpoints/{stem}.pt" in text or stem == "accent-native-1.1.0"  # the command rebuilds this file
 
 
 def test_the_default_embedding_is_a_whisper_probe_with_accent_and_l1_axes() -> None:
@@ -55,7 +56,7 @@ def test_the_default_is_a_whisper_probe_on_the_bundled_encoder() -> None:
     from workers.pipeline.inference import classify_batch
 
     loaded = load_checkpoint(CHECKPOINT)
-    assert loaded.spec.family == "whisper_probe" and loaded.spec.version == "2.0.0"
+    assert loaded.spec.family == "whisper_probe" and loaded.spec.version == "2.1.0" and loaded.spec.window_s == 8.0
     assert loaded.meta["hparams"]["encoder_sha256"] == file_sha256(find_encoder_dir() / "model.bin")
     assert CHECKPOINT.stat().st_size < 1_000_000  # the head only
     side = json.loads(CHECKPOINT.with_suffix(".json").read_text())

@@ -153,6 +153,7 @@ def _page_context(client, url: str):
 def test_classify_with_a_chosen_model_preselects_the_classify_default(staff, boss, settings):
     ModelVersion.objects.update_or_create(name="accent-group", version="1.0.0", defaults=dict(
         family="cnn", task="classify", labels=["a", "b"], is_default=True))
+    ModelVersion.objects.filter(name=settings.DEFAULT_MODELS["classify"]).update(is_default=False)  # one default per name
     native, _ = ModelVersion.objects.update_or_create(name=settings.DEFAULT_MODELS["classify"], version="2.0.0", defaults=dict(
         family="cnn", task="classify", labels=["native", "non_native"], is_default=True))
     batch = Batch.objects.create(owner=boss, name="b")

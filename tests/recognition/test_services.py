@@ -141,9 +141,10 @@ def test_a_newer_shipped_checkpoint_becomes_the_default(tmp_path):
     assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "mine"
 
 
-def test_the_shipped_accent_native_default_is_2_and_1_1_stays_runnable(settings):
-    """As committed: accent-native 2.0.0 (accent-native.pt) is the default on a fresh database and on one
-    where 1.1.0 was the default in that file; 1.1.0 moved to accent-native-1.1.0.pt and still runs."""
+def test_the_shipped_accent_native_default_is_2_1_and_older_versions_stay_runnable(settings):
+    """As committed: accent-native 2.1.0 (accent-native.pt) is the default on a fresh database and on
+    ones where 1.1.0 or 2.0.0 was the default in that file; those moved to accent-native-1.1.0.pt and
+    accent-native-2.0.0.pt and still run."""
     from recognition.models import ModelVersion
     from recognition.services import shipped_models_register
     from recognition.services.models import model_resolve, model_version_problem
@@ -151,16 +152,19 @@ def test_the_shipped_accent_native_default_is_2_and_1_1_stays_runnable(settings)
     ModelVersion.objects.filter(name="accent-native").delete()
     shipped_models_register()
     native = ModelVersion.objects.filter(name="accent-native")
-    assert native.get(is_default=True).version == "2.0.0" and native.get(is_default=True).family == "whisper_probe"
-    assert model_resolve(None, task="classify").version == "2.0.0"
-    old = native.get(version="1.1.0")
-    assert old.checkpoint == "accent-native-1.1.0.pt" and model_version_problem(old) == ""
-    # an older database: 1.1.0 registered in accent-native.pt and default there
-    native.filter(version="2.0.0").delete()
-    ModelVersion.objects.filter(pk=old.pk).update(checkpoint="accent-native.pt", is_default=True)
-    shipped_models_register()
-    assert native.get(is_default=True).version == "2.0.0"
-    assert native.get(version="1.1.0").checkpoint == "accent-native-1.1.0.pt"
+    assert native.get(is_default=True).version == "2.1.0" and native.get(is_default=True).family == "whisper_probe"
+    assert model_resolve(None, task="classify").version == "2.1.0"
+    for version, file in (("1.1.0", "accent-native-1.1.0.pt"), ("2.0.0", "accent-native-2.0.0.pt")):
+        old = native.get(version=version)
+        assert old.checkpoint == file and model_version_problem(old) == ""
+    # older databases: 1.1.0, then 2.0.0, registered in accent-native.pt and default there
+    for version in ("1.1.0", "2.0.0"):
+        native.exclude(version=version).exclude(version="1.1.0").delete()
+        ModelVersion.objects.filter(name="accent-native", version=version).update(checkpoint="accent-native.pt", is_default=True)
+        ModelVersion.objects.filter(name="accent-native").exclude(version=version).update(is_default=False)
+        shipped_models_register()
+        assert native.get(is_default=True).version == "2.1.0"
+        assert native.get(version=version).checkpoint == f"accent-native-{version}.pt"
 
 
 def test_a_superseded_shipped_version_is_refused_with_the_version_to_use(tmp_path, settings, api):
