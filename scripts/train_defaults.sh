@@ -13,7 +13,7 @@ train() { "$PY" -m workers.pipeline.training --manifest "$DATA/manifest.csv" --l
 # accent-native 2.1.0, the default: a Whisper probe on 8-s windows (state and C chosen by speaker-grouped CV on SAA)
 train --family whisper_probe --label-map "$MAP" --labels native,non_native --name accent-native --version 2.1.0 \
     --select-corpus SAA --threads 2 --window-s 8 --hop-s 8 --out models/checkpoints/accent-native.pt \
-    --card docs/models/accent-native.md
+    --card docs/models/accent-native.md --loco SAA --loco VCC2020_EMIME
 # accent-native 2.0.0 (kept as accent-native@2.0.0): the same on 20-s windows, with its leave-one-corpus-out runs
 train --family whisper_probe --label-map "$MAP" --labels native,non_native --name accent-native --version 2.0.0 \
     --select-corpus SAA --threads 2 --out models/checkpoints/accent-native-2.0.0.pt --card docs/models/accent-native-2.0.0.md \
