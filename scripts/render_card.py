@@ -4,7 +4,8 @@ leave-one-corpus-out reports (``<stem>.loco.json``, when present) and hand-writt
     .venv/bin/python scripts/render_card.py accent-embed --command "python -m workers.pipeline.training ..." \\
         --notes docs/models/notes/accent-embed.md
 
-The notes file holds one Markdown bullet per line (``- ...``); they become the card's Notes section.
+The notes file holds Markdown bullets (``- ...``, indented lines nested under them); they become the
+card's Notes section.
 Cards of retrained models come from the trainer itself (``--card``); this script is for a card whose
 checkpoint was trained elsewhere (e.g. to a scratch path) and then committed.
 """
@@ -34,9 +35,12 @@ def main() -> None:
     side = json.loads(side_path.read_text())
     loco_path = side_path.with_suffix(".loco.json")
     loco = json.loads(loco_path.read_text()) if loco_path.exists() else None
-    notes = []
-    if args.notes:
-        notes = [line[2:].strip() for line in Path(args.notes).read_text().splitlines() if line.startswith("- ")]
+    notes: list[str] = []
+    for line in Path(args.notes).read_text().splitlines() if args.notes else []:
+        if line.startswith("- "):
+            notes.append(line[2:].strip())
+        elif line.startswith(" ") and line.strip() and notes:  # a nested list or continuation: kept under its bullet
+            notes[-1] += "\n" + line.rstrip()
     spec = ModelSpec.from_dict(side["spec"])
     write_model_card(side["metrics"], spec=spec, path=args.out or ROOT / "docs" / "models" / f"{args.stem}.md",
                      command=args.command, calibration=side.get("calibration"), sha256=side["sha256"], loco=loco,
