@@ -153,3 +153,31 @@ def test_refuses_an_encoder_it_was_not_fitted_on(items, tmp_path):
     probe = WhisperProbe(2, (6,), encoder_sha256="0" * 64)
     with pytest.raises(WhisperModelError, match="no Whisper encoder with sha256 0000"):
         probe.attach_encoder()
+
+
+def test_cross_validation_folds_fit_without_their_held_out_speakers(items, tmp_path):
+    """``cross_validate`` over whisper_probe: each fold's probe is chosen and fitted on the other
+    folds' speakers alone, and the out-of-fold rows are that fold's held-out recordings, each once.
+    (A probe that fitted on its held-out fold would score a label-shuffled fold well.)"""
+    from workers.pipeline.train_loop import cross_validate
+
+    pooled = [it for it in items if it.split == "train"]
+    config = TrainConfig(name="probe", family="whisper_probe", items=items, cache_dir=str(tmp_path / "c"),
+                         labels=["scot", "us"], references=False, n_boot=0,
+                         hparams={"cv_folds": 3, "states": [6], "C": 0.1})
+    cv = cross_validate(config, 3)
+    keys = sorted(r["key"] for r in cv["predictions"])
+    assert keys == sorted(it.key for it in pooled)  # every pooled recording once; no test recording
+    for fold in cv["folds"]:
+        held = {r["speaker"] for r in cv["predictions"] if r["fold"] == fold["fold"]}
+        assert fold["speakers"] == len(held)
+    assert cv["mean"] >= 0.75
+
+    # shuffle the labels of the speakers: a fold scored by a probe that saw it would still score high
+    # (every other speaker of each voice: both labels keep 8 speakers, and a label no longer names a voice)
+    flipped = {f"{label}-{s}" for label in ("us", "scot") for s in range(0, 8, 2)}
+    noisy = [it if it.speaker not in flipped else
+             TrainItem(it.path_or_loader, "us" if it.label == "scot" else "scot", it.speaker, corpus=it.corpus,
+                       split=it.split, key=it.key) for it in pooled]
+    shuffled = cross_validate(TrainConfig(**{**config.__dict__, "items": noisy}), 3)
+    assert shuffled["mean"] < 0.75

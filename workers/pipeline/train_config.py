@@ -109,6 +109,11 @@ class TrainConfig:
         pretrained speaker encoder's embedding, each + logistic regression, 4 kHz band limit) on
         this run's train + validation recordings, score them on its test split, and compare the
         model with each, paired by recording (``metrics["references"]``).
+    hold_out_val : bool
+        Score the validation split with a model that never saw it (``metrics["val_predictions"]``).
+        Families that choose and fit on train + validation together (``whisper_probe``) then fit on
+        the train split alone; :func:`workers.pipeline.train_loop.cross_validate` sets it, so a
+        fold's held-out speakers are out of that fold's fit for every family.
     """
 
     name: str
@@ -148,6 +153,7 @@ class TrainConfig:
     evaluate: bool = True
     n_boot: int = 500
     references: bool = True
+    hold_out_val: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``items`` summarised by count)."""

@@ -338,7 +338,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
         fold_items = [replace(items[i], split="val" if i in held_set else "train") for i in pool]
         c = copy.copy(config)
         c.items, c.manifest, c.label_map, c.corpora, c.labels = fold_items, None, None, None, labels
-        c.out, c.evaluate, c.test_corpora = None, False, None
+        c.out, c.evaluate, c.test_corpora, c.hold_out_val = None, False, None, True
         result = train_model(c, progress=progress)
         val = result.metrics.get("val") or {}
         oof.extend({**row, "fold": j} for row in result.metrics.get("val_predictions") or [])

@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--no-references", action="store_true",
                    help="skip the two reference baselines (MFCC / speaker encoder + logistic regression) of the report")
+    p.add_argument("--no-test", action="store_true",
+                   help="choose, fit and save the model without reading the test split (no test report, no references)")
     p.add_argument("--cv-folds", type=int, default=0,
                    help="instead of training one model: speaker-grouped k-fold cross-validation over train+val "
                         "(the test split is not touched), to compare configurations; prints the fold scores")
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpora=args.corpora.split(",") if args.corpora else None, seed=args.seed,
         balance=args.balance, select_corpus=args.select_corpus, device=args.device,
         num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot, references=not args.no_references, prompts=prompts or None,
+        evaluate=not args.no_test,
     )
     bar = tqdm_progress()
     if args.cv_folds:

@@ -17,6 +17,10 @@ configuration chosen by speaker-grouped cross-validation, a logistic-regression 
    fitted on the out-of-fold logits of step 2 (honest held-out predictions, no separate split).
 4. With ``evaluate``: the test split is scored once, with the run's two reference baselines.
 
+With ``hold_out_val`` (a fold of :func:`workers.pipeline.train_loop.cross_validate`), steps 2-3 use
+the train split alone and the validation split is scored like a test split: the fold's speakers
+take no part in choosing or fitting the probe it is scored by.
+
 Embedding models (``task="embed"``) use the same cached features: the chosen states, standardised,
 projected by shrinkage LDA onto at most ``embedding_dim`` axes, each scaled to unit within-class
 spread. Which labels the axes separate is chosen by the rule of :func:`select_axes` (speaker-grouped
@@ -364,7 +368,11 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     labels = list(config.labels) if config.labels else sorted({it.label for it in items})
     items = [it for it in items if it.label in labels]
     splits = make_splits(items, config)
-    pool = sorted(splits["train"] + splits["val"])
+    # a cross-validation fold (``hold_out_val``) fits on its train split alone and scores its held-out speakers
+    held_val = sorted(splits["val"]) if config.hold_out_val else []
+    if held_val and task != "classify":
+        raise ValueError("hold_out_val (cross-validation) applies to classify whisper_probe models")
+    pool = sorted(splits["train"] + ([] if config.hold_out_val else splits["val"]))
     test_idx = splits["test"]
     if len({items[i].speaker for i in pool}) < int(hp["cv_folds"]):
         raise ValueError(f"not enough speakers for {hp['cv_folds']}-fold cross-validation: {len(pool)} recordings")
@@ -375,7 +383,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     reader = WhisperProbe(1, (0,), d_model=info.d_model, band_limit_hz=hp["band_limit_hz"], encoder_sha256=encoder_sha).to(device)
     reader.attach_encoder(encoder)
     tag = hashlib.sha1(repr((encoder_sha, hp["band_limit_hz"], window_s, hop_s, config.max_seconds, "v1")).encode()).hexdigest()[:12]
-    need = sorted(set(pool) | set(test_idx if config.evaluate else []))
+    need = sorted(set(pool) | set(held_val) | set(test_idx if config.evaluate else []))
     cached = cached_features(reader, [utts[i] for i in need], window_s, hop_s, config.cache_dir, tag,
                              batch_size=int(hp["batch_size"]), progress=progress)
     feats: list[Any] = [None] * len(utts)
@@ -440,6 +448,14 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
         metrics["val"] = report_for([labels[k] for k in y_pool], oof_proba, labels, [utts[i] for i in pool], n_boot=0)
         metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"])
         metrics["val_note"] = "out-of-fold predictions of the chosen configuration over train + validation speakers"
+    if held_val:  # replaces the above: the held-out speakers, scored by the probe fitted without them
+        Xv, owner_v = _design(feats, held_val, states, hp["pooling"])
+        val_proba = _utt_proba(_logits(Xv, params), owner_v, held_val, calibration)
+        metrics["val"] = report_for([labels[utts[i].label] for i in held_val], val_proba, labels,
+                                    [utts[i] for i in held_val], n_boot=0)
+        metrics["val_balanced_accuracy"] = metrics["val"]["balanced_accuracy"]
+        metrics["val_predictions"] = evaluation_rows(items, utts, held_val, val_proba, labels)
+        metrics["val_note"] = "held-out validation speakers (hold_out_val): the probe was fitted without them"
     if config.evaluate and test_idx:
         _emit(progress, "evaluate", 0, len(test_idx))
         Xt, owner_t = _design(feats, test_idx, states, hp["pooling"])
