@@ -726,22 +726,67 @@ def scaling_holder(service_eff: float, machine_eff: float | None, stage: str) ->
 HEADER = """# Throughput benchmarks
 
 Written by `bench/run.py`: `make bench` (quick mode) and `make bench-full` (full mode) each replace
-their own section below and keep the other. What is measured and how: the docstring of
+their own section below and keep the other (the replaced one's headline joins "Earlier runs" at the end). What is measured and how: the docstring of
 `bench/run.py`. Do not edit by hand; rerun the benchmark.
 """
 
 
+def _headline(section: str) -> dict[str, str] | None:
+    """A replaced section's machine, date and default classify job (1 worker process), for the
+    history table; None when the section does not have them."""
+    cells = {}
+    for line in section.splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(parts) == 2 and parts[0] in ("CPU", "GPU", "date", "torch / Python"):
+            cells[parts[0]] = parts[1]
+    header = next((line for line in section.splitlines() if line.startswith("| job | model | worker processes")), None)
+    if header is None or "CPU" not in cells or "date" not in cells:
+        return None
+    names = [c.strip() for c in header.strip().strip("|").split("|")]
+    start = section.index(header)
+    for line in section[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        row = dict(zip(names, (c.strip() for c in line.strip().strip("|").split("|")), strict=False))
+        if row.get("job", "").startswith("classify:") and row.get("worker processes") == "1":
+            return {"date": cells["date"], "CPU": cells["CPU"], "GPU": cells.get("GPU", ""), "model": row.get("model", ""),
+                    "x": row.get("x real time per process", ""), "torch": cells.get("torch / Python", "")}
+    return None
+
+
+HISTORY_HEAD = """## Earlier runs
+
+Each row is a quick or full section this file held before a rerun replaced it (taken from that
+section by `bench/run.py`), so numbers measured on other machines stay on record. Compare rows of
+the same machine only.
+
+| date | mode | CPU | GPU | torch / Python | default classify model | x real time per worker process |
+|---|---|---|---|---|---|---|
+"""
+
+
 def write_section(path: Path, mode: str, text: str) -> None:
-    """Replace the ``mode`` section of the report at ``path`` (between markers), keep the rest."""
+    """Replace the ``mode`` section of the report at ``path`` (between markers), keep the rest;
+    the replaced quick / full section's headline joins the history section."""
     start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
     old = path.read_text() if path.exists() else ""
     sections = {}
-    for m in ("quick", "full", "whisper"):  # whisper: bench/whisper.py's section, kept as it is
+    order = ("quick", "full", "whisper", "history")
+    for m in order:  # whisper: bench/whisper.py's section, kept as it is
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
         if a in old and b in old:
             sections[m] = old[old.index(a) : old.index(b) + len(b)]
+    rows = [line for line in sections.get("history", "").splitlines() if line.startswith("| 20")]
+    head = _headline(sections.get(mode, "")) if mode in ("quick", "full") else None
+    if head:
+        row = (f"| {head['date']} | {mode} | {head['CPU']} | {head['GPU']} | {head['torch']} | {head['model']} | "
+               f"{head['x']} |")
+        if row not in rows:
+            rows.append(row)
+    if rows:
+        sections["history"] = "<!-- bench:history -->\n" + HISTORY_HEAD + "\n".join(rows) + "\n<!-- /bench:history -->"
     sections[mode] = f"{start}\n{text}{end}"
-    body = HEADER + "".join(f"\n{sections[m]}\n" for m in ("quick", "full", "whisper") if m in sections)
+    body = HEADER + "".join(f"\n{sections[m]}\n" for m in order if m in sections)
     path.write_text(body)
 
 
