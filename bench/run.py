@@ -726,8 +726,9 @@ def scaling_holder(service_eff: float, machine_eff: float | None, stage: str) ->
 HEADER = """# Throughput benchmarks
 
 Written by `bench/run.py`: `make bench` (quick mode) and `make bench-full` (full mode) each replace
-their own section below and keep the other (the replaced one's headline joins "Earlier runs" at the end). What is measured and how: the docstring of
-`bench/run.py`. Do not edit by hand; rerun the benchmark.
+their own section below and keep the other; the replaced section's headline joins "Earlier runs" at
+the end. What is measured and how: the docstring of `bench/run.py`. Do not edit by hand; rerun the
+benchmark.
 """
 
 
