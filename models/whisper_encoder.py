@@ -137,12 +137,14 @@ class WhisperMel(nn.Module):
     ``(x + 4) / 4``. ``lengths`` (valid samples per row) keep zero padding out of the range clip.
     """
 
-    def __init__(self, n_mels: int = 80) -> None:
+    def __init__(self, n_mels: int = 80, filters: torch.Tensor | None = None) -> None:
         super().__init__()
-        import librosa
+        if filters is None:  # given: a machine without librosa (bench/gpu.py's carried encoder)
+            import librosa
 
-        filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)
-        self.register_buffer("filters", torch.from_numpy(np.asarray(filters, dtype=np.float32)), persistent=False)
+            filters = torch.from_numpy(np.asarray(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels),
+                                                  dtype=np.float32))
+        self.register_buffer("filters", filters.float(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.n_mels = n_mels
 
@@ -194,9 +196,10 @@ class WhisperEncoder(nn.Module):
         Sizes (base: 80, 512, 8, 6; tiny: 80, 384, 6, 4).
     """
 
-    def __init__(self, n_mels: int = 80, d_model: int = 512, n_heads: int = 8, n_layers: int = 6, n_ctx: int = 1500) -> None:
+    def __init__(self, n_mels: int = 80, d_model: int = 512, n_heads: int = 8, n_layers: int = 6, n_ctx: int = 1500,
+                 mel_filters: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.mel = WhisperMel(n_mels)
+        self.mel = WhisperMel(n_mels, mel_filters)
         self.conv1 = nn.Conv1d(n_mels, d_model, 3, padding=1)
         self.conv2 = nn.Conv1d(d_model, d_model, 3, stride=2, padding=1)
         self.register_buffer("positions", torch.zeros(n_ctx, d_model))
