@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from recognition import review, selectors, services
+from recognition import jobkinds, review, selectors, services
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
 from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
@@ -55,7 +55,7 @@ def _submit_with_model(modeladmin, request, queryset, kind: str):
 
     The first POST (from the change list) shows the form; the second carries ``apply`` and submits.
     """
-    task = "classify" if kind == "classify" else "embed"
+    task = jobkinds.get(kind).model_task
     form = ModelChoiceForm(request.POST if "apply" in request.POST else None, task=task, user=request.user)
     if form.is_valid():
         model = str(form.cleaned_data["model"])
@@ -70,6 +70,38 @@ def _submit_with_model(modeladmin, request, queryset, kind: str):
         action_checkbox_name=ACTION_CHECKBOX_NAME,
     )
     return TemplateResponse(request, "admin/recognition/choose_model.html", context)
+
+
+def kind_actions(what: str) -> list:
+    """Change-list actions for every job kind that declares ``admin_action`` (``recognition.jobkinds``),
+    on selected ``what`` ("batches" or "recordings"): ``run_<kind>`` queues a job (a model kind's
+    default model), and a model kind's ``<kind>_with_model`` first asks which model. A new kind's
+    action comes from its declaration; nothing here lists kinds."""
+
+    def submit(modeladmin, request, queryset, kind: str, model: str | None = None) -> None:
+        if modeladmin.model is Batch:
+            _submit(modeladmin, request, kind, batches=queryset, model=model)
+        else:
+            _submit(modeladmin, request, kind, recordings=list(queryset), model=model)
+
+    actions = []
+    for kind in jobkinds.KINDS.values():
+        if not kind.admin_action:
+            continue
+        label = kind.admin_action.format(what=what)
+
+        def run(modeladmin, request, queryset, _kind=kind.name):
+            submit(modeladmin, request, queryset, _kind)
+
+        run.__name__ = f"run_{kind.name}"
+        actions.append(admin.action(description=label + (" (default model)" if kind.model_task else ""))(run))
+        if kind.model_task:
+            def chosen(modeladmin, request, queryset, _kind=kind.name):
+                return _submit_with_model(modeladmin, request, queryset, _kind)
+
+            chosen.__name__ = f"{kind.name}_with_model"
+            actions.append(admin.action(description=f"{label} with a chosen model...")(chosen))
+    return actions
 
 
 def _page_context(modeladmin, request, obj, **extra):
@@ -99,7 +131,7 @@ class BatchAdmin(admin.ModelAdmin):
     list_filter = ["created_at", "owner"]
     search_fields = ["name", "description"]
     fields = ["name", "description"]
-    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
+    actions = kind_actions("batches")
     change_list_template = "admin/recognition/batch/change_list.html"
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -198,34 +230,6 @@ class BatchAdmin(admin.ModelAdmin):
                                 n_corrections=sum(1 for r in reviews if r.is_correction))
         return TemplateResponse(request, "admin/recognition/batch/train.html", context)
 
-    @admin.action(description="Run feature extraction on selected batches")
-    def run_features(self, request, queryset):
-        _submit(self, request, "features", batches=queryset)
-
-    @admin.action(description="Classify selected batches (default model)")
-    def run_classify(self, request, queryset):
-        _submit(self, request, "classify", batches=queryset)
-
-    @admin.action(description="Embed selected batches (default model)")
-    def run_embed(self, request, queryset):
-        _submit(self, request, "embed", batches=queryset)
-
-    @admin.action(description="Classify selected batches with a chosen model...")
-    def classify_with_model(self, request, queryset):
-        return _submit_with_model(self, request, queryset, "classify")
-
-    @admin.action(description="Embed selected batches with a chosen model...")
-    def embed_with_model(self, request, queryset):
-        return _submit_with_model(self, request, queryset, "embed")
-
-    @admin.action(description="Identify the spoken language of selected batches (Whisper)")
-    def run_language(self, request, queryset):
-        _submit(self, request, "language", batches=queryset)
-
-    @admin.action(description="Transcribe selected batches (Whisper)")
-    def run_transcribe(self, request, queryset):
-        _submit(self, request, "transcribe", batches=queryset)
-
 
 class HasTranscriptFilter(admin.SimpleListFilter):
     """Recordings whose transcript is known (reading models can score their pronunciation)."""
@@ -318,7 +322,7 @@ class RecordingAdmin(admin.ModelAdmin):
                        "created_at"]
     fields = ["player", "original_filename", "owner", "label", "speaker", "transcript", "metadata", "sha256", "size_bytes",
               "format", "duration_s", "sample_rate", "channels", "created_at"]
-    actions = ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model", "run_language", "run_transcribe"]
+    actions = kind_actions("recordings")
 
     def add_view(self, request, form_url="", extra_context=None):
         """Recordings arrive as uploads (the form has no file field): "Recordings + Add" opens the upload page."""
@@ -380,34 +384,6 @@ class RecordingAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "-"
         return format_html('<audio controls preload="none" src="{}"></audio>', reverse("recording-audio", args=[obj.pk]))
-
-    @admin.action(description="Run feature extraction on selected recordings")
-    def run_features(self, request, queryset):
-        _submit(self, request, "features", recordings=list(queryset))
-
-    @admin.action(description="Classify selected recordings (default model)")
-    def run_classify(self, request, queryset):
-        _submit(self, request, "classify", recordings=list(queryset))
-
-    @admin.action(description="Embed selected recordings (default model)")
-    def run_embed(self, request, queryset):
-        _submit(self, request, "embed", recordings=list(queryset))
-
-    @admin.action(description="Classify selected recordings with a chosen model...")
-    def classify_with_model(self, request, queryset):
-        return _submit_with_model(self, request, queryset, "classify")
-
-    @admin.action(description="Embed selected recordings with a chosen model...")
-    def embed_with_model(self, request, queryset):
-        return _submit_with_model(self, request, queryset, "embed")
-
-    @admin.action(description="Identify the spoken language of selected recordings (Whisper)")
-    def run_language(self, request, queryset):
-        _submit(self, request, "language", recordings=list(queryset))
-
-    @admin.action(description="Transcribe selected recordings (Whisper)")
-    def run_transcribe(self, request, queryset):
-        _submit(self, request, "transcribe", recordings=list(queryset))
 
 
 def _trained_model(job: Job) -> ModelVersion | None:

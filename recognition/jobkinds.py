@@ -77,6 +77,9 @@ class JobKind:
     interactive: bool = False
     model_task: str | None = None
     needs_recordings: bool = True
+    #: the admin's change-list action on selected batches / recordings ("{what}" becomes "batches" or
+    #: "recordings"); kinds with a ``model_task`` also get "... with a chosen model..."; None: no action
+    admin_action: str | None = None
     #: without a ``chunk_size`` parameter, cut chunks by audio seconds (``JOB_CHUNK_AUDIO_S``, at most
     #: ``JOB_CHUNK_MAX_RECORDINGS`` recordings): a chunk of two-hour files then takes as long as one of clips
     chunk_by_audio: bool = False
@@ -240,17 +243,18 @@ _NUM = (int, float)
 
 register(JobKind(
     name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8,
+    admin_action="Run feature extraction on selected {what}",
     params={"extractors": list, "chunk_size": int}, validate=_check_features,
 ))
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="classify", chunk_by_audio=True,
+    model_task="classify", chunk_by_audio=True, admin_action="Classify selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict},
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="embed", chunk_by_audio=True,
+    model_task="embed", chunk_by_audio=True, admin_action="Embed selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.
@@ -263,10 +267,12 @@ register(JobKind(
 # second of speech on one CPU thread, and a chunk is what a crash loses).
 register(JobKind(
     name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
+    admin_action="Identify the spoken language of selected {what} (Whisper)",
     params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int}, validate=_check_whisper("language"),
 ))
 register(JobKind(
     name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,
+    admin_action="Transcribe selected {what} (Whisper)",
     params={"language": str, "beam_size": int, "vad_filter": bool, "chunk_size": int},
     validate=_check_whisper("transcribe"),
 ))

@@ -80,3 +80,27 @@ def test_a_train_job_is_one_chunk_over_all_its_recordings(user, monkeypatch):
                                       filename=f"t{i}.wav")[0] for i in range(20)]
     job = services.job_submit(owner=user, kind="train", recordings=recs, params={"epochs": 1})
     assert [len(c.recording_ids) for c in job.chunks.all()] == [20]
+
+
+def test_admin_actions_come_from_the_declarations(monkeypatch):
+    """The batch and recording change lists offer one action per kind that declares ``admin_action``
+    (and a chosen-model action for model kinds); a new declaration adds its action, nothing else does."""
+    from django.contrib import admin
+
+    from recognition.admin import kind_actions
+    from recognition.models import Batch, Recording
+
+    declared = [k for k in jobkinds.KINDS.values() if k.admin_action]
+    expected = [n for k in declared for n in ([f"run_{k.name}"] + ([f"{k.name}_with_model"] if k.model_task else []))]
+    assert expected == ["run_features", "run_classify", "classify_with_model", "run_embed", "embed_with_model",
+                        "run_language", "run_transcribe"]
+    for model, what in ((Batch, "batches"), (Recording, "recordings")):
+        actions = [a.__name__ for a in admin.site._registry[model].actions]
+        assert actions == expected
+        labels = {a.__name__: a.short_description for a in kind_actions(what)}
+        assert labels["run_classify"] == f"Classify selected {what} (default model)"
+        assert labels["embed_with_model"] == f"Embed selected {what} with a chosen model..."
+
+    monkeypatch.setitem(jobkinds.KINDS, "diarize", jobkinds.JobKind(
+        name="diarize", task="workers.tasks.run_model_chunk", queue="gpu", params={}, admin_action="Diarize selected {what}"))
+    assert [a.__name__ for a in kind_actions("batches")][-1] == "run_diarize"
