@@ -25,7 +25,7 @@ def test_a_rerun_moves_the_replaced_sections_headline_into_the_history(tmp_path)
     path = tmp_path / "benchmarks.md"
     write_section(path, "quick", SECTION.format(cpu="Old CPU", date="2026-01-01T00:00:00", x="58.2"))
     write_section(path, "whisper", "## Whisper\n")
-    assert "Earlier runs" not in path.read_text()
+    assert "<!-- bench:history -->" not in path.read_text()  # nothing replaced yet
     write_section(path, "quick", SECTION.format(cpu="New CPU", date="2026-02-01T00:00:00", x="44.4"))
     write_section(path, "quick", SECTION.format(cpu="New CPU", date="2026-02-02T00:00:00", x="45.0"))
     text = path.read_text()
