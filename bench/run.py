@@ -732,23 +732,28 @@ benchmark.
 """
 
 
+def _cells(line: str) -> list[str]:
+    """A Markdown table row's cells."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def _headline(section: str) -> dict[str, str] | None:
     """A replaced section's machine, date and default classify job (1 worker process), for the
     history table; None when the section does not have them."""
     cells = {}
     for line in section.splitlines():
-        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        parts = _cells(line)
         if len(parts) == 2 and parts[0] in ("CPU", "GPU", "date", "torch / Python"):
             cells[parts[0]] = parts[1]
     header = next((line for line in section.splitlines() if line.startswith("| job | model | worker processes")), None)
     if header is None or "CPU" not in cells or "date" not in cells:
         return None
-    names = [c.strip() for c in header.strip().strip("|").split("|")]
+    names = _cells(header)
     start = section.index(header)
     for line in section[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
-        row = dict(zip(names, (c.strip() for c in line.strip().strip("|").split("|")), strict=False))
+        row = dict(zip(names, _cells(line), strict=False))
         if row.get("job", "").startswith("classify:") and row.get("worker processes") == "1":
             return {"date": cells["date"], "CPU": cells["CPU"], "GPU": cells.get("GPU", ""), "model": row.get("model", ""),
                     "x": row.get("x real time per process", ""), "torch": cells.get("torch / Python", "")}

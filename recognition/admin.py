@@ -78,12 +78,6 @@ def kind_actions(what: str) -> list:
     default model), and a model kind's ``<kind>_with_model`` first asks which model. A new kind's
     action comes from its declaration; nothing here lists kinds."""
 
-    def submit(modeladmin, request, queryset, kind: str, model: str | None = None) -> None:
-        if modeladmin.model is Batch:
-            _submit(modeladmin, request, kind, batches=queryset, model=model)
-        else:
-            _submit(modeladmin, request, kind, recordings=list(queryset), model=model)
-
     actions = []
     for kind in jobkinds.KINDS.values():
         if not kind.admin_action:
@@ -91,7 +85,10 @@ def kind_actions(what: str) -> list:
         label = kind.admin_action.format(what=what)
 
         def run(modeladmin, request, queryset, _kind=kind.name):
-            submit(modeladmin, request, queryset, _kind)
+            if modeladmin.model is Batch:
+                _submit(modeladmin, request, _kind, batches=queryset)
+            else:
+                _submit(modeladmin, request, _kind, recordings=list(queryset))
 
         run.__name__ = f"run_{kind.name}"
         actions.append(admin.action(description=label + (" (default model)" if kind.model_task else ""))(run))

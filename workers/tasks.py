@@ -208,6 +208,8 @@ def _fail_all_unavailable(ctx, exc: Exception) -> None:
 def _audio_groups(decoded: list, group_s: float) -> list[list]:
     """``(recording, samples)`` pairs in order, cut into consecutive groups of at least ``group_s``
     seconds of 16 kHz audio each: a group closes once it holds ``group_s`` (the last may hold less)."""
+    from workers.pipeline.audio import TARGET_SR
+
     groups: list[list] = [[]]
     seconds = 0.0
     for pair in decoded:
@@ -215,7 +217,7 @@ def _audio_groups(decoded: list, group_s: float) -> list[list]:
             groups.append([])
             seconds = 0.0
         groups[-1].append(pair)
-        seconds += len(pair[1]) / 16000
+        seconds += len(pair[1]) / TARGET_SR
     return [g for g in groups if g]
 
 

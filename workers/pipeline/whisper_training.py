@@ -444,11 +444,11 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     if task != "classify":
         metrics["chosen"]["axes"] = hparams["axes"]
         metrics["axes_selection"] = hparams["axes_selection"]
-    if task == "classify":
+    if task == "classify" and not held_val:
         metrics["val"] = report_for([labels[k] for k in y_pool], oof_proba, labels, [utts[i] for i in pool], n_boot=0)
         metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"])
         metrics["val_note"] = "out-of-fold predictions of the chosen configuration over train + validation speakers"
-    if held_val:  # replaces the above: the held-out speakers, scored by the probe fitted without them
+    elif held_val:  # the held-out speakers, scored by the probe fitted without them
         Xv, owner_v = _design(feats, held_val, states, hp["pooling"])
         val_proba = _utt_proba(_logits(Xv, params), owner_v, held_val, calibration)
         metrics["val"] = report_for([labels[utts[i].label] for i in held_val], val_proba, labels,
