@@ -124,6 +124,13 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=1
 AUDIO_MAX_UPLOAD_BYTES = env.int("AUDIO_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
 ARCHIVE_MAX_UPLOAD_BYTES = env.int("ARCHIVE_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024 * 1024)
 ARCHIVE_MAX_UNCOMPRESSED_BYTES = env.int("ARCHIVE_MAX_UNCOMPRESSED_BYTES", default=8 * 1024 * 1024 * 1024)
+# Per upload request, refused with a 4xx before any file is stored: files in one archive (each costs a
+# decode and a row: 5,000 take about 100 s of the web's 120-s timeout on this machine), the labels
+# CSV's size and rows; and how many refusals the answer lists one by one (the rest are counted).
+ARCHIVE_MAX_MEMBERS = env.int("ARCHIVE_MAX_MEMBERS", default=2000)
+LABELS_MAX_BYTES = env.int("LABELS_MAX_BYTES", default=20 * 1024 * 1024)
+LABELS_MAX_ROWS = env.int("LABELS_MAX_ROWS", default=200_000)
+UPLOAD_REJECTIONS_SHOWN = env.int("UPLOAD_REJECTIONS_SHOWN", default=100)
 AUDIO_MIN_DURATION_S = env.float("AUDIO_MIN_DURATION_S", default=0.5)
 AUDIO_MAX_DURATION_S = env.float("AUDIO_MAX_DURATION_S", default=2 * 3600.0)
 AUDIO_SAMPLE_RATE = 16000
@@ -187,6 +194,11 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 JOB_STUCK_AFTER_S = env.int("JOB_STUCK_AFTER_S", default=60)
 CHUNK_HEARTBEAT_S = env.float("CHUNK_HEARTBEAT_S", default=10.0)
 JOB_QUEUED_LOST_AFTER_S = env.int("JOB_QUEUED_LOST_AFTER_S", default=10 * 60)
+# Chunks never sent (the broker was down when the job was submitted) are sent by the first reaper
+# pass this long after the job was created (the grace covers the publish on commit).
+JOB_UNSENT_GRACE_S = env.int("JOB_UNSENT_GRACE_S", default=10)
+# A running training checks whether its job was cancelled at each progress step, at most this often.
+TRAIN_CANCEL_CHECK_S = env.float("TRAIN_CANCEL_CHECK_S", default=2.0)
 # A chunk delivered this many times without finishing (its worker died each time: a file that
 # crashes the decoder, out of memory) is not sent again: its remaining recordings fail with
 # worker_lost and the job finishes.
@@ -221,14 +233,27 @@ SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exa
 # Window overlap at inference (fraction of the model's window; 0 = windows touch). Overlap costs
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)
+# A model job goes to the interactive queue (its own worker in `make run` and docker-compose) when it
+# has at most INTERACTIVE_MAX_RECORDINGS recordings and its estimated work, audio seconds times its
+# kind's cost per audio second (recognition/jobkinds.py), is at most INTERACTIVE_MAX_WORK_S.
 INTERACTIVE_MAX_RECORDINGS = env.int("INTERACTIVE_MAX_RECORDINGS", default=8)
+INTERACTIVE_MAX_WORK_S = env.float("INTERACTIVE_MAX_WORK_S", default=15.0)
 # Recordings per chunk, by job kind: overrides of the sizes declared in recognition/jobkinds.py.
 JOB_CHUNK_SIZE = {"features": env.int("FEATURES_CHUNK_SIZE", default=8)}
-# POST /api/v1/predict/ runs on the interactive queue, never in the web process: audio up to
-# PREDICT_MAX_DURATION_S is accepted (longer: upload it and run a classify job), and the web waits
-# PREDICT_TIMEOUT_S for the worker's answer before a 503 predict_timeout.
+# POST /api/v1/predict/ runs on the interactive queue, never in the web process
+# (recognition/services/predict.py): audio up to PREDICT_MAX_DURATION_S is accepted (longer: upload
+# it and run a classify job); the web waits PREDICT_TIMEOUT_S for the worker's answer, then answers
+# 202 with the request's URL, where the answer stays PREDICT_RESULT_TTL_S. A request no worker
+# started within PREDICT_QUEUE_EXPIRES_S is dropped (predict_expired). One user has at most
+# PREDICT_MAX_CONCURRENT_PER_USER predicts open (more: 429 with Retry-After, at once), and a web
+# process lets at most PREDICT_WAITERS_PER_PROCESS requests wait (more: 202 at once), so waiting
+# predicts never hold every thread of the web server. docs/reliability.md says how each was measured.
 PREDICT_MAX_DURATION_S = env.float("PREDICT_MAX_DURATION_S", default=60.0)
 PREDICT_TIMEOUT_S = env.float("PREDICT_TIMEOUT_S", default=30.0)
+PREDICT_RESULT_TTL_S = env.int("PREDICT_RESULT_TTL_S", default=3600)
+PREDICT_QUEUE_EXPIRES_S = env.float("PREDICT_QUEUE_EXPIRES_S", default=600.0)
+PREDICT_MAX_CONCURRENT_PER_USER = env.int("PREDICT_MAX_CONCURRENT_PER_USER", default=4)
+PREDICT_WAITERS_PER_PROCESS = env.int("PREDICT_WAITERS_PER_PROCESS", default=4)
 # classify / embed chunks without a chunk_size param are cut by audio seconds (at most
 # JOB_CHUNK_MAX_RECORDINGS recordings), so a chunk of long files is not 64 long files.
 JOB_CHUNK_AUDIO_S = env.float("JOB_CHUNK_AUDIO_S", default=15 * 60.0)

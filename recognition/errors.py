@@ -4,10 +4,11 @@
 class ServiceError(Exception):
     status_code = 400
 
-    def __init__(self, code: str, message: str, *, status_code: int | None = None) -> None:
+    def __init__(self, code: str, message: str, *, status_code: int | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
         if status_code is not None:
             self.status_code = status_code
 

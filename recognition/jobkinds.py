@@ -32,8 +32,9 @@ QUEUES: dict[str, str] = {
     "cpu": "decoding, parselmouth/librosa feature extraction and housekeeping: many prefork processes, one per core",
     "gpu": "model inference and training: one process per GPU (prefork, concurrency 1: CUDA starts in the child); "
            "on a machine without a GPU the same queue runs on CPU with deliberate thread settings",
-    "interactive": "small model jobs a person waits for (<= INTERACTIVE_MAX_RECORDINGS recordings): never stuck "
-                   "behind a 10,000-file batch",
+    "interactive": "what a person waits for: /predict, and model jobs of at most INTERACTIVE_MAX_RECORDINGS recordings "
+                   "whose estimated work (audio seconds x the kind's cost) is at most INTERACTIVE_MAX_WORK_S; served by "
+                   "its own worker, so it is never stuck behind a 10,000-file batch or a 2-hour transcription",
 }
 # Queues that must have a live consumer for the service to be ready (interactive work falls back to
 # nothing else, but the gpu workers consume it in every deployment we ship, so gpu covers it).
@@ -83,6 +84,11 @@ class JobKind:
     #: without a ``chunk_size`` parameter, cut chunks by audio seconds (``JOB_CHUNK_AUDIO_S``, at most
     #: ``JOB_CHUNK_MAX_RECORDINGS`` recordings): a chunk of two-hour files then takes as long as one of clips
     chunk_by_audio: bool = False
+    #: worker seconds per audio second on one CPU thread (docs/benchmarks.md): routes small jobs to
+    #: ``interactive`` by work, not by recording count, and scales a chunk's time limit to its audio
+    cost_per_audio_s: float = 0.03
+    #: audio seconds per chunk when cut by audio (``None``: ``JOB_CHUNK_AUDIO_S``)
+    chunk_audio_s: float | None = None
     validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,14 +129,31 @@ def chunk_size_for(name: str, params: dict[str, Any]) -> int | None:
     return params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(name, kind.chunk_size)
 
 
-def queue_for(name: str, total: int) -> str:
-    """The queue a job's chunks go to: small jobs a person waits for go to ``interactive``."""
+def queue_for(name: str, total: int, audio_s: float = 0.0) -> str:
+    """The queue a job's chunks go to: small jobs a person waits for go to ``interactive``, judged by
+    their recordings (``INTERACTIVE_MAX_RECORDINGS``) and their estimated work (``audio_s`` times the
+    kind's ``cost_per_audio_s``, at most ``INTERACTIVE_MAX_WORK_S``): a one-recording two-hour job is
+    not small."""
     from django.conf import settings
 
     kind = get(name)
-    if kind.interactive and total <= settings.INTERACTIVE_MAX_RECORDINGS:
+    if (kind.interactive and total <= settings.INTERACTIVE_MAX_RECORDINGS
+            and audio_s * kind.cost_per_audio_s <= settings.INTERACTIVE_MAX_WORK_S):
         return "interactive"
     return kind.queue
+
+
+def time_limits(name: str, audio_s: float) -> tuple[float, float]:
+    """``(soft, hard)`` time limits for a chunk of ``audio_s`` seconds: the configured chunk limits, or
+    four times the chunk's estimated work where that is longer (a two-hour recording to transcribe
+    on a CPU), never past the training limits the broker's visibility timeout is set for."""
+    from django.conf import settings
+
+    kind = get(name)
+    soft = max(float(settings.CELERY_TASK_SOFT_TIME_LIMIT), 4 * audio_s * kind.cost_per_audio_s + 120)
+    soft = min(soft, float(settings.TRAIN_SOFT_TIME_LIMIT_S))
+    hard = max(float(settings.CELERY_TASK_TIME_LIMIT), soft + 300)
+    return soft, min(hard, float(settings.TRAIN_TIME_LIMIT_S))
 
 
 def load_task(name: str):
@@ -242,19 +265,19 @@ def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
 _NUM = (int, float)
 
 register(JobKind(
-    name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8,
+    name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8, cost_per_audio_s=0.07,
     admin_action="Run feature extraction on selected {what}",
     params={"extractors": list, "chunk_size": int}, validate=_check_features,
 ))
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="classify", chunk_by_audio=True, admin_action="Classify selected {what}",
+    model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict},
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="embed", chunk_by_audio=True, admin_action="Embed selected {what}",
+    model_task="embed", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Embed selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.
@@ -263,15 +286,17 @@ register(JobKind(
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
 ))
-# Whisper (faster-whisper): model work on the gpu queue; transcribe chunks are small (decoding is ~0.4 s per
-# second of speech on one CPU thread, and a chunk is what a crash loses).
+# Whisper (faster-whisper): model work on the gpu queue, chunks cut by audio seconds; transcribe chunks are
+# short (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses).
 register(JobKind(
     name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
+    chunk_by_audio=True, cost_per_audio_s=0.04,
     admin_action="Identify the spoken language of selected {what} (Whisper)",
     params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int}, validate=_check_whisper("language"),
 ))
 register(JobKind(
     name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,
+    chunk_by_audio=True, cost_per_audio_s=0.45, chunk_audio_s=300.0,
     admin_action="Transcribe selected {what} (Whisper)",
     params={"language": str, "beam_size": int, "vad_filter": bool, "chunk_size": int},
     validate=_check_whisper("transcribe"),

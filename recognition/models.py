@@ -217,6 +217,10 @@ class JobChunk(models.Model):
     index = models.PositiveIntegerField()
     recording_ids = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    #: the queue it is sent to (chosen once at submit: recognition.jobkinds.queue_for), and its audio
+    #: seconds (its time limits scale with them: jobkinds.time_limits)
+    queue = models.CharField(max_length=32, blank=True)
+    audio_s = models.FloatField(default=0.0)
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)

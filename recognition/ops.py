@@ -19,7 +19,6 @@ keyword-only, logged, and idempotent where delivery may repeat them.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ import platform
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,79 +37,22 @@ from django.db.models import Q
 from django.utils import timezone
 
 from recognition import jobkinds
+from recognition.broker import (  # noqa: F401 - the broker primitives, re-exported for ops callers
+    COUNTERS_KEY,
+    QUEUES,
+    broker_connection,
+    broker_redis,
+    counter_incr,
+    counters,
+    queue_depths,
+    unacked_count,
+)
 from recognition.errors import ServiceError
 from recognition.models import FeatureSet, Job, JobChunk, Recording
 
 logger = logging.getLogger(__name__)
 
-QUEUES = tuple(jobkinds.QUEUES)  # ("cpu", "gpu", "interactive"), declared in recognition.jobkinds
 WORKER_KEY_PREFIX = "accentsite:worker:"
-COUNTERS_KEY = "accentsite:counters"
-
-
-# --- Redis -------------------------------------------------------------------------------------
-
-def broker_redis(url: str | None = None):
-    """A short-timeout client on the broker's Redis (``CELERY_BROKER_URL``)."""
-    import redis
-
-    return redis.Redis.from_url(url or settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
-
-
-@contextlib.contextmanager
-def broker_connection(connection=None) -> Iterator[Any]:
-    """A kombu connection to the broker (``CELERY_BROKER_URL``) that gives up after one failed
-    attempt, so a probe or a scrape answers in seconds when the broker is down."""
-    if connection is not None:
-        yield connection
-        return
-    from accentsite.celery import app
-
-    with app.connection_for_read(url=settings.CELERY_BROKER_URL) as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
-        yield conn
-
-
-def queue_depths(*, queues: tuple[str, ...] = QUEUES, connection=None) -> dict[str, int]:
-    """Messages waiting in each queue (all priority levels), not counting those a worker holds.
-
-    Asked through kombu (a passive ``queue_declare`` reports the message count), not by reading the
-    transport's own key layout; a queue nobody declared yet holds nothing.
-    """
-    from kombu.exceptions import ChannelError
-
-    depths = {}
-    with broker_connection(connection) as conn:
-        channel = conn.default_channel
-        for queue in queues:
-            try:
-                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except ChannelError:  # NOT_FOUND: never declared, or empty (Redis keeps no empty lists)
-                depths[queue] = 0
-    return depths
-
-
-def unacked_count(*, connection=None) -> int:
-    """Messages delivered to workers and not yet acknowledged (in hand, or of a worker that died).
-
-    Redis transport only: its unacked hash, under the key kombu is configured with.
-    """
-    with broker_connection(connection) as conn:
-        channel = conn.default_channel
-        return int(channel.client.hlen(channel.unacked_key))
-
-
-def counter_incr(name: str, amount: int = 1) -> None:
-    """Bump an operations counter (exposed on /metrics); never fails the caller."""
-    try:
-        broker_redis().hincrby(COUNTERS_KEY, name, amount)
-    except Exception:  # counting must not break housekeeping
-        logger.warning("could not count %s", name)
-
-
-def counters(*, client=None) -> dict[str, int]:
-    raw = (client or broker_redis()).hgetall(COUNTERS_KEY)
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 # --- The worker side: heartbeat with device and task in hand -----------------------------------
@@ -456,8 +397,9 @@ def queue_purge(*, queue: str, cancel_jobs: bool = False) -> PurgeResult:
         raise ServiceError("unknown_queue", f"Unknown queue '{queue}'; use one of {list(QUEUES)}.")
     with app.connection_for_write() as conn:
         messages = conn.default_channel.queue_purge(queue) or 0
-    waiting = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING], chunks__status=JobChunk.Status.QUEUED).distinct()
-    jobs = sorted(j.pk for j in waiting if jobkinds.queue_for(j.kind, j.total) == queue)
+    open_chunks = JobChunk.objects.filter(status=JobChunk.Status.QUEUED, job__status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+    # the queue is stored on the chunk; rows from before it was (queue blank) are judged by the job's size
+    jobs = sorted({c.job_id for c in open_chunks.select_related("job") if (c.queue or jobkinds.queue_for(c.job.kind, c.job.total)) == queue})
     cancelled = []
     if cancel_jobs:
         for job in Job.objects.filter(pk__in=jobs):

@@ -368,14 +368,25 @@ def run_train_job(self, chunk_id: int) -> None:
         return
     job_id = ctx.job.pk
 
+    checked = [0.0]
+
     def progress(stage: str, done: int, total: int, info: dict) -> None:
+        """Every step of training reports here: progress by epoch, and a cancel stops it (checked at
+        most every TRAIN_CANCEL_CHECK_S, between epochs, feature batches and evaluation steps)."""
         if stage == "train":
             training.train_job_progress(job_id=job_id, done=done, total=total)
+        now = time.monotonic()
+        if now - checked[0] >= settings.TRAIN_CANCEL_CHECK_S:
+            checked[0] = now
+            if services.job_is_cancelled(job_id=job_id):
+                raise training.TrainingCancelled()
 
     # a training may run for hours: the reaper must see it alive, until its job is closed
     with _heartbeating(chunk_id):
         try:
             mv = training.train_job_run(job=ctx.job, progress=progress)
+        except training.TrainingCancelled:
+            training.train_job_stopped(job_id=job_id, chunk_id=chunk_id)
         except ServiceError as exc:
             training.train_job_finish(job_id=job_id, model_version=None, error=exc.message)
         except SoftTimeLimitExceeded:
@@ -389,47 +400,13 @@ def run_train_job(self, chunk_id: int) -> None:
             training.train_job_finish(job_id=job_id, model_version=mv)
 
 
-@shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message is a timeout, not a rerun
-def run_predict(self, *, key: str, format: str, model_version_id: int | None, threshold, vad: bool, transcript: str,
-                reply: str, task: str = "classify", params: dict | None = None) -> None:
-    """``/predict`` on a worker: classify one stored upload (or, with ``task`` ``language`` /
-    ``transcribe``, run Whisper on it), push the answer to the web's reply list."""
-    import json
-
-    from django.conf import settings
-    from django.core.files.storage import default_storage
-
-    from recognition.errors import ServiceError
-    from recognition.models import ModelVersion
-    from recognition.ops import broker_redis
-    from recognition.services.predict import predict_run, predict_whisper_run
+@shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message shows as a lapsed request
+def run_predict(self, *, request_id: str, key: str, format: str, model_version_id: int | None, threshold, vad: bool,
+                transcript: str, task: str = "classify", params: dict | None = None) -> None:
+    """``/predict`` on a worker (``workers/predict.py``): run one stored upload, publish the answer."""
+    from workers.predict import predict_serve
 
     if not self.request.is_eager:
         close_old_connections()
-    try:
-        mv = ModelVersion.objects.filter(pk=model_version_id).first() if task == "classify" else None
-        if task == "classify" and mv is None:
-            raise ServiceError("unknown_model", "The model was removed.", status_code=404)
-        try:
-            fh = default_storage.open(key, "rb")
-        except FileNotFoundError:  # the web gave up waiting and deleted it
-            return
-        with fh:
-            if task == "classify":
-                result = predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad,
-                                     transcript=transcript)
-            else:
-                result = predict_whisper_run(task=task, params=params or {}, fileobj=fh, format_hint=format)
-        result["worker"] = self.request.hostname or ""
-        body = {"result": result}
-    except ServiceError as exc:
-        body = {"error": {**exc.as_dict(), "status": exc.status_code}}
-    except Exception as exc:  # report, don't leave the person waiting for the timeout
-        logger.exception("predict failed")
-        body = {"error": {"code": "processing_error", "message": f"Prediction failed with {type(exc).__name__}.",
-                          "status": 422}}
-    finally:
-        default_storage.delete(key)
-    client = broker_redis()
-    client.rpush(reply, json.dumps(body, default=float))
-    client.expire(reply, int(settings.PREDICT_TIMEOUT_S) + 30)
+    predict_serve(request_id=request_id, key=key, format=format, model_version_id=model_version_id, threshold=threshold,
+                  vad=vad, transcript=transcript, task=task, params=params or {}, worker=self.request.hostname or "")

@@ -1,10 +1,15 @@
 """One error shape for the whole API: ``{"error": {"code": ..., "message": ..., "fields"?: ...}}``."""
+import logging
+
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from recognition.broker import broker_errors
 from recognition.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 # Django refuses some requests while parsing them (before any view code): they keep the API's shape.
 _REQUEST_ERRORS = (
@@ -18,7 +23,17 @@ _REQUEST_ERRORS = (
 
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
-        return Response({"error": exc.as_dict()}, status=exc.status_code)
+        response = Response({"error": exc.as_dict()}, status=exc.status_code)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    if isinstance(exc, broker_errors()):  # Redis (broker or cache) went away mid-request: say so, in shape
+        logger.warning("request refused, the broker cannot be reached: %s", exc)
+        response = Response({"error": {"code": "unavailable", "message": "The service's queue (Redis) cannot be reached "
+                                       "right now; nothing was kept. Try again in a minute."}},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        response["Retry-After"] = "30"
+        return response
     if isinstance(exc, SuspiciousOperation):
         for kind, code, status_code, message in _REQUEST_ERRORS:
             if isinstance(exc, kind):

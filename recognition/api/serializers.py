@@ -114,13 +114,15 @@ class DuplicateSerializer(serializers.Serializer):
 
 class BatchCreatedSerializer(BatchSerializer):
     recordings = RecordingSerializer(many=True, source="accepted")
-    rejected = RejectionSerializer(many=True)
+    rejected = RejectionSerializer(many=True, help_text="the first UPLOAD_REJECTIONS_SHOWN refused files, each with its reason")
+    rejected_count = serializers.IntegerField(help_text="how many files (or labels rows) were refused in all")
+    rejected_by_code = serializers.DictField(child=serializers.IntegerField(), help_text="refusals counted by code")
     duplicates = serializers.SerializerMethodField(
         help_text="files whose bytes you had uploaded before: the stored recording is reused, its own label "
                   "and speaker unchanged; this batch keeps the label and speaker it gave")
 
     class Meta(BatchSerializer.Meta):
-        fields = BatchSerializer.Meta.fields + ["recordings", "rejected", "duplicates"]
+        fields = BatchSerializer.Meta.fields + ["recordings", "rejected", "rejected_count", "rejected_by_code", "duplicates"]
 
     @extend_schema_field(DuplicateSerializer(many=True))
     def get_duplicates(self, obj: Batch) -> list[dict]:
@@ -330,9 +332,20 @@ class PredictRequestSerializer(serializers.Serializer):
     language = serializers.CharField(required=False, max_length=8, help_text="transcribe: force the language")
     beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width, 1 = greedy (default)")
     vad_filter = serializers.BooleanField(required=False, default=True, help_text="transcribe: drop silence before decoding")
+    wait = serializers.BooleanField(required=False, default=True,
+                                    help_text="wait up to PREDICT_TIMEOUT_S for the answer (default); false: answer 202 at once "
+                                              "with the URL to fetch it from")
+
+
+class PredictPendingSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="the request's id")
+    status = serializers.ChoiceField(choices=["queued", "running"])
+    url = serializers.CharField(help_text="GET it for the answer (200) once ready; 202 until then")
+    message = serializers.CharField()
 
 
 class PredictResponseSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="the request's id (GET /api/v1/predict/<id>/ gives this answer again)")
     predicted_class = serializers.CharField(allow_null=True)
     confidence = serializers.FloatField(allow_null=True)
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Calibrated class probabilities")

@@ -13,5 +13,6 @@ router.register("models", views.ModelVersionViewSet, basename="model")
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("predict/", views.PredictView.as_view(), name="predict"),
+    path("predict/<str:request_id>/", views.PredictResultView.as_view(), name="predict-result"),
     path("", include(router.urls)),
 ]

@@ -1,6 +1,8 @@
 """REST API views: parse the request, call a service or selector, serialise. Nothing else."""
 from __future__ import annotations
 
+from collections import Counter
+
 import django_filters
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
@@ -10,12 +12,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from recognition import exports, review, selectors, services, vectorindex
 from recognition.api import serializers as s
 from recognition.api.parsers import SafeJSONParser as JSONParser
+from recognition.api.throttling import UploadThrottle
 from recognition.errors import NotFound, ServiceError
 from recognition.models import Batch, Job, ModelVersion, Prediction, Recording, RecordingResult
 
@@ -69,7 +71,7 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
     model = Recording
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.action == "create" else []
+        return [UploadThrottle()] if self.action == "create" else []
 
     @extend_schema(request=s.RecordingUploadSerializer, responses={201: s.RecordingSerializer})
     def create(self, request):
@@ -135,7 +137,7 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
     model = Batch
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.action == "create" else []
+        return [UploadThrottle()] if self.action == "create" else []
 
     @extend_schema(request=s.BatchUploadSerializer, responses={201: s.BatchCreatedSerializer})
     def create(self, request):
@@ -143,13 +145,18 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
         form.is_valid(raise_exception=True)
         data = form.validated_data
         labels = data.get("labels")
+        if labels is not None and labels.size > settings.LABELS_MAX_BYTES:
+            raise ServiceError("labels_too_large", f"The labels CSV is {labels.size / 1e6:.1f} MB; the limit is "
+                               f"{settings.LABELS_MAX_BYTES / 1e6:.0f} MB (LABELS_MAX_BYTES).", status_code=413)
         batch, accepted, rejected = services.batch_create(
             owner=request.user, name=data["name"], description=data.get("description", ""),
             files=[(f.name, f) for f in data.get("files", [])], archive=data.get("archive"),
             labels_csv=labels.read() if labels else None, transcript=data.get("transcript", ""),
         )
         batch.accepted = accepted
-        batch.rejected = [r.as_dict() for r in rejected]
+        batch.rejected = [r.as_dict() for r in rejected[: settings.UPLOAD_REJECTIONS_SHOWN]]
+        batch.rejected_count = len(rejected)
+        batch.rejected_by_code = dict(Counter(r.code for r in rejected))
         return Response(s.BatchCreatedSerializer(batch).data, status=status.HTTP_201_CREATED)
 
 
@@ -310,29 +317,55 @@ def _results_export(job: Job, results, export: str, *, windows: bool, labels: di
 
 
 class PredictView(APIView):
-    """Classify one file synchronously: every class probability, and ``uncertain`` under the threshold."""
+    """One file in, an answer out: every class probability, and ``uncertain`` under the threshold.
+
+    ``200`` with the answer when the worker gives it within ``PREDICT_TIMEOUT_S``; otherwise ``202``
+    with ``url``, where ``GET`` gives the same answer once it is ready. ``429`` (with ``Retry-After``)
+    when you already have ``PREDICT_MAX_CONCURRENT_PER_USER`` predicts open."""
 
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [UploadThrottle]
     throttle_scope = "uploads"
 
-    @extend_schema(request=s.PredictRequestSerializer, responses={200: s.PredictResponseSerializer, 404: s.ErrorSerializer,
-                                                                  409: s.ErrorSerializer, 503: s.ErrorSerializer})
+    @extend_schema(request=s.PredictRequestSerializer,
+                   responses={200: s.PredictResponseSerializer, 202: s.PredictPendingSerializer, 404: s.ErrorSerializer,
+                              409: s.ErrorSerializer, 429: s.ErrorSerializer, 503: s.ErrorSerializer})
     def post(self, request):
-        from recognition.services.predict import predict_file
+        from recognition.services.predict import predict_submit
 
         form = s.PredictRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         upload = data["file"]
         if data["task"] != "classify":  # Whisper, on the interactive queue too
-            return Response(predict_file(fileobj=upload, filename=upload.name, user=request.user, task=data["task"],
-                                         params=_whisper_params(data)))
-        vad = data.get("vad")
-        result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
-                              threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
-                              transcript=data.get("transcript", ""))
-        return Response(result)
+            answer = predict_submit(fileobj=upload, filename=upload.name, user=request.user, task=data["task"],
+                                    params=_whisper_params(data), wait=data["wait"])
+        else:
+            vad = data.get("vad")
+            answer = predict_submit(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
+                                    threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
+                                    transcript=data.get("transcript", ""), wait=data["wait"])
+        return _predict_response(answer)
+
+
+class PredictResultView(APIView):
+    """The answer of an earlier ``POST /predict/`` that answered ``202``: ``200`` with it once the worker
+    has it, ``202`` while it is queued or running; 404 for anyone but its sender."""
+
+    @extend_schema(responses={200: s.PredictResponseSerializer, 202: s.PredictPendingSerializer, 404: s.ErrorSerializer,
+                              503: s.ErrorSerializer})
+    def get(self, request, request_id: str):
+        from recognition.services.predict import predict_fetch
+
+        return _predict_response(predict_fetch(request_id=request_id, user=request.user))
+
+
+def _predict_response(answer) -> Response:
+    response = Response(answer.body, status=answer.status)
+    if answer.status == 202:
+        response["Location"] = answer.body["url"]
+        response["Retry-After"] = str(answer.retry_after or 1)
+    return response
 
 
 def _whisper_params(data: dict) -> dict:

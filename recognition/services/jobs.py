@@ -65,7 +65,7 @@ def model_name_check(name: object, *, owner: AbstractBaseUser | None = None) -> 
     return name
 
 
-def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+def validate_job_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The kind's parameter declaration in ``recognition.jobkinds``, as a ``ServiceError``; NUL
     characters and over-deep JSON anywhere in it are refused first (``recognition.validation``)."""
     if isinstance(params, dict):
@@ -99,12 +99,20 @@ def job_submit(
     if kind not in jobkinds.KINDS:  # Job.Kind has a value the registry lacks: a declaration is missing
         raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
     spec = jobkinds.get(kind)
-    params = dict(_validate_params(kind, params if params is not None else {}))
+    params = dict(validate_job_params(kind, params if params is not None else {}))
     if kind == Job.Kind.TRAIN and "name" in params:
         model_name_check(params["name"], owner=owner)
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)
-    targets = list(batch.recordings.order_by("id")) if batch is not None else list(recordings or [])
+    # a batch alone: all its recordings; a batch and recordings: those recordings, read with the batch's
+    # labels (retry-failed keeps its job's batch, so its report keeps the batch's labels)
+    if batch is not None and recordings is None:
+        targets = list(batch.recordings.order_by("id"))
+    else:
+        targets = list(recordings or [])
+        if batch is not None and len(set(batch.recordings.filter(pk__in=[r.pk for r in targets]).values_list("pk", flat=True))) \
+                != len({r.pk for r in targets}):
+            raise ServiceError("not_found", "No such recording in that batch.", status_code=404)
     if any(r.owner_id != owner.pk for r in targets):
         raise ServiceError("not_found", "No such recording.", status_code=404)
     if spec.needs_recordings and not targets:
@@ -127,8 +135,10 @@ def job_submit(
         job.save()
         job.recordings.set(targets)
         groups = _chunk_groups(targets, kind=kind, chunk_size=chunk_size)
-        chunks = [JobChunk(job=job, index=i, recording_ids=ids) for i, ids in enumerate(groups)] or [
-            JobChunk(job=job, index=0, recording_ids=[])]
+        seconds = {r.pk: r.duration_s or 0.0 for r in targets}
+        queue = jobkinds.queue_for(kind, len(targets), sum(seconds.values()))
+        chunks = [JobChunk(job=job, index=i, recording_ids=ids, queue=queue, audio_s=sum(seconds[r] for r in ids))
+                  for i, ids in enumerate(groups)] or [JobChunk(job=job, index=0, recording_ids=[], queue=queue)]
         JobChunk.objects.bulk_create(chunks)
         chunk_ids = list(job.chunks.values_list("id", flat=True))
         if enqueue:
@@ -145,7 +155,7 @@ def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None
     ids = [r.pk for r in targets]
     if chunk_size:
         return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
-    budget = settings.JOB_CHUNK_AUDIO_S
+    budget = jobkinds.get(kind).chunk_audio_s or settings.JOB_CHUNK_AUDIO_S
     cap = settings.JOB_CHUNK_MAX_RECORDINGS
     groups: list[list[int]] = []
     current: list[int] = []
@@ -162,23 +172,30 @@ def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None
     return groups
 
 
-def _job_queue(job: Job) -> str:
-    """The queue a job's chunks go to (``recognition.jobkinds.queue_for``)."""
-    return jobkinds.queue_for(job.kind, job.total)
+def _chunk_queue(chunk: JobChunk) -> str:
+    """The queue a chunk goes to: the one chosen at submit (older rows: by the job's size)."""
+    return chunk.queue or jobkinds.queue_for(chunk.job.kind, chunk.job.total)
+
+
+# A request (or the reaper) publishing chunks does not sit through the worker-side retry policy when
+# the broker is down: chunks left unsent are sent by the reaper's next pass (JOB_UNSENT_GRACE_S).
+_QUICK_PUBLISH = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
     task = jobkinds.load_task(job.kind)
-    queue = _job_queue(job)
     now = timezone.now()
-    for chunk_id in chunk_ids:
+    scaled = jobkinds.get(job.kind).chunk_size is not None  # train jobs keep their task's own limits
+    for chunk in JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"):
+        soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
+        limits = {"soft_time_limit": soft, "time_limit": hard} if scaled else {}
         try:
-            result = task.apply_async((chunk_id,), queue=queue)
+            result = task.apply_async((chunk.pk,), queue=_chunk_queue(chunk), retry_policy=_QUICK_PUBLISH, **limits)
         except Exception:  # broker down past the publish retries: the job row is committed, so
             # leave the chunks queued with no enqueued_at; job_requeue_stuck sends them later.
             logger.exception("could not enqueue %d chunks; the reaper requeues them", len(chunk_ids), extra={"job_id": job.pk})
             return
-        JobChunk.objects.filter(pk=chunk_id).update(task_id=result.id or "", enqueued_at=now)
+        JobChunk.objects.filter(pk=chunk.pk).update(task_id=result.id or "", enqueued_at=now)
 
 
 @dataclass
@@ -262,7 +279,7 @@ def chunk_beat_now(*, chunk_id: int, ttl_s: float) -> None:
     """Set a chunk's Redis beat key at once (the helper process keeps it alive from then on): a
     chunk is never without a beat while its helper starts. A broker blip is ignored: the helper and
     the database heartbeat follow."""
-    from recognition.ops import broker_redis
+    from recognition.broker import broker_redis
 
     try:
         broker_redis(chunk_beat_url()).set(chunk_beat_key(chunk_id), "start", ex=max(2, int(ttl_s)))
@@ -274,7 +291,7 @@ def chunks_beating(chunk_ids: list[int]) -> set[int]:
     """Chunks whose worker process still beats (``workers.chunkbeat``); empty when Redis cannot be asked."""
     if not chunk_ids:
         return set()
-    from recognition.ops import broker_redis
+    from recognition.broker import broker_redis
 
     try:
         client = broker_redis(chunk_beat_url())
@@ -539,12 +556,12 @@ def job_retry_failed(*, job: Job) -> Job:
     if not failed:
         raise ServiceError("nothing_failed", "No recording of this job failed.", status_code=409)
     model = f"{job.model_version.name}@{job.model_version.version}" if job.model_version else None
-    return job_submit(owner=job.owner, kind=job.kind, recordings=failed, params=dict(job.params), model=model)
+    return job_submit(owner=job.owner, kind=job.kind, batch=job.batch, recordings=failed, params=dict(job.params), model=model)
 
 
 def _empty_queues() -> set[str]:
     """Queues with no message waiting in the broker (empty set when the broker cannot be asked)."""
-    from recognition.ops import queue_depths
+    from recognition.broker import queue_depths
 
     try:
         return {queue for queue, depth in queue_depths().items() if depth == 0}
@@ -571,10 +588,12 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
     now = timezone.now()
     limit = now - older_than
     queued_limit = now - (queued_older_than if queued_older_than is not None else older_than)
+    # never sent (the broker was down at submit): nothing can be waiting for them, so no long wait
+    unsent_limit = now - min(timedelta(seconds=settings.JOB_UNSENT_GRACE_S), now - queued_limit)
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
         Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
         | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=queued_limit)
-        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=queued_limit)
+        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=unsent_limit)
     )
     empty = None
     requeued: dict[int, list[int]] = {}
@@ -588,7 +607,7 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
             continue
         if chunk.status == JobChunk.Status.QUEUED and chunk.enqueued_at is not None:
             empty = _empty_queues() if empty is None else empty
-            if _job_queue(chunk.job) not in empty:
+            if _chunk_queue(chunk) not in empty:
                 continue
         # compare and set: a chunk that beat, finished or was claimed since it was read is left alone
         if not JobChunk.objects.filter(pk=chunk.pk, status=chunk.status, heartbeat_at=chunk.heartbeat_at,

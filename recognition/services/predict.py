@@ -1,48 +1,126 @@
-"""Single-file prediction, for people coming from Flask / Gradio ``/predict`` tools.
+"""Single-file prediction, for people coming from Flask / Gradio ``/predict`` tools: the web half.
 
-The web process never runs a model: :func:`predict_file` checks the upload, stores it, sends a
-``run_predict`` task to the ``interactive`` queue (the gpu worker serves it beside ``gpu``) and
-waits up to ``PREDICT_TIMEOUT_S`` for the worker's answer on a one-off Redis list. Audio longer
-than ``PREDICT_MAX_DURATION_S`` is refused up front with a hint to run a classify job instead.
+The web process never runs a model. :func:`predict_submit` checks the upload, takes one of the
+caller's ``PREDICT_MAX_CONCURRENT_PER_USER`` slots (a flood gets ``429`` with ``Retry-After`` at
+once), stores the file, records the request in Redis and sends ``workers.tasks.run_predict`` to the
+``interactive`` queue, which a dedicated worker serves. It then waits up to ``PREDICT_TIMEOUT_S``
+for the worker's answer on a client whose socket timeout is longer than the wait (a slow model is
+never taken for a dead broker). No answer in time is not an error: the caller gets ``202`` with the
+request's URL, and :func:`predict_fetch` gives the same answer there once the worker has it (kept
+``PREDICT_RESULT_TTL_S``). The worker half is ``workers/predict.py``.
+
+A web process lets at most ``PREDICT_WAITERS_PER_PROCESS`` requests wait at once (gunicorn's
+``gthread`` workers hold a thread, not a process, per request); the rest answer ``202`` at once, so
+waiting predicts never take every thread of a web process away from other users.
+
+Redis keys (the broker's database): ``accentsite:predict:<id>`` a hash (``owner``, ``status``:
+``queued`` / ``running`` / ``done``, ``created``, ``body``); ``accentsite:predict:<id>:reply`` the
+list the worker pushes to when done (wakes the waiting request); ``accentsite:predict:active:<user>``
+a sorted set of the user's open requests, scored by the time their slot lapses on its own (a worker
+that died mid-request does not hold the slot for ever).
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from recognition.broker import broker_errors, broker_redis
 from recognition.errors import ServiceError
-from recognition.models import ModelVersion
 from recognition.services.models import model_resolve
-
-if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome
 
 logger = logging.getLogger(__name__)
 
-REPLY_PREFIX = "accentsite:predict:"
+KEY_PREFIX = "accentsite:predict:"
+RUN_PREDICT = "workers.tasks.run_predict"
+
+_waiters: threading.BoundedSemaphore | None = None
+_waiters_lock = threading.Lock()
 
 
-def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, threshold: float | None = None,
-                 vad: bool = False, transcript: str = "", user=None, task: str = "classify",
-                 params: dict | None = None) -> dict:
-    """Classify one upload on a worker (or, with ``task`` ``language`` / ``transcribe`` and that job
-    kind's ``params``, run Whisper on it there) and return its answer.
+def request_key(request_id: str) -> str:
+    return f"{KEY_PREFIX}{request_id}"
 
-    Returns :func:`predict_response`'s ``{"outcome", "predicted_class", "confidence", "probabilities",
-    "probabilities_raw", ..., "calibrated", "model", "worker", ...}``; raises ``ServiceError`` with
-    the audio error code for bad input, ``too_long`` (400) past ``PREDICT_MAX_DURATION_S``, ``predict_timeout`` (503) when no
-    worker answered within ``PREDICT_TIMEOUT_S``.
+
+def reply_key(request_id: str) -> str:
+    return f"{KEY_PREFIX}{request_id}:reply"
+
+
+def active_key(owner_id: int) -> str:
+    return f"{KEY_PREFIX}active:{owner_id}"
+
+
+@dataclass
+class PredictAnswer:
+    """What ``/predict`` answers: ``status`` 200 with the result, or 202 with where to fetch it."""
+
+    status: int
+    body: dict
+    retry_after: int | None = None
+
+
+def _unavailable(exc: BaseException) -> ServiceError:
+    logger.warning("predict: the broker cannot be reached: %s", exc)
+    return ServiceError("predict_unavailable", "The prediction service cannot reach its queue right now (the broker is "
+                        "down); try again in a minute, or upload the file and run a classify job.", status_code=503)
+
+
+# Drop lapsed slots, then take one only while fewer than the cap are held: one atomic step, so a
+# flood of simultaneous requests admits exactly the cap.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def _slot_take(client, *, owner_id: int, request_id: str, hold_s: float) -> bool:
+    """Take one of the owner's concurrent-predict slots; False when all are taken. Slots whose
+    request lapsed (expired unstarted, worker died) are dropped first."""
+    now = time.time()
+    taken = client.eval(_TAKE_SLOT, 1, active_key(owner_id), now, settings.PREDICT_MAX_CONCURRENT_PER_USER,
+                        now + hold_s, request_id, int(hold_s) + 60)
+    return bool(taken)
+
+
+def _slot_retry_after(client, owner_id: int) -> int:
+    """Seconds until the owner's oldest slot would lapse on its own, bounded to a polite 1-30 s."""
+    oldest = client.zrange(active_key(owner_id), 0, 0, withscores=True)
+    if not oldest:
+        return 1
+    return int(min(30, max(1, oldest[0][1] - time.time())))
+
+
+def _wait_slot() -> threading.BoundedSemaphore:
+    global _waiters
+    with _waiters_lock:
+        if _waiters is None:
+            _waiters = threading.BoundedSemaphore(max(1, settings.PREDICT_WAITERS_PER_PROCESS))
+        return _waiters
+
+
+def predict_submit(*, fileobj: BinaryIO, filename: str, user, model: str | None = None, threshold: float | None = None,
+                   vad: bool = False, transcript: str = "", task: str = "classify", params: dict | None = None,
+                   wait: bool = True) -> PredictAnswer:
+    """Send one upload to the interactive worker and answer with its result, or with ``202`` and
+    the URL of the request when no answer came within ``PREDICT_TIMEOUT_S`` (or ``wait`` is off).
+
+    Raises ``ServiceError``: the audio error code for bad input, ``too_long`` (400) past
+    ``PREDICT_MAX_DURATION_S``, ``too_many_predicts`` (429, ``retry_after`` set) when the caller
+    already has ``PREDICT_MAX_CONCURRENT_PER_USER`` predicts open, ``predict_unavailable`` (503)
+    when the broker cannot be reached, and any error the worker answered with.
     """
-    from recognition.ops import broker_redis
     from recognition.validation import text_check
-    from workers import tasks
     from workers.pipeline.audio import AudioError
     from workers.pipeline.probe import probe_audio
 
@@ -54,10 +132,10 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     if task == "classify":
         mv = model_resolve(model, task="classify", user=user)
     elif task in ("language", "transcribe"):
-        from recognition.services.jobs import _validate_params
+        from recognition.services.jobs import validate_job_params
         from workers.runtime import whisper_model_problem
 
-        mv, params = None, dict(_validate_params(task, dict(params or {})))
+        mv, params = None, dict(validate_job_params(task, dict(params or {})))
         problem = whisper_model_problem()  # said here, not after a worker's round trip
         if problem:
             raise ServiceError("model_unavailable", problem, status_code=409)
@@ -73,111 +151,89 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
             f"/predict takes at most {settings.PREDICT_MAX_DURATION_S:.0f} s of audio; this file lasts "
             f"{info.duration_s:.0f} s. Upload it (POST /api/v1/recordings/ or /api/v1/batches/) and run a "
             "classify job (POST /api/v1/jobs/) instead.")
-    fileobj.seek(0)
-    key = default_storage.save(f"predict/{uuid.uuid4().hex}.{info.format or 'bin'}", File(fileobj))
-    reply = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
-    timeout = settings.PREDICT_TIMEOUT_S
+
+    request_id = uuid.uuid4().hex
+    queue_s = settings.PREDICT_QUEUE_EXPIRES_S
     client = broker_redis()
     try:
-        tasks.run_predict.apply_async(
-            kwargs=dict(key=key, format=info.format, model_version_id=mv.pk if mv else None, threshold=threshold,
-                        vad=vad, transcript=transcript, reply=reply, task=task, params=params or {}),
-            queue="interactive", expires=timeout,
-        )
-        t0 = time.monotonic()
-        answer = client.blpop([reply], timeout=max(1, int(timeout)))
-    except Exception as exc:  # the broker is down: say so, with the way round it
-        logger.warning("predict could not reach the broker: %s", exc)
+        if not _slot_take(client, owner_id=user.pk, request_id=request_id, hold_s=queue_s + settings.CELERY_TASK_SOFT_TIME_LIMIT):
+            limit = settings.PREDICT_MAX_CONCURRENT_PER_USER
+            raise ServiceError("too_many_predicts", f"You already have {limit} predictions in progress (at most {limit} at "
+                               "once); wait for one to finish, or run a job for many files.", status_code=429,
+                               retry_after=_slot_retry_after(client, user.pk))
+    except broker_errors() as exc:
+        raise _unavailable(exc) from exc
+
+    fileobj.seek(0)
+    key = default_storage.save(f"predict/{request_id}.{info.format or 'bin'}", File(fileobj))
+    try:
+        client.hset(request_key(request_id), mapping={"owner": user.pk, "status": "queued", "created": time.time(),
+                                                      "expires": time.time() + queue_s})
+        client.expire(request_key(request_id), settings.PREDICT_RESULT_TTL_S)
+        from kombu.utils.imports import symbol_by_name  # by name, as recognition.jobkinds sends chunk tasks
+
+        symbol_by_name(RUN_PREDICT).apply_async(kwargs=dict(
+            request_id=request_id, key=key, format=info.format, model_version_id=mv.pk if mv else None,
+            threshold=threshold, vad=vad, transcript=transcript, task=task, params=params or {},
+        ), queue="interactive", expires=queue_s)
+    except broker_errors() as exc:  # nothing was sent: leave nothing behind
         default_storage.delete(key)
-        raise ServiceError("predict_unavailable", "The prediction workers cannot be reached right now; "
-                           "upload the file and run a classify job instead.", status_code=503) from exc
-    if answer is None:
-        default_storage.delete(key)  # the task expires unstarted; a worker already on it finds no file
-        raise ServiceError(
-            "predict_timeout", f"No worker answered within {timeout:.0f} s (the interactive queue is busy or no worker "
-                               "serves it); upload the file and run a classify job instead.", status_code=503)
-    body = json.loads(answer[1])
-    if "error" in body:
-        err = body["error"]
-        raise ServiceError(err["code"], err["message"], status_code=err.get("status", 400))
-    body["result"].setdefault("timings", {})["wait"] = round(time.monotonic() - t0, 4)
-    return body["result"]
+        try:
+            client.delete(request_key(request_id))
+            client.zrem(active_key(user.pk), request_id)
+        except broker_errors():
+            pass
+        raise _unavailable(exc) from exc
+
+    if wait and settings.PREDICT_TIMEOUT_S > 0:
+        slot = _wait_slot()
+        if slot.acquire(blocking=False):
+            try:
+                waiter = broker_redis(wait_s=settings.PREDICT_TIMEOUT_S)
+                t0 = time.monotonic()
+                waiter.blpop([reply_key(request_id)], timeout=settings.PREDICT_TIMEOUT_S)
+                waited = round(time.monotonic() - t0, 4)
+            except broker_errors() as exc:  # the broker went away while we waited: the answer may still come
+                logger.warning("predict %s: the wait was cut (%s); the caller polls", request_id, exc)
+                waited = None
+            finally:
+                slot.release()
+            answer = _read(client, request_id=request_id, owner_id=user.pk)
+            if answer.status == 200 and waited is not None:
+                answer.body.setdefault("timings", {})["wait"] = waited
+            return answer
+    return _read(client, request_id=request_id, owner_id=user.pk)
 
 
-def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None, threshold: float | None, vad: bool,
-                transcript: str = "") -> dict:
-    """Decode and classify one file in *this* process: the worker's side of :func:`predict_file`."""
-    from workers import runtime
-    from workers.pipeline.inference import classify_batch
-
-    audio, decode_s = _decode(fileobj, format_hint)
+def predict_fetch(*, request_id: str, user) -> PredictAnswer:
+    """The answer of an earlier ``/predict`` of ``user``: 200 with the result, 202 while it is queued
+    or running; ``not_found`` (404) for an unknown, expired or someone else's request,
+    ``predict_expired`` (503) when no worker started it within ``PREDICT_QUEUE_EXPIRES_S``."""
+    if not request_id.isalnum() or len(request_id) > 64:
+        raise ServiceError("not_found", "No such prediction.", status_code=404)
     try:
-        loaded = runtime.load_model(mv)
-    except runtime.ModelUnavailable as exc:
-        raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
-    (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
-                                **runtime.window_params(loaded))
-    return predict_response(outcome, mv=mv, calibrated=bool(loaded.calibration), duration_s=audio.duration_s,
-                            decode_s=decode_s)
+        return _read(broker_redis(), request_id=request_id, owner_id=user.pk)
+    except broker_errors() as exc:
+        raise _unavailable(exc) from exc
 
 
-def predict_response(outcome: ClassifyOutcome, *, mv: ModelVersion, calibrated: bool, duration_s: float,
-                     decode_s: float) -> dict:
-    """The ``/predict`` answer: ``outcome.api_dict()`` (the keys a job's prediction has in
-    ``results/``) plus ``calibrated``, ``threshold``, ``duration_s``, ``model``, ``checkpoint_sha256``
-    and ``timings``.
-
-    ``all_predictions`` / ``all_predictions_raw`` repeat ``probabilities`` / ``probabilities_raw``
-    for the old Flask / Gradio clients; they are deprecated and will go: read ``probabilities``.
-    """
-    body = outcome.api_dict()
-    return {
-        **body,
-        "all_predictions": dict(body["probabilities"]),  # deprecated alias of probabilities
-        "all_predictions_raw": dict(body["probabilities_raw"]),  # deprecated alias of probabilities_raw
-        "calibrated": calibrated,
-        "threshold": outcome.threshold,
-        "duration_s": round(duration_s, 3),
-        "model": str(mv),
-        "checkpoint_sha256": mv.sha256,
-        "timings": dict(outcome.timings, decode=decode_s),
-    }
-
-
-def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hint: str | None) -> dict:
-    """``/predict/`` with ``task=language`` or ``task=transcribe``, the worker's side: Whisper in *this*
-    process (loaded once). Returns what such a job stores per recording (``identify_languages`` /
-    ``transcribe`` output) plus ``task``, ``model``, ``model_sha256``, ``duration_s`` and ``timings``."""
-    from workers import runtime
-    from workers.pipeline.whisper_asr import transcribe
-    from workers.pipeline.whisper_lang import WhisperError, identify_languages
-
-    audio, decode_s = _decode(fileobj, format_hint)
-    try:
-        engine = runtime.load_whisper()
-        if task == "language":
-            out = identify_languages(engine, audio.samples, window_s=float(params.get("window_s", 4.0)),
-                                     languages=params.get("languages"), vad=params.get("vad", True))
-        else:
-            out = transcribe(engine, audio.samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
-                             vad_filter=params.get("vad_filter", True))
-    except WhisperError as exc:
-        raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
-    model = engine.describe()
-    return {**out, "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
-            "duration_s": round(audio.duration_s, 3), "timings": dict(out.get("timings") or {}, decode=decode_s)}
-
-
-def _decode(fileobj: BinaryIO, format_hint: str | None):
-    """Decode and validate a stored upload on the worker; ``(audio, seconds spent)``, audio errors as
-    ``ServiceError`` with their code."""
-    from workers.pipeline.audio import AudioError, load_audio, validate_audio
-
-    t0 = time.perf_counter()
-    try:
-        audio = load_audio(fileobj, settings.AUDIO_SAMPLE_RATE, format_hint=format_hint,
-                           max_duration_s=settings.AUDIO_MAX_DURATION_S)
-        validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    except AudioError as exc:
-        raise ServiceError(exc.code, exc.message) from exc
-    return audio, time.perf_counter() - t0
+def _read(client, *, request_id: str, owner_id: int) -> PredictAnswer:
+    raw = {k.decode(): v.decode() for k, v in client.hgetall(request_key(request_id)).items()}
+    if not raw or raw.get("owner") != str(owner_id):
+        raise ServiceError("not_found", "No such prediction (unknown, someone else's, or older than "
+                           f"{settings.PREDICT_RESULT_TTL_S // 60} minutes).", status_code=404)
+    url = f"/api/v1/predict/{request_id}/"
+    if raw.get("status") == "done":
+        body = json.loads(raw["body"])
+        if "error" in body:
+            err = body["error"]
+            raise ServiceError(err["code"], err["message"], status_code=err.get("status", 400))
+        return PredictAnswer(200, {"id": request_id, **body["result"]})
+    if raw.get("status") == "queued" and time.time() > float(raw.get("expires", "inf")):
+        raise ServiceError("predict_expired", f"No worker started this prediction within {settings.PREDICT_QUEUE_EXPIRES_S:.0f} s "
+                           "(the interactive queue is busy or no worker serves it); send it again, or upload the file "
+                           "and run a classify job.", status_code=503)
+    status = raw.get("status", "queued")
+    message = ("The model is working on it" if status == "running" else
+               "It waits for a free interactive worker") + f"; fetch {url} for the answer."
+    return PredictAnswer(202, {"id": request_id, "status": status, "url": url, "message": message}, retry_after=1)

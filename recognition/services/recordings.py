@@ -239,6 +239,9 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
     Raises ``ServiceError('bad_labels_csv')`` when the file is not UTF-8 text CSV or its header
     repeats a column.
     """
+    if len(data) > settings.LABELS_MAX_BYTES:
+        raise ServiceError("labels_too_large", f"The labels CSV is {len(data) / 1e6:.1f} MB; the limit is "
+                           f"{settings.LABELS_MAX_BYTES / 1e6:.0f} MB (LABELS_MAX_BYTES).", status_code=413)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -247,6 +250,10 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
         ) from exc
     if "\x00" in text:
         raise ServiceError("bad_labels_csv", "The labels CSV contains NUL characters; save it as plain UTF-8 CSV.")
+    lines = text.count("\n") + 1
+    if lines > settings.LABELS_MAX_ROWS + 1:  # + the header; rows spanning lines only make this stricter
+        raise ServiceError("too_many_label_rows", f"The labels CSV has {lines:,} lines; at most {settings.LABELS_MAX_ROWS:,} "
+                           "rows are read per upload (LABELS_MAX_ROWS).")
     rows: dict[str, LabelRow] = {}
     rejected: list[Rejection] = []
     try:
@@ -301,6 +308,11 @@ def _archive_open(archive: BinaryIO) -> zipfile.ZipFile:
     except _ZIP_ERRORS as exc:
         raise ServiceError("bad_archive", "The archive is not a readable .zip file.") from exc
     infos = [i for i in zf.infolist() if not i.is_dir()]
+    if len(infos) > settings.ARCHIVE_MAX_MEMBERS:
+        raise ServiceError(
+            "too_many_members",
+            f"The archive holds {len(infos):,} files; one upload takes at most {settings.ARCHIVE_MAX_MEMBERS:,} "
+            "(ARCHIVE_MAX_MEMBERS). Split it into several archives and add them to the batch one by one.")
     total = sum(i.file_size for i in infos)
     compressed = sum(i.compress_size for i in infos) or 1
     if total > settings.ARCHIVE_MAX_UNCOMPRESSED_BYTES or total / compressed > _MAX_COMPRESSION_RATIO:
@@ -390,8 +402,14 @@ def batch_create(
     stored: list[str] = []  # storage keys this request wrote, deleted again if it fails as a whole
     batch = Batch(owner=owner, name=name, description=description)
 
+    # the server cleans names it stores (control and zero-width marks, over 255 characters): a labels
+    # row matches a file by its path, its basename, or either as cleaned
+    cleaned = {_clean_filename(name): name for name in labels}
+
     def take(filename: str, fileobj: BinaryIO) -> None:
         key = filename if filename in labels else os.path.basename(filename)
+        if key not in labels:
+            key = cleaned.get(_clean_filename(filename)) or cleaned.get(_clean_filename(os.path.basename(filename)), key)
         row = labels.get(key)
         if row is not None:
             matched.add(key)

@@ -62,6 +62,13 @@ def training_items(recordings: list[Recording], *, label_map: dict[str, str] | N
     return items
 
 
+class TrainingCancelled(ServiceError):
+    """The train job was cancelled: training stops at its next progress step and registers nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled", "Cancelled by request.", status_code=409)
+
+
 def train_job_run(*, job: Job, progress=None) -> ModelVersion:
     """Train on a job's labelled recordings, store the checkpoint in storage, register it.
 
@@ -99,8 +106,14 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
         meta = json.loads(out.with_suffix(".json").read_text())
     try:
         with transaction.atomic():
+            # a cancel that came while the checkpoint was written still wins: nothing is registered
+            if Job.objects.select_for_update().filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
+                raise TrainingCancelled()
             mv = model_version_from_sidecar(meta, checkpoint=f"storage:{key}", code_version=code_version(),
                                             owner=job.owner, train_job=job)
+    except TrainingCancelled:
+        default_storage.delete(key)
+        raise
     except IntegrityError:  # another delivery of this job registered first: keep that one
         default_storage.delete(key)
         mv = ModelVersion.objects.filter(train_job=job).first()
@@ -108,6 +121,14 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
             raise
     logger.info("trained %s", mv, extra={"job_id": job.pk})
     return mv
+
+
+def train_job_stopped(*, job_id: int, chunk_id: int) -> None:
+    """A cancelled training stopped: its chunk closes as cancelled (the job already is)."""
+    from recognition.models import JobChunk
+
+    JobChunk.objects.filter(pk=chunk_id, job_id=job_id).update(status=JobChunk.Status.CANCELLED, finished_at=timezone.now())
+    logger.info("training stopped: the job was cancelled", extra={"job_id": job_id})
 
 
 def train_job_progress(*, job_id: int, done: int, total: int) -> None:

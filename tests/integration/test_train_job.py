@@ -62,3 +62,37 @@ def test_train_job_registers_a_model_that_classifies(api, celery_worker):
     one = [r for r in batch["recordings"]][0]
     classify = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [one["id"]], "model": "us-vs-gb"}, format="json")
     assert wait_for_job(classify.json()["id"], timeout=120).status == "succeeded"
+
+
+def test_cancelling_a_running_training_stops_it_and_registers_nothing(api, celery_worker):
+    """The cancel arrives while the worker trains (after its first epoch): training stops at its next
+    step, the chunk closes as cancelled, and no model takes the name."""
+    from tests.conftest import wait_until
+
+    files, rows = [], ["filename,label,speaker"]
+    for label, voices in VOICES.items():
+        for voice in voices:
+            for speed in (130, 170):
+                for i, text in enumerate(TEXTS):
+                    name = f"c-{voice}-{speed}-{i}.wav"
+                    files.append(upload(name, speech(text, voice=voice, speed=speed)))
+                    rows.append(f"{name},{label},{voice}-{speed}")
+    batch = api.post("/api/v1/batches/", {"name": "cancel-me", "files": files, "labels": upload("l.csv", "\n".join(rows).encode())},
+                     format="multipart").json()
+    params = {"family": "cnn", "name": "never-registered", "epochs": 1000, "window_s": 1.0, "hop_s": 0.5,
+              "hparams": {"n_mels": 32, "channels": 4, "embedding_dim": 16, "specaug": False}}
+    job_id = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch["id"], "params": params}, format="json").json()["id"]
+
+    def training():
+        job = Job.objects.get(pk=job_id)
+        assert not job.is_terminal, job.error
+        return job.done >= 1
+
+    wait_until(training, timeout=300, interval=0.2, what="the first epoch")
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 200
+    chunk = wait_until(lambda: JobChunk.objects.filter(job_id=job_id, status=JobChunk.Status.CANCELLED).first(), timeout=120,
+                       interval=0.2, what="the training to stop")
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.CANCELLED and job.done < 1000 and chunk.finished_at is not None
+    assert not ModelVersion.objects.filter(name="never-registered").exists()
+    assert job.params.get("trained_model") is None

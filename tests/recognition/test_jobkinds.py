@@ -31,6 +31,24 @@ def test_queue_for_sends_small_model_jobs_to_interactive(settings):
     assert [jobkinds.queue_for(k, 9) for k in ("features", "classify", "embed", "train")] == ["cpu", "gpu", "gpu", "gpu"]
 
 
+def test_queue_for_weighs_audio_seconds_not_just_recordings(settings):
+    """One two-hour recording is not a small job (it held the interactive worker for 14 min), and a
+    minute of transcription costs what ten minutes of classification do."""
+    settings.INTERACTIVE_MAX_RECORDINGS, settings.INTERACTIVE_MAX_WORK_S = 8, 15.0
+    assert jobkinds.queue_for("classify", 1, 60.0) == "interactive"
+    assert jobkinds.queue_for("classify", 1, 7200.0) == "gpu"
+    assert jobkinds.queue_for("transcribe", 1, 20.0) == "interactive"
+    assert jobkinds.queue_for("transcribe", 1, 120.0) == "gpu"
+
+
+def test_a_long_chunks_time_limit_grows_with_its_audio(settings):
+    settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT = 1500, 1800
+    assert jobkinds.time_limits("classify", 60.0) == (1500.0, 1800.0)
+    soft, hard = jobkinds.time_limits("transcribe", 7200.0)  # two hours at ~0.45 s per audio second: ~54 min of work
+    assert soft >= 3 * 7200 * 0.45 and hard > soft
+    assert soft <= settings.TRAIN_SOFT_TIME_LIMIT_S and hard <= settings.TRAIN_TIME_LIMIT_S
+
+
 def test_chunk_sizes_follow_declaration_setting_and_param(settings):
     settings.JOB_CHUNK_SIZE = {"features": 3}
     assert jobkinds.chunk_size_for("features", {}) == 3

@@ -278,3 +278,29 @@ def test_a_model_chunk_stores_each_group_of_recordings_before_running_the_next(u
     again = services.job_submit(owner=user, kind="classify", recordings=recs, model=f"tiny@{tiny_classifier.version}")
     tasks.run_model_chunk.apply(args=[again.chunks.get().pk])
     assert [n for n, _ in stored_before] == [3]
+
+
+def test_retry_failed_keeps_the_batch_and_its_labels(user, sent):
+    """The retry is a job of the same batch, over the failed recordings only, so its report reads the
+    batch's labels (before, the retry lost its batch)."""
+    files = [(f"b{i}.wav", upload(f"b{i}.wav", audio_bytes(pulse_train(f0=120 + 11 * i, seed=40 + i)))) for i in range(3)]
+    batch, recs, _ = services.batch_create(owner=user, name="retry", files=files, labels_csv=b"b0.wav,x\nb1.wav,y\nb2.wav,x\n")
+    job = services.job_submit(owner=user, kind="features", batch=batch)
+    job.mark_running()
+    job.save()
+    services.result_fail(job=job, recording=recs[1], code="corrupt", message="broken")
+    job.mark_finished(Job.Status.SUCCEEDED)
+    job.save()
+    retry = services.job_retry_failed(job=job)
+    assert retry.batch_id == batch.pk and list(retry.recordings.all()) == [recs[1]] and retry.total == 1
+
+
+def test_a_job_over_recordings_of_a_batch_refuses_ones_outside_it(user, sent):
+    from recognition.errors import ServiceError
+
+    files = [("in.wav", upload("in.wav", audio_bytes(pulse_train(f0=130, seed=50))))]
+    batch, recs, _ = services.batch_create(owner=user, name="b", files=files)
+    outside = _recordings(user, 1)
+    with pytest.raises(ServiceError) as caught:
+        services.job_submit(owner=user, kind="features", batch=batch, recordings=outside)
+    assert caught.value.status_code == 404

@@ -12,7 +12,6 @@ import pytest
 from recognition import review, services
 from recognition.errors import ServiceError
 from recognition.models import LanguageResult, Recording, Transcript
-from recognition.services.jobs import _job_queue
 from tests.conftest import speech
 from tests.factories import upload
 
@@ -51,10 +50,13 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
     assert job.params["languages"] == ["en", "fr"] and job.model_version is None
     assert job.chunks.count() == 1  # 16 per chunk
     tr = services.job_submit(owner=user, kind="transcribe", recordings=recs, params={"language": "EN", "beam_size": 2}, enqueue=False)
-    assert tr.params["language"] == "en" and tr.chunks.count() == 3  # 4 per chunk
-    assert _job_queue(tr) == "gpu"  # 9 recordings: over INTERACTIVE_MAX_RECORDINGS (8)
+    assert tr.params["language"] == "en" and tr.chunks.count() == 1  # cut by audio: 9 short clips, under 300 s
+    assert {c.queue for c in tr.chunks.all()} == {"gpu"}  # 9 recordings: over INTERACTIVE_MAX_RECORDINGS (8)
     small = services.job_submit(owner=user, kind="transcribe", recordings=recs[:2], enqueue=False)
-    assert _job_queue(small) == "interactive"
+    assert {c.queue for c in small.chunks.all()} == {"interactive"}
+    settings.JOB_CHUNK_SIZE = {}
+    fixed = services.job_submit(owner=user, kind="transcribe", recordings=recs, params={"chunk_size": 4}, enqueue=False)
+    assert fixed.chunks.count() == 3  # a chunk_size param still cuts by count
     with pytest.raises(ServiceError, match="model"):
         services.job_submit(owner=user, kind="language", recordings=recs, model="tiny", enqueue=False)
     from recognition.models import ModelVersion

@@ -577,12 +577,14 @@ def test_shipped_checkpoints_load_with_weights_only():
 def test_predict_vad_default_matches_jobs(api, monkeypatch, settings):
     seen = {}
 
+    from recognition.services.predict import PredictAnswer
+
     def fake(**kwargs):
         seen.update(kwargs)
-        return {"predicted_class": "a", "confidence": 1.0, "all_predictions": {"a": 1.0}, "calibrated": False,
-                "outcome": "ok", "windows": [], "model": "m@1"}
+        return PredictAnswer(200, {"predicted_class": "a", "confidence": 1.0, "all_predictions": {"a": 1.0},
+                                   "calibrated": False, "outcome": "ok", "windows": [], "model": "m@1"})
 
-    monkeypatch.setattr("recognition.services.predict.predict_file", fake)
+    monkeypatch.setattr("recognition.services.predict.predict_submit", fake)
     assert api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(400))}, format="multipart").status_code == 200
     assert seen["vad"] is settings.CLASSIFY_VAD_DEFAULT is False
 
@@ -608,12 +610,20 @@ def test_predict_refuses_audio_over_its_limit_with_a_hint(api, settings, tiny_cl
     assert "classify job" in response.json()["error"]["message"]
 
 
-def test_predict_without_a_worker_is_a_timeout_not_a_hang(api, settings, tiny_classifier, monkeypatch):
+def test_predict_without_a_worker_answers_202_and_its_url_says_so(api, settings, tiny_classifier, monkeypatch):
+    """No worker serves the queue: after the wait a 202 with the request's URL (nothing lost, nothing
+    deleted), and once the queue's expiry passes that URL says predict_expired."""
     settings.PREDICT_TIMEOUT_S = 1
     monkeypatch.setattr("workers.tasks.run_predict.apply_async", lambda **kw: None)  # nobody serves the queue
     response = api.post("/api/v1/predict/", {"file": upload("p.wav", _wav(403)), "model": f"tiny@{tiny_classifier.version}"},
                         format="multipart")
-    assert response.status_code == 503 and response.json()["error"]["code"] == "predict_timeout"
+    assert response.status_code == 202, response.content[:300]
+    body = response.json()
+    assert body["status"] == "queued" and response["Location"] == body["url"] and int(response["Retry-After"]) >= 1
+    assert api.get(body["url"]).status_code == 202
+    settings.PREDICT_QUEUE_EXPIRES_S = -1  # as if the queue's expiry had passed
+    expired = api.get(body["url"])
+    assert expired.status_code == 503 and expired.json()["error"]["code"] == "predict_expired"
 
 
 def test_model_chunks_are_cut_by_audio_seconds(user, monkeypatch, settings):
