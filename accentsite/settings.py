@@ -205,7 +205,9 @@ TRAIN_CANCEL_CHECK_S = env.float("TRAIN_CANCEL_CHECK_S", default=2.0)
 JOB_MAX_DELIVERIES = env.int("JOB_MAX_DELIVERIES", default=3)
 # Storage files no row points to (feature .npz, recordings) are deleted once older than this;
 # the grace period covers files written just before their row commits.
-STORAGE_ORPHAN_GRACE_S = env.int("STORAGE_ORPHAN_GRACE_S", default=24 * 3600)
+# 15 minutes: far longer than any request may hold a transaction open (gunicorn's 120-s timeout), so
+# files of a request killed midway are gone within this plus one clean-up period (CLEAN_STORAGE_EVERY_S).
+STORAGE_ORPHAN_GRACE_S = env.int("STORAGE_ORPHAN_GRACE_S", default=15 * 60)
 # Each worker writes what it is (queues, pool, device, task in hand) to Redis every few seconds
 # under accentsite:worker:<name> with a TTL of three beats; the admin Workers page and /healthz read it.
 WORKER_HEARTBEAT_S = env.int("WORKER_HEARTBEAT_S", default=10)
@@ -216,7 +218,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stuck-chunks": {"task": "workers.maintenance.reap_stuck_chunks",
                           "schedule": env.float("REAP_STUCK_EVERY_S", default=30.0)},
     "clean-orphaned-storage": {"task": "workers.maintenance.clean_orphaned_storage",
-                               "schedule": env.float("CLEAN_STORAGE_EVERY_S", default=3600.0)},
+                               "schedule": env.float("CLEAN_STORAGE_EVERY_S", default=600.0)},
 }
 
 # --- Workers --------------------------------------------------------------------------------

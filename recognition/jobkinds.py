@@ -36,9 +36,9 @@ QUEUES: dict[str, str] = {
                    "whose estimated work (audio seconds x the kind's cost) is at most INTERACTIVE_MAX_WORK_S; served by "
                    "its own worker, so it is never stuck behind a 10,000-file batch or a 2-hour transcription",
 }
-# Queues that must have a live consumer for the service to be ready (interactive work falls back to
-# nothing else, but the gpu workers consume it in every deployment we ship, so gpu covers it).
-REQUIRED_QUEUES: tuple[str, ...] = ("cpu", "gpu")
+# Queues that must have a live consumer for the service to be ready: interactive has a worker of its
+# own in every deployment we ship (make run, docker-compose), so a missing one is a readiness failure.
+REQUIRED_QUEUES: tuple[str, ...] = ("cpu", "gpu", "interactive")
 MAINTENANCE_QUEUE = "cpu"  # workers.maintenance.* (beat): a few database queries each
 #: tasks that are not chunks of a job kind: /predict's one file a person waits for
 OTHER_ROUTES: dict[str, str] = {"workers.tasks.run_predict": "interactive"}

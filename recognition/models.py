@@ -113,7 +113,12 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["name", "-created_at"]
-        constraints = [models.UniqueConstraint(fields=["name", "version"], name="modelversion_unique_name_version")]
+        constraints = [
+            # names are per owner; shipped models (no owner) are unique among themselves
+            models.UniqueConstraint(fields=["owner", "name", "version"], name="modelversion_unique_owner_name_version"),
+            models.UniqueConstraint(fields=["name", "version"], condition=models.Q(owner__isnull=True),
+                                    name="modelversion_unique_shipped_name_version"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"

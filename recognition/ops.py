@@ -444,9 +444,10 @@ def storage_clean_orphans(*, grace: timedelta | None = None, dry_run: bool = Fal
     """Delete storage files no row points to, once older than ``grace``.
 
     ``features/job-N/*.npz`` without a FeatureSet row (a job deleted, a result replaced),
-    ``recordings/**`` without a Recording row (an upload whose transaction rolled back, a delete
-    that lost its file), and ``healthz/*`` files written by the write probes of older versions. Younger files are kept: their
-    row may be about to commit.
+    ``recordings/**`` without a Recording row (an upload whose transaction rolled back or whose
+    request was killed, a delete that lost its file), ``predict/*`` uploads no worker can still take,
+    and ``healthz/*`` files written by the write probes of older versions. Younger files are kept:
+    their row may be about to commit.
     """
     storage = default_storage
     grace = grace if grace is not None else timedelta(seconds=settings.STORAGE_ORPHAN_GRACE_S)
@@ -478,6 +479,16 @@ def storage_clean_orphans(*, grace: timedelta | None = None, dry_run: bool = Fal
                 consider(key, referenced)
     for key in _walk(storage, "healthz"):
         consider(key, set())
+    # /predict uploads: the worker deletes each when done; one whose request was killed before it was
+    # sent, or whose task expired unstarted, is garbage once no worker can still pick it up
+    predict_limit = timezone.now() - max(grace, timedelta(seconds=settings.PREDICT_QUEUE_EXPIRES_S + settings.CELERY_TASK_TIME_LIMIT))
+    for key in _walk(storage, "predict"):
+        if _older_than(storage, key, predict_limit):
+            if not dry_run:
+                storage.delete(key)
+            deleted.append(key)
+        else:
+            young += 1
     if deleted:
         logger.warning("%s %d orphaned storage files", "would delete" if dry_run else "deleted", len(deleted))
         if not dry_run:

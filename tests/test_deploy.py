@@ -24,7 +24,8 @@ def compose() -> dict:
 
 def test_docker_compose_config_is_valid(compose):
     services = compose["services"]
-    for service in ("migrate", "web", "worker-cpu", "worker-gpu", "beat", "flower", "redis", "postgres", "minio", "createbucket"):
+    for service in ("migrate", "web", "worker-cpu", "worker-gpu", "worker-interactive", "beat", "flower", "redis", "postgres",
+                    "minio", "createbucket"):
         assert service in services, service
 
 
@@ -54,6 +55,16 @@ def test_redis_persists_and_web_health_check_is_liveness(compose):
     assert "/healthz/live" in " ".join(services["web"]["healthcheck"]["test"])
     gpu = str(services["worker-gpu"]["command"])
     assert "--pool prefork" in gpu and "--concurrency 1" in gpu
+
+
+def test_interactive_work_has_a_worker_that_batches_cannot_take(compose):
+    """/predict and small jobs go to the interactive queue; only the interactive worker consumes it,
+    and it consumes nothing else."""
+    services = compose["services"]
+    queues = {name: re.search(r"-Q (\S+)", str(svc["command"])).group(1).split(",")
+              for name, svc in services.items() if "celery -A accentsite worker" in str(svc.get("command", ""))}
+    assert queues["worker-interactive"] == ["interactive"]
+    assert [name for name, q in queues.items() if "interactive" in q] == ["worker-interactive"]
 
 
 def test_dockerfile_is_multi_stage_and_runs_unprivileged():

@@ -52,16 +52,17 @@ def model_name_check(name: object, *, owner: AbstractBaseUser | None = None) -> 
     """``name`` if it may name a model trained by ``owner``; else ``ServiceError`` (400).
 
     A slug (letters, digits, ``-``, ``_``; at most 64 characters, starting with a letter or digit),
-    so it can never be a path; and not a name a shipped model or another user's model already has."""
+    so it can never be a path; and not the name of a shipped model."""
     if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
         raise ServiceError(
             "invalid_name", "'name' must be 1-64 letters, digits, '-' or '_', starting with a letter or digit "
                             f"(got {str(name)[:80]!r}).")
     from recognition.models import ModelVersion
 
-    taken = ModelVersion.objects.filter(name=name)
-    if owner is not None and taken.exclude(owner=owner).exists():
-        raise ServiceError("name_taken", f"The model name '{name}' is already used by another model; choose another.")
+    # names are per owner: only a shipped model's (public) name is refused; whether another user has
+    # a private model of that name is neither checked nor told
+    if owner is not None and ModelVersion.objects.filter(name=name, owner__isnull=True).exists():
+        raise ServiceError("name_taken", f"'{name}' is the name of a shipped model; choose another.")
     return name
 
 
@@ -100,7 +101,10 @@ def job_submit(
         raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
     spec = jobkinds.get(kind)
     params = dict(validate_job_params(kind, params if params is not None else {}))
-    if kind == Job.Kind.TRAIN and "name" in params:
+    if kind == Job.Kind.TRAIN:  # the model's name is settled now, default or given, not when training ends
+        family = params.get("family", "speaker_head")
+        params.setdefault("name", f"batch-{batch.pk}-{family}" if batch is not None
+                          else f"recordings-{timezone.now():%Y%m%d-%H%M%S}-{family}")
         model_name_check(params["name"], owner=owner)
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, When
 
 from recognition.errors import NotFound, ServiceError
 from recognition.models import ModelVersion
@@ -44,13 +45,14 @@ def model_version_register(
         mv, _ = ModelVersion.objects.update_or_create(
             name=name,
             version=version,
+            owner=owner,  # names are per owner: two users may each have a "my-model"
             defaults=dict(
                 family=family, task=task, labels=list(labels), checkpoint=checkpoint, sha256=sha256,
                 metrics=metrics or {}, calibration=calibration or {}, hyperparameters=hyperparameters or {},
-                training_data=training_data or {}, code_version=code_version, owner=owner, train_job=train_job,
+                training_data=training_data or {}, code_version=code_version, train_job=train_job,
             ),
         )
-        if make_default or not ModelVersion.objects.filter(name=name, is_default=True).exclude(pk=mv.pk).exists():
+        if make_default or not ModelVersion.objects.filter(name=name, owner=owner, is_default=True).exclude(pk=mv.pk).exists():
             model_version_make_default(model_version=mv)
     return mv
 
@@ -58,7 +60,8 @@ def model_version_register(
 def model_version_make_default(*, model_version: ModelVersion) -> ModelVersion:
     """Make this version the one ``name`` (without ``@version``) resolves to."""
     with transaction.atomic():
-        ModelVersion.objects.filter(name=model_version.name).exclude(pk=model_version.pk).update(is_default=False)
+        ModelVersion.objects.filter(name=model_version.name, owner=model_version.owner_id).exclude(
+            pk=model_version.pk).update(is_default=False)
         model_version.is_default = True
         model_version.save(update_fields=["is_default"])
     return model_version
@@ -78,7 +81,7 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
         if not checkpoint.exists():
             logger.warning("sidecar %s has no checkpoint beside it; skipped", sidecar.name)
             continue
-        existing = ModelVersion.objects.filter(name=spec["name"], version=spec["version"]).first()
+        existing = ModelVersion.objects.filter(name=spec["name"], version=spec["version"], owner__isnull=True).first()
         if existing is not None and existing.sha256 == meta.get("sha256"):
             if existing.checkpoint != checkpoint.name:  # the same weights moved to another file name
                 existing.checkpoint = checkpoint.name
@@ -87,10 +90,10 @@ def shipped_models_register(models_dir: Path | None = None) -> list[ModelVersion
             continue
         # a newer shipped version replaces the file the current default was loaded from: it becomes
         # the default (the old row stays for its history; its checkpoint no longer matches its sha256)
-        default = ModelVersion.objects.filter(name=spec["name"], is_default=True).first()
+        default = ModelVersion.objects.filter(name=spec["name"], owner__isnull=True, is_default=True).first()
         moved_on = default is not None and default.checkpoint == checkpoint.name and default.version != spec["version"]
         registered.append(model_version_from_sidecar(meta, checkpoint=checkpoint.name, make_default=moved_on))
-    if not ModelVersion.objects.filter(name=SPEAKER_ENCODER["name"]).exists():
+    if not ModelVersion.objects.filter(name=SPEAKER_ENCODER["name"], owner__isnull=True).exists():
         import resemblyzer
 
         weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
@@ -126,7 +129,11 @@ def model_resolve(spec: str | None, *, task: str, user=None) -> ModelVersion:
     model is named, is always a shipped (public) one or the user's own."""
     from recognition.selectors import model_list
 
-    qs = model_list(user=user).filter(task=task)
+    # a name is the user's own model first, then a shipped one (users with the model permission see
+    # other users' models too: theirs come last)
+    qs = model_list(user=user).filter(task=task).order_by(
+        Case(When(owner=user, then=0), When(owner__isnull=True, then=1), default=2) if user is not None and user.pk
+        else Case(When(owner__isnull=True, then=0), default=1), "-created_at")
     if not spec:
         default_name = settings.DEFAULT_MODELS.get(task)
         public = qs.filter(owner__isnull=True)

@@ -114,6 +114,25 @@ def test_storage_clean_deletes_only_orphans(user):
     assert rec.file.name not in result.deleted
 
 
+def test_storage_clean_sweeps_predict_uploads_no_worker_can_take(settings):
+    key = default_storage.save("predict/0123abcd.wav", ContentFile(b"x"))
+    assert key not in ops.storage_clean_orphans(grace=timedelta(0)).deleted  # a queued predict may still run
+    assert default_storage.exists(key)
+    settings.PREDICT_QUEUE_EXPIRES_S, settings.CELERY_TASK_TIME_LIMIT = 0, 0  # past the queue's expiry and the task limit
+    assert key in ops.storage_clean_orphans(grace=timedelta(0)).deleted and not default_storage.exists(key)
+
+
+def test_files_of_a_killed_upload_are_swept_within_minutes_by_default(settings):
+    """The shipped grace and period: a file whose request died is gone within half an hour, not a day."""
+    period = settings.CELERY_BEAT_SCHEDULE["clean-orphaned-storage"]["schedule"]
+    assert settings.STORAGE_ORPHAN_GRACE_S + period <= 30 * 60
+    import runpy
+    from pathlib import Path
+
+    web_timeout = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))["timeout"]
+    assert settings.STORAGE_ORPHAN_GRACE_S > web_timeout  # no file of a request still running is taken
+
+
 def test_beat_schedule_names_registered_tasks():
     from django.conf import settings
 

@@ -170,11 +170,29 @@ def test_a_train_jobs_name_must_be_a_slug(api, name, monkeypatch):
     assert not Job.objects.exists()
 
 
-def test_a_train_job_cannot_take_a_shipped_or_other_users_model_name(api, public_model, private_model):
+def test_model_names_are_per_owner_nobody_can_squat_or_probe_a_name(api, public_model, private_model, monkeypatch):
+    """A shipped model's name is refused (it is public); another user's private name is neither
+    refused nor told (no squatting of someone's ``batch-<id>-<family>``, no probing of private names),
+    and each user's name resolves to their own model."""
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
     batch = Batch.objects.create(owner=api.user, name="b")
-    for name in (public_model.name, private_model.name):
-        response = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch.pk, "params": {"name": name}}, format="json")
-        assert response.status_code == 400 and response.json()["error"]["code"] == "name_taken"
+    shipped = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch.pk, "params": {"name": public_model.name}}, format="json")
+    assert shipped.status_code == 400 and shipped.json()["error"]["code"] == "name_taken"
+    same = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch.pk, "params": {"name": private_model.name}}, format="json")
+    assert same.status_code == 202, same.content[:300]
+    mine = ModelVersion.objects.create(name=private_model.name, version="1", family="cnn", task="classify", labels=["x", "y"],
+                                       owner=api.user)
+    from recognition.services.models import model_resolve
+
+    assert model_resolve(private_model.name, task="classify", user=api.user) == mine
+    assert model_resolve(private_model.name, task="classify", user=private_model.owner) == private_model
+
+
+def test_a_train_jobs_default_name_is_settled_at_submit(api, monkeypatch):
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    batch = Batch.objects.create(owner=api.user, name="b")
+    job = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch.pk, "params": {"family": "cnn"}}, format="json").json()
+    assert Job.objects.get(pk=job["id"]).params["name"] == f"batch-{batch.pk}-cnn"
 
 
 # --- 4. hostile requests: 4xx with the JSON error shape, nothing left behind ---------------------
