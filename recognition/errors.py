@@ -1,4 +1,14 @@
 """Errors raised by services: a machine-readable code and a message a person can act on."""
+import re
+
+# an absolute file path (POSIX or Windows) or a file URL: never shown to users (it says where the
+# server keeps its files and what its folders are called)
+_PATH = re.compile(r"(?:file://)?(?:[A-Za-z]:\\|/)(?:[^\s'\"/\\:]+[/\\])+[^\s'\",;:)]*")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute path replaced by ``<path>``: for messages built from exceptions."""
+    return _PATH.sub("<path>", text)
 
 
 class ServiceError(Exception):

@@ -76,8 +76,22 @@ class LabelReviewForm(forms.Form):
         self.fields["batch"].queryset = selectors.batch_list(user=recording.owner).filter(recordings=recording)
         self.fields["label"].initial = recording.label
         self.fields["batch"].initial = batch.pk if batch else None
-        known = set(recording.owner.recordings.exclude(label="").values_list("label", flat=True).distinct())
-        self.known_labels = sorted(known | ({recording.label} if recording.label else set()))
+        self.known_labels = review_label_choices(recording=recording, batch=batch)
+
+
+def review_label_choices(*, recording, batch=None) -> list[str]:
+    """The labels a reviewer may pick for ``recording``: those of the batch in view (else of every
+    batch holding it), its own, and the classes of the models that classified it; never the labels
+    of the owner's other, unrelated uploads."""
+    from recognition.models import BatchMember, ModelVersion
+
+    members = BatchMember.objects.filter(batch=batch) if batch is not None else BatchMember.objects.filter(
+        batch__in=recording.batches.all())
+    known = set(members.exclude(label="").values_list("label", flat=True).distinct()[:200])
+    classes = ModelVersion.objects.filter(predictions__result__recording=recording).values_list("labels", flat=True).distinct()
+    for labels in classes[:20]:
+        known.update(str(label) for label in (labels or []))
+    return sorted(known | ({recording.label} if recording.label else set()))
 
 
 def _family_choices() -> list[tuple[str, str]]:

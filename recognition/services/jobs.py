@@ -25,7 +25,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from recognition import jobkinds
-from recognition.errors import ServiceError
+from recognition.errors import ServiceError, scrub_paths
 from recognition.models import (
     Batch,
     Embedding,
@@ -371,10 +371,12 @@ def _replace_result(job: Job, recording: Recording, **fields: Any) -> RecordingR
 
 
 def result_fail(*, job: Job, recording: Recording, code: str, message: str, timings: dict | None = None) -> RecordingResult:
-    """Record that one recording failed in this job, with a reason a person can act on."""
+    """Record that one recording failed in this job, with a reason a person can act on (server paths
+    in it, e.g. from an exception's text, are replaced by ``<path>``)."""
     with transaction.atomic():
         return _replace_result(
-            job, recording, status=RecordingResult.Status.FAILED, error_code=code[:50], error_message=message, timings=timings or {}
+            job, recording, status=RecordingResult.Status.FAILED, error_code=code[:50], error_message=scrub_paths(message),
+            timings=timings or {}
         )
 
 

@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from recognition.errors import ServiceError
 from recognition.models import Batch, BatchMember, LabelReview, Recording
+from recognition.services.recordings import FORMULA_PREFIXES
 
 
 def label_review_create(
@@ -24,6 +25,8 @@ def label_review_create(
     new_label = (new_label or "").strip()
     if not new_label:
         raise ServiceError("invalid_label", "Choose or type a label.")
+    if new_label.startswith(FORMULA_PREFIXES):  # the same check as uploads: labels reach CSV exports
+        raise ServiceError("formula_injection", "A label may not start with =, +, -, @ (spreadsheet formula injection).")
     if batch is not None and (batch.owner_id != recording.owner_id or not batch.recordings.filter(pk=recording.pk).exists()):
         raise ServiceError("not_found", "No such recording in this batch.", status_code=404)
     with transaction.atomic():

@@ -32,7 +32,7 @@ from workers.pipeline.probe import probe_audio
 logger = logging.getLogger(__name__)
 
 _ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _MAX_COMPRESSION_RATIO = 200
 
 
@@ -92,7 +92,7 @@ def recording_create(
         if not isinstance(metadata, dict):
             raise ServiceError("invalid_metadata", "'metadata' must be a JSON object.")
         json_check(metadata, field="metadata")
-    if label and label.startswith(_FORMULA_PREFIXES):
+    if label and label.startswith(FORMULA_PREFIXES):
         raise ServiceError("invalid_label", f"Label {label[:40]!r} starts with a spreadsheet formula character.")
     sha256, size = _sha256_and_size(fileobj)
     if size > settings.AUDIO_MAX_UPLOAD_BYTES:
@@ -277,7 +277,7 @@ def parse_labels_csv(data: bytes) -> tuple[dict[str, LabelRow], list[Rejection]]
         if len(row) < 2 or not name:
             rejected.append(Rejection(row[0][:255], "bad_labels_row", f"Labels row {number} needs filename,label."))
             continue
-        if any(v.startswith(_FORMULA_PREFIXES) for v in cells.values()):
+        if any(v.startswith(FORMULA_PREFIXES) for v in cells.values()):
             rejected.append(
                 Rejection(name[:255], "formula_injection", f"Labels row {number} starts a cell with =, +, -, @: refused.")
             )

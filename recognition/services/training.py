@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from recognition.errors import ServiceError
+from recognition.errors import ServiceError, scrub_paths
 from recognition.models import Job, ModelVersion, Recording
 from recognition.services.models import model_version_from_sidecar
 from recognition.services.recordings import batch_labels
@@ -136,6 +136,7 @@ def train_job_progress(*, job_id: int, done: int, total: int) -> None:
 
 
 def train_job_finish(*, job_id: int, model_version: ModelVersion | None, error: str = "") -> Job:
+    error = scrub_paths(error)  # built from exceptions: no server path reaches the job page
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.is_terminal:

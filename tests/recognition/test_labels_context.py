@@ -62,3 +62,35 @@ def test_batch_upload_stores_the_context_and_the_report_has_a_section_per_corpus
     api.post("/api/v1/batches/", {"name": "again", "files": again,
                                   "labels": upload("l.csv", b"filename,label,room\nr0.wav,native,quiet\n")}, format="multipart")
     assert Recording.objects.get(original_filename="r0.wav").metadata == {"corpus": "saa", "session": "1", "room": "quiet"}
+
+
+@pytest.mark.django_db
+def test_the_review_form_offers_the_batchs_labels_and_the_models_classes_only(user):
+    """Not every label the owner ever used: the batch in view's labels, the recording's own, and the
+    classes of the models that classified it."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from recognition import services
+    from recognition.forms import review_label_choices
+    from recognition.models import Job, ModelVersion, Prediction, RecordingResult
+
+    def wav(seed):
+        buf = io.BytesIO()
+        sf.write(buf, np.random.default_rng(seed).uniform(-0.3, 0.3, 16000).astype(np.float32), 16000, format="WAV")
+        buf.seek(0)
+        return buf
+
+    mine, recs, _ = services.batch_create(owner=user, name="a", files=[("a.wav", wav(1)), ("b.wav", wav(2))],
+                                          labels_csv=b"a.wav,us\nb.wav,gb\n")
+    services.batch_create(owner=user, name="other", files=[("c.wav", wav(3))], labels_csv=b"c.wav,martian\n")
+    assert review_label_choices(recording=recs[0], batch=mine) == ["gb", "us"]
+    mv = ModelVersion.objects.create(name="m", version="1", family="cnn", task="classify", labels=["india", "us"])
+    job = Job.objects.create(owner=user, kind="classify", model_version=mv, total=1)
+    result = RecordingResult.objects.create(job=job, recording=recs[0], status="succeeded")
+    Prediction.objects.create(result=result, model_version=mv, predicted_class="us", confidence=0.9,
+                              probabilities={"india": 0.1, "us": 0.9})
+    assert review_label_choices(recording=recs[0], batch=mine) == ["gb", "india", "us"]
+    assert "martian" not in review_label_choices(recording=recs[0])

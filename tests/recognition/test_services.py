@@ -304,3 +304,35 @@ def test_a_job_over_recordings_of_a_batch_refuses_ones_outside_it(user, sent):
     with pytest.raises(ServiceError) as caught:
         services.job_submit(owner=user, kind="features", batch=batch, recordings=outside)
     assert caught.value.status_code == 404
+
+
+def test_a_failed_results_message_never_carries_a_server_path(user, sent, settings):
+    job = services.job_submit(owner=user, kind="features", recordings=_recordings(user, 1))
+    rec = job.recordings.get()
+    exc = FileNotFoundError(2, "No such file or directory", f"{settings.MEDIA_ROOT}/recordings/ab/{rec.uuid.hex}.wav")
+    result = services.result_fail(job=job, recording=rec, code="processing_error", message=f"Processing failed with {exc}.")
+    assert settings.MEDIA_ROOT not in result.error_message and "recordings/ab" not in result.error_message
+    assert "<path>" in result.error_message and "No such file or directory" in result.error_message
+
+
+def test_a_review_label_gets_the_formula_check_uploads_get(user, sent):
+    from recognition.errors import ServiceError
+
+    rec = _recordings(user, 1)[0]
+    with pytest.raises(ServiceError) as caught:
+        services.label_review_create(recording=rec, new_label="=HYPERLINK(\"http://x\")", reviewer=user)
+    assert caught.value.code == "formula_injection"
+    assert not rec.label_reviews.exists()
+
+
+def test_labels_match_files_whose_names_the_server_cleans(api, sent):
+    """A zero-width mark or an RTL mark in a name, and a name over 255 characters (Django cuts it on
+    upload): the stored name is cleaned, and the labels CSV row written with the name as it was on
+    the sender's disk still finds its file."""
+    long_name = "x" * 300 + ".wav"
+    names = ["a\u200b.wav", "b\u200f.wav", long_name]
+    files = [upload(n, audio_bytes(pulse_train(f0=140 + 7 * i, seed=60 + i))) for i, n in enumerate(names)]
+    csv = "\n".join(f"{n},lab{i}" for i, n in enumerate(names)).encode()
+    body = api.post("/api/v1/batches/", {"name": "clean", "files": files, "labels": upload("l.csv", csv)}, format="multipart").json()
+    assert body["rejected"] == [] and body["rejected_count"] == 0, body["rejected"]
+    assert sorted(r["label"] for r in body["recordings"]) == ["lab0", "lab1", "lab2"]
