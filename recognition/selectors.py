@@ -31,7 +31,8 @@ def job_get(*, user: AbstractBaseUser, job_id: int) -> Job:
 
 def job_results(*, job: Job) -> QuerySet[RecordingResult]:
     return (
-        job.results.select_related("recording", "prediction", "embedding", "language_id", "transcription")
+        job.results.select_related("recording", "prediction__model_version", "embedding__model_version", "language_id",
+                                   "transcription")
         .prefetch_related("feature_sets")
         .order_by("id")
     )

@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
@@ -13,6 +13,6 @@ router.register("models", views.ModelVersionViewSet, basename="model")
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("predict/", views.PredictView.as_view(), name="predict"),
-    path("predict/<str:request_id>/", views.PredictResultView.as_view(), name="predict-result"),
+    re_path(r"^predict/(?P<pk>[0-9a-f]{32})/$", views.PredictResultView.as_view(), name="predict-result"),
     path("", include(router.urls)),
 ]

@@ -182,11 +182,19 @@ def _duplicate(existing: Recording, *, batch: Batch | None, label: str, speaker:
     return existing
 
 
-def batch_labels(*, batch: Batch) -> dict[int, tuple[str, str]]:
-    """``{recording id: (label, speaker)}`` as ``batch`` gave them. Recordings that joined before
-    batches kept their own labels (no member row) fall back to the recording's."""
-    own = {m.recording_id: (m.label, m.speaker) for m in BatchMember.objects.filter(batch=batch)}
-    for rec_id, label, speaker in batch.recordings.exclude(pk__in=own).values_list("id", "label", "speaker"):
+def batch_labels(*, batch: Batch, recording_ids: Iterable[int] | None = None) -> dict[int, tuple[str, str]]:
+    """``{recording id: (label, speaker)}`` as ``batch`` gave them (only ``recording_ids``, e.g. one
+    page's, when given). Recordings that joined before batches kept their own labels (no member row)
+    fall back to the recording's. Two queries whatever the batch's size: the fallback excludes the
+    members by a subquery, never by a list of ids sent back to the database."""
+    members = BatchMember.objects.filter(batch=batch)
+    recordings = batch.recordings.all()
+    if recording_ids is not None:
+        ids = list(recording_ids)
+        members, recordings = members.filter(recording_id__in=ids), recordings.filter(pk__in=ids)
+    own = {rec_id: (label, speaker) for rec_id, label, speaker in members.values_list("recording_id", "label", "speaker")}
+    fallback = recordings.exclude(pk__in=BatchMember.objects.filter(batch=batch).values("recording_id"))
+    for rec_id, label, speaker in fallback.values_list("id", "label", "speaker"):
         own[rec_id] = (label, speaker)
     return own
 

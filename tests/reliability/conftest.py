@@ -119,8 +119,8 @@ class Broker:
     logs: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, pool: str = "solo", **env: str) -> Worker:
-        w = Worker(dict(self.env, **env), self.logs / f"worker-{len(self.workers)}.log", pool=pool)
+    def worker(self, pool: str = "solo", queues: str = "cpu,gpu,interactive", **env: str) -> Worker:
+        w = Worker(dict(self.env, **env), self.logs / f"worker-{len(self.workers)}.log", queues=queues, pool=pool)
         self.workers.append(w)
         return w
 

@@ -70,6 +70,17 @@ def world(user, other_user, monkeypatch):
     Embedding.objects.create(result=e2, recording=out["attacker"]["recording2"], model_version=mv, checkpoint_sha256="0" * 64, dim=3,
                              vector=[0.9, 0.1, 0.0])
     out["model"] = mv
+    # a finished /predict of the victim's, its answer in Redis as the worker leaves it
+    import json
+    import uuid
+
+    from recognition.broker import broker_redis
+    from recognition.services.predict import request_key
+
+    out["predict"] = uuid.uuid4().hex
+    broker_redis().hset(request_key(out["predict"]), mapping={
+        "owner": other_user.pk, "status": "done", "body": json.dumps({"result": {"text": "victim secret"}})})
+    broker_redis().expire(request_key(out["predict"]), 300)
     return out
 
 
@@ -81,7 +92,7 @@ def _urls_for(route: str, world) -> list[str]:
     unknown = set(params) - {"pk", "other_id"}
     assert not unknown, f"route {route} has parameters {unknown}: teach this test what they point to"
     victim_pk = {"recordings": victim["recording"].pk, "batches": victim["batch"].pk,
-                 "jobs": victim["jobs"]["classify"].pk, "models": world["model"].pk}.get(resource)
+                 "jobs": victim["jobs"]["classify"].pk, "models": world["model"].pk, "predict": world["predict"]}.get(resource)
     own_pk = {"recordings": attacker["recording"].pk, "batches": attacker["batch"].pk,
               "jobs": attacker["jobs"]["classify"].pk}.get(resource)
     if "pk" in params:

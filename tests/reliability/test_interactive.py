@@ -91,12 +91,13 @@ def stack(broker, worker_env, tmp_path):
         servers.append(server)
         return server
 
-    def start_worker(delay_s: float = 0.0, pool: str = "solo", **env: str):
+    def start_worker(delay_s: float = 0.0, pool: str = "solo", queues: str = "cpu,gpu,interactive", slow: str = RUN_PREDICT,
+                     **env: str):
         extra = dict(env)
         if delay_s:
             extra.update(PYTHONPATH=f"{HOOKS}{os.pathsep}{ROOT}", ACCENTSITE_TEST_TASK_DELAY_S=str(delay_s),
-                         ACCENTSITE_TEST_SLOW_TASKS=RUN_PREDICT)
-        return broker.worker(pool=pool, **extra).start()
+                         ACCENTSITE_TEST_SLOW_TASKS=slow)
+        return broker.worker(pool=pool, queues=queues, **extra).start()
 
     yield start_web, start_worker
     for server in servers:
@@ -272,3 +273,26 @@ def test_an_archive_of_20000_members_is_refused_before_any_work(stack, user, med
                       files={"archive": ("big.zip", buf.getvalue())}, timeout=120)
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_members", r.text[:300]
     assert sum(1 for _ in media_root.rglob("*") if _.is_file()) == stored_before
+
+
+def test_a_small_job_starts_at_once_beside_a_busy_model_pool(stack, user, tiny_classifier, settings):
+    """The gpu worker is busy with a long batch (its chunk takes 20 s more than its model needs); a
+    one-recording job goes to the interactive queue, which its own worker serves, and finishes while
+    the batch is still running (before, both queues shared one pool and the small job waited)."""
+    from recognition import services
+    from recognition.models import Job
+
+    _, start_worker = stack
+    start_worker(delay_s=20, queues="cpu,gpu", slow="workers.tasks.run_model_chunk")
+    start_worker(queues="interactive")
+    settings.INTERACTIVE_MAX_RECORDINGS = 1
+    recs = [services.recording_create(owner=user, fileobj=io.BytesIO(_wav(20 + i, 2.0)), filename=f"{i}.wav")[0]
+            for i in range(3)]
+    model = f"tiny@{tiny_classifier.version}"
+    batch_job = services.job_submit(owner=user, kind="classify", recordings=recs[:2], model=model)
+    assert {c.queue for c in batch_job.chunks.all()} == {"gpu"}
+    small = services.job_submit(owner=user, kind="classify", recordings=recs[2:], model=model)
+    assert {c.queue for c in small.chunks.all()} == {"interactive"}
+    wait_until(lambda: Job.objects.get(pk=small.pk).is_terminal, timeout=120, what="the small job")
+    assert Job.objects.get(pk=small.pk).status == Job.Status.SUCCEEDED
+    assert not Job.objects.get(pk=batch_job.pk).is_terminal  # the batch still holds the model pool

@@ -1,0 +1,38 @@
+"""Per-page cost does not grow with the job: the same number of queries for a results page of a
+small and of a large classify job (issue 25's first step: the results list)."""
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from recognition.models import Batch, BatchMember, Job, ModelVersion, Prediction, Recording, RecordingResult
+
+pytestmark = pytest.mark.django_db
+
+
+def _job(owner, n: int) -> Job:
+    mv = ModelVersion.objects.create(name=f"m{n}", version="1", family="cnn", task="classify", labels=["a", "b"])
+    batch = Batch.objects.create(owner=owner, name=f"b{n}")
+    recs = Recording.objects.bulk_create([
+        Recording(owner=owner, file=f"recordings/x/{n}-{i}.wav", original_filename=f"{i}.wav", sha256=f"{n:08d}{i:056d}",
+                  size_bytes=1, format="wav", duration_s=1.0, label="a") for i in range(n)])
+    batch.recordings.set(recs)
+    BatchMember.objects.bulk_create([BatchMember(batch=batch, recording=r, label="b") for r in recs[: n // 2]])
+    job = Job.objects.create(owner=owner, kind="classify", batch=batch, model_version=mv, status="succeeded", total=n, done=n)
+    results = RecordingResult.objects.bulk_create([RecordingResult(job=job, recording=r, status="succeeded") for r in recs])
+    Prediction.objects.bulk_create([Prediction(result=res, model_version=mv, outcome="ok", predicted_class="a", confidence=0.9,
+                                               probabilities={"a": 0.9, "b": 0.1}) for res in results])
+    return job
+
+
+def _queries(api, job) -> tuple[int, int]:
+    with CaptureQueriesContext(connection) as ctx:
+        response = api.get(f"/api/v1/jobs/{job.pk}/results/?page_size=20")
+    assert response.status_code == 200 and len(response.json()["results"]) == 20
+    return len(ctx.captured_queries), sum(len(q["sql"]) for q in ctx.captured_queries)
+
+
+def test_a_results_page_costs_the_same_for_30_and_600_recordings(api):
+    small_count, small_sql = _queries(api, _job(api.user, 30))
+    large_count, large_sql = _queries(api, _job(api.user, 600))
+    assert large_count == small_count <= 8, (small_count, large_count)  # no query per row (was 26), none per size
+    assert large_sql - small_sql < 500, (small_sql, large_sql)  # no list of the batch's member ids sent back
