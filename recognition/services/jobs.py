@@ -187,19 +187,34 @@ _QUICK_PUBLISH = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "
 
 
 def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
+    """Send chunks to their queues through one producer connection, then record their task ids
+    and send time in bulk: a constant number of database queries however many chunks (was two
+    round trips per chunk: 12,605 chunks took 71 s inside the submitting request)."""
+    import uuid
+
+    from accentsite.celery import app
+
     task = jobkinds.load_task(job.kind)
     now = timezone.now()
     scaled = jobkinds.get(job.kind).chunk_size is not None  # train jobs keep their task's own limits
-    for chunk in JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"):
-        soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
-        limits = {"soft_time_limit": soft, "time_limit": hard} if scaled else {}
-        try:
-            result = task.apply_async((chunk.pk,), queue=_chunk_queue(chunk), retry_policy=_QUICK_PUBLISH, **limits)
-        except Exception:  # broker down past the publish retries: the job row is committed, so
-            # leave the chunks queued with no enqueued_at; job_requeue_stuck sends them later.
-            logger.exception("could not enqueue %d chunks; the reaper requeues them", len(chunk_ids), extra={"job_id": job.pk})
-            return
-        JobChunk.objects.filter(pk=chunk.pk).update(task_id=result.id or "", enqueued_at=now)
+    chunks = list(JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"))
+    sent: list[JobChunk] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
+                limits = {"soft_time_limit": soft, "time_limit": hard} if scaled else {}
+                task_id = str(uuid.uuid4())
+                task.apply_async((chunk.pk,), task_id=task_id, queue=_chunk_queue(chunk), producer=producer,
+                                 retry_policy=_QUICK_PUBLISH, **limits)
+                chunk.task_id, chunk.enqueued_at = task_id, now
+                sent.append(chunk)
+    except Exception:  # broker down past the publish retries: the job row is committed, so leave the
+        # unsent chunks queued with no enqueued_at; job_requeue_stuck sends them at its next pass.
+        logger.exception("could not enqueue %d of %d chunks; the reaper sends them", len(chunks) - len(sent), len(chunks),
+                         extra={"job_id": job.pk})
+    finally:
+        JobChunk.objects.bulk_update(sent, ["task_id", "enqueued_at"], batch_size=2000)
 
 
 @dataclass

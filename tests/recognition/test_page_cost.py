@@ -36,3 +36,31 @@ def test_a_results_page_costs_the_same_for_30_and_600_recordings(api):
     large_count, large_sql = _queries(api, _job(api.user, 600))
     assert large_count == small_count <= 8, (small_count, large_count)  # no query per row (was 26), none per size
     assert large_sql - small_sql < 500, (small_sql, large_sql)  # no list of the batch's member ids sent back
+
+
+def test_sending_a_jobs_chunks_costs_the_same_queries_for_3_and_300_chunks(user, settings):
+    """Submission does not grow with the job in database round trips: chunks are sent through one
+    producer and their task ids written in bulk."""
+    from kombu import Connection
+
+    from accentsite.celery import app
+    from recognition import services
+
+    def submit_and_count(n: int) -> tuple[int, set[str]]:
+        recs = Recording.objects.bulk_create([
+            Recording(owner=user, file=f"recordings/y/{n}-{i}.wav", original_filename=f"{i}.wav", sha256=f"{n:08d}{i:056d}",
+                      size_bytes=1, format="wav", duration_s=1.0) for i in range(n)])
+        job = services.job_submit(owner=user, kind="features", recordings=recs, params={"chunk_size": 1}, enqueue=False)
+        ids = list(job.chunks.values_list("pk", flat=True))
+        with CaptureQueriesContext(connection) as ctx:
+            services.jobs._enqueue_chunks(job, ids)
+        ids_sent = set(job.chunks.exclude(task_id="").values_list("task_id", flat=True))
+        assert len(ids_sent) == n and not job.chunks.filter(enqueued_at__isnull=True).exists()
+        return len(ctx.captured_queries), ids_sent
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    small, _ = submit_and_count(3)
+    large, _ = submit_and_count(300)
+    assert large == small, (small, large)
+    with Connection(app.conf.broker_url) as conn:  # leave the test broker's queue as it was
+        conn.default_channel.queue_purge("cpu")
