@@ -28,7 +28,8 @@ cleanup() {
     echo "== stopped the Redis started for this run"
   fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM  # Ctrl-C is how it is meant to stop: not an error
 
 case "$REDIS_URL" in
   redis://127.0.0.1*|redis://localhost*)
