@@ -21,11 +21,19 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from recognition import jobkinds, review, selectors, services
+from recognition import batch_pages, jobkinds, review, selectors, services
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
 from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
 from recognition.services.recordings import batch_labels
+
+
+def _page_number(request) -> int:
+    """``?page=N`` of a paged admin page; 1 when missing or not a number."""
+    try:
+        return max(1, int(request.GET.get("page", 1)))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _submit(modeladmin, request, kind: str, *, batches=(), recordings=None, model: str | None = None) -> None:
@@ -141,7 +149,8 @@ class BatchAdmin(admin.ModelAdmin):
             return super().change_view(request, object_id, form_url, extra_context)
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
-        context = _page_context(self, request, obj, title=f"Batch: {obj.name}", overview=review.batch_overview(batch=obj),
+        overview = batch_pages.batch_overview(batch=obj, page=_page_number(request))
+        context = _page_context(self, request, obj, title=f"Batch: {obj.name}", overview=overview,
                                 review=review.batch_review(batch=obj), page_jobs=self.PAGE_JOBS,
                                 default_classify=settings.DEFAULT_MODELS.get("classify"))
         return TemplateResponse(request, "admin/recognition/batch/page.html", context)
@@ -337,7 +346,7 @@ class RecordingAdmin(admin.ModelAdmin):
         context = _page_context(
             self, request, obj, title=obj.original_filename, review=review.recording_review(recording=obj),
             waveform=review.recording_waveform(recording=obj), batch=batch, batches=batches,
-            neighbours_in_batch=review.batch_neighbours(batch=batch, recording=obj) if batch else None,
+            neighbours_in_batch=batch_pages.batch_neighbours(batch=batch, recording=obj) if batch else None,
             label_form=LabelReviewForm(recording=obj, batch=batch),
             label_reviews=obj.label_reviews.select_related("reviewer", "batch").order_by("-created_at", "-id")[:20],
             can_review=obj.owner_id == request.user.pk,

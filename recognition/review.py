@@ -758,43 +758,6 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def batch_overview(*, batch: Batch) -> dict[str, Any]:
-    """A batch's recordings (label, newest prediction, last review), label counts, predicted-class
-    counts of its newest classify job, its jobs and its label reviews."""
-    from recognition.models import LabelReview
-
-    recordings = list(batch.recordings.order_by("original_filename", "id"))
-    jobs = list(batch.jobs.select_related("model_version").order_by("-created_at", "-id"))
-    newest_classify = next((j for j in jobs if j.kind == Job.Kind.CLASSIFY and j.status == Job.Status.SUCCEEDED), None)
-    predicted: dict[int, Prediction] = {}
-    if newest_classify is not None:
-        predicted = {p.result.recording_id: p for p in _predictions(newest_classify)}
-    reviews: dict[int, LabelReview] = {}
-    for r in LabelReview.objects.filter(batch=batch).select_related("reviewer").order_by("created_at", "id"):
-        reviews[r.recording_id] = r
-    from recognition.services.recordings import batch_labels
-
-    own = batch_labels(batch=batch)  # the labels this batch gave (corrections in it included)
-    labels: dict[str, int] = {}
-    for rec in recordings:
-        label = own.get(rec.pk, (rec.label, rec.speaker))[0] or "(unlabelled)"
-        labels[label] = labels.get(label, 0) + 1
-    classes: dict[str, int] = {}
-    for p in predicted.values():
-        key = p.predicted_class or f"({p.outcome})"
-        classes[key] = classes.get(key, 0) + 1
-    total = len(recordings) or 1
-    return {
-        "recordings": [{"recording": rec, "prediction": predicted.get(rec.pk), "review": reviews.get(rec.pk)} for rec in recordings],
-        "labels": [{"label": k, "n": v, "share": 100 * v / total} for k, v in sorted(labels.items(), key=lambda kv: -kv[1])],
-        "classes": [{"label": k, "n": v, "share": 100 * v / total} for k, v in sorted(classes.items(), key=lambda kv: -kv[1])],
-        "newest_classify": newest_classify,
-        "jobs": jobs,
-        "n_corrected": sum(1 for r in reviews.values() if r.is_correction),
-        "n_reviewed": len(reviews),
-    }
-
-
 def recording_waveform(*, recording: Recording, max_seconds: float = 120.0) -> dict[str, Any]:
     """The recording page's waveform and spectrogram: ``{"uri"}``, or ``{"note"}`` saying why there is none."""
     from django.conf import settings
@@ -809,13 +772,3 @@ def recording_waveform(*, recording: Recording, max_seconds: float = 120.0) -> d
     except Exception as exc:  # missing file, undecodable audio: the page still renders
         return {"note": f"No waveform: {type(exc).__name__}: {exc}"}
     return {"uri": data_uri(waveform_png(decoded.samples, settings.AUDIO_SAMPLE_RATE, duration_s=recording.duration_s))}
-
-
-def batch_neighbours(*, batch: Batch, recording: Recording) -> dict[str, Any]:
-    """The recordings before and after ``recording`` in its batch (by filename), for reviewing one after another."""
-    ids = list(batch.recordings.order_by("original_filename", "id").values_list("id", flat=True))
-    if recording.pk not in ids:
-        return {"previous": None, "next": None, "position": None, "total": len(ids)}
-    i = ids.index(recording.pk)
-    return {"previous": ids[i - 1] if i > 0 else None, "next": ids[i + 1] if i + 1 < len(ids) else None,
-            "position": i + 1, "total": len(ids)}

@@ -64,3 +64,22 @@ def test_sending_a_jobs_chunks_costs_the_same_queries_for_3_and_300_chunks(user,
     assert large == small, (small, large)
     with Connection(app.conf.broker_url) as conn:  # leave the test broker's queue as it was
         conn.default_channel.queue_purge("cpu")
+
+
+def test_the_admin_batch_page_costs_the_same_queries_for_30_and_600_recordings(client, django_user_model):
+    """One page of rows, counts aggregated by the database: the same queries at both sizes, and the
+    page shows 100 rows with a pager instead of every recording."""
+    staff = django_user_model.objects.create_superuser(username="pager", password="pw-123456789")
+    client.force_login(staff)
+
+    def page(n: int, number: int = 1):
+        job = _job(staff, n)
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(f"/admin/recognition/batch/{job.batch_id}/change/?page={number}")
+        assert response.status_code == 200
+        return len(ctx.captured_queries), response.content.decode()
+
+    small, _ = page(30)
+    large, html = page(600, number=2)
+    assert large == small, (small, large)
+    assert html.count('class="num">1.0</td>') == 100 and "101-200 of 600" in html and "page 2 of 6" in html
