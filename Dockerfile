@@ -38,6 +38,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     WHISPER_MODEL_DIR=/opt/whisper/whisper-base \
     WHISPER_MODEL_SHA256=d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
+# the commit this image was built from (the image has no .git): recorded on every model it trains
+ARG GIT_COMMIT=""
+ENV ACCENTSITE_CODE_VERSION=$GIT_COMMIT
 WORKDIR /app
 COPY . .
 RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --noinput

@@ -1,8 +1,10 @@
 """Training from labelled recordings in the database, and registration of what was trained."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,8 +23,14 @@ from recognition.services.recordings import batch_labels
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The git commit the code runs from, when known."""
+    """The git commit the code runs from, when known: ``ACCENTSITE_CODE_VERSION`` (baked into the image
+    at build time: ``docker build --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD)``, where no
+    ``.git`` exists), else asked of git once per process."""
+    baked = os.environ.get("ACCENTSITE_CODE_VERSION", "").strip()
+    if baked:
+        return baked
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=settings.BASE_DIR, capture_output=True,
                              text=True, timeout=5, check=False)

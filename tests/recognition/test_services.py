@@ -336,3 +336,14 @@ def test_labels_match_files_whose_names_the_server_cleans(api, sent):
     body = api.post("/api/v1/batches/", {"name": "clean", "files": files, "labels": upload("l.csv", csv)}, format="multipart").json()
     assert body["rejected"] == [] and body["rejected_count"] == 0, body["rejected"]
     assert sorted(r["label"] for r in body["recordings"]) == ["lab0", "lab1", "lab2"]
+
+
+def test_code_version_is_baked_in_where_there_is_no_git(monkeypatch):
+    from recognition.services.training import code_version
+
+    code_version.cache_clear()
+    monkeypatch.setenv("ACCENTSITE_CODE_VERSION", "abc123def456")
+    try:
+        assert code_version() == "abc123def456"
+    finally:
+        code_version.cache_clear()
