@@ -684,6 +684,18 @@ def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     return out
 
 
+MIN_EVALUATION_SPEAKERS = 10
+
+
+def evaluation_warning(test_speakers: int | None) -> str:
+    """What a card says when its test result rests on too few speakers to mean much ("" otherwise)."""
+    if test_speakers is None or test_speakers >= MIN_EVALUATION_SPEAKERS:
+        return ""
+    return (f"The test result rests on {test_speakers} speaker{'s' if test_speakers != 1 else ''}: too few to trust (a few "
+            f"speakers more or less can move it by tens of points). Evaluate on at least {MIN_EVALUATION_SPEAKERS} "
+            "speakers the model never heard before relying on it.")
+
+
 def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     """A model version's card for the admin: what it is, how it was calibrated, on what data it was
     trained, its test results (overall, per class, per corpus, references) and its licence.
@@ -721,6 +733,9 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
         "confounds": [c.replace("`", "") for c in CONFOUNDS] if shipped else [],
         "has_metrics": bool(test or val),
     }
+    split_speakers = {name: v.get("speakers") for name, v in (data.get("splits") or {}).items()}
+    card["speakers"] = {"train": split_speakers.get("train"), "test": split_speakers.get("test"), "val": split_speakers.get("val")}
+    card["evaluation_warning"] = evaluation_warning(split_speakers.get("test"))
     if test:
         roc = test.get("roc_auc")
         card["test"] = {

@@ -287,3 +287,20 @@ def test_admin_classify_with_a_chosen_model(staff_client, user, monkeypatch):
     assert done.status_code == 302
     job = Job.objects.get()
     assert (job.kind, job.model_version_id, job.batch_id) == ("classify", chosen.pk, batch.pk)
+
+
+@pytest.mark.django_db
+def test_a_card_says_how_many_speakers_its_numbers_rest_on_and_warns_under_10():
+    """A user's model evaluated on 3 speakers (the old cnn card said 0.933 "held out" over 3) is
+    flagged; one evaluated on 62 is not. The warning shows on the card page."""
+    few = ModelVersion.objects.create(name="few", version="1", family="cnn", task="classify", labels=LABELS,
+                                      metrics={"test": {"n": 6, "balanced_accuracy": 0.933}},
+                                      training_data={"splits": {"train": {"items": 30, "speakers": 9},
+                                                                "test": {"items": 6, "speakers": 3}}})
+    card = review.model_card(model_version=few, pictures=False)
+    assert card["speakers"] == {"train": 9, "test": 3, "val": None}
+    assert "3 speakers" in card["evaluation_warning"] and "at least 10" in card["evaluation_warning"]
+    many = ModelVersion.objects.create(name="many", version="1", family="cnn", task="classify", labels=LABELS,
+                                       metrics={"test": {"n": 150, "balanced_accuracy": 0.85}},
+                                       training_data={"splits": {"test": {"items": 150, "speakers": 62}}})
+    assert review.model_card(model_version=many, pictures=False)["evaluation_warning"] == ""
