@@ -43,6 +43,25 @@ def test_healthz_ok_with_a_live_worker(client, celery_worker):
     assert response.status_code == 200, body
     assert body["status"] == "ok" and body["failed"] == []
     assert celery_worker.name in body["checks"]["workers"]["workers"]
+    assert body["checks"]["similarity"]["backend"] in ("exact", "pgvector-hnsw")
+
+
+def test_readiness_warns_when_an_exact_similarity_search_will_be_slow(monkeypatch, user):
+    """Over EXACT_SIMILARITY_WARN_AT embeddings without pgvector, readiness says queries will take
+    seconds (it stays ready: a slow search still answers)."""
+    from recognition import health
+    from recognition.models import Embedding, Job, ModelVersion, Recording, RecordingResult
+
+    monkeypatch.setattr(health, "EXACT_SIMILARITY_WARN_AT", 0)
+    monkeypatch.setattr("recognition.vectorindex.backend", lambda conn=None: "exact")
+    mv = ModelVersion.objects.create(name="emb-warn", version="1", family="test", task="embed")
+    job = Job.objects.create(owner=user, kind="embed", model_version=mv)
+    rec = Recording.objects.create(owner=user, file="recordings/zz/warn.wav", original_filename="warn.wav", sha256="a" * 64,
+                                   format="wav")
+    result = RecordingResult.objects.create(job=job, recording=rec, recording_ref="warn.wav", status="succeeded")
+    Embedding.objects.create(result=result, recording=rec, model_version=mv, checkpoint_sha256="0" * 64, dim=2, vector=[1.0, 0.0])
+    check = health.readiness([c for c in health.READINESS_CHECKS if c.name in ("database", "similarity")])["similarity"]
+    assert check["ok"] and check["backend"] == "exact" and check["embeddings"] == 1 and "pgvector" in check["warning"]
 
 
 def test_healthz_503_names_the_broker_when_redis_stops(client, celery_worker, settings, tmp_path):
