@@ -150,7 +150,7 @@ def time_limits(name: str, audio_s: float) -> tuple[float, float]:
     from django.conf import settings
 
     kind = get(name)
-    soft = max(float(settings.CELERY_TASK_SOFT_TIME_LIMIT), 4 * audio_s * kind.cost_per_audio_s + 120)
+    soft = max(float(settings.CELERY_TASK_SOFT_TIME_LIMIT), 4 * audio_s * kind.cost_per_audio_s)
     soft = min(soft, float(settings.TRAIN_SOFT_TIME_LIMIT_S))
     hard = max(float(settings.CELERY_TASK_TIME_LIMIT), soft + 300)
     return soft, min(hard, float(settings.TRAIN_TIME_LIMIT_S))

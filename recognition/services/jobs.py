@@ -196,14 +196,17 @@ def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
 
     task = jobkinds.load_task(job.kind)
     now = timezone.now()
-    scaled = jobkinds.get(job.kind).chunk_size is not None  # train jobs keep their task's own limits
+    # a chunk whose audio needs longer than the configured chunk limits gets its own (train jobs keep
+    # their task's limits); the others run under the limits the worker is configured with
+    scaled = jobkinds.get(job.kind).chunk_size is not None
     chunks = list(JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"))
     sent: list[JobChunk] = []
     try:
         with app.producer_or_acquire() as producer:
             for chunk in chunks:
                 soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
-                limits = {"soft_time_limit": soft, "time_limit": hard} if scaled else {}
+                longer = scaled and soft > settings.CELERY_TASK_SOFT_TIME_LIMIT
+                limits = {"soft_time_limit": soft, "time_limit": hard} if longer else {}
                 task_id = str(uuid.uuid4())
                 task.apply_async((chunk.pk,), task_id=task_id, queue=_chunk_queue(chunk), producer=producer,
                                  retry_policy=_QUICK_PUBLISH, **limits)

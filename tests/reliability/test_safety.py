@@ -184,8 +184,8 @@ def test_model_names_are_per_owner_nobody_can_squat_or_probe_a_name(api, public_
                                        owner=api.user)
     from recognition.services.models import model_resolve
 
-    assert model_resolve(private_model.name, task="classify", user=api.user) == mine
-    assert model_resolve(private_model.name, task="classify", user=private_model.owner) == private_model
+    assert model_resolve(f"{private_model.name}@1", task="classify", user=api.user) == mine
+    assert model_resolve(f"{private_model.name}@1", task="classify", user=private_model.owner) == private_model
 
 
 def test_a_train_jobs_default_name_is_settled_at_submit(api, monkeypatch):
@@ -639,7 +639,10 @@ def test_predict_without_a_worker_answers_202_and_its_url_says_so(api, settings,
     body = response.json()
     assert body["status"] == "queued" and response["Location"] == body["url"] and int(response["Retry-After"]) >= 1
     assert api.get(body["url"]).status_code == 202
-    settings.PREDICT_QUEUE_EXPIRES_S = -1  # as if the queue's expiry had passed
+    from recognition.broker import broker_redis
+    from recognition.services.predict import request_key
+
+    broker_redis().hset(request_key(body["id"]), "expires", 0)  # as if the queue's expiry had passed
     expired = api.get(body["url"])
     assert expired.status_code == 503 and expired.json()["error"]["code"] == "predict_expired"
 
