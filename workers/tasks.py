@@ -239,6 +239,10 @@ def run_model_chunk(self, chunk_id: int) -> None:
             _fail_all_unavailable(ctx, exc)
             return
         timings["model_load"] += time.perf_counter() - t0
+        if job.kind == Job.Kind.CLASSIFY and params.get("classes"):  # a zero-shot model answers the job's own classes
+            from workers.pipeline.spoken_words import bind_classes
+
+            loaded = bind_classes(loaded, params["classes"])
         decoded: list[tuple[Recording, object]] = []
         for rec in ctx.recordings:
             t = time.perf_counter()
@@ -272,7 +276,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
                     texts = [rec.transcript or params.get("transcript") or "" for rec, _ in group]
                 outcomes = classify_batch(
                     loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
-                    min_speech_s=params.get("min_speech_s", 1.0), batch_size=batch_size,
+                    min_speech_s=params.get("min_speech_s", loaded.spec.extra.get("min_speech_s", 1.0)), batch_size=batch_size,
                     autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
                 )
             else:
@@ -391,7 +395,7 @@ def run_train_job(self, chunk_id: int) -> None:
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message is a timeout, not a rerun
 def run_predict(self, *, key: str, format: str, model_version_id: int | None, threshold, vad: bool, transcript: str,
-                reply: str, task: str = "classify", params: dict | None = None) -> None:
+                reply: str, task: str = "classify", params: dict | None = None, classes: list | None = None) -> None:
     """``/predict`` on a worker: classify one stored upload (or, with ``task`` ``language`` /
     ``transcribe``, run Whisper on it), push the answer to the web's reply list."""
     import json
@@ -417,7 +421,7 @@ def run_predict(self, *, key: str, format: str, model_version_id: int | None, th
         with fh:
             if task == "classify":
                 result = predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad,
-                                     transcript=transcript)
+                                     transcript=transcript, classes=classes)
             else:
                 result = predict_whisper_run(task=task, params=params or {}, fileobj=fh, format_hint=format)
         result["worker"] = self.request.hostname or ""

@@ -331,7 +331,8 @@ class PredictView(APIView):
         vad = data.get("vad")
         result = predict_file(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
                               threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
-                              transcript=data.get("transcript", ""))
+                              transcript=data.get("transcript", ""),
+                              classes=data.get("classes") or None)  # issue 24 (spoken-words): a zero-shot model's classes
         return Response(result)
 
 

@@ -31,7 +31,7 @@ REPLY_PREFIX = "accentsite:predict:"
 
 def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, threshold: float | None = None,
                  vad: bool = False, transcript: str = "", user=None, task: str = "classify",
-                 params: dict | None = None) -> dict:
+                 params: dict | None = None, classes: list[str] | str | None = None) -> dict:
     """Classify one upload on a worker (or, with ``task`` ``language`` / ``transcribe`` and that job
     kind's ``params``, run Whisper on it there) and return its answer.
 
@@ -53,6 +53,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     fileobj.seek(0)
     if task == "classify":
         mv = model_resolve(model, task="classify", user=user)
+        classes = _predict_classes(mv, classes)  # issue 24 (spoken-words): a zero-shot model's classes
     elif task in ("language", "transcribe"):
         from recognition.services.jobs import _validate_params
         from workers.runtime import whisper_model_problem
@@ -81,7 +82,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
     try:
         tasks.run_predict.apply_async(
             kwargs=dict(key=key, format=info.format, model_version_id=mv.pk if mv else None, threshold=threshold,
-                        vad=vad, transcript=transcript, reply=reply, task=task, params=params or {}),
+                        vad=vad, transcript=transcript, reply=reply, task=task, params=params or {}, classes=classes),
             queue="interactive", expires=timeout,
         )
         t0 = time.monotonic()
@@ -105,7 +106,7 @@ def predict_file(*, fileobj: BinaryIO, filename: str, model: str | None = None, 
 
 
 def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None, threshold: float | None, vad: bool,
-                transcript: str = "") -> dict:
+                transcript: str = "", classes: list[str] | None = None) -> dict:
     """Decode and classify one file in *this* process: the worker's side of :func:`predict_file`."""
     from workers import runtime
     from workers.pipeline.inference import classify_batch
@@ -115,8 +116,12 @@ def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None,
         loaded = runtime.load_model(mv)
     except runtime.ModelUnavailable as exc:
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
+    if classes:  # issue 24 (spoken-words): the request's classes
+        from workers.pipeline.spoken_words import bind_classes
+
+        loaded = bind_classes(loaded, classes)
     (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
-                                **runtime.window_params(loaded))
+                                min_speech_s=loaded.spec.extra.get("min_speech_s", 1.0), **runtime.window_params(loaded))
     return predict_response(outcome, mv=mv, calibrated=bool(loaded.calibration), duration_s=audio.duration_s,
                             decode_s=decode_s)
 
@@ -181,3 +186,21 @@ def _decode(fileobj: BinaryIO, format_hint: str | None):
     except AudioError as exc:
         raise ServiceError(exc.code, exc.message) from exc
     return audio, time.perf_counter() - t0
+
+
+# --- issue 24 (spoken-words): the classes of a zero-shot model -----------------------------------
+
+def _predict_classes(mv: ModelVersion, classes: list[str] | str | None) -> list[str] | None:
+    """``/predict``'s ``classes`` (a list, or ``zero,two,six``) checked as a classify job's are, and only
+    for a zero-shot model; None when none were given."""
+    if classes is None or classes == "" or classes == []:
+        return None
+    from models.word_classes import check_classes
+    from recognition.services.jobs import classes_check
+
+    try:
+        cleaned = check_classes(classes)
+    except ValueError as exc:
+        raise ServiceError("invalid_params", f"{exc}.") from exc
+    classes_check(mv, cleaned)
+    return cleaned
