@@ -39,6 +39,13 @@ VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-g
 THRESHOLD = 0.8
 
 
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def fsdd_pieces(split: str) -> tuple[list[tuple[str, str, np.ndarray]], int]:
     """``[(speaker, digit word, samples)]`` from the FSDD clips of ``split`` (``all``: both), and the
     number of clips skipped because they did not cut into ten pieces."""
@@ -135,7 +142,7 @@ def main() -> None:
     loaded.model.attach_encoder(threads=1)
     if args.min_audio_s is not None:
         loaded.model.min_audio_s = args.min_audio_s
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    results = {"machine": f"{_cpu_name()}, {os.cpu_count()} cores",
                "load": os.getloadavg(), "min_audio_s": loaded.model.min_audio_s, "threshold": THRESHOLD}
     if (DATA / "manifest.csv").exists():
         splits = ("train", "test") if args.split == "all" else (args.split,)
