@@ -59,3 +59,10 @@ def test_classes_are_refused_for_a_trained_model_and_when_malformed(api, spoken_
         job = api.post("/api/v1/jobs/", {"kind": "classify", "recordings": [rec["id"]], "model": model, "params": params},
                        format="json")
         assert job.status_code == 400 and says in job.json()["error"]["message"], job.json()
+
+
+def test_its_admin_card_shows_the_measured_figures_and_no_training_data_licence(client, django_user_model, spoken_words):
+    client.force_login(django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-123456789"))
+    page = client.get(f"/admin/recognition/modelversion/{spoken_words.pk}/change/").content.decode()
+    assert 'id="card-results"' in page and "FSDD" in page and "Nothing was trained" in page
+    assert "Speech Accent Archive" not in page  # the accent models' data licence is not this model's
