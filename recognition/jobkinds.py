@@ -269,11 +269,24 @@ register(JobKind(
     admin_action="Run feature extraction on selected {what}",
     params={"extractors": list, "chunk_size": int}, validate=_check_features,
 ))
+def _check_classify(params: dict[str, Any]) -> None:
+    """``classes`` (zero-shot models such as ``spoken-words``): 2-64 distinct words, kept as a clean list;
+    whether the chosen model takes classes is checked once it is resolved (``services.jobs``)."""
+    if "classes" in params:
+        from models.word_classes import check_classes
+
+        try:
+            params["classes"] = check_classes(params["classes"])
+        except ValueError as exc:
+            raise ParamsError(f"{exc}.") from exc
+
+
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
     model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
-            "batch_size": int, "transcript": str, "label_map": dict},
+            "batch_size": int, "transcript": str, "label_map": dict, "classes": (list, str)},
+    validate=_check_classify,
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,

@@ -710,8 +710,11 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     test, val = metrics.get("test") or {}, metrics.get("val") or {}
     data = mv.training_data or {}
     labels = list(mv.labels or [])
-    # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch
-    shipped = not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or "")
+    # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch; zero-shot (spoken-words): neither
+    from models.registry import FAMILIES
+
+    zero_shot = getattr(FAMILIES.get(mv.family), "zero_shot", False)
+    shipped = not zero_shot and (not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or ""))
     splits = [
         {"split": name, "items": v.get("items"), "speakers": v.get("speakers"),
          "counts": [(data.get("class_counts") or {}).get(name, {}).get(c, 0) for c in labels]}
@@ -726,7 +729,7 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
         "data": {"splits": splits, "labels": labels, "corpora": data.get("corpora") or [], "n_items": data.get("n_items"),
                  "seconds": data.get("seconds"), "label_map": sorted(((data.get("config") or {}).get("label_map") or {}).items())},
         "hyperparameters": scalar_rows(mv.hyperparameters),
-        "licence": (LICENCE_NOTE.replace("**", "") if shipped else
+        "licence": FAMILIES[mv.family].licence + " Nothing was trained." if zero_shot else (LICENCE_NOTE.replace("**", "") if shipped else
                     "Trained in this service on its owner's uploaded recordings: the terms of those recordings apply "
                     "to the weights.")
         + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),

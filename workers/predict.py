@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def predict_serve(*, request_id: str, key: str, format: str, model_version_id: int | None, threshold, vad: bool,
-                  transcript: str, task: str, params: dict, worker: str) -> None:
+                  transcript: str, task: str, params: dict, worker: str, classes: list[str] | None = None) -> None:
     """Run one stored upload and publish its answer; the upload is deleted whatever happens."""
     client = broker_redis()
     req = request_key(request_id)
@@ -38,7 +38,8 @@ def predict_serve(*, request_id: str, key: str, format: str, model_version_id: i
         client.hset(req, mapping={"status": "running", "started": time.time(), "worker": worker})
         try:
             body = {"result": {**_run(key=key, format=format, model_version_id=model_version_id, threshold=threshold,
-                                      vad=vad, transcript=transcript, task=task, params=params), "worker": worker}}
+                                      vad=vad, transcript=transcript, task=task, params=params, classes=classes),
+                               "worker": worker}}
         except ServiceError as exc:
             body = {"error": {**exc.as_dict(), "status": exc.status_code}}
         except Exception as exc:  # report, don't leave the person waiting
@@ -57,7 +58,7 @@ def predict_serve(*, request_id: str, key: str, format: str, model_version_id: i
 
 
 def _run(*, key: str, format: str, model_version_id: int | None, threshold, vad: bool, transcript: str, task: str,
-         params: dict) -> dict:
+         params: dict, classes: list[str] | None = None) -> dict:
     if task == "classify":
         mv = ModelVersion.objects.filter(pk=model_version_id).first()
         if mv is None:
@@ -68,13 +69,15 @@ def _run(*, key: str, format: str, model_version_id: int | None, threshold, vad:
         raise ServiceError("upload_lost", "The uploaded file was no longer stored; send it again.", status_code=410) from exc
     with fh:
         if task == "classify":
-            return predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad, transcript=transcript)
+            return predict_run(mv=mv, fileobj=fh, format_hint=format, threshold=threshold, vad=vad, transcript=transcript,
+                               classes=classes)
         return predict_whisper_run(task=task, params=params or {}, fileobj=fh, format_hint=format)
 
 
 def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None, threshold: float | None, vad: bool,
-                transcript: str = "") -> dict:
-    """Decode and classify one file in *this* process."""
+                transcript: str = "", classes: list[str] | None = None) -> dict:
+    """Decode and classify one file in *this* process (``classes``: a zero-shot model's classes for
+    this request, e.g. spoken-words')."""
     from workers import runtime
     from workers.pipeline.inference import classify_batch
 
@@ -83,10 +86,17 @@ def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None,
         loaded = runtime.load_model(mv)
     except runtime.ModelUnavailable as exc:
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
+    if classes:
+        from workers.pipeline.spoken_words import bind_classes
+
+        loaded = bind_classes(loaded, classes)
     (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
-                                **runtime.window_params(loaded))
-    return predict_response(outcome, mv=mv, calibrated=bool(loaded.calibration), duration_s=audio.duration_s,
-                            decode_s=decode_s)
+                                min_speech_s=loaded.spec.extra.get("min_speech_s", 1.0), **runtime.window_params(loaded))
+    from workers.pipeline.spoken_words import is_zero_shot
+
+    # a zero-shot model's probabilities are its decoder's scores normalised over the classes: nothing was fitted
+    calibrated = bool(loaded.calibration) and not is_zero_shot(loaded)
+    return predict_response(outcome, mv=mv, calibrated=calibrated, duration_s=audio.duration_s, decode_s=decode_s)
 
 
 def predict_response(outcome: ClassifyOutcome, *, mv: ModelVersion, calibrated: bool, duration_s: float,

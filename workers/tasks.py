@@ -239,6 +239,10 @@ def run_model_chunk(self, chunk_id: int) -> None:
             _fail_all_unavailable(ctx, exc)
             return
         timings["model_load"] += time.perf_counter() - t0
+        if job.kind == Job.Kind.CLASSIFY and params.get("classes"):  # a zero-shot model answers the job's own classes
+            from workers.pipeline.spoken_words import bind_classes
+
+            loaded = bind_classes(loaded, params["classes"])
         decoded: list[tuple[Recording, object]] = []
         for rec in ctx.recordings:
             t = time.perf_counter()
@@ -272,7 +276,7 @@ def run_model_chunk(self, chunk_id: int) -> None:
                     texts = [rec.transcript or params.get("transcript") or "" for rec, _ in group]
                 outcomes = classify_batch(
                     loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
-                    min_speech_s=params.get("min_speech_s", 1.0), batch_size=batch_size,
+                    min_speech_s=params.get("min_speech_s", loaded.spec.extra.get("min_speech_s", 1.0)), batch_size=batch_size,
                     autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
                 )
             else:
@@ -402,11 +406,12 @@ def run_train_job(self, chunk_id: int) -> None:
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message shows as a lapsed request
 def run_predict(self, *, request_id: str, key: str, format: str, model_version_id: int | None, threshold, vad: bool,
-                transcript: str, task: str = "classify", params: dict | None = None) -> None:
+                transcript: str, task: str = "classify", params: dict | None = None, classes: list | None = None) -> None:
     """``/predict`` on a worker (``workers/predict.py``): run one stored upload, publish the answer."""
     from workers.predict import predict_serve
 
     if not self.request.is_eager:
         close_old_connections()
     predict_serve(request_id=request_id, key=key, format=format, model_version_id=model_version_id, threshold=threshold,
-                  vad=vad, transcript=transcript, task=task, params=params or {}, worker=self.request.hostname or "")
+                  vad=vad, transcript=transcript, task=task, params=params or {}, classes=classes,
+                  worker=self.request.hostname or "")

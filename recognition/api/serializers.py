@@ -142,7 +142,8 @@ class JobCreateSerializer(serializers.Serializer):
         "compare; default: all but compare), chunk_size. "
         "classify: threshold (0-1; answers under it are 'uncertain'), vad (bool), min_speech_s, window_s, hop_s "
         "(0.1-60 s), label_map (true label -> model class, for the report), transcript (the text read), "
-        "chunk_size, batch_size. "
+        "chunk_size, batch_size, classes (a zero-shot model such as spoken-words: the words to choose from, 2-64; "
+        "default: its ten digits). "
         "embed: window_s, hop_s, per_window (bool: keep one vector per window), chunk_size, batch_size. "
         "train: family (whisper_probe, cnn, resnet, speaker_head, accent_embed, phonetic_fusion, reading_fusion), "
         "name, "
@@ -332,6 +333,9 @@ class PredictRequestSerializer(serializers.Serializer):
     language = serializers.CharField(required=False, max_length=8, help_text="transcribe: force the language")
     beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width, 1 = greedy (default)")
     vad_filter = serializers.BooleanField(required=False, default=True, help_text="transcribe: drop silence before decoding")
+    classes = serializers.CharField(required=False, allow_blank=True, max_length=3000,
+                                    help_text="classify with a zero-shot model (spoken-words): the words to choose from, "
+                                              "comma-separated (zero,two,six); default: the ten digits")
     wait = serializers.BooleanField(required=False, default=True,
                                     help_text="wait up to PREDICT_TIMEOUT_S for the answer (default); false: answer 202 at once "
                                               "with the URL to fetch it from")

@@ -346,7 +346,8 @@ class PredictView(APIView):
             vad = data.get("vad")
             answer = predict_submit(fileobj=upload, filename=upload.name, model=data.get("model"), user=request.user,
                                     threshold=data.get("threshold"), vad=settings.CLASSIFY_VAD_DEFAULT if vad is None else vad,
-                                    transcript=data.get("transcript", ""), wait=data["wait"])
+                                    transcript=data.get("transcript", ""), wait=data["wait"],
+                                    classes=data.get("classes") or None)  # a zero-shot model's classes (spoken-words)
         return _predict_response(answer)
 
 

@@ -79,6 +79,18 @@ def validate_job_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise ServiceError("invalid_params", exc.message) from exc
 
 
+def classes_check(model_version: Any, classes: list[str] | None) -> None:
+    """``classes`` apply only to a zero-shot model (``spoken-words``): a ``ServiceError`` for any other."""
+    if classes is None or model_version is None:
+        return
+    from models.registry import FAMILIES
+
+    family = FAMILIES.get(model_version.family)
+    if family is None or not family.zero_shot:
+        raise ServiceError("invalid_params", f"'classes' applies to zero-shot models such as spoken-words; "
+                                             f"{model_version.name} answers its own classes {list(model_version.labels)}.")
+
+
 def job_submit(
     *,
     owner: AbstractBaseUser,
@@ -124,6 +136,7 @@ def job_submit(
     model_version = None
     if spec.model_task is not None:
         model_version = model_resolve(model, task=spec.model_task, user=owner)
+        classes_check(model_version, params.get("classes"))
     elif model:
         raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
     # chunks: a fixed count (the job's chunk_size, else the kind's), one chunk for a train job, or

@@ -111,7 +111,7 @@ def _wait_slot() -> threading.BoundedSemaphore:
 
 def predict_submit(*, fileobj: BinaryIO, filename: str, user, model: str | None = None, threshold: float | None = None,
                    vad: bool = False, transcript: str = "", task: str = "classify", params: dict | None = None,
-                   wait: bool = True) -> PredictAnswer:
+                   wait: bool = True, classes: list[str] | str | None = None) -> PredictAnswer:
     """Send one upload to the interactive worker and answer with its result, or with ``202`` and
     the URL of the request when no answer came within ``PREDICT_TIMEOUT_S`` (or ``wait`` is off).
 
@@ -131,6 +131,7 @@ def predict_submit(*, fileobj: BinaryIO, filename: str, user, model: str | None 
     fileobj.seek(0)
     if task == "classify":
         mv = model_resolve(model, task="classify", user=user)
+        classes = _predict_classes(mv, classes)  # a zero-shot model's classes (spoken-words)
     elif task in ("language", "transcribe"):
         from recognition.services.jobs import validate_job_params
         from workers.runtime import whisper_model_problem
@@ -175,6 +176,7 @@ def predict_submit(*, fileobj: BinaryIO, filename: str, user, model: str | None 
         symbol_by_name(RUN_PREDICT).apply_async(kwargs=dict(
             request_id=request_id, key=key, format=info.format, model_version_id=mv.pk if mv else None,
             threshold=threshold, vad=vad, transcript=transcript, task=task, params=params or {},
+            classes=classes if task == "classify" else None,
         ), queue="interactive", expires=queue_s)
     except broker_errors() as exc:  # nothing was sent: leave nothing behind
         default_storage.delete(key)
@@ -237,3 +239,19 @@ def _read(client, *, request_id: str, owner_id: int) -> PredictAnswer:
     message = ("The model is working on it" if status == "running" else
                "It waits for a free interactive worker") + f"; fetch {url} for the answer."
     return PredictAnswer(202, {"id": request_id, "status": status, "url": url, "message": message}, retry_after=1)
+
+
+def _predict_classes(mv, classes: list[str] | str | None) -> list[str] | None:
+    """``/predict``'s ``classes`` (a list, or ``zero,two,six``) checked as a classify job's are, and only
+    for a zero-shot model; None when none were given."""
+    if classes is None or classes == "" or classes == []:
+        return None
+    from models.word_classes import check_classes
+    from recognition.services.jobs import classes_check
+
+    try:
+        cleaned = check_classes(classes)
+    except ValueError as exc:
+        raise ServiceError("invalid_params", f"{exc}.") from exc
+    classes_check(mv, cleaned)
+    return cleaned

@@ -22,7 +22,8 @@ def classify_report(*, job: Job) -> dict | None:
     from recognition.services.recordings import batch_labels
     from workers.pipeline.evaluation import evaluation_report, selective_report
 
-    labels = list(job.model_version.labels)
+    # a zero-shot model (spoken-words) answered the job's own classes
+    labels = list(job.params.get("classes") or job.model_version.labels)
     label_map = job.params.get("label_map") or {}
     # a batch's job is judged by the labels that batch gave (another upload of a file may say otherwise)
     own = batch_labels(batch=job.batch) if job.batch_id else {}

@@ -41,8 +41,37 @@ def test_temperature_closed_form_two_points() -> None:
     # binary logits [0, a], labels: one right, one wrong with the same margin: NLL minimised as T -> inf
     z = np.array([[0.0, 2.0], [0.0, 2.0]])
     assert fit_temperature(z, [1, 0]) > 15.0
-    # all right: sharper is better, fit hits the lower bound
-    assert fit_temperature(z, [1, 1]) < 0.1
+    # all right: sharper would lower the NLL, but two right answers are no evidence for it: never sharper than raw
+    assert fit_temperature(z, [1, 1]) == pytest.approx(1.0, abs=1e-4)
+    # the plain fit (no evidence asked for) runs to the lower bound, as it did before
+    assert fit_temperature(z, [1, 1], min_errors=0) < 0.1
+
+
+def test_temperature_sharpens_an_underconfident_model_given_enough_errors() -> None:
+    rng = np.random.default_rng(2)
+    true = rng.normal(size=(4000, 3)) * 2.0
+    y = np.array([rng.choice(3, p=row) for row in softmax(true)])
+    assert fit_temperature(true / 3.0, y) == pytest.approx(1 / 3.0, rel=0.1)  # thousands of errors: sharpening allowed
+
+
+def test_calibration_on_all_right_out_of_fold_predictions_keeps_new_speakers_uncertain() -> None:
+    """A model that got every one of its few training speakers right must not answer 0.99 for a new one.
+
+    The old fit drove the temperature to its 0.05 floor here, and the ambiguous new clip came out at
+    0.9999 (over any threshold); bounded at 1, it keeps the raw model's 0.6 and is refused at 0.8."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(10), 7)  # 10 classes x 7 speakers, every out-of-fold prediction right
+    z = rng.normal(size=(70, 10))
+    z[np.arange(70), y] += 6.0
+    speakers = [f"voice{k % 7}" for k in range(70)]
+    cal = fit_calibration(z, y, train_prior=[0.1] * 10, deploy_prior=None, speakers=speakers)
+    assert cal["errors"] == 0 and cal["n"] == 70 and cal["speakers"] == 7
+    assert cal["temperature"] >= 1.0 and cal["temperature_floor"] == 1.0
+    unseen = np.zeros((1, 10))
+    unseen[0, 8] = np.log(0.6 * 9 / 0.4)  # the raw model: 0.6 for "eight", the rest spread
+    conf = calibrate(unseen, cal).max()
+    assert conf == pytest.approx(softmax(unseen / cal["temperature"]).max())
+    assert conf < 0.8
 
 
 def test_prior_correction_by_hand() -> None:

@@ -12,6 +12,14 @@ so the arg-max of the calibrated probabilities is the balanced decision rule.
 
 ``calibrate`` applies ``softmax(logits / T)``, then (if ``deploy_prior`` is set) the prior shift
 ``p_c * deploy_c / train_c`` renormalised over classes.
+
+Never sharper than the raw model on too little evidence: a temperature under 1 sharpens, and the
+NLL of predictions that are all right keeps falling as ``T -> 0``, so a fit on out-of-fold
+predictions without errors (a model trained on a few speakers who are easy for it) would drive ``T``
+to its floor and make every new speaker's answer 0.99 -- a refusal threshold then refuses nothing.
+:func:`fit_temperature` therefore bounds ``T`` at 1 from below unless the fit set holds at least
+:data:`MIN_ERRORS_TO_SHARPEN` wrong predictions, and :func:`fit_calibration` records how many
+predictions, errors and speakers the fit saw (``n``, ``errors``, ``speakers``), for the model card.
 """
 
 from __future__ import annotations
@@ -39,12 +47,22 @@ def nll(logits: np.ndarray, y: Sequence[int], temperature: float = 1.0) -> float
     return float(-logp[np.arange(len(y)), y].mean())
 
 
+#: a temperature under 1 (sharper than the raw model) needs at least this many wrong predictions in the
+#: fit set: with fewer, the NLL's minimum says little more than "these speakers were easy" (see the module
+#: docstring). Ten errors put the sharpening on ten margins, not on one or two outliers.
+MIN_ERRORS_TO_SHARPEN = 10
+
+
 def fit_temperature(
-    logits: np.ndarray, y: Sequence[int], *, bounds: tuple[float, float] = (0.05, 20.0), iters: int = 100
+    logits: np.ndarray, y: Sequence[int], *, bounds: tuple[float, float] = (0.05, 20.0), iters: int = 100,
+    min_errors: int = MIN_ERRORS_TO_SHARPEN,
 ) -> float:
     """Temperature ``T`` minimising validation NLL of ``softmax(logits / T)``.
 
-    Golden-section search on ``log T`` within ``bounds`` (the NLL is unimodal in ``T``).
+    Golden-section search on ``log T`` within ``bounds`` (the NLL is unimodal in ``T``). With fewer
+    than ``min_errors`` wrong arg-max predictions among the rows, the lower bound is 1: the fit may
+    soften the raw model but never sharpen it on too little evidence (``min_errors=0`` restores the
+    plain fit).
 
     Parameters
     ----------
@@ -61,6 +79,8 @@ def fit_temperature(
     logits = np.asarray(logits, dtype=np.float64)
     if logits.size == 0 or len(y) == 0:
         return 1.0
+    if count_errors(logits, y) < min_errors:
+        bounds = (max(bounds[0], 1.0), max(bounds[1], 1.0))
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     phi = (np.sqrt(5) - 1) / 2
     a, b = lo, hi
@@ -78,6 +98,12 @@ def fit_temperature(
         if b - a < 1e-6:
             break
     return float(np.exp((a + b) / 2))
+
+
+def count_errors(logits: np.ndarray, y: Sequence[int]) -> int:
+    """Rows of ``logits [n, C]`` whose arg-max is not the label ``y [n]``."""
+    logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+    return int((logits.argmax(axis=1) != np.asarray(y, dtype=int)).sum()) if logits.size else 0
 
 
 def prior_correct(proba: np.ndarray, train_prior: Sequence[float], deploy_prior: Sequence[float] | None) -> np.ndarray:
@@ -195,17 +221,25 @@ def fit_calibration(
     deploy_prior: Sequence[float] | None = None,
     positive: int = 1,
     target_accuracy: float = 0.9,
+    speakers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fit the full calibration dict on validation logits ``[n, C]`` and labels ``[n]``.
 
-    ``temperature`` minimises the NLL; ``threshold`` is the confidence threshold of
+    ``temperature`` minimises the NLL (bounded at 1 from below without :data:`MIN_ERRORS_TO_SHARPEN`
+    errors, :func:`fit_temperature`); ``n``, ``errors`` and ``speakers`` (distinct names in
+    ``speakers [n]``, the speaker of each row; None when not given) say what the fit saw; ``threshold`` is the confidence threshold of
     :func:`fit_confidence_threshold` on the calibrated probabilities of ``utterance_proba_fn``
     (or of the rows themselves); ``decision_threshold`` (binary only) is the balanced-accuracy
     optimal cut on ``p[:, positive]``, kept for reference.
     """
     temperature = fit_temperature(logits, y)
+    errors = count_errors(logits, y)
     cal: dict[str, Any] = {
         "temperature": temperature,
+        "n": int(len(y)),
+        "errors": errors,
+        "speakers": len(set(speakers)) if speakers is not None else None,
+        "temperature_floor": 1.0 if errors < MIN_ERRORS_TO_SHARPEN else None,
         "train_prior": [float(p) for p in train_prior],
         "deploy_prior": [float(p) for p in deploy_prior] if deploy_prior is not None else None,
         "threshold": 0.5,

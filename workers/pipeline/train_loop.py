@@ -262,7 +262,8 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     win_y = np.concatenate([[utts[i].label] * len(wl) for i, wl in zip(val_idx, val_logits, strict=True)])
     train_prior = [1.0 / n_classes] * n_classes  # balanced sampling: the effective training prior
     deploy_prior = config.deploy_prior or [1.0 / n_classes] * n_classes
-    calibration = fit_calibration(win_logits, win_y, train_prior=train_prior, deploy_prior=deploy_prior)
+    win_speakers = [utts[i].speaker for i, wl in zip(val_idx, val_logits, strict=True) for _ in range(len(wl))]
+    calibration = fit_calibration(win_logits, win_y, train_prior=train_prior, deploy_prior=deploy_prior, speakers=win_speakers)
     from workers.pipeline.calibration import fit_confidence_threshold
 
     val_proba = _utterance_proba(val_logits, calibration)

@@ -221,6 +221,11 @@ def write_model_card(
         lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
                      f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
+        if calibration.get("n") is not None:  # what the fit saw (checkpoints before 2026-12-07 do not say)
+            seen = f"{calibration['speakers']} speakers, " if calibration.get("speakers") is not None else ""
+            lines.append(f"- Calibration evidence: {seen}{calibration['n']} predictions, {calibration.get('errors')} of them "
+                         "wrong" + ("; too few errors to sharpen, so the temperature is bounded at 1 (never sharper than "
+                                    "the raw model)" if calibration.get("temperature_floor") else ""))
         if "fused_threshold" in calibration:
             lines[-1] = lines[-1].replace("threshold on out-of-fold fused predictions", "window threshold on validation")
             lines.append(f"- With a transcript: confidence threshold {calibration['fused_threshold']} (coverage "

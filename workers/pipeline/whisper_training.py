@@ -406,7 +406,8 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                              "folds": chosen["folds"], "table": chosen["table"]}}
     if task == "classify":
         params = _fit(X, y_win, w, chosen["C"], n_classes, config.seed)
-        calibration = fit_calibration(chosen["oof_logits"], y_win, train_prior=train_prior, deploy_prior=deploy_prior)
+        calibration = fit_calibration(chosen["oof_logits"], y_win, train_prior=train_prior, deploy_prior=deploy_prior,
+                                      speakers=[utts[i].speaker for i in chosen["oof_owner"]])
         oof_proba = _utt_proba(chosen["oof_logits"], chosen["oof_owner"], pool, calibration)
         calibration["threshold"], calibration["coverage_at_threshold"] = fit_confidence_threshold(oof_proba, y_pool)
         calibration["fitted_on"] = "out-of-fold predictions of the selection cross-validation (train + validation speakers)"
