@@ -15,18 +15,23 @@ VOICES = {"us": ["en-us", "en-us-nyc", "en-029"], "gb": ["en-gb", "en-gb-scotlan
 TEXTS = ["Please call Stella.", "Ask her to bring these things.", "We also need a small plastic snake."]
 
 
-def test_train_job_registers_a_model_that_classifies(api, celery_worker):
+def _labelled_batch(api, name: str, prefix: str = "") -> dict:
+    """36 espeak clips: 2 accents x 3 voices x 2 speeds x 3 sentences, one speaker per voice and speed."""
     files, rows = [], ["filename,label,speaker"]
     for label, voices in VOICES.items():
         for voice in voices:
             for speed in (130, 170):
                 speaker = f"{voice}-{speed}"
                 for i, text in enumerate(TEXTS):
-                    name = f"{speaker}-{i}.wav"
-                    files.append(upload(name, speech(text, voice=voice, speed=speed)))
-                    rows.append(f"{name},{label},{speaker}")
-    batch = api.post("/api/v1/batches/", {"name": "train", "files": files, "labels": upload("l.csv", "\n".join(rows).encode())},
-                     format="multipart").json()
+                    filename = f"{prefix}{speaker}-{i}.wav"
+                    files.append(upload(filename, speech(text, voice=voice, speed=speed)))
+                    rows.append(f"{filename},{label},{speaker}")
+    return api.post("/api/v1/batches/", {"name": name, "files": files, "labels": upload("l.csv", "\n".join(rows).encode())},
+                    format="multipart").json()
+
+
+def test_train_job_registers_a_model_that_classifies(api, celery_worker):
+    batch = _labelled_batch(api, "train")
     assert len(batch["recordings"]) == 36 and not batch["rejected"]
     params = {"family": "cnn", "name": "us-vs-gb", "epochs": 3, "window_s": 1.0, "hop_s": 0.5,
               "hparams": {"n_mels": 32, "channels": 4, "embedding_dim": 16, "specaug": False}}
@@ -69,16 +74,7 @@ def test_cancelling_a_running_training_stops_it_and_registers_nothing(api, celer
     step, the chunk closes as cancelled, and no model takes the name."""
     from tests.conftest import wait_until
 
-    files, rows = [], ["filename,label,speaker"]
-    for label, voices in VOICES.items():
-        for voice in voices:
-            for speed in (130, 170):
-                for i, text in enumerate(TEXTS):
-                    name = f"c-{voice}-{speed}-{i}.wav"
-                    files.append(upload(name, speech(text, voice=voice, speed=speed)))
-                    rows.append(f"{name},{label},{voice}-{speed}")
-    batch = api.post("/api/v1/batches/", {"name": "cancel-me", "files": files, "labels": upload("l.csv", "\n".join(rows).encode())},
-                     format="multipart").json()
+    batch = _labelled_batch(api, "cancel-me", prefix="c-")
     params = {"family": "cnn", "name": "never-registered", "epochs": 1000, "window_s": 1.0, "hop_s": 0.5,
               "hparams": {"n_mels": 32, "channels": 4, "embedding_dim": 16, "specaug": False}}
     job_id = api.post("/api/v1/jobs/", {"kind": "train", "batch": batch["id"], "params": params}, format="json").json()["id"]
