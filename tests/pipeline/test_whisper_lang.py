@@ -125,8 +125,9 @@ def test_five_languages_are_identified(engine, code: str) -> None:
 @pytest.mark.parametrize("code", sorted(SENTENCES))
 def test_a_short_clip_is_scored_whole_padded_as_faster_whisper_does(engine, code: str) -> None:
     """One sentence (about 6 s: two speech windows) is heard whole, padded to 30 s: the answer is
-    faster-whisper's own ``detect_language`` on the (level-normalised) clip; under the floor it is
-    ``uncertain`` (espeak's French is heard as Thai), otherwise right."""
+    faster-whisper's own ``detect_language`` on the (level-normalised) clip. espeak's French voice reading
+    this sentence is heard as Thai (0.54, over the floor: a wrong answer the floor does not catch; the
+    service's answer is still faster-whisper's), so French is only checked against faster-whisper."""
     x = espeak(SENTENCES[code], VOICES[code])
     out = identify_languages(engine, x)
     assert out["speech_windows"] < MIN_WINDOWS and out["scored"] == "whole", out
@@ -134,11 +135,26 @@ def test_a_short_clip_is_scored_whole_padded_as_faster_whisper_does(engine, code
     language, probability, _ = engine.model.detect_language(audio=normalise_level(x)[0])
     assert out["language"] == language and out["probability"] == pytest.approx(probability, abs=2e-3)
     assert out["mean_probabilities"][language] == out["probability"]
-    assert (out["outcome"] == "ok" and out["language"] == code) or out["outcome"] == "uncertain", out
     if code != "fr":
-        assert out["outcome"] == "ok" and out["language"] == code
+        assert out["outcome"] == "ok" and out["language"] == code, out
     # the windows are still listed, each with its own language, for the timeline
     assert sum(w["speech"] for w in out["windows"]) == out["speech_windows"] >= 1 and out["shares"]
+
+
+def test_voting_windows_are_heard_padded_as_faster_whisper_does(engine) -> None:
+    """A long recording takes the windows' vote; each window is padded to 30 s (96 % right on real speech
+    windows against 83 % unpadded, docs/benchmarks.md); beside a whole the windows are heard unpadded."""
+    x, _ = normalise_level(espeak(" ".join([SENTENCES["es"]] * 3), "es"))
+    out = identify_languages(engine, x)
+    assert out["scored"] == "windows" and out["windows_padded"] is True and out["pad_windows"] is True
+    first = out["windows"][1]  # a window inside the speech: no edge trimmed
+    a, b = int(first["start_s"] * SR), int(first["end_s"] * SR)
+    language, probability, _ = engine.model.detect_language(audio=x[a:b])
+    assert first["language"] == language and first["probability"] == pytest.approx(probability, abs=2e-3)
+    unpadded = identify_languages(engine, x, pad_windows=False)
+    assert unpadded["windows_padded"] is False and unpadded["windows"][1]["top"] != first["top"]
+    short = identify_languages(engine, espeak(SENTENCES["es"], "es"))
+    assert short["scored"] == "whole" and short["windows_padded"] is False
 
 
 def test_quiet_speech_is_accepted_and_identified(engine) -> None:

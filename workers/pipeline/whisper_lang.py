@@ -12,8 +12,9 @@ seconds (the last one keeps what is left when that is at least 1 s, or the whole
 shorter than a window). Windows that silero VAD (:mod:`workers.pipeline.vad`) finds mostly silent
 (speech under ``min_speech`` of the window) are skipped, and a speech window loses long silence at its
 edges (``EDGE_SILENCE_S``) before Whisper hears it. Every speech window's log-mel goes to CTranslate2's
-``Whisper.detect_language`` unpadded (the encoder's positional embedding is sliced, as CTranslate2
->= 4 allows; ``pad_windows`` pads them to 30 s instead), batched by window length.
+``Whisper.detect_language`` zero-padded to Whisper's 30 s, as faster-whisper does (``pad_windows``;
+off, the window is heard unpadded, the encoder's positional embedding sliced: about 10x cheaper, but
+right on 83 % of 132 real accent-mini speech windows against 96 % padded, docs/benchmarks.md).
 
 A recording with fewer than ``min_windows`` speech windows (a short clip: one or two trimmed 4-s
 windows each gave a weak, sometimes wrong answer) is instead heard **whole**: from just before its
@@ -61,9 +62,10 @@ PADDED_FRAMES = 3000
 #: A recording with fewer speech windows than this is heard whole, padded (see ``identify_languages``)
 MIN_WINDOWS = 3
 #: Under this probability the outcome is ``uncertain`` (chosen by ``bench/language_id.py``, docs/benchmarks.md)
-MIN_PROBABILITY = 0.5
-#: Windows go to the language head unpadded (measured against padded by ``bench/language_id.py``)
-PAD_WINDOWS = False
+MIN_PROBABILITY = 0.4
+#: Windows go to the language head padded to 30 s: on 132 real accent-mini speech windows padded ones were
+#: right on 96 % against 83 % unpadded (``bench/language_id.py``, docs/benchmarks.md), at ~10x the cost
+PAD_WINDOWS = True
 
 _engines: dict[tuple[str, str, str, int], WhisperEngine] = {}
 _lock = threading.Lock()
@@ -295,7 +297,8 @@ def identify_languages(
         The answer's probability under this gives the outcome ``uncertain`` (the language is kept as
         the best guess). 0 turns it off.
     pad_windows : bool
-        Feed each window to the language head padded to 30 s instead of unpadded.
+        Feed each window that takes part in the vote to the language head padded to 30 s (as faster-whisper
+        does) instead of unpadded. Beside a whole, windows only draw the timeline and are heard unpadded.
     normalise : bool
         Bring the recording to a standard level (:func:`workers.pipeline.audio.normalise_level`)
         before the VAD and Whisper hear it, so quiet speech counts as speech.
@@ -312,7 +315,8 @@ def identify_languages(
         whole, or None), ``windows`` ``[{start_s, end_s, speech, language, probability, top: {code:
         p}}]`` (non-speech windows have ``speech`` false and no language), ``speech_windows``,
         ``languages`` (the restriction or None), ``window_s``, ``scan_s``, ``min_windows``,
-        ``min_probability``, ``pad_windows``, ``gain_db``, ``duration_s`` and ``timings``.
+        ``min_probability``, ``pad_windows``, ``windows_padded`` (how the windows were heard),
+        ``gain_db``, ``duration_s`` and ``timings``.
     """
     if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
         raise ValueError(f"window_s must be in [{MIN_WINDOW_S}, {MAX_WINDOW_S}] seconds")
@@ -350,11 +354,13 @@ def identify_languages(
     # too few speech windows: hear the recording whole, padded, when it holds a second of speech
     has_speech = sum(b - a for a, b in stamps) >= MIN_WINDOW_S
     whole_span = _speech_extent(stamps, scanned) if 0 < min_windows and n_speech < min_windows and (n_speech or has_speech) else None
+    # windows that decide are padded (pad_windows); beside a whole they only draw the timeline: unpadded, 10x cheaper
+    padded = bool(pad_windows) and whole_span is None
     features = []
     for (start, end), keep in zip(heard, is_speech, strict=True):
         if keep:
             a, b = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
-            features.append(window_features(engine, x[a:b], padded=pad_windows))
+            features.append(window_features(engine, x[a:b], padded=padded))
     if whole_span is not None:
         a, b = int(round(whole_span[0] * SAMPLE_RATE)), int(round(whole_span[1] * SAMPLE_RATE))
         features.append(window_features(engine, x[a:b], padded=True))
@@ -378,7 +384,8 @@ def identify_languages(
 
     out: dict[str, Any] = {"windows": windows, "speech_windows": len(speech_probs), "languages": languages,
                            "window_s": float(window_s), "scan_s": float(scan_s) if scan_s else None, "min_windows": int(min_windows),
-                           "min_probability": float(min_probability), "pad_windows": bool(pad_windows), "gain_db": gain_db,
+                           "min_probability": float(min_probability), "pad_windows": bool(pad_windows), "windows_padded": padded,
+                           "gain_db": gain_db,
                            "duration_s": round(duration, 3), "timings": timings,
                            "whole": {"start_s": whole_span[0], "end_s": whole_span[1]} if whole_span else None}
     if not speech_probs and whole_probs is None:
