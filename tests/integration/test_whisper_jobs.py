@@ -77,7 +77,7 @@ def test_language_job_over_five_languages_and_a_switch(api, celery_worker):
     assert after and after.count("es") >= 0.75 * len(after)
 
     shown = api.get(f"/api/v1/jobs/{job.pk}/results/").json()["results"]
-    assert {r["filename"]: r["language"]["language"] for r in shown}["fr.wav"] == "fr"
+    assert {r["filename"]: r["language"]["language"] for r in shown}["es.wav"] == "es"
     exported = list(csv.reader(io.StringIO(b"".join(api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv").streaming_content).decode())))
     assert exported[0][-4:] == ["language", "language_probability", "language_outcome", "shares"] and len(exported) == 8
     windows = list(csv.DictReader(io.StringIO(b"".join(
