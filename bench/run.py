@@ -777,8 +777,10 @@ def write_section(path: Path, mode: str, text: str) -> None:
     start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
     old = path.read_text() if path.exists() else ""
     sections = {}
-    order = ("quick", "full", "whisper", "spoken-words", "history")
-    for m in order:  # whisper / spoken-words: bench/whisper.py's and bench/spoken_words.py's sections, kept as they are
+    order = ("quick", "full", "whisper", "spoken-words", "language_id", "history")
+    # whisper, spoken-words, language_id: the sections of bench/whisper.py, bench/spoken_words.py and
+    # bench/language_id.py, kept as they are
+    for m in order:
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
         if a in old and b in old:
             sections[m] = old[old.index(a) : old.index(b) + len(b)]

@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from recognition import batch_pages, jobkinds, review, selectors, services
+from recognition import batch_pages, job_results, jobkinds, review, selectors, services
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
 from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
@@ -433,7 +433,7 @@ class JobAdmin(admin.ModelAdmin):
             if trained else None, params=review.scalar_rows(obj.params),
             label_map=sorted(((obj.params or {}).get("label_map") or {}).items()),
             classified_with_trained=with_trained, compare_before=before,
-            can_submit=obj.owner_id == request.user.pk,
+            can_submit=obj.owner_id == request.user.pk, results=job_results.job_results_page(job=obj, page=request.GET.get("page")),
         )
         return TemplateResponse(request, "admin/recognition/job/report.html", context)
 

@@ -17,7 +17,8 @@ speech_fraction, n_windows, p_<class>`` (calibrated), ``p_raw_<class>`` (before 
 features jobs ``<extractor>.<key>`` for every summary value; for embed jobs ``model,
 embedding_dim, embedding`` (Parquet: a list<float32> column; CSV: ``e_0 .. e_<dim-1>``). With
 ``windows=True`` there is one row per window instead: the first five columns, ``window, start_s,
-end_s`` and the window's ``p_<class>`` (classify) or ``embedding`` (embed with ``per_window``).
+end_s`` and the window's ``p_<class>`` (classify), ``embedding`` (embed with ``per_window``) or ``speech, language,
+probability, top`` (language jobs).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from django.db.models import Func, IntegerField
 BASE_COLUMNS = ("recording", "filename", "label", "speaker", "corpus", "status", "error_code", "error_message")
 WINDOW_BASE = ("recording", "filename", "label", "speaker", "corpus", "window", "start_s", "end_s")
 _INT_COLUMNS = {"recording", "n_windows", "window", "embedding_dim"}
-_FLOAT_COLUMNS = {"confidence", "agreement", "speech_fraction", "start_s", "end_s"}
+_FLOAT_COLUMNS = {"confidence", "agreement", "speech_fraction", "start_s", "end_s", "probability"}
+_BOOL_COLUMNS = {"speech"}
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: Rows per Parquet row group and per CSV chunk handed to the response.
 ROW_GROUP = 5000
@@ -43,6 +45,8 @@ CSV_CHUNK = 500
 #: columns of the Whisper job kinds (``shares``: ``"en:0.750 es:0.250"``, the share of speech windows per language)
 WHISPER_COLUMNS = {"language": ["language", "language_probability", "language_outcome", "shares"],
                    "transcribe": ["language", "language_probability", "text"]}
+#: a language job's window rows (``top``: ``"en:0.970 fr:0.010"``, the window's most likely languages)
+LANGUAGE_WINDOW_COLUMNS = ["speech", "language", "probability", "top"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class TableSpec:
         """Column names; ``embedding`` is one list column (CSV expands it, see :meth:`csv_header`)."""
         if self.windows:
             cols = list(WINDOW_BASE) + [f"p_{c}" for c in self.labels]
+            cols += LANGUAGE_WINDOW_COLUMNS if self.whisper == "language" else []
             return cols + (["embedding"] if self.embedding_dim else [])
         cols = list(BASE_COLUMNS)
         if self.labels:
@@ -92,6 +97,8 @@ class TableSpec:
                 return pa.list_(pa.float32())
             if name in _INT_COLUMNS:
                 return pa.int64()
+            if name in _BOOL_COLUMNS:
+                return pa.bool_()
             if (name in _FLOAT_COLUMNS or name.startswith(("p_", "window_pct_")) or "." in name
                     or name == "language_probability"):
                 return pa.float64()
@@ -143,7 +150,8 @@ def result_row(spec: TableSpec, base: Mapping[str, Any], *, model: str = "", pre
 
 
 def window_rows(spec: TableSpec, base: Mapping[str, Any], windows: Iterable[Mapping[str, Any]]) -> Iterator[dict]:
-    """One row per window (``{start_s, end_s, probabilities}`` or ``{start_s, end_s, vector}``)."""
+    """One row per window (``{start_s, end_s, probabilities}``, ``{start_s, end_s, vector}`` or a language
+    job's ``{start_s, end_s, speech, language, probability, top}``)."""
     for i, w in enumerate(windows):
         row = {k: base.get(k) for k in WINDOW_BASE[:5]}
         row.update({"window": i, "start_s": w.get("start_s"), "end_s": w.get("end_s")})
@@ -152,6 +160,9 @@ def window_rows(spec: TableSpec, base: Mapping[str, Any], windows: Iterable[Mapp
             row[f"p_{c}"] = probs.get(c)
         if spec.embedding_dim:
             row["embedding"] = [float(v) for v in w["vector"]] if w.get("vector") is not None else None
+        if spec.whisper == "language":
+            row.update(speech=bool(w.get("speech", True)), language=w.get("language") or None, probability=w.get("probability"),
+                       top=" ".join(f"{code}:{p:.3f}" for code, p in (w.get("top") or {}).items()) or None)
         yield row
 
 
@@ -254,7 +265,7 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
                          for name in names)
     if job.kind == Job.Kind.EMBED:
         dim = Embedding.objects.filter(result__job=job).values_list("dim", flat=True).first()
-    whisper = job.kind if job.kind in WHISPER_COLUMNS and not windows else ""
+    whisper = job.kind if job.kind in WHISPER_COLUMNS and (not windows or job.kind == Job.Kind.LANGUAGE) else ""
     if whisper:
         results = results.select_related("language_id" if whisper == "language" else "transcription")
     spec = TableSpec(labels=labels, features=features, embedding_dim=dim, windows=windows, whisper=whisper)
@@ -291,7 +302,9 @@ def _job_rows(spec: TableSpec, results, model: str, chunk_size: int,
         p = getattr(r, "prediction", None)
         e = getattr(r, "embedding", None)
         if spec.windows:
-            yield from window_rows(spec, base, (p.windows if p else None) or (e.windows if e else None) or [])
+            lang = getattr(r, "language_id", None) if spec.whisper == "language" else None
+            yield from window_rows(spec, base, (p.windows if p else None) or (e.windows if e else None)
+                                   or (lang.windows if lang else None) or [])
             continue
         prediction = None
         if p is not None:

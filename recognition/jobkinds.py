@@ -242,6 +242,12 @@ def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
 
         if kind == "language" and "window_s" in params and not MIN_WINDOW_S < params["window_s"] <= MAX_WINDOW_S:
             raise ParamsError(f"'window_s' must be over {MIN_WINDOW_S:g} and at most {MAX_WINDOW_S:g} seconds.")
+        if kind == "language" and params.get("scan_s") is not None and params["scan_s"] < MIN_WINDOW_S:
+            raise ParamsError(f"'scan_s' must be at least {MIN_WINDOW_S:g} seconds (or null: the whole recording).")
+        if kind == "language" and "min_probability" in params and not 0 <= params["min_probability"] < 1:
+            raise ParamsError("'min_probability' must be in [0, 1).")
+        if kind == "language" and "min_windows" in params and not 0 <= params["min_windows"] <= 1000:
+            raise ParamsError("'min_windows' must be between 0 and 1000.")
         codes = params.get("languages") if kind == "language" else ([params["language"]] if "language" in params else None)
         if codes is not None:
             if not all(isinstance(c, str) for c in codes):
@@ -303,9 +309,10 @@ register(JobKind(
 # short (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses).
 register(JobKind(
     name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
-    chunk_by_audio=True, cost_per_audio_s=0.04,
+    chunk_by_audio=True, cost_per_audio_s=0.3,  # padded windows: 2.7-5.6x real time on one CPU thread (docs/benchmarks.md)
     admin_action="Identify the spoken language of selected {what} (Whisper)",
-    params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int}, validate=_check_whisper("language"),
+    params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int, "scan_s": (int, float, type(None)),
+            "min_windows": int, "min_probability": _NUM, "pad_windows": bool}, validate=_check_whisper("language"),
 ))
 register(JobKind(
     name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,

@@ -325,12 +325,23 @@ class LanguageResult(models.Model):
 
     class Outcome(models.TextChoices):
         OK = "ok"
+        UNCERTAIN = "uncertain"
         INSUFFICIENT_SPEECH = "insufficient_speech"
 
+    class Scored(models.TextChoices):
+        WHOLE = "whole"
+        WINDOWS = "windows"
+
     result = models.OneToOneField(RecordingResult, on_delete=models.CASCADE, related_name="language_id")
-    outcome = models.CharField(max_length=24, choices=Outcome.choices, db_index=True)
-    language = models.CharField(max_length=8, blank=True, db_index=True, help_text="Language of most speech windows")
-    probability = models.FloatField(null=True, help_text="Its mean probability over the speech windows")
+    outcome = models.CharField(max_length=24, choices=Outcome.choices, db_index=True,
+                               help_text="uncertain: the answer's probability is under min_probability (language is the best guess)")
+    language = models.CharField(max_length=8, blank=True, db_index=True,
+                                help_text="The whole recording's top language, or that of most speech windows")
+    probability = models.FloatField(null=True, help_text="Its probability: the whole's, or the mean over the speech windows")
+    scored = models.CharField(max_length=8, choices=Scored.choices, blank=True,
+                              help_text="whole: too few speech windows, heard whole padded to 30 s; windows: their vote")
+    min_probability = models.FloatField(null=True, help_text="The uncertainty floor the outcome was judged by")
+    scan_s = models.FloatField(null=True, blank=True, help_text="Only the first scan_s seconds were heard (null: all)")
     shares = models.JSONField(default=dict, help_text="Fraction of speech windows per language")
     mean_probabilities = models.JSONField(default=dict)
     windows = models.JSONField(default=list, help_text="[{start_s, end_s, speech, language, probability, top}]")

@@ -128,14 +128,13 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
     ``model``, ``model_sha256``, ``duration_s`` and ``timings``."""
     from workers import runtime
     from workers.pipeline.whisper_asr import transcribe
-    from workers.pipeline.whisper_lang import WhisperError, identify_languages
+    from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
 
     audio, decode_s = _decode(fileobj, format_hint)
     try:
         engine = runtime.load_whisper()
         if task == "language":
-            out = identify_languages(engine, audio.samples, window_s=float(params.get("window_s", 4.0)),
-                                     languages=params.get("languages"), vad=params.get("vad", True))
+            out = identify_languages(engine, audio.samples, **language_options(params))  # as a language job's
         else:
             out = transcribe(engine, audio.samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
                              vad_filter=params.get("vad_filter", True))

@@ -308,7 +308,7 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
         from workers import runtime
         from workers.pipeline.audio import AudioError
         from workers.pipeline.whisper_asr import transcribe
-        from workers.pipeline.whisper_lang import WhisperError, identify_languages
+        from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
 
         job, params = ctx.job, ctx.job.params
         t0 = time.perf_counter()
@@ -326,8 +326,7 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
                 samples = _decode(rec).samples
                 decoded = time.perf_counter()
                 if job.kind == Job.Kind.LANGUAGE:
-                    outcome = identify_languages(engine, samples, window_s=float(params.get("window_s", 4.0)),
-                                                 languages=params.get("languages"), vad=params.get("vad", True))
+                    outcome = identify_languages(engine, samples, **language_options(params))
                 else:
                     outcome = transcribe(engine, samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
                                          vad_filter=params.get("vad_filter", True))

@@ -208,8 +208,8 @@ class EmbeddingSerializer(serializers.ModelSerializer):
 class LanguageResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = LanguageResult
-        fields = ["outcome", "language", "probability", "shares", "mean_probabilities", "windows", "languages", "window_s",
-                  "model_name", "model_sha256"]
+        fields = ["outcome", "language", "probability", "scored", "min_probability", "shares", "mean_probabilities", "windows",
+                  "languages", "window_s", "scan_s", "model_name", "model_sha256"]
 
 
 class TranscriptSerializer(serializers.ModelSerializer):

@@ -461,7 +461,8 @@ def result_store_language(*, job: Job, recording: Recording, outcome: dict, mode
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         LanguageResult.objects.create(
             result=result, outcome=outcome["outcome"], language=outcome.get("language") or "",
-            probability=outcome.get("probability"), shares=outcome.get("shares") or {},
+            probability=outcome.get("probability"), scored=outcome.get("scored") or "",
+            min_probability=outcome.get("min_probability"), scan_s=outcome.get("scan_s"), shares=outcome.get("shares") or {},
             mean_probabilities=outcome.get("mean_probabilities") or {}, windows=outcome.get("windows") or [],
             languages=outcome.get("languages"), window_s=outcome["window_s"],
             model_name=model["model"], model_sha256=model["model_sha256"],

@@ -226,8 +226,9 @@ def test_validate_audio_errors(samples, code) -> None:
 
 def test_validate_audio_levels_and_durations(synth) -> None:
     validate_audio(_decoded(synth.tone(440, 1.0, amp=0.01)))  # -43 dBFS RMS: quiet but fine
+    validate_audio(_decoded(synth.tone(440, 1.0, amp=0.0005)))  # -69 dBFS RMS, peak -66 dBFS: quiet is not silent
     with pytest.raises(AudioError, match="silent"):
-        validate_audio(_decoded(synth.tone(440, 1.0, amp=0.0005)))  # -69 dBFS RMS
+        validate_audio(_decoded(synth.tone(440, 1.0, amp=0.0002)))  # peak -74 dBFS: digital silence
     with pytest.raises(AudioError) as exc:
         validate_audio(_decoded(synth.tone(440, 2.0)), max_duration_s=1.0)
     assert exc.value.code == "too_long"

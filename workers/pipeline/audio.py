@@ -34,6 +34,11 @@ FFMPEG_TIMEOUT_S = 300.0
 # Decoders pad or trim a few codec frames; a container that promises more than this beyond what
 # FFmpeg decoded was cut short.
 TRUNCATION_TOLERANCE_S = 0.25
+#: Peak level (dBFS) under which a recording is digital silence (``validate_audio``): about 10 steps of
+#: 16-bit PCM. Anything louder may be quiet speech, which VAD judges after :func:`normalise_level`.
+DIGITAL_SILENCE_DBFS = -70.0
+#: Level :func:`normalise_level` brings a recording's loud frames to before the models hear it
+TARGET_LEVEL_DBFS = -20.0
 
 AudioErrorCode = Literal["not_audio", "corrupt", "empty", "silent", "too_short", "too_long", "too_large", "non_finite"]
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
@@ -209,7 +214,7 @@ def validate_audio(
     *,
     min_duration_s: float = 0.5,
     max_duration_s: float = 3600.0,
-    silence_dbfs: float = -60.0,
+    silence_dbfs: float = DIGITAL_SILENCE_DBFS,
 ) -> None:
     """Apply the service's rules to a decoded recording.
 
@@ -220,7 +225,11 @@ def validate_audio(
     min_duration_s, max_duration_s : float
         Allowed duration range in seconds.
     silence_dbfs : float
-        A recording whose peak or RMS level (DC removed, dB re full scale 1.0) is below this is silent.
+        A recording whose peak level (DC removed, dB re full scale 1.0) is below this is digital
+        silence. The floor is low on purpose: quiet speech is speech (real recordings of clear
+        speech sit at RMS under -60 dBFS and peaks under -40 dBFS), so whether a recording holds
+        speech is judged later by VAD on the level-normalised signal (:func:`normalise_level`),
+        never by its loudness.
 
     Raises
     ------
@@ -243,12 +252,48 @@ def validate_audio(
     peak = max(float(x.max()) - mean, mean - float(x.min()))
     variance = float(np.dot(x, x)) / x.size - mean * mean  # float32 dot: no float64 copy of an hour of audio
     peak_db, rms_db = _dbfs(peak), _dbfs(math.sqrt(max(variance, 0.0)))
-    if peak_db < silence_dbfs or rms_db < silence_dbfs:
+    if peak_db < silence_dbfs:
         raise AudioError(
             "silent",
-            f"The recording is silent: its level is {rms_db:.1f} dBFS RMS (peak {peak_db:.1f} dBFS), below the "
-            f"{silence_dbfs:g} dBFS threshold. Check that the microphone was on and not muted.",
+            f"The recording is silent: its loudest sample is at {peak_db:.1f} dBFS (RMS {rms_db:.1f} dBFS), below the "
+            f"{silence_dbfs:g} dBFS floor of digital silence. Check that the microphone was on and not muted.",
         )
+
+
+def normalise_level(samples: np.ndarray, *, target_dbfs: float = TARGET_LEVEL_DBFS, max_gain_db: float = 60.0,
+                    frame: int = 400) -> tuple[np.ndarray, float]:
+    """The recording at a standard level, and the gain applied (dB).
+
+    The loud frames (95th percentile of the RMS of ``frame``-sample frames, 25 ms at 16 kHz) are
+    brought to ``target_dbfs``, with the gain limited to ``max_gain_db`` and to what keeps the peak
+    under full scale; digital silence is returned as it is. Speech recorded quietly (RMS -60 dBFS)
+    then reaches the VAD and the models at the level of a normal recording: silero VAD found 1.9 s
+    of a 5.6-s espeak sentence at -70 dBFS RMS against 5.3 s at -30 dBFS.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        float32 ``[time]``.
+
+    Returns
+    -------
+    (np.ndarray, float)
+        float32 ``[time]`` (a new array unless the gain is 0 dB) and the gain in dB.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    n = x.size // frame
+    if n == 0:
+        frames_rms = np.sqrt(np.mean(np.square(x, dtype=np.float64))) if x.size else np.zeros(1)
+    else:
+        frames_rms = np.sqrt(np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
+    loud = float(np.percentile(frames_rms, 95)) if np.size(frames_rms) else 0.0
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if loud <= 0 or peak <= 0:
+        return x, 0.0
+    gain = min(10 ** (target_dbfs / 20) / loud, 0.99 / peak, 10 ** (max_gain_db / 20))
+    if abs(gain - 1.0) < 1e-3:
+        return x, 0.0
+    return (x * np.float32(gain)).astype(np.float32), round(20 * math.log10(gain), 2)
 
 
 def _dbfs(amplitude: float) -> float:

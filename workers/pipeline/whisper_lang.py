@@ -5,15 +5,27 @@ process (:func:`load_engine`), and :func:`identify_languages` works on 16-kHz mo
 
 How a recording is scored
 -------------------------
-The recording is cut into windows of ``window_s`` seconds (the last one keeps what is left when that
-is at least 1 s, or the whole recording when it is shorter than a window). Windows that silero VAD
-(:mod:`workers.pipeline.vad`) finds mostly silent (speech under ``min_speech`` of the window) are
-skipped, and a speech window loses long silence at its edges (``EDGE_SILENCE_S``) before Whisper
-hears it. Every speech window's log-mel goes to CTranslate2's ``Whisper.detect_language`` *unpadded*
-(the encoder's positional embedding is sliced, as CTranslate2 >= 4 allows), batched by window length.
-Measured here (Whisper base, int8, one thread): 0.1-0.15 s per 4-s window unpadded against 2.3 s
-for the same window padded to 30 s, and the unpadded head was right where the padded one was not
-(an espeak Spanish sentence: es 0.93 unpadded, it 0.62 / es 0.29 padded).
+The recording (its first ``scan_s`` seconds, or all of it) is first brought to a standard level
+(:func:`workers.pipeline.audio.normalise_level`): quietly recorded speech is speech, and silero VAD
+and Whisper's log-mel both hear a quiet recording worse. It is cut into windows of ``window_s``
+seconds (the last one keeps what is left when that is at least 1 s, or the whole recording when it is
+shorter than a window). Windows that silero VAD (:mod:`workers.pipeline.vad`) finds mostly silent
+(speech under ``min_speech`` of the window) are skipped, and a speech window loses long silence at its
+edges (``EDGE_SILENCE_S``) before Whisper hears it. Every speech window's log-mel goes to CTranslate2's
+``Whisper.detect_language`` zero-padded to Whisper's 30 s, as faster-whisper does (``pad_windows``;
+off, the window is heard unpadded, the encoder's positional embedding sliced: about 10x cheaper, but
+right on 83 % of 132 real accent-mini speech windows against 96 % padded, docs/benchmarks.md).
+
+A recording with fewer than ``min_windows`` speech windows (a short clip: one or two trimmed 4-s
+windows each gave a weak, sometimes wrong answer) is instead heard **whole**: from just before its
+first speech, up to 30 s, zero-padded to Whisper's 30 s as faster-whisper's ``detect_language``
+does, and that answer is the recording's. Longer recordings take the windows' vote.
+
+Whisper's language head always names a language; faster-whisper sets no floor on its probability
+(its issue #1322). Here an answer whose probability (the whole's, or the mean over the speech
+windows) is under ``min_probability`` is ``uncertain``: the language is kept as the best guess, and
+the outcome says not to trust it. ``MIN_PROBABILITY`` was chosen by ``bench/language_id.py`` on
+espeak-ng voices and accent-mini's SAA train clips (docs/benchmarks.md).
 
 Shapes: samples ``[time]`` float32 at 16 kHz; a window's features ``[80, frames]`` (100 per second);
 a batch ``[windows, 80, frames]``.
@@ -45,6 +57,15 @@ TOP_K = 5
 MEAN_TOP_K = 10
 #: Silence at a speech window's edge at least this long is cut off before Whisper hears the window
 EDGE_SILENCE_S = 0.5
+#: Frames of Whisper's 30-s input (what faster-whisper pads every segment to)
+PADDED_FRAMES = 3000
+#: A recording with fewer speech windows than this is heard whole, padded (see ``identify_languages``)
+MIN_WINDOWS = 3
+#: Under this probability the outcome is ``uncertain`` (chosen by ``bench/language_id.py``, docs/benchmarks.md)
+MIN_PROBABILITY = 0.4
+#: Windows go to the language head padded to 30 s: on 132 real accent-mini speech windows padded ones were
+#: right on 96 % against 83 % unpadded (``bench/language_id.py``, docs/benchmarks.md), at ~10x the cost
+PAD_WINDOWS = True
 
 _engines: dict[tuple[str, str, str, int], WhisperEngine] = {}
 _lock = threading.Lock()
@@ -210,6 +231,32 @@ def _detect_batch(engine: WhisperEngine, features: list[np.ndarray], batch_size:
     return [o or {} for o in out]
 
 
+def window_features(engine: WhisperEngine, audio: np.ndarray, *, padded: bool) -> np.ndarray:
+    """One window's log-mel ``[80, frames]``: unpadded (100 frames per second of ``audio``) or, as
+    faster-whisper's ``detect_language`` does it, zero-padded (or cut) to Whisper's 30 s (3000 frames)."""
+    from faster_whisper.audio import pad_or_trim
+
+    f = engine.model.feature_extractor(audio)
+    if padded:
+        return pad_or_trim(f[:, : PADDED_FRAMES], PADDED_FRAMES)
+    return f[:, : max(1, len(audio) // HOP)]
+
+
+def _speech_extent(stamps: Sequence[tuple[float, float]], end_s: float) -> tuple[float, float]:
+    """Where a short recording is heard whole: from ``EDGE_SILENCE_S`` before its first speech to at most
+    30 s later (faster-whisper hears the first 30 s)."""
+    first = stamps[0][0] if stamps else 0.0
+    start = max(0.0, first - EDGE_SILENCE_S)
+    return round(start, 3), round(min(end_s, start + MAX_WINDOW_S), 3)
+
+
+def language_options(params: dict[str, Any]) -> dict[str, Any]:
+    """``identify_languages`` keyword arguments from a language job's (validated) params."""
+    keys = {"window_s": float, "languages": list, "vad": bool, "scan_s": float, "min_windows": int,
+            "min_probability": float, "pad_windows": bool}
+    return {key: (cast(params[key]) if params[key] is not None else None) for key, cast in keys.items() if key in params}
+
+
 def identify_languages(
     engine: WhisperEngine,
     samples: np.ndarray,
@@ -219,48 +266,82 @@ def identify_languages(
     vad: bool = True,
     min_speech: float = 0.3,
     batch_size: int = 8,
+    scan_s: float | None = None,
+    min_windows: int = MIN_WINDOWS,
+    min_probability: float = MIN_PROBABILITY,
+    pad_windows: bool = PAD_WINDOWS,
+    normalise: bool = True,
 ) -> dict[str, Any]:
-    """The spoken language of one recording, window by window and overall.
+    """The spoken language of one recording, window by window and overall, or ``uncertain``.
 
     Parameters
     ----------
     engine : WhisperEngine
         A multilingual Whisper (:func:`load_engine`).
     samples : np.ndarray
-        Mono float32 ``[time]`` at 16 kHz.
+        Mono float32 ``[time]`` at 16 kHz, at any level (it is normalised first, see ``normalise``).
     window_s : float
         Window length, in ``[1, 30]`` seconds.
     languages : sequence of str, optional
-        Restrict the answer to these codes; each window's probabilities are renormalised over them.
+        Restrict the answer to these codes; probabilities are renormalised over them.
     vad : bool
         Skip windows silero VAD finds silent (speech under ``min_speech`` of the window); without
         VAD every window counts.
+    scan_s : float, optional
+        Hear only the first ``scan_s`` seconds (None: the whole recording).
+    min_windows : int
+        With fewer speech windows than this the recording is scored whole: from just before its first
+        speech, up to 30 s, padded to Whisper's 30 s as faster-whisper does (``scored`` ``whole``);
+        otherwise by the windows' vote (``scored`` ``windows``).
+    min_probability : float
+        The answer's probability under this gives the outcome ``uncertain`` (the language is kept as
+        the best guess). 0 turns it off.
+    pad_windows : bool
+        Feed each window that takes part in the vote to the language head padded to 30 s (as faster-whisper
+        does) instead of unpadded. Beside a whole, windows only draw the timeline and are heard unpadded.
+    normalise : bool
+        Bring the recording to a standard level (:func:`workers.pipeline.audio.normalise_level`)
+        before the VAD and Whisper hear it, so quiet speech counts as speech.
 
     Returns
     -------
     dict
-        ``outcome`` (``ok`` | ``insufficient_speech``), ``language`` (the language of most speech
-        windows, ties broken by mean probability; None without speech), ``probability`` (its mean
-        probability), ``shares`` ``{code: fraction of speech windows}``, ``mean_probabilities``
-        (mean over speech windows, the ``MEAN_TOP_K`` largest, or every restricted language),
-        ``windows`` ``[{start_s, end_s, speech, language, probability, top: {code: p}}]`` (non-speech
-        windows have ``speech`` false and no language), ``speech_windows``, ``languages`` (the
-        restriction or None), ``window_s``, ``duration_s`` and ``timings``.
+        ``outcome`` (``ok`` | ``uncertain`` | ``insufficient_speech``), ``language`` (the whole
+        recording's top language, or that of most speech windows, ties broken by mean probability; None
+        without speech), ``probability`` (its probability: the whole's, or the mean over the speech
+        windows), ``scored`` (``whole`` | ``windows`` | None), ``shares`` ``{code: fraction of speech
+        windows}``, ``mean_probabilities`` (the whole's, or the mean over speech windows; the
+        ``MEAN_TOP_K`` largest, or every restricted language), ``whole`` (``{start_s, end_s}`` heard
+        whole, or None), ``windows`` ``[{start_s, end_s, speech, language, probability, top: {code:
+        p}}]`` (non-speech windows have ``speech`` false and no language), ``speech_windows``,
+        ``languages`` (the restriction or None), ``window_s``, ``scan_s``, ``min_windows``,
+        ``min_probability``, ``pad_windows``, ``windows_padded`` (how the windows were heard),
+        ``gain_db``, ``duration_s`` and ``timings``.
     """
     if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
         raise ValueError(f"window_s must be in [{MIN_WINDOW_S}, {MAX_WINDOW_S}] seconds")
+    if scan_s is not None and scan_s < MIN_WINDOW_S:
+        raise ValueError(f"scan_s must be at least {MIN_WINDOW_S} s")
+    if not 0.0 <= min_probability < 1.0:
+        raise ValueError("min_probability must be in [0, 1)")
     if not engine.multilingual:
         raise WhisperError(f"Whisper model {engine.name} is English-only; language identification needs a multilingual one")
+    from workers.pipeline.audio import normalise_level
+
     languages = validate_languages(languages)
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     duration = len(x) / SAMPLE_RATE
+    scanned = min(duration, scan_s) if scan_s else duration
+    x = x[: int(round(scanned * SAMPLE_RATE))]
     timings: dict[str, float] = {}
-    spans = window_spans(duration, window_s)
     t0 = time.perf_counter()
+    x, gain_db = normalise_level(x) if normalise else (x, 0.0)
+    spans = window_spans(scanned, window_s)
+    stamps: list[tuple[float, float]] = []
     if vad and spans:
         from workers.pipeline.vad import speech_fraction, speech_timestamps
 
-        stamps = speech_timestamps(x, SAMPLE_RATE)
+        stamps = [(float(a), float(b)) for a, b in speech_timestamps(x, SAMPLE_RATE)]
         covered = speech_fraction(spans, stamps)
         is_speech = [bool(c >= min_speech) for c in covered]
         heard = [_trim_to_speech(span, stamps) if keep else span for span, keep in zip(spans, is_speech, strict=True)]
@@ -269,13 +350,23 @@ def identify_languages(
         heard = list(spans)
     t1 = time.perf_counter()
     timings["vad"] = t1 - t0
+    n_speech = sum(is_speech)
+    # too few speech windows: hear the recording whole, padded, when it holds a second of speech
+    has_speech = sum(b - a for a, b in stamps) >= MIN_WINDOW_S
+    whole_span = _speech_extent(stamps, scanned) if 0 < min_windows and n_speech < min_windows and (n_speech or has_speech) else None
+    # windows that decide are padded (pad_windows); beside a whole they only draw the timeline: unpadded, 10x cheaper
+    padded = bool(pad_windows) and whole_span is None
     features = []
     for (start, end), keep in zip(heard, is_speech, strict=True):
         if keep:
             a, b = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
-            features.append(engine.model.feature_extractor(x[a:b])[:, : max(1, (b - a) // HOP)])
+            features.append(window_features(engine, x[a:b], padded=padded))
+    if whole_span is not None:
+        a, b = int(round(whole_span[0] * SAMPLE_RATE)), int(round(whole_span[1] * SAMPLE_RATE))
+        features.append(window_features(engine, x[a:b], padded=True))
     probs = _detect_batch(engine, features, batch_size) if features else []
     timings["language"] = time.perf_counter() - t1
+    whole_probs = _renormalise(probs.pop(), languages) if whole_span is not None else None
 
     windows: list[dict[str, Any]] = []
     speech_probs: list[dict[str, float]] = []
@@ -292,19 +383,28 @@ def identify_languages(
                         "probability": round(ranked[0][1], 6), "top": {k: round(v, 6) for k, v in top.items()}})
 
     out: dict[str, Any] = {"windows": windows, "speech_windows": len(speech_probs), "languages": languages,
-                           "window_s": float(window_s), "duration_s": round(duration, 3), "timings": timings}
-    if not speech_probs:
-        return {**out, "outcome": "insufficient_speech", "language": None, "probability": None, "shares": {},
+                           "window_s": float(window_s), "scan_s": float(scan_s) if scan_s else None, "min_windows": int(min_windows),
+                           "min_probability": float(min_probability), "pad_windows": bool(pad_windows), "windows_padded": padded,
+                           "gain_db": gain_db,
+                           "duration_s": round(duration, 3), "timings": timings,
+                           "whole": {"start_s": whole_span[0], "end_s": whole_span[1]} if whole_span else None}
+    if not speech_probs and whole_probs is None:
+        return {**out, "outcome": "insufficient_speech", "language": None, "probability": None, "scored": None, "shares": {},
                 "mean_probabilities": {}}
-    codes = sorted({code for p in speech_probs for code in p})
-    mean = {code: float(np.mean([p.get(code, 0.0) for p in speech_probs])) for code in codes}
     counts: dict[str, int] = {}
     for w in windows:
         if w["speech"]:
             counts[w["language"]] = counts.get(w["language"], 0) + 1
     shares = {code: round(n / len(speech_probs), 6) for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
-    best = max(counts, key=lambda code: (counts[code], mean[code]))
+    if whole_probs is not None:
+        mean, scored = whole_probs, "whole"
+        best = max(mean, key=mean.get)
+    else:
+        codes = sorted({code for p in speech_probs for code in p})
+        mean = {code: float(np.mean([p.get(code, 0.0) for p in speech_probs])) for code in codes}
+        best, scored = max(counts, key=lambda code: (counts[code], mean[code])), "windows"
     kept = sorted(mean.items(), key=lambda kv: -kv[1])
     kept = kept if languages else kept[:MEAN_TOP_K]
-    return {**out, "outcome": "ok", "language": best, "probability": round(mean[best], 6), "shares": shares,
+    outcome = "ok" if mean[best] >= min_probability else "uncertain"
+    return {**out, "outcome": outcome, "language": best, "probability": round(mean[best], 6), "scored": scored, "shares": shares,
             "mean_probabilities": {k: round(v, 6) for k, v in kept}}
