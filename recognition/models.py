@@ -226,6 +226,9 @@ class JobChunk(models.Model):
     #: seconds (its time limits scale with them: jobkinds.time_limits)
     queue = models.CharField(max_length=32, blank=True)
     audio_s = models.FloatField(default=0.0)
+    #: a long recording's pieces done so far ({recording id: {"cuts", "done"}}: workers/pipeline/pieces.py),
+    #: so a redelivered chunk goes on after them instead of starting the recording again
+    partial = models.JSONField(default=dict, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -300,6 +300,26 @@ def run_model_chunk(self, chunk_id: int) -> None:
     _run_chunk(self, chunk_id, process)
 
 
+def _transcribe_long(ctx, rec: Recording, samples, run) -> dict:
+    """``run(samples)``, or for a recording over ``TRANSCRIBE_PIECE_S`` the same piece by piece, each
+    piece saved on the chunk as it is done and a redelivered chunk going on after the last one
+    (``workers/pipeline/pieces.py``)."""
+    from workers.pipeline.pieces import run_in_pieces
+
+    if len(samples) <= settings.TRANSCRIBE_PIECE_S * settings.AUDIO_SAMPLE_RATE:
+        return run(samples)
+    chunk_id = ctx.chunk.pk
+
+    def save(state: dict) -> None:
+        services.chunk_partial_save(chunk_id=chunk_id, recording_id=rec.pk, state=state)
+        services.chunk_heartbeat(chunk_id=chunk_id)
+
+    outcome = run_in_pieces(run, samples, sample_rate=settings.AUDIO_SAMPLE_RATE, piece_s=settings.TRANSCRIBE_PIECE_S,
+                            partial=services.chunk_partial(chunk_id=chunk_id, recording_id=rec.pk), save=save)
+    services.chunk_partial_save(chunk_id=chunk_id, recording_id=rec.pk, state=None)
+    return outcome
+
+
 @shared_task(bind=True, **_RETRY)
 def run_whisper_chunk(self, chunk_id: int) -> None:
     """Language identification or transcription of a chunk with the process's Whisper, one recording at a time."""
@@ -328,8 +348,11 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
                 if job.kind == Job.Kind.LANGUAGE:
                     outcome = identify_languages(engine, samples, **language_options(params))
                 else:
-                    outcome = transcribe(engine, samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
-                                         vad_filter=params.get("vad_filter", True))
+                    def run(piece):
+                        return transcribe(engine, piece, language=params.get("language"), beam_size=params.get("beam_size", 1),
+                                          vad_filter=params.get("vad_filter", True))
+
+                    outcome = _transcribe_long(ctx, rec, samples, run)
             except AudioError as exc:
                 services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
                 continue

@@ -6,6 +6,8 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     chunk_finish,
     chunk_give_up,
     chunk_heartbeat,
+    chunk_partial,
+    chunk_partial_save,
     chunk_start,
     chunks_beating,
     job_cancel,

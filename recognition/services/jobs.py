@@ -380,6 +380,26 @@ def chunk_give_up(*, chunk_id: int) -> Job | None:
     return job
 
 
+def chunk_partial(*, chunk_id: int, recording_id: int) -> dict | None:
+    """What an interrupted run of this chunk saved of one long recording (``None``: nothing)."""
+    partial = JobChunk.objects.filter(pk=chunk_id).values_list("partial", flat=True).first() or {}
+    return partial.get(str(recording_id))
+
+
+def chunk_partial_save(*, chunk_id: int, recording_id: int, state: dict | None) -> None:
+    """Save (or, with ``None``, forget) the pieces of one long recording done so far."""
+    with transaction.atomic():
+        chunk = JobChunk.objects.select_for_update().filter(pk=chunk_id).first()
+        if chunk is None:
+            return
+        partial = dict(chunk.partial or {})
+        if state is None:
+            partial.pop(str(recording_id), None)
+        else:
+            partial[str(recording_id)] = state
+        JobChunk.objects.filter(pk=chunk_id).update(partial=partial)
+
+
 def job_is_cancelled(*, job_id: int) -> bool:
     return Job.objects.filter(pk=job_id, status=Job.Status.CANCELLED).exists()
 
