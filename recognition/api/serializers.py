@@ -149,7 +149,9 @@ class JobCreateSerializer(serializers.Serializer):
         "name, "
         "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s. "
         "language: window_s (over 1, at most 30 s; 4), languages (Whisper codes to restrict to), vad (skip silent "
-        "windows), chunk_size. "
+        "windows), scan_s (hear only the first seconds; whole recording), min_windows (fewer speech windows: the clip is "
+        "scored whole; 3), min_probability (under it the outcome is 'uncertain'; 0.4), pad_windows (pad each window to "
+        "30 s as Whisper was trained; true), chunk_size. "
         "transcribe: language (force it), beam_size (1-10; 1), vad_filter (bool), chunk_size. "
         "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
     model = serializers.CharField(required=False, max_length=160,
