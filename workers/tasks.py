@@ -325,8 +325,8 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
                     outcome = identify_languages(engine, samples, window_s=float(params.get("window_s", 4.0)),
                                                  languages=params.get("languages"), vad=params.get("vad", True))
                 else:
-                    outcome = transcribe(engine, samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
-                                         vad_filter=params.get("vad_filter", True))
+                    asked = ("language", "languages", "beam_size", "vad_filter", "temperature_fallback")
+                    outcome = transcribe(engine, samples, **{key: params[key] for key in asked if key in params})
             except AudioError as exc:
                 services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
                 continue

@@ -147,7 +147,8 @@ class JobCreateSerializer(serializers.Serializer):
         "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s. "
         "language: window_s (over 1, at most 30 s; 4), languages (Whisper codes to restrict to), vad (skip silent "
         "windows), chunk_size. "
-        "transcribe: language (force it), beam_size (1-10; 1), vad_filter (bool), chunk_size. "
+        "transcribe: language (force it), languages (candidates: each speech piece's language is one of them), beam_size "
+        "(1-10; 5), vad_filter (bool), temperature_fallback (bool), chunk_size. "
         "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
     model = serializers.CharField(required=False, max_length=160,
                                   help_text="classify / embed: name or name@version; the default model when omitted")

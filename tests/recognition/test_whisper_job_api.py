@@ -37,6 +37,9 @@ def _recording(owner, name: str = "a.wav", duration_s: float = 12.0) -> Recordin
     ("transcribe", {"beam_size": 0}, "beam_size"),
     ("transcribe", {"beam_size": True}, "wrong type"),
     ("transcribe", {"window_s": 4}, "Unknown parameter"),
+    ("transcribe", {"languages": ["en", "xx"]}, "xx"),
+    ("transcribe", {"languages": "en"}, "wrong type"),
+    ("transcribe", {"languages": []}, "at least one"),
 ])
 def test_bad_params_are_refused_at_submission(user, kind, params, message) -> None:
     with pytest.raises(ServiceError, match=message) as caught:
@@ -52,6 +55,8 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
     assert job.chunks.count() == 1  # 16 per chunk
     tr = services.job_submit(owner=user, kind="transcribe", recordings=recs, params={"language": "EN", "beam_size": 2}, enqueue=False)
     assert tr.params["language"] == "en" and tr.chunks.count() == 3  # 4 per chunk
+    among = services.job_submit(owner=user, kind="transcribe", recordings=recs[:1], params={"languages": ["EN", "fr", "en"]}, enqueue=False)
+    assert among.params["languages"] == ["en", "fr"]
     assert _job_queue(tr) == "gpu"  # 9 recordings: over INTERACTIVE_MAX_RECORDINGS (8)
     small = services.job_submit(owner=user, kind="transcribe", recordings=recs[:2], enqueue=False)
     assert _job_queue(small) == "interactive"
