@@ -777,8 +777,8 @@ def write_section(path: Path, mode: str, text: str) -> None:
     start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
     old = path.read_text() if path.exists() else ""
     sections = {}
-    order = ("quick", "full", "whisper", "history")
-    for m in order:  # whisper: bench/whisper.py's section, kept as it is
+    order = ("quick", "full", "whisper", "asr-train", "asr-test", "history")
+    for m in order:  # whisper, asr-*: bench/whisper.py's and bench/asr.py's sections, kept as they are
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
         if a in old and b in old:
             sections[m] = old[old.index(a) : old.index(b) + len(b)]

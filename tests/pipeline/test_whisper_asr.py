@@ -130,5 +130,5 @@ def test_the_encoder_runs_once_per_piece(engine, monkeypatch) -> None:
     real = engine.model.encode
     monkeypatch.setattr(engine.model, "encode", lambda features: calls.append(features.shape) or real(features))
     out = transcribe(engine, espeak(EN), beam_size=1)
-    assert len(calls) == 1 and calls[0] == (80, 3000), calls
+    assert len(calls) == 1 and calls[0] == (80, 2000), calls
     assert words(out["text"])[:3] == ["the", "quick", "brown"]

@@ -9,11 +9,14 @@ How a recording is transcribed
    silence or more is split, 0.4 s of padding) cuts the recording into speech pieces of at most
    30 s. No speech: no text (silence, noise and music give an empty transcript, never an invented
    one). Without VAD the pieces are touching 30-s windows.
-2. **One encoder pass per piece.** Each piece's log-mel ``[80, 3000]`` (padded to 30 s, as Whisper
-   was trained: decoding an unpadded encoding was measured useless, WER 150 %) is encoded once; the
-   spoken language is read off that encoding (restricted to ``languages`` when given) and the same
-   encoding is decoded. faster-whisper's own ``transcribe`` encodes the first 30 s twice, once to
-   detect the language and once to decode: on short clips that second pass is most of its time.
+2. **One encoder pass per piece.** Each piece's log-mel is padded to ``CONTEXT_S`` (20 s) or to the
+   piece plus ``MIN_PAD_S`` (10 s) of silence when that is longer, at most Whisper's 30 s, and
+   encoded once: ``[80, frames]`` -> ``[1, frames / 2, d_model]``. The spoken language is read off
+   that encoding (restricted to ``languages`` when given) and the same encoding is decoded.
+   faster-whisper's own ``transcribe`` encodes the first 30 s twice, once to detect the language
+   and once to decode, and the encoder is most of the time on short clips. Whisper was trained on
+   30-s inputs: padding a piece only to its own length plus 1 s made it invent text (WER 150 % on
+   accent-mini), while 20 s read as well as 30 s there (``python -m bench.asr``).
 3. **A language per piece.** A recording that switches language at a pause is transcribed piece by
    piece, each in its own language. A piece whose language is uncertain (top probability under
    ``UNCERTAIN_BELOW``), or that differs from the recording's main language without being sure of
@@ -42,6 +45,12 @@ from workers.pipeline.whisper_lang import SAMPLE_RATE, WhisperEngine, WhisperErr
 
 #: Whisper hears at most 30 s at a time
 PIECE_S = 30.0
+#: The encoder hears a piece padded to this many seconds (Whisper's own 30 s costs more and, on
+#: accent-mini's read speech, read no better: docs/benchmarks.md, "Transcription")...
+CONTEXT_S = 20.0
+#: ... or to the piece plus this much silence when that is longer (padding the piece to its own length
+#: plus 1 s made Whisper invent text: WER 150 %)
+MIN_PAD_S = 10.0
 #: A piece whose likeliest language is below this is decoded in several and the best reading kept
 UNCERTAIN_BELOW = 0.5
 #: A piece in another language than the recording's main one switches only at this probability or over
@@ -141,6 +150,7 @@ def transcribe(
     vad_filter: bool = True,
     temperature_fallback: bool = True,
     word_timestamps: bool = True,
+    context_s: float = CONTEXT_S,
 ) -> dict[str, Any]:
     """Transcribe one recording, each speech piece in its own language.
 
@@ -161,6 +171,10 @@ def transcribe(
         time stamps stay in the recording's time.
     temperature_fallback : bool
         Re-decode a piece at rising temperatures when its reading fails faster-whisper's checks.
+    word_timestamps : bool
+        Each segment's words with their times (an alignment pass per segment).
+    context_s : float
+        What the encoder hears a piece padded to (``CONTEXT_S``; 30 is Whisper's own).
 
     Returns
     -------
@@ -179,7 +193,7 @@ def transcribe(
         raise WhisperError(f"Whisper model {engine.name} is English-only; it cannot transcribe {languages}")
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     params = {"language": language, "languages": languages, "beam_size": int(beam_size), "vad_filter": bool(vad_filter),
-              "temperature_fallback": bool(temperature_fallback)}
+              "temperature_fallback": bool(temperature_fallback), "context_s": float(context_s)}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with engine.lock:
@@ -192,7 +206,9 @@ def transcribe(
         for a, b in spans:
             features = model.feature_extractor(x[a:b])
             piece = _Piece(a, b, features)
-            piece.encoded = model.encode(pad_or_trim(features[:, : min(3000, features.shape[-1] - 1)]))
+            frames = min(3000, features.shape[-1] - 1)
+            context = min(3000, max(int(context_s * 100), frames + int(MIN_PAD_S * 100)))
+            piece.encoded = model.encode(pad_or_trim(features[:, :frames], context))
             if language is not None or not engine.multilingual:
                 piece.probs = {language or "en": 1.0}
             else:
