@@ -57,10 +57,9 @@ def configurations(engine) -> dict[str, Callable]:
         "previous service (greedy, VAD, language on VAD audio, word times)": library(
             beam_size=1, vad_filter=True, word_timestamps=True, condition_on_previous_text=False),
         "BatchedInferencePipeline (batch 8, beam 5, VAD)": batched_run,
-        "**service default** (beam 5, fallback, VAD pieces, one 20-s encoding per piece, word times)": service(),
-        "service, 30-s encoding (Whisper's own)": service(context_s=30.0),
-        "service, no temperature fallback": service(temperature_fallback=False),
-        "service, greedy (beam 1)": service(beam_size=1),
+        "**service default** (beam 5, fallback, VAD pieces, one 30-s encoding per piece, word times)": service(),
+        "service, 20-s encoding": service(context_s=20.0),
+        "service, 20-s encoding, greedy (beam 1)": service(context_s=20.0, beam_size=1),
         "service, no VAD (30-s windows)": service(vad_filter=False),
     }
 

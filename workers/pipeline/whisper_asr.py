@@ -9,21 +9,23 @@ How a recording is transcribed
    silence or more is split, 0.4 s of padding) cuts the recording into speech pieces of at most
    30 s. No speech: no text (silence, noise and music give an empty transcript, never an invented
    one). Without VAD the pieces are touching 30-s windows.
-2. **One encoder pass per piece.** Each piece's log-mel is padded to ``CONTEXT_S`` (20 s) or to the
-   piece plus ``MIN_PAD_S`` (10 s) of silence when that is longer, at most Whisper's 30 s, and
-   encoded once: ``[80, frames]`` -> ``[1, frames / 2, d_model]``. The spoken language is read off
-   that encoding (restricted to ``languages`` when given) and the same encoding is decoded.
+2. **One encoder pass per piece.** Each piece's log-mel is padded to ``CONTEXT_S`` (Whisper's 30 s;
+   ``context_s`` may ask for less, never under the piece plus ``MIN_PAD_S`` of silence) and encoded
+   once: ``[80, frames]`` -> ``[1, frames / 2, d_model]``. The spoken language is read off that
+   encoding (restricted to ``languages`` when given) and the same encoding is decoded.
    faster-whisper's own ``transcribe`` encodes the first 30 s twice, once to detect the language
    and once to decode, and the encoder is most of the time on short clips. Whisper was trained on
    30-s inputs: padding a piece only to its own length plus 1 s made it invent text (WER 150 % on
-   accent-mini), while 20 s read as well as 30 s there (``python -m bench.asr``).
+   accent-mini); 20 s was much faster and nearly as good (``python -m bench.asr``).
 3. **A language per piece.** A recording that switches language at a pause is transcribed piece by
    piece, each in its own language. A piece whose language is uncertain (top probability under
    ``UNCERTAIN_BELOW``), or that differs from the recording's main language without being sure of
    it (under ``SWITCH_ABOVE``), is decoded in each of its likeliest languages and the recording's
    main one, and the reading with the best mean token log-probability is kept: a lone "nine" is
    no longer written as German "Nein!" or in Arabic script.
-4. **Decoding** is faster-whisper's own loop (``WhisperModel.generate_segments``: temperature
+4. **No invented text.** A segment without a letter or digit is dropped; without VAD, so is one
+   whose no-speech probability is ``NO_SPEECH`` or more, whatever its log-probability.
+5. **Decoding** is faster-whisper's own loop (``WhisperModel.generate_segments``: temperature
    fallback, its no-speech and compression-ratio checks, word time stamps), with
    ``condition_on_previous_text`` off (a piece is at most 30 s; carrying text over is what
    makes Whisper repeat itself).
@@ -34,6 +36,7 @@ How a recording is transcribed
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,9 +48,10 @@ from workers.pipeline.whisper_lang import SAMPLE_RATE, WhisperEngine, WhisperErr
 
 #: Whisper hears at most 30 s at a time
 PIECE_S = 30.0
-#: The encoder hears a piece padded to this many seconds (Whisper's own 30 s costs more and, on
-#: accent-mini's read speech, read no better: docs/benchmarks.md, "Transcription")...
-CONTEXT_S = 20.0
+#: The encoder hears a piece padded to this many seconds: Whisper's own 30 s. 20 s was 1.9x faster
+#: again but heard one accented English clip of 28 as Latin (train split WER 17.5 % against 15.6 %:
+#: docs/benchmarks.md, "Transcription"); ``context_s`` takes it per call...
+CONTEXT_S = 30.0
 #: ... or to the piece plus this much silence when that is longer (padding the piece to its own length
 #: plus 1 s made Whisper invent text: WER 150 %)
 MIN_PAD_S = 10.0
@@ -60,6 +64,9 @@ CANDIDATES = 2
 #: faster-whisper's temperature fallback (its default): re-decode a failed greedy/beam reading warmer
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT_BEAM = 5
+#: Without VAD, a segment Whisper finds this likely to be no speech is dropped whatever its log-probability
+#: (faster-whisper keeps it when its log-probability is over -1: "You" or "... ... ..." from 5 s of silence)
+NO_SPEECH = 0.6
 
 
 @dataclass
@@ -109,8 +116,10 @@ def _options(beam_size: int, temperature_fallback: bool, word_timestamps: bool, 
     )
 
 
-def _decode(engine: WhisperEngine, piece: _Piece, language: str, options_for) -> tuple[list[dict[str, Any]], float]:
-    """One piece decoded in one language: its segments (recording time) and their mean token log-probability."""
+def _decode(engine: WhisperEngine, piece: _Piece, language: str, options_for, strict: bool) -> tuple[list[dict[str, Any]], float]:
+    """One piece decoded in one language: its segments (recording time) and their mean token log-probability.
+    A segment without a letter or digit is dropped; ``strict`` (no VAD before) also drops one with a
+    no-speech probability of ``NO_SPEECH`` or more."""
     from faster_whisper.tokenizer import Tokenizer
 
     model = engine.model
@@ -119,7 +128,7 @@ def _decode(engine: WhisperEngine, piece: _Piece, language: str, options_for) ->
     segments, logprob, tokens = [], 0.0, 0
     for seg in model.generate_segments(piece.features, tokenizer, options_for(tokenizer), False, piece.encoded):
         text = seg.text.strip()
-        if not text:
+        if not re.search(r"\w", text) or (strict and seg.no_speech_prob >= NO_SPEECH):
             continue
         n = max(1, len(seg.tokens))
         logprob, tokens = logprob + seg.avg_logprob * n, tokens + n
@@ -131,11 +140,11 @@ def _decode(engine: WhisperEngine, piece: _Piece, language: str, options_for) ->
     return segments, (logprob / tokens if tokens else float("-inf"))
 
 
-def _choices(piece: _Piece, main: str) -> list[str]:
+def _choices(piece: _Piece, main: str, uncertain_below: float = UNCERTAIN_BELOW) -> list[str]:
     """The languages a piece is decoded in: its likeliest when sure, else a few candidates and the main one."""
     ranked = sorted(piece.probs.items(), key=lambda kv: -kv[1])
     top, p = ranked[0]
-    if p >= SWITCH_ABOVE or (top == main and p >= UNCERTAIN_BELOW):
+    if p >= SWITCH_ABOVE or (top == main and p >= uncertain_below):
         return [top]
     return list(dict.fromkeys([code for code, _ in ranked[:CANDIDATES]] + [main]))  # likeliest first
 
@@ -151,6 +160,7 @@ def transcribe(
     temperature_fallback: bool = True,
     word_timestamps: bool = True,
     context_s: float = CONTEXT_S,
+    uncertain_below: float = UNCERTAIN_BELOW,
 ) -> dict[str, Any]:
     """Transcribe one recording, each speech piece in its own language.
 
@@ -175,12 +185,16 @@ def transcribe(
         Each segment's words with their times (an alignment pass per segment).
     context_s : float
         What the encoder hears a piece padded to (``CONTEXT_S``; 30 is Whisper's own).
+    uncertain_below : float
+        A piece whose likeliest language is less likely than this is decoded in its likeliest
+        languages and the recording's main one (``UNCERTAIN_BELOW``).
 
     Returns
     -------
     dict
-        ``text`` (the segments' text joined, stripped), ``language`` (the main language: most speech,
-        weighted by probability; None without speech), ``language_probability``, ``languages``
+        ``text`` (the segments' text joined, stripped), ``language`` (the main language: the one most
+        speech was transcribed in; None without text), ``language_probability`` (its detected probability,
+        weighted by piece length), ``languages``
         ``{code: seconds of speech transcribed in it}``, ``segments`` ``[{start_s, end_s, text,
         language, avg_logprob, no_speech_prob, words: [{word, start_s, end_s, probability}]}]``,
         ``speech_s``, ``duration_s``, ``params`` (what was asked) and ``timings``.
@@ -230,17 +244,16 @@ def transcribe(
         segments: list[dict[str, Any]] = []
         spoken: dict[str, float] = {}
         for p in pieces:
-            choices = _choices(p, main)
-            readings = [(_decode(engine, p, choices[0], options_for), choices[0])]
+            choices = _choices(p, main, uncertain_below)
+            readings = [(_decode(engine, p, choices[0], options_for, not vad_filter), choices[0])]
             if readings[0][0][0]:  # a piece Whisper finds silent in its likeliest language stays silent
-                readings += [(_decode(engine, p, code, options_for), code) for code in choices[1:]]
+                readings += [(_decode(engine, p, code, options_for, not vad_filter), code) for code in choices[1:]]
             (segs, _), code = max(readings, key=lambda r: r[0][1])
             segments += segs
             if segs:
                 spoken[code] = round(spoken.get(code, 0.0) + p.seconds, 3)
         timings["transcribe"] = time.perf_counter() - t2
-    if segments:  # the main language is what was transcribed most
-        main = max(spoken, key=spoken.get)
+    main = max(spoken, key=spoken.get) if spoken else None  # what was transcribed most; no text, no language
     return {
         "text": " ".join(s["text"] for s in segments).strip(),
         "language": main,
