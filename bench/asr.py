@@ -102,7 +102,7 @@ def measure(split: str) -> list[str]:
         n = sum(v[1] for v in errs[name].values())
         per = " | ".join(f"{100 * errs[name][c][0] / errs[name][c][1]:.1f}" if c in errs[name] else "-" for c in corpora)
         rows.append(f"| {name} | {100 * e / n:.1f} | {per} | {seconds[name]:.1f} | {audio_s / seconds[name]:.1f} | "
-                    f"{seconds[base] / seconds[name]:.2f}x | {', '.join(foreign[name]) or '-'} |")
+                    f"{seconds[base] / seconds[name]:.2f}x | {', '.join(str(code) for code in foreign[name]) or '-'} |")
     counts = ", ".join(f"{sum(c.corpus == k for c in data)} {k}" for k in corpora)
     return [f"Split `{split}`: {len(data)} clips ({counts}), {audio_s:.0f} s of audio. Load average before "
             f"{tuple(round(v, 2) for v in load_before)}, after {tuple(round(v, 2) for v in os.getloadavg())}.", "", *rows]
