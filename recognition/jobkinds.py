@@ -235,7 +235,8 @@ def _check_train(params: dict[str, Any]) -> None:
 
 
 def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
-    """Language and transcribe jobs: language codes Whisper knows, a window it can hear, a sane beam."""
+    """Language and transcribe jobs: language codes Whisper knows (``languages``, a transcribe job's ``language``),
+    a window it can hear, a sane beam."""
 
     def check(params: dict[str, Any]) -> None:
         from workers.pipeline.whisper_lang import MAX_WINDOW_S, MIN_WINDOW_S, validate_languages
@@ -248,18 +249,17 @@ def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
             raise ParamsError("'min_probability' must be in [0, 1).")
         if kind == "language" and "min_windows" in params and not 0 <= params["min_windows"] <= 1000:
             raise ParamsError("'min_windows' must be between 0 and 1000.")
-        codes = params.get("languages") if kind == "language" else ([params["language"]] if "language" in params else None)
-        if codes is not None:
+        for key in ("languages", "language"):  # a transcribe job takes a candidate list as a language job does
+            if key not in params or (key == "language" and kind == "language"):
+                continue
+            codes = params[key] if key == "languages" else [params[key]]
             if not all(isinstance(c, str) for c in codes):
                 raise ParamsError("'languages' must be a list of language codes such as [\"en\", \"fr\"].")
             try:
                 cleaned = validate_languages(codes)
             except ValueError as exc:
                 raise ParamsError(f"{exc}.") from exc
-            if kind == "language":
-                params["languages"] = cleaned
-            else:
-                params["language"] = cleaned[0]
+            params[key] = cleaned if key == "languages" else cleaned[0]
         if "beam_size" in params and not 1 <= params["beam_size"] <= 10:
             raise ParamsError("'beam_size' must be between 1 and 10.")
 
@@ -318,6 +318,6 @@ register(JobKind(
     name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,
     chunk_by_audio=True, cost_per_audio_s=0.45, chunk_audio_s=300.0,
     admin_action="Transcribe selected {what} (Whisper)",
-    params={"language": str, "beam_size": int, "vad_filter": bool, "chunk_size": int},
+    params={"language": str, "languages": list, "beam_size": int, "vad_filter": bool, "temperature_fallback": bool, "chunk_size": int},
     validate=_check_whisper("transcribe"),
 ))

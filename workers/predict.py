@@ -127,7 +127,7 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
     such a job stores per recording (``identify_languages`` / ``transcribe`` output) plus ``task``,
     ``model``, ``model_sha256``, ``duration_s`` and ``timings``."""
     from workers import runtime
-    from workers.pipeline.whisper_asr import transcribe
+    from workers.pipeline.whisper_asr import transcribe, transcribe_options
     from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
 
     audio, decode_s = _decode(fileobj, format_hint)
@@ -136,8 +136,7 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
         if task == "language":
             out = identify_languages(engine, audio.samples, **language_options(params))  # as a language job's
         else:
-            out = transcribe(engine, audio.samples, language=params.get("language"), beam_size=params.get("beam_size", 1),
-                             vad_filter=params.get("vad_filter", True))
+            out = transcribe(engine, audio.samples, **transcribe_options(params))  # as a transcribe job's
     except WhisperError as exc:
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
     model = engine.describe()

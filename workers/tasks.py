@@ -327,7 +327,7 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
     def process(ctx, timings):
         from workers import runtime
         from workers.pipeline.audio import AudioError
-        from workers.pipeline.whisper_asr import transcribe
+        from workers.pipeline.whisper_asr import transcribe, transcribe_options
         from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
 
         job, params = ctx.job, ctx.job.params
@@ -348,9 +348,10 @@ def run_whisper_chunk(self, chunk_id: int) -> None:
                 if job.kind == Job.Kind.LANGUAGE:
                     outcome = identify_languages(engine, samples, **language_options(params))
                 else:
-                    def run(piece):
-                        return transcribe(engine, piece, language=params.get("language"), beam_size=params.get("beam_size", 1),
-                                          vad_filter=params.get("vad_filter", True))
+                    options = transcribe_options(params)
+
+                    def run(piece, options=options):
+                        return transcribe(engine, piece, **options)
 
                     outcome = _transcribe_long(ctx, rec, samples, run)
             except AudioError as exc:

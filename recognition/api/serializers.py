@@ -152,7 +152,8 @@ class JobCreateSerializer(serializers.Serializer):
         "windows), scan_s (hear only the first seconds; whole recording), min_windows (fewer speech windows: the clip is "
         "scored whole; 3), min_probability (under it the outcome is 'uncertain'; 0.4), pad_windows (pad each window to "
         "30 s as Whisper was trained; true), chunk_size. "
-        "transcribe: language (force it), beam_size (1-10; 1), vad_filter (bool), chunk_size. "
+        "transcribe: language (force it), languages (candidates: each speech piece's language is one of them), beam_size "
+        "(1-10; 5), vad_filter (bool), temperature_fallback (bool), chunk_size. "
         "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
     model = serializers.CharField(required=False, max_length=160,
                                   help_text="classify / embed: name or name@version; the default model when omitted")
@@ -333,7 +334,7 @@ class PredictRequestSerializer(serializers.Serializer):
     languages = serializers.CharField(required=False, max_length=1000,
                                       help_text="language: restrict the answer to these codes, comma-separated (en,fr,es)")
     language = serializers.CharField(required=False, max_length=8, help_text="transcribe: force the language")
-    beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width, 1 = greedy (default)")
+    beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width (5; 1 = greedy, faster)")
     vad_filter = serializers.BooleanField(required=False, default=True, help_text="transcribe: drop silence before decoding")
     classes = serializers.CharField(required=False, allow_blank=True, max_length=3000,
                                     help_text="classify with a zero-shot model (spoken-words): the words to choose from, "

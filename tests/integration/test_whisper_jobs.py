@@ -102,7 +102,8 @@ def test_transcribe_job(api, celery_worker):
     assert job.status == "succeeded", job.error
     row = Transcript.objects.get(result__job=job)
     assert words(row.text) == words(text), row.text
-    assert row.language == "en" and row.params == {"language": None, "beam_size": 1, "vad_filter": True}
+    assert row.language == "en" and row.params == {"language": None, "languages": None, "beam_size": 5, "vad_filter": True,
+                                                   "temperature_fallback": True, "context_s": 30.0}
     stamps = [w for seg in row.segments for w in seg["words"]]
     assert [w["start_s"] for w in stamps] == sorted(w["start_s"] for w in stamps)
     assert all(0 <= w["start_s"] <= w["end_s"] <= rec["duration_s"] + 0.05 for w in stamps)

@@ -267,7 +267,9 @@ def test_english_speech_is_transcribed_word_perfect_with_word_times(engine) -> N
     assert starts == sorted(starts)
     assert all(0 <= w["start_s"] <= w["end_s"] <= out["duration_s"] + 0.05 for w in stamps)
     assert all(0 <= w["probability"] <= 1 for w in stamps)
-    assert out["params"] == {"language": None, "beam_size": 1, "vad_filter": True}
+    assert out["params"] == {"language": None, "languages": None, "beam_size": 5, "vad_filter": True, "temperature_fallback": True,
+                             "context_s": 30.0}
+    assert {s["language"] for s in out["segments"]} == {"en"} and out["languages"] == {"en": out["speech_s"]}
 
 
 def test_transcription_in_a_forced_language(engine) -> None:

@@ -40,6 +40,9 @@ def _recording(owner, name: str = "a.wav", duration_s: float = 12.0) -> Recordin
     ("transcribe", {"beam_size": 0}, "beam_size"),
     ("transcribe", {"beam_size": True}, "wrong type"),
     ("transcribe", {"window_s": 4}, "Unknown parameter"),
+    ("transcribe", {"languages": ["en", "xx"]}, "xx"),
+    ("transcribe", {"languages": "en"}, "wrong type"),
+    ("transcribe", {"languages": []}, "at least one"),
 ])
 def test_bad_params_are_refused_at_submission(user, kind, params, message) -> None:
     with pytest.raises(ServiceError, match=message) as caught:
@@ -56,6 +59,9 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
     tr = services.job_submit(owner=user, kind="transcribe", recordings=recs, params={"language": "EN", "beam_size": 2}, enqueue=False)
     assert tr.params["language"] == "en" and tr.chunks.count() == 1  # cut by audio: 9 short clips, under 300 s
     assert {c.queue for c in tr.chunks.all()} == {"gpu"}  # 9 recordings: over INTERACTIVE_MAX_RECORDINGS (8)
+    among = services.job_submit(owner=user, kind="transcribe", recordings=recs[:1], params={"languages": ["EN", "fr", "en"]},
+                                enqueue=False)
+    assert among.params["languages"] == ["en", "fr"]
     small = services.job_submit(owner=user, kind="transcribe", recordings=recs[:2], enqueue=False)
     assert {c.queue for c in small.chunks.all()} == {"interactive"}
     settings.JOB_CHUNK_SIZE = {}
