@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from recognition import batch_pages, job_results, jobkinds, review, selectors, services
+from recognition import batch_pages, job_results, jobkinds, model_cards, review, selectors, services
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
 from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
@@ -429,8 +429,8 @@ class JobAdmin(admin.ModelAdmin):
             if with_trained else None
         context = _page_context(
             self, request, obj, title=f"{obj.kind.capitalize()} job #{obj.pk}", review=review.job_review(job=obj),
-            compare_candidates=candidates, trained=trained, trained_card=review.model_card(model_version=trained, pictures=False)
-            if trained else None, params=review.scalar_rows(obj.params),
+            compare_candidates=candidates, trained=trained, trained_card=model_cards.model_card(model_version=trained, pictures=False)
+            if trained else None, params=model_cards.scalar_rows(obj.params),
             label_map=sorted(((obj.params or {}).get("label_map") or {}).items()),
             classified_with_trained=with_trained, compare_before=before,
             can_submit=obj.owner_id == request.user.pk, results=job_results.job_results_page(job=obj, page=request.GET.get("page")),
@@ -554,7 +554,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
         trained_by = Job.objects.filter(kind=Job.Kind.TRAIN, owner=request.user,
                                         params__trained_model=str(obj)).select_related("batch").first()
-        context = _page_context(self, request, obj, title=f"Model {obj}", card=review.model_card(model_version=obj),
+        context = _page_context(self, request, obj, title=f"Model {obj}", card=model_cards.model_card(model_version=obj),
                                 problem=model_version_problem(obj), trained_by=trained_by)
         return TemplateResponse(request, "admin/recognition/modelversion/card.html", context)
 

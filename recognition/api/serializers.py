@@ -332,7 +332,10 @@ class PredictRequestSerializer(serializers.Serializer):
                                        help_text="What the speaker read, when known; reading models use it.")
     window_s = serializers.FloatField(required=False, help_text="language: window length in seconds, over 1 and at most 30 (4)")
     languages = serializers.CharField(required=False, max_length=1000,
-                                      help_text="language: restrict the answer to these codes, comma-separated (en,fr,es)")
+                                      help_text="language / transcribe: restrict the answer (transcribe: each speech piece's "
+                                                "language) to these codes, comma-separated (en,fr,es)")
+    scan_s = serializers.FloatField(required=False, help_text="language: hear only the first seconds (all by default)")
+    min_probability = serializers.FloatField(required=False, help_text="language: under it the outcome is 'uncertain' (0.4)")
     language = serializers.CharField(required=False, max_length=8, help_text="transcribe: force the language")
     beam_size = serializers.IntegerField(required=False, help_text="transcribe: beam width (5; 1 = greedy, faster)")
     vad_filter = serializers.BooleanField(required=False, default=True, help_text="transcribe: drop silence before decoding")

@@ -372,16 +372,17 @@ def _predict_response(answer) -> Response:
 
 
 def _whisper_params(data: dict) -> dict:
-    """/predict/ form fields as the params of a language / transcribe job (checked by the same service)."""
+    """/predict/ form fields as the params of a language / transcribe job (checked by the same service):
+    ``languages`` (comma-separated) restricts either, as in jobs."""
+    codes = [code for code in (data.get("languages") or "").replace(" ", "").split(",") if code]
     if data["task"] == "language":
         params = {"vad": data["vad"]} if data.get("vad") is not None else {}  # unset: the job's default (on)
-        if "window_s" in data:
-            params["window_s"] = data["window_s"]
-        if data.get("languages"):
-            params["languages"] = [code for code in data["languages"].replace(" ", "").split(",") if code]
-        return params
-    params = {"vad_filter": data["vad_filter"]}
-    params.update({key: data[key] for key in ("language", "beam_size") if data.get(key) not in (None, "")})
+        params.update({key: data[key] for key in ("window_s", "scan_s", "min_probability") if data.get(key) is not None})
+    else:
+        params = {"vad_filter": data["vad_filter"]}
+        params.update({key: data[key] for key in ("language", "beam_size") if data.get(key) not in (None, "")})
+    if codes:
+        params["languages"] = codes
     return params
 
 

@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-from recognition import review
+from recognition import model_cards, review
 from recognition.models import Batch, Embedding, Job, ModelVersion, Prediction, Recording, RecordingResult
 from workers.pipeline.evaluation import evaluation_report
 
@@ -297,10 +297,10 @@ def test_a_card_says_how_many_speakers_its_numbers_rest_on_and_warns_under_10():
                                       metrics={"test": {"n": 6, "balanced_accuracy": 0.933}},
                                       training_data={"splits": {"train": {"items": 30, "speakers": 9},
                                                                 "test": {"items": 6, "speakers": 3}}})
-    card = review.model_card(model_version=few, pictures=False)
+    card = model_cards.model_card(model_version=few, pictures=False)
     assert card["speakers"] == {"train": 9, "test": 3, "val": None}
     assert "3 speakers" in card["evaluation_warning"] and "at least 10" in card["evaluation_warning"]
     many = ModelVersion.objects.create(name="many", version="1", family="cnn", task="classify", labels=LABELS,
                                        metrics={"test": {"n": 150, "balanced_accuracy": 0.85}},
                                        training_data={"splits": {"test": {"items": 150, "speakers": 62}}})
-    assert review.model_card(model_version=many, pictures=False)["evaluation_warning"] == ""
+    assert model_cards.model_card(model_version=many, pictures=False)["evaluation_warning"] == ""

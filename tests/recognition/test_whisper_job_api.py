@@ -159,6 +159,13 @@ def test_predict_language_and_transcribe(api, whisper_here) -> None:
     said = api.post("/api/v1/predict/", {"file": upload("a.wav", wav), "task": "transcribe"}, format="multipart").json()
     assert "ask her to bring these things with her from the store" in said["text"].lower() and said["language"] == "en"
     assert said["segments"][0]["words"][0]["word"].lower() == "please"
+    among = api.post("/api/v1/predict/", {"file": upload("a.wav", wav), "task": "transcribe", "languages": "fr,es"},
+                     format="multipart").json()
+    assert among["language"] in ("fr", "es") and all(seg["language"] in ("fr", "es") for seg in among["segments"])
+    assert among["params"]["languages"] == ["fr", "es"]
+    scanned = api.post("/api/v1/predict/", {"file": upload("a.wav", wav), "task": "language", "scan_s": 2,
+                                            "min_probability": 0.99}, format="multipart").json()
+    assert scanned["scan_s"] == 2.0 and scanned["min_probability"] == 0.99
     bad = api.post("/api/v1/predict/", {"file": upload("a.wav", wav), "task": "language", "languages": "en,xx"}, format="multipart")
     assert bad.status_code == 400 and "xx" in bad.json()["error"]["message"]
     bad = api.post("/api/v1/predict/", {"file": upload("a.wav", wav), "task": "language", "window_s": 45}, format="multipart")

@@ -1,0 +1,125 @@
+"""A model version's card for the admin: what it is, how it was calibrated, what it was trained on,
+its held-out results (with how many speakers they rest on) and its licence. Read-only views of a
+``ModelVersion``'s stored metrics; no server path ever reaches the page."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from recognition.review import _ci_text, _per_corpus_rows, confusion_matrix_png, data_uri, reliability_png
+
+
+def _paired_text(d: Mapping[str, Any] | None) -> str:
+    if not d or d.get("difference") is None:
+        return "-"
+    if d.get("low") is None:
+        return f"{d['difference']:+.3f} (no interval: {d.get('reason') or 'cannot be estimated'})"
+    text = f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
+    if d.get("share_not_better") is not None:
+        text += f"; not better in {100 * d['share_not_better']:.0f} % of draws"
+    return text
+
+
+def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """Top-level scalar settings of a mapping, never a path (strings with a slash are left out)."""
+    out = []
+    for key, value in sorted((values or {}).items()):
+        if isinstance(value, float):
+            out.append((key, f"{value:.4g}"))
+        elif isinstance(value, (bool, int)) or (isinstance(value, str) and "/" not in value):
+            out.append((key, value))
+        elif isinstance(value, list) and len(value) <= 8 and all(isinstance(v, (int, float, str)) and "/" not in str(v) for v in value):
+            out.append((key, ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)))
+    return out
+
+
+MIN_EVALUATION_SPEAKERS = 10
+
+
+def evaluation_warning(test_speakers: int | None) -> str:
+    """What a card says when its test result rests on too few speakers to mean much ("" otherwise)."""
+    if test_speakers is None or test_speakers >= MIN_EVALUATION_SPEAKERS:
+        return ""
+    return (f"The test result rests on {test_speakers} speaker{'s' if test_speakers != 1 else ''}: too few to trust (a few "
+            f"speakers more or less can move it by tens of points). Evaluate on at least {MIN_EVALUATION_SPEAKERS} "
+            "speakers the model never heard before relying on it.")
+
+
+def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
+    """A model version's card for the admin: what it is, how it was calibrated, on what data it was
+    trained, its test results (overall, per class, per corpus, references) and its licence.
+
+    Read from ``metrics``, ``calibration``, ``training_data`` and ``hyperparameters``. The list of
+    test predictions and every server path (checkpoint, data source, cache) are left out.
+    """
+    from workers.pipeline.train_report import CONFOUNDS, LICENCE_NOTE, REFERENCE_NAMES
+
+    mv = model_version
+    metrics = mv.metrics or {}
+    test, val = metrics.get("test") or {}, metrics.get("val") or {}
+    data = mv.training_data or {}
+    labels = list(mv.labels or [])
+    # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch; zero-shot (spoken-words): neither
+    from models.registry import FAMILIES
+
+    zero_shot = getattr(FAMILIES.get(mv.family), "zero_shot", False)
+    shipped = not zero_shot and (not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or ""))
+    splits = [
+        {"split": name, "items": v.get("items"), "speakers": v.get("speakers"),
+         "counts": [(data.get("class_counts") or {}).get(name, {}).get(c, 0) for c in labels]}
+        for name, v in (data.get("splits") or {}).items()
+    ]
+    card: dict[str, Any] = {
+        "summary": [("family", mv.family), ("task", mv.task), ("classes", ", ".join(labels) or "-"),
+                    ("version", mv.version), ("default of its name", "yes" if mv.is_default else "no"),
+                    ("checkpoint sha256", mv.sha256 or "-"), ("code version", mv.code_version or "-"),
+                    ("registered", mv.created_at)],
+        "calibration": scalar_rows({k: v for k, v in (mv.calibration or {}).items() if k != "fusion"}),
+        "data": {"splits": splits, "labels": labels, "corpora": data.get("corpora") or [], "n_items": data.get("n_items"),
+                 "seconds": data.get("seconds"), "label_map": sorted(((data.get("config") or {}).get("label_map") or {}).items())},
+        "hyperparameters": scalar_rows(mv.hyperparameters),
+        "licence": FAMILIES[mv.family].licence + " Nothing was trained." if zero_shot else (LICENCE_NOTE.replace("**", "") if shipped else
+                    "Trained in this service on its owner's uploaded recordings: the terms of those recordings apply "
+                    "to the weights.")
+        + (" The Whisper encoder's weights are OpenAI's Whisper (MIT licence)." if mv.family == "whisper_probe" else ""),
+        "confounds": [c.replace("`", "") for c in CONFOUNDS] if shipped else [],
+        "has_metrics": bool(test or val),
+    }
+    split_speakers = {name: v.get("speakers") for name, v in (data.get("splits") or {}).items()}
+    card["speakers"] = {"train": split_speakers.get("train"), "test": split_speakers.get("test"), "val": split_speakers.get("val")}
+    card["evaluation_warning"] = evaluation_warning(split_speakers.get("test"))
+    if test:
+        roc = test.get("roc_auc")
+        card["test"] = {
+            "n": test.get("n"), "balanced_accuracy": test.get("balanced_accuracy"), "ci": _ci_text(test, "balanced_accuracy"),
+            "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+            "roc_auc": roc.get("value") if isinstance(roc, dict) else roc,
+            "ece": test.get("ece"), "nll": test.get("nll"), "brier": test.get("brier"),
+            "per_class": [dict(label=label, **values) for label, values in (test.get("per_class") or {}).items()],
+            "per_corpus": _per_corpus_rows(test),
+        }
+        if pictures and test.get("confusion_matrix"):
+            cm = test["confusion_matrix"]
+            card["confusion_matrix_uri"] = data_uri(confusion_matrix_png(cm["labels"], cm["matrix"]))
+        if pictures and test.get("reliability"):
+            card["reliability_uri"] = data_uri(reliability_png(test["reliability"], ece=test.get("ece")))
+    if val:
+        card["val"] = {"n": val.get("n"), "balanced_accuracy": val.get("balanced_accuracy"), "accuracy": val.get("accuracy")}
+    card["references"] = [
+        {"name": REFERENCE_NAMES.get(name, name), "balanced_accuracy": rep.get("balanced_accuracy"),
+         "ci": _ci_text(rep, "balanced_accuracy"), "paired": _paired_text((rep.get("paired") or {}).get("all"))}
+        for name, rep in (metrics.get("references") or {}).items()
+    ]
+    fcv = metrics.get("fusion_cv") or {}
+    if fcv:
+        card["fusion_cv"] = {"folds": fcv.get("folds"), "window_model": (fcv.get("window_model_alone") or {}).get("overall"),
+                             "fused": (fcv.get("fused") or {}).get("overall"), "C": fcv.get("C")}
+    chosen = metrics.get("chosen") or {}
+    if chosen:
+        card["chosen"] = scalar_rows(chosen)
+    return card
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch page
+# ---------------------------------------------------------------------------------------------
