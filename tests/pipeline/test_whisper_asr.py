@@ -9,13 +9,12 @@ English or German), so only those are used.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.pipeline.test_whisper_lang import espeak  # the same espeak-ng helper
 from workers.pipeline.whisper_asr import _choices, _Piece, transcribe
 
 SR = 16000
@@ -23,22 +22,6 @@ MODEL_DIR = Path(__file__).resolve().parents[2] / "var" / "models" / "whisper-ba
 EN = "The quick brown fox jumps over the lazy dog. Please call Stella and ask her to bring these things with her."
 ES = "El rápido zorro marrón salta sobre el perro perezoso. Por favor, llama a Estela y pídele que traiga estas cosas."
 IT = "La volpe marrone veloce salta sopra il cane pigro. Per favore chiama Stella e chiedile di portare queste cose."
-
-
-def espeak(text: str, voice: str = "en-us") -> np.ndarray:
-    """espeak-ng speech as 16-kHz mono float32 ``[time]``."""
-    import io
-    from math import gcd
-
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    g = gcd(SR, sr)
-    return resample_poly(x, SR // g, sr // g).astype(np.float32)
 
 
 def silence(seconds: float) -> np.ndarray:
