@@ -40,6 +40,9 @@ from recognition.services.models import model_resolve
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "accentsite:predict:"
+#: the longest one predict may run on its worker (a minute of audio, a cold model): one still
+#: "running" after this lost its worker, and its slot lapses
+PREDICT_RUN_LIMIT_S = 300
 RUN_PREDICT = "workers.tasks.run_predict"
 
 _waiters: threading.BoundedSemaphore | None = None
@@ -157,7 +160,8 @@ def predict_submit(*, fileobj: BinaryIO, filename: str, user, model: str | None 
     queue_s = settings.PREDICT_QUEUE_EXPIRES_S
     client = broker_redis()
     try:
-        if not _slot_take(client, owner_id=user.pk, request_id=request_id, hold_s=queue_s + settings.CELERY_TASK_SOFT_TIME_LIMIT):
+        # a slot lapses on its own once its request can no longer be running (a worker that died with it)
+        if not _slot_take(client, owner_id=user.pk, request_id=request_id, hold_s=queue_s + PREDICT_RUN_LIMIT_S):
             limit = settings.PREDICT_MAX_CONCURRENT_PER_USER
             raise ServiceError("too_many_predicts", f"You already have {limit} predictions in progress (at most {limit} at "
                                "once); wait for one to finish, or run a job for many files.", status_code=429,
@@ -235,6 +239,9 @@ def _read(client, *, request_id: str, owner_id: int) -> PredictAnswer:
         raise ServiceError("predict_expired", f"No worker started this prediction within {settings.PREDICT_QUEUE_EXPIRES_S:.0f} s "
                            "(the interactive queue is busy or no worker serves it); send it again, or upload the file "
                            "and run a classify job.", status_code=503)
+    if raw.get("status") == "running" and time.time() > float(raw.get("started", "inf")) + PREDICT_RUN_LIMIT_S:
+        raise ServiceError("predict_lost", "The worker running this prediction stopped before answering; send it again.",
+                           status_code=503)
     status = raw.get("status", "queued")
     message = ("The model is working on it" if status == "running" else
                "It waits for a free interactive worker") + f"; fetch {url} for the answer."

@@ -645,6 +645,10 @@ def test_predict_without_a_worker_answers_202_and_its_url_says_so(api, settings,
     broker_redis().hset(request_key(body["id"]), "expires", 0)  # as if the queue's expiry had passed
     expired = api.get(body["url"])
     assert expired.status_code == 503 and expired.json()["error"]["code"] == "predict_expired"
+    # a request whose worker died while running it says so instead of "running" for an hour
+    broker_redis().hset(request_key(body["id"]), mapping={"status": "running", "started": 0})
+    lost = api.get(body["url"])
+    assert lost.status_code == 503 and lost.json()["error"]["code"] == "predict_lost"
 
 
 def test_model_chunks_are_cut_by_audio_seconds(user, monkeypatch, settings):
