@@ -47,6 +47,8 @@ WHISPER_COLUMNS = {"language": ["language", "language_probability", "language_ou
                    "transcribe": ["language", "language_probability", "text"]}
 #: a language job's window rows (``top``: ``"en:0.970 fr:0.010"``, the window's most likely languages)
 LANGUAGE_WINDOW_COLUMNS = ["speech", "language", "probability", "top"]
+#: a transcribe job's "window" rows are its segments (each in its own language)
+TRANSCRIBE_WINDOW_COLUMNS = ["language", "text", "avg_logprob"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class TableSpec:
         """Column names; ``embedding`` is one list column (CSV expands it, see :meth:`csv_header`)."""
         if self.windows:
             cols = list(WINDOW_BASE) + [f"p_{c}" for c in self.labels]
-            cols += LANGUAGE_WINDOW_COLUMNS if self.whisper == "language" else []
+            cols += {"language": LANGUAGE_WINDOW_COLUMNS, "transcribe": TRANSCRIBE_WINDOW_COLUMNS}.get(self.whisper, [])
             return cols + (["embedding"] if self.embedding_dim else [])
         cols = list(BASE_COLUMNS)
         if self.labels:
@@ -150,8 +152,9 @@ def result_row(spec: TableSpec, base: Mapping[str, Any], *, model: str = "", pre
 
 
 def window_rows(spec: TableSpec, base: Mapping[str, Any], windows: Iterable[Mapping[str, Any]]) -> Iterator[dict]:
-    """One row per window (``{start_s, end_s, probabilities}``, ``{start_s, end_s, vector}`` or a language
-    job's ``{start_s, end_s, speech, language, probability, top}``)."""
+    """One row per window (``{start_s, end_s, probabilities}``, ``{start_s, end_s, vector}``, a language
+    job's ``{start_s, end_s, speech, language, probability, top}`` or a transcribe job's segment
+    ``{start_s, end_s, language, text, avg_logprob}``)."""
     for i, w in enumerate(windows):
         row = {k: base.get(k) for k in WINDOW_BASE[:5]}
         row.update({"window": i, "start_s": w.get("start_s"), "end_s": w.get("end_s")})
@@ -163,6 +166,8 @@ def window_rows(spec: TableSpec, base: Mapping[str, Any], windows: Iterable[Mapp
         if spec.whisper == "language":
             row.update(speech=bool(w.get("speech", True)), language=w.get("language") or None, probability=w.get("probability"),
                        top=" ".join(f"{code}:{p:.3f}" for code, p in (w.get("top") or {}).items()) or None)
+        if spec.whisper == "transcribe":
+            row.update(language=w.get("language") or None, text=w.get("text"), avg_logprob=w.get("avg_logprob"))
         yield row
 
 
@@ -265,7 +270,7 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
                          for name in names)
     if job.kind == Job.Kind.EMBED:
         dim = Embedding.objects.filter(result__job=job).values_list("dim", flat=True).first()
-    whisper = job.kind if job.kind in WHISPER_COLUMNS and (not windows or job.kind == Job.Kind.LANGUAGE) else ""
+    whisper = job.kind if job.kind in WHISPER_COLUMNS else ""
     if whisper:
         results = results.select_related("language_id" if whisper == "language" else "transcription")
     spec = TableSpec(labels=labels, features=features, embedding_dim=dim, windows=windows, whisper=whisper)
@@ -303,8 +308,9 @@ def _job_rows(spec: TableSpec, results, model: str, chunk_size: int,
         e = getattr(r, "embedding", None)
         if spec.windows:
             lang = getattr(r, "language_id", None) if spec.whisper == "language" else None
+            said = getattr(r, "transcription", None) if spec.whisper == "transcribe" else None
             yield from window_rows(spec, base, (p.windows if p else None) or (e.windows if e else None)
-                                   or (lang.windows if lang else None) or [])
+                                   or (lang.windows if lang else None) or (said.segments if said else None) or [])
             continue
         prediction = None
         if p is not None:

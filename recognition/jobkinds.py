@@ -305,8 +305,9 @@ register(JobKind(
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
 ))
-# Whisper (faster-whisper): model work on the gpu queue, chunks cut by audio seconds; transcribe chunks are
-# short (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses).
+# Whisper (faster-whisper): model work on the gpu queue, chunks cut by audio seconds; transcribe chunks hold at
+# most 300 s (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses) and
+# up to 16 recordings, whose short speech pieces share Whisper encodings (workers/pipeline/whisper_pack.py).
 register(JobKind(
     name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
     chunk_by_audio=True, cost_per_audio_s=0.3,  # padded windows: 2.7-5.6x real time on one CPU thread (docs/benchmarks.md)
@@ -315,9 +316,10 @@ register(JobKind(
             "min_windows": int, "min_probability": _NUM, "pad_windows": bool}, validate=_check_whisper("language"),
 ))
 register(JobKind(
-    name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=4, interactive=True,
+    name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
     chunk_by_audio=True, cost_per_audio_s=0.45, chunk_audio_s=300.0,
     admin_action="Transcribe selected {what} (Whisper)",
-    params={"language": str, "languages": list, "beam_size": int, "vad_filter": bool, "temperature_fallback": bool, "chunk_size": int},
+    params={"language": str, "languages": list, "beam_size": int, "vad_filter": bool, "temperature_fallback": bool,
+            "pack": bool, "chunk_size": int},
     validate=_check_whisper("transcribe"),
 ))

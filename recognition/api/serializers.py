@@ -153,7 +153,8 @@ class JobCreateSerializer(serializers.Serializer):
         "scored whole; 3), min_probability (under it the outcome is 'uncertain'; 0.4), pad_windows (pad each window to "
         "30 s as Whisper was trained; true), chunk_size. "
         "transcribe: language (force it), languages (candidates: each speech piece's language is one of them), beam_size "
-        "(1-10; 5), vad_filter (bool), temperature_fallback (bool), chunk_size. "
+        "(1-10; 5), vad_filter (bool), temperature_fallback (bool), pack (short speech pieces of a chunk share 30-s "
+        "Whisper encodings; true), chunk_size. "
         "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
     model = serializers.CharField(required=False, max_length=160,
                                   help_text="classify / embed: name or name@version; the default model when omitted")

@@ -95,22 +95,28 @@ def test_language_job_over_five_languages_and_a_switch(api, celery_worker):
 
 
 def test_transcribe_job(api, celery_worker):
+    """Two short recordings in one chunk: their speech shares one Whisper encoding, and each keeps its own words."""
     text = "Please call Stella. Ask her to bring these things with her from the store."
+    other = "Seven purple elephants were dancing in the garden yesterday."
     rec = api.post("/api/v1/recordings/", {"file": upload("stella.wav", speech(text, speed=175))}, format="multipart").json()
-    job = api.post("/api/v1/jobs/", {"kind": "transcribe", "recordings": [rec["id"]]}, format="json").json()
+    rec2 = api.post("/api/v1/recordings/", {"file": upload("elephants.wav", speech(other, speed=175))}, format="multipart").json()
+    job = api.post("/api/v1/jobs/", {"kind": "transcribe", "recordings": [rec["id"], rec2["id"]]}, format="json").json()
     job = wait_for_job(job["id"], timeout=120)
     assert job.status == "succeeded", job.error
-    row = Transcript.objects.get(result__job=job)
+    row = Transcript.objects.get(result__job=job, result__recording_id=rec["id"])
     assert words(row.text) == words(text), row.text
+    row2 = Transcript.objects.get(result__job=job, result__recording_id=rec2["id"])
+    assert words(row2.text) == words(other), row2.text
+    assert row2.result.timings.get("pack", 0) > 0 and row.result.timings.get("pack", 0) > 0  # read from one shared encoding
     assert row.language == "en" and row.params == {"language": None, "languages": None, "beam_size": 5, "vad_filter": True,
-                                                   "temperature_fallback": True, "context_s": 30.0}
+                                                   "temperature_fallback": True, "context_s": 30.0, "pack": True}
     stamps = [w for seg in row.segments for w in seg["words"]]
     assert [w["start_s"] for w in stamps] == sorted(w["start_s"] for w in stamps)
     assert all(0 <= w["start_s"] <= w["end_s"] <= rec["duration_s"] + 0.05 for w in stamps)
-    shown = api.get(f"/api/v1/jobs/{job.pk}/results/").json()["results"][0]["transcript"]
-    assert shown["text"] == row.text and shown["model_name"] == "whisper-base"
+    shown = {r["recording"]: r["transcript"] for r in api.get(f"/api/v1/jobs/{job.pk}/results/").json()["results"]}
+    assert shown[rec["id"]]["text"] == row.text and shown[rec["id"]]["model_name"] == "whisper-base"
     exported = list(csv.reader(io.StringIO(b"".join(api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv").streaming_content).decode())))
-    assert exported[0][-1] == "text" and words(exported[1][-1]) == words(text)
+    assert exported[0][-1] == "text" and sorted(words(r[-1]) for r in exported[1:]) == sorted([words(text), words(other)])
 
 
 def test_classify_with_transcript_auto(api, celery_worker, tiny_reading_classifier, tiny_classifier):

@@ -95,3 +95,17 @@ def test_language_windows_export_has_one_row_per_window(api, user) -> None:
     table = pq.read_table(io.BytesIO(b"".join(api.get(f"/api/v1/jobs/{job.pk}/results/?export=parquet&windows=1").streaming_content)))
     assert table.num_rows == 6 and table.column("speech").to_pylist() == [True, False, True] * 2
     assert table.column("language").to_pylist()[:3] == ["en", None, "es"]
+
+
+def test_transcribe_windows_export_has_one_row_per_segment(api, user) -> None:
+    rec = _recording(user, "a.wav")
+    job = services.job_submit(owner=user, kind="transcribe", recordings=[rec], enqueue=False)
+    transcript = _transcript()
+    segment = {**transcript["segments"][0], "language": "en"}
+    transcript["segments"] = [segment, {**segment, "start_s": 3.0, "end_s": 4.5, "text": "Hola.", "language": "es", "words": []}]
+    services.result_store_transcript(job=job, recording=rec, transcript=transcript, model=ENGINE, timings={})
+    rows = list(csv.DictReader(io.StringIO(b"".join(
+        api.get(f"/api/v1/jobs/{job.pk}/results/?export=csv&windows=1").streaming_content).decode())))
+    assert [(r["window"], r["language"], r["text"], r["end_s"]) for r in rows] == [
+        ("0", "en", segment["text"], str(segment["end_s"])), ("1", "es", "Hola.", "4.5")]
+    assert list(rows[0])[-3:] == ["language", "text", "avg_logprob"]

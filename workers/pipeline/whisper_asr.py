@@ -25,7 +25,11 @@ How a recording is transcribed
    no longer written as German "Nein!" or in Arabic script.
 4. **No invented text.** A segment without a letter or digit is dropped; without VAD, so is one
    whose no-speech probability is ``NO_SPEECH`` or more, whatever its log-probability.
-5. **Decoding** is faster-whisper's own loop (``WhisperModel.generate_segments``: temperature
+5. **Short pieces share encodings.** :func:`transcribe_many` (a transcribe job's chunk, or the pieces
+   of one long recording) lays pieces of up to 20 s end to end, up to 29 s, and reads them from one
+   encoding (:mod:`workers.pipeline.whisper_pack`); a piece the pack reads badly, or in another
+   language, is transcribed alone as above. ``pack=False`` gives every piece its own encoding.
+6. **Decoding** is faster-whisper's own loop (``WhisperModel.generate_segments``: temperature
    fallback, its no-speech and compression-ratio checks, word time stamps), with
    ``condition_on_previous_text`` off (a piece is at most 30 s; carrying text over is what
    makes Whisper repeat itself).
@@ -73,7 +77,7 @@ NO_SPEECH = 0.6
 class _Piece:
     start: int  # samples
     end: int
-    features: np.ndarray  # [80, frames + 1] as faster-whisper's feature extractor gives them
+    features: np.ndarray | None  # [80, frames + 1] as faster-whisper's feature extractor gives them
     encoded: Any = None  # ctranslate2.StorageView [1, 1500, d_model]
     probs: dict[str, float] = field(default_factory=dict)
 
@@ -149,9 +153,14 @@ def _choices(piece: _Piece, main: str, uncertain_below: float = UNCERTAIN_BELOW)
     return list(dict.fromkeys([code for code, _ in ranked[:CANDIDATES]] + [main]))  # likeliest first
 
 
-def transcribe(
+def transcribe(engine: WhisperEngine, samples: np.ndarray, **options: Any) -> dict[str, Any]:
+    """Transcribe one recording, each speech piece in its own language: :func:`transcribe_many` of one."""
+    return transcribe_many(engine, [samples], **options)[0]
+
+
+def transcribe_many(
     engine: WhisperEngine,
-    samples: np.ndarray,
+    recordings: Sequence[np.ndarray],
     *,
     language: str | None = None,
     languages: Sequence[str] | None = None,
@@ -161,17 +170,18 @@ def transcribe(
     word_timestamps: bool = True,
     context_s: float = CONTEXT_S,
     uncertain_below: float = UNCERTAIN_BELOW,
-) -> dict[str, Any]:
-    """Transcribe one recording, each speech piece in its own language.
+    pack: bool = True,
+) -> list[dict[str, Any]]:
+    """Transcribe several recordings, each speech piece in its own language; short pieces share encodings.
 
     Parameters
     ----------
     engine : WhisperEngine
         From :func:`workers.pipeline.whisper_lang.load_engine`.
-    samples : np.ndarray
-        Mono float32 ``[time]`` at 16 kHz.
+    recordings : sequence of np.ndarray
+        Each mono float32 ``[time]`` at 16 kHz.
     language : str, optional
-        Force one language (a Whisper code) for the whole recording.
+        Force one language (a Whisper code) for every recording.
     languages : sequence of str, optional
         Candidate languages: each piece's language is detected among these only.
     beam_size : int
@@ -182,93 +192,126 @@ def transcribe(
     temperature_fallback : bool
         Re-decode a piece at rising temperatures when its reading fails faster-whisper's checks.
     word_timestamps : bool
-        Each segment's words with their times (an alignment pass per segment).
+        Each segment's words with their times (an alignment pass per segment; packed pieces always
+        have them, they are how a pack is split).
     context_s : float
         What the encoder hears a piece padded to (``CONTEXT_S``; 30 is Whisper's own).
     uncertain_below : float
         A piece whose likeliest language is less likely than this is decoded in its likeliest
         languages and the recording's main one (``UNCERTAIN_BELOW``).
+    pack : bool
+        Share 30-s encodings between short speech pieces (:mod:`workers.pipeline.whisper_pack`);
+        off, every piece has an encoding of its own.
 
     Returns
     -------
-    dict
-        ``text`` (the segments' text joined, stripped), ``language`` (the main language: the one most
-        speech was transcribed in; None without text), ``language_probability`` (its detected probability,
-        weighted by piece length), ``languages``
-        ``{code: seconds of speech transcribed in it}``, ``segments`` ``[{start_s, end_s, text,
-        language, avg_logprob, no_speech_prob, words: [{word, start_s, end_s, probability}]}]``,
-        ``speech_s``, ``duration_s``, ``params`` (what was asked) and ``timings``.
+    list of dict
+        Per recording, in order: ``text`` (the segments' text joined, stripped), ``language`` (the main
+        language: the one most speech was transcribed in; None without text), ``language_probability``
+        (its detected probability, weighted by piece length), ``languages`` ``{code: seconds of speech
+        transcribed in it}``, ``segments`` ``[{start_s, end_s, text, language, avg_logprob,
+        no_speech_prob, words: [{word, start_s, end_s, probability}]}]``, ``speech_s``, ``duration_s``,
+        ``params`` (what was asked), ``timings`` and ``packed`` (how many of its pieces were read from a
+        shared encoding).
     """
+    from workers.pipeline import whisper_pack
+
     model = engine.model
     if language is not None and not engine.multilingual and language != "en":
         raise WhisperError(f"Whisper model {engine.name} is English-only; it cannot transcribe '{language}'")
     languages = validate_languages(languages)
     if languages and not engine.multilingual and languages != ["en"]:
         raise WhisperError(f"Whisper model {engine.name} is English-only; it cannot transcribe {languages}")
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in recordings]
     params = {"language": language, "languages": languages, "beam_size": int(beam_size), "vad_filter": bool(vad_filter),
-              "temperature_fallback": bool(temperature_fallback), "context_s": float(context_s)}
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+              "temperature_fallback": bool(temperature_fallback), "context_s": float(context_s), "pack": bool(pack)}
+    forced = language if language is not None else (None if engine.multilingual else "en")
+    timings = [dict.fromkeys(("vad", "pack", "language", "transcribe"), 0.0) for _ in xs]
+
+    def share(key: str, seconds: float, owners: Sequence[int]) -> None:
+        for i in owners:
+            timings[i][key] += seconds / max(1, len(owners))
+
     with engine.lock:
-        spans = _pieces(x, vad_filter)
-        t1 = time.perf_counter()
-        timings["vad"] = t1 - t0
         from faster_whisper.audio import pad_or_trim
 
-        pieces = []
-        for a, b in spans:
-            features = model.feature_extractor(x[a:b])
-            piece = _Piece(a, b, features)
-            frames = min(3000, features.shape[-1] - 1)
-            context = min(3000, max(int(context_s * 100), frames + int(MIN_PAD_S * 100)))
-            piece.encoded = model.encode(pad_or_trim(features[:, :frames], context))
-            if language is not None or not engine.multilingual:
-                piece.probs = {language or "en": 1.0}
-            else:
-                detected = model.model.detect_language(piece.encoded)[0]
-                piece.probs = _restrict({token[2:-2]: float(p) for token, p in detected}, languages)
-            pieces.append(piece)
-        t2 = time.perf_counter()
-        timings["language"] = t2 - t1
-        speech = sum(p.seconds for p in pieces)
-        weighted: dict[str, float] = {}
-        for p in pieces:
-            for code, prob in p.probs.items():
-                weighted[code] = weighted.get(code, 0.0) + prob * p.seconds / speech
-        main = max(weighted, key=weighted.get) if weighted else None
+        pieces: list[list[_Piece]] = []
+        for i, x in enumerate(xs):
+            t0 = time.perf_counter()
+            pieces.append([_Piece(a, b, None) for a, b in _pieces(x, vad_filter)])
+            timings[i]["vad"] = time.perf_counter() - t0
+        done: dict[tuple[int, int], tuple[list[dict[str, Any]], str]] = {}  # (recording, piece) -> (segments, language)
+        if pack and context_s >= CONTEXT_S:
+            t0 = time.perf_counter()
+            shared = whisper_pack.transcribe_packed(
+                engine, xs, [[(p.start, p.end) for p in ps] for ps in pieces], language=forced, languages=languages,
+                beam_size=int(beam_size), uncertain_below=uncertain_below, options=_options)
+            for (i, j), (segs, code, probs) in shared.items():
+                pieces[i][j].probs = probs
+                done[i, j] = (segs, code)
+            share("pack", time.perf_counter() - t0, sorted({i for i, _ in shared}) or list(range(len(xs))))
+        results = []
+        for i, x in enumerate(xs):
+            t1 = time.perf_counter()
+            for j, piece in enumerate(pieces[i]):
+                if (i, j) in done:
+                    continue
+                piece.features = model.feature_extractor(x[piece.start:piece.end])
+                frames = min(3000, piece.features.shape[-1] - 1)
+                context = min(3000, max(int(context_s * 100), frames + int(MIN_PAD_S * 100)))
+                piece.encoded = model.encode(pad_or_trim(piece.features[:, :frames], context))
+                if forced is not None:
+                    piece.probs = {forced: 1.0}
+                else:
+                    detected = model.model.detect_language(piece.encoded)[0]
+                    piece.probs = _restrict({token[2:-2]: float(p) for token, p in detected}, languages)
+            t2 = time.perf_counter()
+            timings[i]["language"] += t2 - t1
+            speech = sum(p.seconds for p in pieces[i])
+            weighted: dict[str, float] = {}
+            for p in pieces[i]:
+                for code, prob in p.probs.items():
+                    weighted[code] = weighted.get(code, 0.0) + prob * p.seconds / speech
+            main = max(weighted, key=weighted.get) if weighted else None
 
-        def options_for(tokenizer):
-            return _options(int(beam_size), temperature_fallback, word_timestamps, tokenizer)
+            def options_for(tokenizer):
+                return _options(int(beam_size), temperature_fallback, word_timestamps, tokenizer)
 
-        segments: list[dict[str, Any]] = []
-        spoken: dict[str, float] = {}
-        for p in pieces:
-            choices = _choices(p, main, uncertain_below)
-            readings = [(_decode(engine, p, choices[0], options_for, not vad_filter), choices[0])]
-            if readings[0][0][0]:  # a piece Whisper finds silent in its likeliest language stays silent
-                readings += [(_decode(engine, p, code, options_for, not vad_filter), code) for code in choices[1:]]
-            (segs, _), code = max(readings, key=lambda r: r[0][1])
-            segments += segs
-            if segs:
-                spoken[code] = round(spoken.get(code, 0.0) + p.seconds, 3)
-        timings["transcribe"] = time.perf_counter() - t2
-    main = max(spoken, key=spoken.get) if spoken else None  # what was transcribed most; no text, no language
-    return {
-        "text": " ".join(s["text"] for s in segments).strip(),
-        "language": main,
-        "language_probability": round(float(weighted[main]), 6) if main in weighted else None,
-        "languages": spoken,
-        "segments": segments,
-        "speech_s": round(speech, 3),
-        "duration_s": round(len(x) / SAMPLE_RATE, 3),
-        "params": params,
-        "timings": timings,
-    }
+            segments: list[dict[str, Any]] = []
+            spoken: dict[str, float] = {}
+            for j, p in enumerate(pieces[i]):
+                if (i, j) in done:
+                    segs, code = done[i, j]
+                else:
+                    choices = _choices(p, main, uncertain_below)
+                    readings = [(_decode(engine, p, choices[0], options_for, not vad_filter), choices[0])]
+                    if readings[0][0][0]:  # a piece Whisper finds silent in its likeliest language stays silent
+                        readings += [(_decode(engine, p, code, options_for, not vad_filter), code) for code in choices[1:]]
+                    (segs, _), code = max(readings, key=lambda r: r[0][1])
+                if not word_timestamps:
+                    segs = [{**s, "words": []} for s in segs]
+                segments += segs
+                if segs:
+                    spoken[code] = round(spoken.get(code, 0.0) + p.seconds, 3)
+            timings[i]["transcribe"] += time.perf_counter() - t2
+            main = max(spoken, key=spoken.get) if spoken else None  # what was transcribed most; no text, no language
+            results.append({
+                "text": " ".join(s["text"] for s in segments).strip(),
+                "language": main,
+                "language_probability": round(float(weighted[main]), 6) if main in weighted else None,
+                "languages": spoken,
+                "segments": segments,
+                "speech_s": round(speech, 3),
+                "duration_s": round(len(x) / SAMPLE_RATE, 3),
+                "params": params,
+                "timings": timings[i],
+                "packed": sum((i, j) in done for j in range(len(pieces[i]))),
+            })
+    return results
 
 
 #: a transcribe job's params that are :func:`transcribe` keyword arguments
-TRANSCRIBE_PARAMS = ("language", "languages", "beam_size", "vad_filter", "temperature_fallback")
+TRANSCRIBE_PARAMS = ("language", "languages", "beam_size", "vad_filter", "temperature_fallback", "pack")
 
 
 def transcribe_options(params: dict[str, Any]) -> dict[str, Any]:
