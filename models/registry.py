@@ -10,7 +10,7 @@ Builders are imported lazily: nothing heavy is imported with the registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -21,17 +21,34 @@ class Family:
     name: str
     builder: str  # "module:function"
     summary: str
-    trainable: bool = True  # manage.py train / train jobs can fit it
+    #: which trainer fits it (manage.py train, train jobs): a plain key that
+    #: ``workers.pipeline.trainers.TRAINERS`` resolves (``"window"``: the generic loop of
+    #: ``workers/pipeline/train_loop.py``; ``"fusion"``; ``"whisper_probe"``); ``None``: not trainable here
+    trainer: str | None = "window"
     #: what model cards add to the "Input" line after the window description ({window_s}, {encoder})
     card_input: str = "."
     uses_transcript: bool = False  # fuses features of each recording's transcript when there is one
     licence: str = ""  # licence of pretrained weights the family carries or loads, for model cards
     #: its classes come from each request (a job's or /predict's ``classes``), not from training
     zero_shot: bool = False
+    #: it wraps a window model of another family (``hparams["base_family"]``, ``hparams["base"]``): the
+    #: registry builds that one first and hands it to the builder as ``base`` (so no family module
+    #: reaches back into the registry)
+    wraps_base: bool = False
+
+    @property
+    def trainable(self) -> bool:
+        """``manage.py train`` / train jobs can fit it."""
+        return self.trainer is not None
 
     def build(self, spec: Any, hparams: dict[str, Any], *, load_pretrained: bool = True) -> Any:
         module, _, func = self.builder.partition(":")
-        return getattr(importlib.import_module(module), func)(spec, hparams, load_pretrained=load_pretrained)
+        builder = getattr(importlib.import_module(module), func)
+        if not self.wraps_base:
+            return builder(spec, hparams, load_pretrained=load_pretrained)
+        base_spec = replace(spec, family=hparams["base_family"])
+        base = get_family(base_spec.family).build(base_spec, hparams["base"], load_pretrained=load_pretrained)
+        return builder(spec, hparams, base=base, load_pretrained=load_pretrained)
 
 
 FAMILIES: dict[str, Family] = {
@@ -44,19 +61,22 @@ FAMILIES: dict[str, Family] = {
         Family("accent_embed", "models.accent_embed:build_accent_embed",
                "feature encoders + transformer, contrastive / triplet losses (embedding)"),
         Family("speaker_encoder", "models.speaker_head:build_speaker_encoder",
-               "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainable=False),
+               "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainer=None),
         Family("phonetic_fusion", "models.phonetic_fusion:build_phonetic_fusion",
-               "a window model stacked with phone-recogniser features (pocketsphinx)",
+               "a window model stacked with phone-recogniser features (pocketsphinx)", trainer="fusion",
+               wraps_base=True,
                card_input="; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
                           "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions."),
         Family("reading_fusion", "models.phonetic_fusion:build_phonetic_fusion",
                "a window model stacked with reading features of the transcript", uses_transcript=True,
+               trainer="fusion", wraps_base=True,
                card_input="; then, for a recording whose transcript is known, fused with reading features (the "
                           "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
                           "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
                           "on out-of-fold predictions. Without a transcript the window model's output stands."),
         Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
                "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe",
+               trainer="whisper_probe",
                card_input="; the {window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
                           "Features: the frozen Whisper encoder's ({encoder}) hidden states, mean-pooled over the "
                           "window, standardised, into a logistic-regression head; the encoder is the faster-whisper "
@@ -65,7 +85,7 @@ FAMILIES: dict[str, Family] = {
                        "pinned by hash."),
         Family("spoken_words", "models.spoken_words:build_spoken_words",
                "zero-shot spoken words: Whisper's decoder scores each requested class's spellings (no training)",
-               trainable=False, zero_shot=True,
+               trainer=None, zero_shot=True,
                card_input="; the window is the recording as it is (up to 30 s; a shorter one is padded with silence to 3 s). "
                           "No training: the classes are given per request (params.classes; the ten digits by default) and "
                           "each is scored by the probability Whisper's decoder ({encoder}) gives its spellings "

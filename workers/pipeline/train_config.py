@@ -30,12 +30,6 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
     "cnn": (3.0, 1.5), "resnet": (3.0, 1.5), "speaker_head": (2.0, 1.0), "accent_embed": (3.0, 1.5),
 }
-#: families that do not train in the generic loop: their trainer, ``module:function(config, progress=...)``
-TRAINERS: dict[str, str] = {
-    "phonetic_fusion": "workers.pipeline.fusion:train_fusion",  # a window model stacked with phone features
-    "reading_fusion": "workers.pipeline.fusion:train_fusion",  # ... or with reading features of the transcript
-    "whisper_probe": "workers.pipeline.whisper_training:train_whisper_probe",  # cached encoder features + probe
-}
 #: a family's task when the run does not say (classify otherwise)
 DEFAULT_TASK: dict[str, str] = {"accent_embed": "embed"}
 #: every family ``train_model`` trains: the registry's trainable ones (models/registry.py); the generic loop

@@ -1,7 +1,9 @@
 """The generic training loop for the window-model families (cnn, resnet, speaker_head,
 accent_embed): class-balanced sampling, early stopping on validation balanced accuracy,
 calibration on validation, evaluation on the test split; and speaker-grouped cross-validation.
-Families with their own trainer (fusion, whisper_probe) are dispatched from :func:`train_model`.
+Families with their own trainer (fusion, whisper_probe) are dispatched by
+:func:`workers.pipeline.trainers.train_model`, which passes itself to :func:`cross_validate`; this
+module imports no other trainer.
 Pure Python / numpy / torch: no Django."""
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +26,6 @@ from workers.pipeline.train_config import (
     DEFAULT_HPARAMS,
     DEFAULT_TASK,
     DEFAULT_WINDOW,
-    TRAINERS,
     ProgressFn,
     TrainConfig,
     TrainResult,
@@ -117,8 +118,9 @@ def _utterance_proba(window_logits: list[np.ndarray], calibration: dict[str, Any
 
 
 
-def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> TrainResult:
-    """Train, calibrate, evaluate and (optionally) save one model.
+def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> TrainResult:
+    """Train, calibrate, evaluate and (optionally) save one model of a window family (the registry's
+    ``trainer="window"``; :func:`workers.pipeline.trainers.train_model` picks the trainer).
 
     Parameters
     ----------
@@ -139,11 +141,6 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_calibration
 
-    if config.family in TRAINERS:  # a family with its own trainer (fusion, whisper_probe)
-        import importlib
-
-        module, _, func = TRAINERS[config.family].partition(":")
-        return getattr(importlib.import_module(module), func)(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -307,7 +304,8 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     return TrainResult(config.out, sha, spec, calibration, metrics, history, best_epoch, model)
 
 
-def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+def cross_validate(config: TrainConfig, k: int = 5, *, train: Callable[..., TrainResult],
+                   progress: ProgressFn | None = None) -> dict[str, Any]:
     """Speaker-grouped k-fold cross-validation over the train + validation speakers, for choosing
     between configurations without touching the test split (which is left out entirely).
 
@@ -315,6 +313,9 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
     early-stops on its validation split (so every fold score carries the same small optimism, and
     candidates compare fairly). With ~500 pooled speakers, a fold holds ~100, and the mean over
     folds rests on all of them instead of one validation slice.
+
+    ``train(config, progress=...)`` trains one fold: the family's trainer
+    (:func:`workers.pipeline.trainers.cross_validate` passes :func:`~workers.pipeline.trainers.train_model`).
 
     Returns
     -------
@@ -340,7 +341,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
         c = copy.copy(config)
         c.items, c.manifest, c.label_map, c.corpora, c.labels = fold_items, None, None, None, labels
         c.out, c.evaluate, c.test_corpora, c.hold_out_val = None, False, None, True
-        result = train_model(c, progress=progress)
+        result = train(c, progress=progress)
         val = result.metrics.get("val") or {}
         oof.extend({**row, "fold": j} for row in result.metrics.get("val_predictions") or [])
         out.append({
