@@ -1,6 +1,6 @@
 """The shape of the house, read from the source: no import circles among the project's modules
 (counting imports inside functions and modules reached by a ``"package.module:function"`` string or
-by a literal handed to ``import_module``).
+by a literal handed to ``import_module``), and no module over 700 lines.
 
 Pure ``ast``: nothing is imported, so the test needs no settings and cannot be fooled by import order.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("recognition", "workers", "models", "accentsite", "bench")
+MAX_LINES = 700
 #: calls that import the module named by their first (literal) argument
 IMPORTERS = {"import_module", "symbol_by_name", "import_string", "__import__"}
 #: "package.module:attribute", the house's way to name code in plain data (registries)
@@ -127,3 +128,8 @@ def test_no_import_circles_among_project_modules() -> None:
     cycles = _cycles(_graph())
     assert cycles == [], f"import circles (each a set of modules that reach each other): {cycles}"
 
+
+def test_no_project_module_is_over_700_lines() -> None:
+    long = {str(path.relative_to(ROOT)): n for path in _modules().values()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines: {long}"

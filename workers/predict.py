@@ -21,7 +21,7 @@ from recognition.models import ModelVersion
 from recognition.services.predict import active_key, reply_key, request_key
 
 if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome
+    from workers.pipeline.outcomes import ClassifyOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from recognition.models import (
 )
 
 if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome, EmbedOutcome
+    from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
 
 logger = logging.getLogger(__name__)
 

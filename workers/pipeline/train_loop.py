@@ -281,7 +281,7 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
         metrics["test"] = report_for([labels[utts[i].label] for i in test_idx], test_proba, labels,
                                   [utts[i] for i in test_idx], n_boot=config.n_boot, seed=config.seed)
         if task == "embed" or DEFAULT_TASK.get(family) == "embed":
-            from workers.pipeline.evaluation import embedding_report
+            from workers.pipeline.embedding_evaluation import embedding_report
 
             emb = _eval_embeddings(model, source, test_idx, H, device)
             metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
