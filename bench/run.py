@@ -153,7 +153,7 @@ def measure_model_jobs(m: SimpleNamespace) -> None:
     from bench import service
 
     audio_s, cfg, clips, default_cls, models, rec_ids = m.audio_s, m.cfg, m.clips, m.default_cls, m.models, m.rec_ids
-    workers, = m.workers
+    workers = m.workers
     w0 = workers[0]
     w0.consume("gpu", "interactive")
     # Warm-up: load each model once (a worker keeps it), first torch calls; reported apart.
@@ -202,7 +202,7 @@ def measure_deployed(m: SimpleNamespace) -> None:
         for w in workers[:cores]:
             w.stop_consuming()
 
-    m.deployed, = deployed
+    m.deployed = deployed
 
 
 def measure_features_jobs(m: SimpleNamespace) -> None:
@@ -242,7 +242,7 @@ def measure_in_process(m: SimpleNamespace) -> None:
     from bench import micro
 
     cfg, clips, default_cls, info, mode, models = m.cfg, m.clips, m.default_cls, m.info, m.mode, m.models
-    resnet_path, = m.resnet_path
+    resnet_path = m.resnet_path
 
     from models.checkpoint import load_checkpoint
     from workers import runtime
@@ -294,7 +294,7 @@ def measure_baseline(m: SimpleNamespace) -> None:
     from bench import service
 
     cfg, clips, default_cls, gen, mini, redis_proc = m.cfg, m.clips, m.default_cls, m.gen, m.mini, m.redis_proc
-    work, = m.work
+    work = m.work
     base_clips = clips if cfg["baseline_n"] is None else (gen[: cfg["baseline_n"] // 2] + mini[: cfg["baseline_n"] - cfg["baseline_n"] // 2])
     files_json = work / "baseline-files.json"
     files_json.write_text(json.dumps([str(c.path) for c in base_clips]))

@@ -158,7 +158,7 @@ def report_header(m: SimpleNamespace) -> None:
         f"classify VAD default `CLASSIFY_VAD_DEFAULT={settings.CLASSIFY_VAD_DEFAULT}`.\n"
     )
 
-    m.n, = n
+    m.n = n
 
 
 def report_end_to_end(m: SimpleNamespace) -> None:
@@ -234,7 +234,7 @@ def report_end_to_end(m: SimpleNamespace) -> None:
             f"{j0['wall_s']:.2f} s to {jp['wall_s']:.2f} s. Recordings without a transcript (every other job here) do not pay it.\n"
         )
 
-    m.holders, = holders
+    m.holders = holders
 
 
 def report_baseline(m: SimpleNamespace) -> None:
@@ -294,7 +294,7 @@ def report_ceiling(m: SimpleNamespace) -> None:
     from workers import runtime
 
     batch, flops, hw, jobs, loaded, models = m.batch, m.flops, m.hw, m.jobs, m.loaded, m.models
-    rep, = m.rep
+    rep = m.rep
     rep.add("## 3. Ceiling: what fraction of the hardware the model stage uses\n")
     rep.add(
         table(
@@ -357,7 +357,7 @@ def report_ceiling(m: SimpleNamespace) -> None:
         "'forward' includes the model's own frontend (band-limit, STFT, log-mel), which the FLOP count mostly leaves out.\n"
     )
 
-    m.fractions, = fractions
+    m.fractions = fractions
 
 
 def report_scaling(m: SimpleNamespace) -> None:
