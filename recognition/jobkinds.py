@@ -89,6 +89,12 @@ class JobKind:
     cost_per_audio_s: float = 0.03
     #: audio seconds per chunk when cut by audio (``None``: ``JOB_CHUNK_AUDIO_S``)
     chunk_audio_s: float | None = None
+    #: the job ends with an evaluation report over its recordings' true labels (``services.reports``)
+    evaluates: bool = False
+    #: the job's outcome is a model (``train``): it names the model at submission (a default from the
+    #: batch and family, checked unique), runs as one task over all its recordings and fails or
+    #: succeeds as a whole (a lost worker fails the job, not recordings)
+    makes_model: bool = False
     validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +232,7 @@ def _check_features(params: dict[str, Any]) -> None:
 
 
 def _check_train(params: dict[str, Any]) -> None:
-    from workers.pipeline.training import TRAINABLE_FAMILIES
+    from models.registry import TRAINABLE_FAMILIES
 
     if "family" in params and params["family"] not in TRAINABLE_FAMILIES:
         raise ParamsError(f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
@@ -289,7 +295,7 @@ def _check_classify(params: dict[str, Any]) -> None:
 
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}",
+    model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}", evaluates=True,
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict, "classes": (list, str)},
     validate=_check_classify,
@@ -301,7 +307,7 @@ register(JobKind(
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.
 register(JobKind(
-    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False,
+    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False, makes_model=True,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
 ))

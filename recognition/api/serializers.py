@@ -2,6 +2,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from recognition import jobkinds
 from recognition.errors import ServiceError
 from recognition.models import (
     Batch,
@@ -159,7 +160,7 @@ class JobCreateSerializer(serializers.Serializer):
                                   help_text="classify / embed: name or name@version; the default model when omitted")
 
     def validate(self, attrs):
-        if attrs["kind"] != Job.Kind.TRAIN and ("batch" in attrs) == ("recordings" in attrs):
+        if jobkinds.get(attrs["kind"]).needs_recordings and ("batch" in attrs) == ("recordings" in attrs):
             raise serializers.ValidationError("Give exactly one of 'batch' or 'recordings'.")
         return attrs
 

@@ -113,7 +113,7 @@ def job_submit(
         raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
     spec = jobkinds.get(kind)
     params = dict(validate_job_params(kind, params if params is not None else {}))
-    if kind == Job.Kind.TRAIN:  # the model's name is settled now, default or given, not when training ends
+    if spec.makes_model:  # the model's name is settled now, default or given, not when training ends
         family = params.get("family", "speaker_head")
         params.setdefault("name", f"batch-{batch.pk}-{family}" if batch is not None
                           else f"recordings-{timezone.now():%Y%m%d-%H%M%S}-{family}")
@@ -355,7 +355,7 @@ def chunk_give_up(*, chunk_id: int) -> Job | None:
         job = Job.objects.select_for_update().get(pk=chunk.job_id)
         if chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED, JobChunk.Status.FAILED) or job.is_terminal:
             return job
-        if job.kind == Job.Kind.TRAIN:
+        if jobkinds.get(job.kind).makes_model:  # fails as a whole
             if job.status == Job.Status.QUEUED:
                 job.mark_running()
             job.mark_finished(Job.Status.FAILED, error=message)
@@ -555,11 +555,12 @@ def chunk_finish(*, chunk_id: int, timings: dict[str, float], error: str = "") -
 def job_finalize(*, job_id: int) -> Job:
     """Close a job whose chunks are all done: succeeded unless every recording failed.
 
-    A classify job over recordings with true labels ends by computing the evaluation report.
+    A job of a kind that ``evaluates`` (classify), over recordings with true labels, ends by computing
+    the evaluation report.
     """
     report = None
     job = Job.objects.get(pk=job_id)
-    if job.kind == Job.Kind.CLASSIFY and not job.is_terminal:
+    if jobkinds.get(job.kind).evaluates and not job.is_terminal:
         from recognition.services.reports import classify_report
 
         report = classify_report(job=job)

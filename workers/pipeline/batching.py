@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
+
 __all__ = ["PAD_RATIO", "autocast_context", "forward_windows", "is_oom_error", "window_spans"]
 
 logger = logging.getLogger(__name__)
@@ -181,7 +183,7 @@ def forward_windows(
     fn = getattr(loaded, method)
     # only a model whose input is as long as its batch's longest real window gains from length-cut batches
     # (a CNN runs every window at ``win`` samples whatever the batch)
-    variable = bool(getattr(getattr(loaded, "model", None), "variable_length", False))
+    variable = bool(model_hook(getattr(loaded, "model", None), "variable_length"))
     bs = max(1, int(batch_size))
     i = 0
     with torch.inference_mode():
@@ -197,7 +199,7 @@ def forward_windows(
             batch = _window_batch(signals, items[idx], win)
             t1 = time.perf_counter()
             try:
-                with autocast_context(autocast, device if device is not None else getattr(loaded, "device", "cpu")):
+                with autocast_context(autocast, device if device is not None else model_hook(loaded, "device")):
                     inputs = _to_device(loaded.prepare(batch), device)
                     out = fn(inputs)
                 out_np = out.detach().float().cpu().numpy()

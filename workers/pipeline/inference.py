@@ -67,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
 from workers.pipeline import vad as vad_mod
 from workers.pipeline.batching import forward_windows, is_oom_error, window_spans
 from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
@@ -235,7 +236,7 @@ def classify_batch(
     window_s = float(window_s if window_s is not None else spec.window_s)
     hop_s = float(hop_s if hop_s is not None else spec.hop_s)
     win = max(1, int(round(window_s * sr)))
-    calibration = dict(getattr(loaded, "calibration", None) or {})
+    calibration = dict(model_hook(loaded, "calibration") or {})
     fused_threshold = threshold
     if threshold is None:
         threshold = float(calibration.get("threshold") or 0.0)
@@ -262,8 +263,8 @@ def classify_batch(
     )
 
     fusion = getattr(loaded, "model", None)
-    reading = bool(getattr(fusion, "needs_transcript", False))
-    if not (reading or getattr(fusion, "needs_phone_features", False)):
+    reading = bool(model_hook(fusion, "needs_transcript"))
+    if not (reading or model_hook(fusion, "needs_phone_features")):
         fusion = None
     results: list[ClassifyOutcome] = []
     owner = items[:, 0]
@@ -365,7 +366,7 @@ def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
 
     if not transcript or not normalise_prompt(transcript):
         return mean_cal, None
-    passage = list(getattr(fusion, "passage", None) or [])
+    passage = list(model_hook(fusion, "passage") or [])
     if passage and not passage_matches(transcript, passage):
         return mean_cal, {"words_read": 0, "prompt_words": len(normalise_prompt(transcript)), "oov": [],
                           "note": "the transcript does not begin with the passage this model was trained on ("

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
 from workers.pipeline.data import (
     balanced_sample_weights,
     hierarchical_sample_weights,
@@ -75,7 +76,7 @@ def _forward_train(model: Any, inputs: Any, y: Any, class_weight: Any, hp: dict[
     label-smoothed cross-entropy on ``model(inputs)``."""
     import torch
 
-    hook = getattr(model, "train_loss", None)
+    hook = model_hook(model, "train_loss")
     if hook is not None:
         return hook(inputs, y, class_weight=class_weight, hp=hp)
     logits = model(inputs)
@@ -89,7 +90,7 @@ def _eval_logits(model: Any, source: Any, idx: Sequence[int], hop: int, device: 
     import torch
 
     model.eval()
-    score = getattr(model, "eval_logits", model)
+    score = model_hook(model, "eval_logits") or model
     out = []
     with torch.inference_mode():
         for i in idx:
@@ -178,13 +179,13 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
                "label_map": config.label_map, "normalisation": "per-utterance RMS -25 dBFS, per-window RMS + CMVN"},
     )
     model = build_model(spec, hp).to(device)
-    if getattr(model, "embedding_dim", None) and getattr(model, "train_source", "wave") == "frames":
+    if model_hook(model, "embedding_dim") and model_hook(model, "train_source") == "frames":
         spec = ModelSpec(**{**spec.__dict__, "embedding_dim": model.embedding_dim})  # the size the network chose
 
     train_idx, val_idx, test_idx = splits["train"], splits["val"], splits["test"]
     # how the family sees its data (the module's ``train_source``): waveform windows, cached frame
     # features, or cached frozen-encoder features (see workers/pipeline/train_data.py)
-    kind = getattr(model, "train_source", "wave")
+    kind = model_hook(model, "train_source")
     if kind == "cached":
         tag = hash_config([hp.get("band_limit_hz"), hp.get("pool_layers"), hp.get("use_embedding"), W, H, config.seed, "v1"])
         source: Any = CachedSource(utts, model, W, H, set(train_idx), config.n_aug_copies, config.augment,
