@@ -194,9 +194,10 @@ class LanguageRunner(WhisperRunner):
 
     def process(self, ctx, rec, audio, engine):
         from workers.pipeline.whisper_lang import identify_languages, language_options
+        from workers.pipeline.whisper_outcomes import LanguageOutcome
 
-        outcome = identify_languages(engine, audio.samples, **language_options(ctx.job.params))
-        return outcome, outcome.get("timings", {})
+        outcome = LanguageOutcome.from_dict(identify_languages(engine, audio.samples, **language_options(ctx.job.params)))
+        return outcome, dict(outcome.timings)
 
     def store(self, ctx, rec, outcome, engine, timings):
         services.result_store_language(job=ctx.job, recording=rec, outcome=outcome, model=engine.describe(), timings=timings)
@@ -208,10 +209,11 @@ class TranscribeRunner(WhisperRunner):
 
     def process(self, ctx, rec, audio, engine):
         from workers.pipeline.whisper_asr import transcribe, transcribe_options
+        from workers.pipeline.whisper_outcomes import TranscribeOutcome
 
         options = transcribe_options(ctx.job.params)
-        outcome = _transcribe_long(ctx, rec, audio.samples, lambda piece: transcribe(engine, piece, **options))
-        return outcome, outcome.get("timings", {})
+        outcome = TranscribeOutcome.from_dict(_transcribe_long(ctx, rec, audio.samples, lambda piece: transcribe(engine, piece, **options)))
+        return outcome, dict(outcome.timings)
 
     def store(self, ctx, rec, outcome, engine, timings):
         services.result_store_transcript(job=ctx.job, recording=rec, transcript=outcome, model=engine.describe(), timings=timings)
@@ -326,7 +328,7 @@ class ClassifyRunner(ModelRunner):
         heard: dict[int, tuple[Any, dict]] = {}
         if params.get("transcript") == AUTO_TRANSCRIPT:
             heard = _auto_transcripts(loaded, group, timings, lambda: _beat(ctx))
-            texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in group]
+            texts = [rec.transcript or (heard[rec.pk][0].text if rec.pk in heard else "") for rec, _ in group]
         else:  # a recording's own transcript, else the job's (the text every speaker read)
             texts = [rec.transcript or params.get("transcript") or "" for rec, _ in group]
         outcomes = classify_batch(
@@ -355,7 +357,7 @@ class EmbedRunner(ModelRunner):
 
 
 def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[[], None]) -> dict[int, tuple[Any, dict]]:
-    """Whisper transcripts ``{recording id: (transcript, engine.describe())}`` for the recordings of a
+    """Whisper transcripts ``{recording id: (TranscribeOutcome, engine.describe())}`` for the recordings of a
     chunk that have none, when the model reads a transcript (``needs_transcript``); otherwise none.
 
     Forced to English: reading models align English text (a non-native speaker's English must not be
@@ -364,6 +366,7 @@ def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[
     from workers import runtime
     from workers.pipeline.whisper_asr import transcribe
     from workers.pipeline.whisper_lang import WhisperError
+    from workers.pipeline.whisper_outcomes import TranscribeOutcome
 
     todo = [(rec, samples) for rec, samples in decoded if not rec.transcript]
     if not todo or not model_hook(getattr(loaded, "model", None), "needs_transcript"):
@@ -377,7 +380,7 @@ def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[
     out: dict[int, tuple[Any, dict]] = {}
     for rec, samples in todo:
         try:
-            out[rec.pk] = (transcribe(engine, samples, language="en"), engine.describe())
+            out[rec.pk] = (TranscribeOutcome.from_dict(transcribe(engine, samples, language="en")), engine.describe())
         except WhisperError:
             logger.exception("transcript auto failed", extra={"recording_id": rec.pk})
         heartbeat()

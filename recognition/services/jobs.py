@@ -41,6 +41,7 @@ from recognition.models import (
 
 if TYPE_CHECKING:
     from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
+    from workers.pipeline.whisper_outcomes import LanguageOutcome, TranscribeOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -459,7 +460,7 @@ def result_store_features(
 
 
 def result_store_prediction(*, job: Job, recording: Recording, outcome: ClassifyOutcome, timings: dict,
-                            transcript: dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
+                            transcript: TranscribeOutcome | dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
     """Store a prediction: the row's fields are ``outcome.api_dict()``, the same keys ``/predict``
     answers with. ``transcript`` (with ``transcript_model``) is the Whisper transcript a
     ``"transcript": "auto"`` job made for this recording and fed to the reading model."""
@@ -474,32 +475,38 @@ def result_store_prediction(*, job: Job, recording: Recording, outcome: Classify
     return result
 
 
-def result_store_language(*, job: Job, recording: Recording, outcome: dict, model: dict, timings: dict) -> RecordingResult:
-    """Store a recording's language identification (``outcome`` from ``identify_languages``; ``model``
-    is the engine's ``describe()``)."""
+def result_store_language(*, job: Job, recording: Recording, outcome: LanguageOutcome | dict, model: dict,
+                          timings: dict) -> RecordingResult:
+    """Store a recording's language identification (``outcome``: a ``LanguageOutcome``, or the dict
+    ``identify_languages`` returns; ``model`` is the engine's ``describe()``)."""
+    from workers.pipeline.whisper_outcomes import LanguageOutcome
+
+    out = LanguageOutcome.from_dict(outcome)
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         LanguageResult.objects.create(
-            result=result, outcome=outcome["outcome"], language=outcome.get("language") or "",
-            probability=outcome.get("probability"), scored=outcome.get("scored") or "",
-            min_probability=outcome.get("min_probability"), scan_s=outcome.get("scan_s"), shares=outcome.get("shares") or {},
-            mean_probabilities=outcome.get("mean_probabilities") or {}, windows=outcome.get("windows") or [],
-            languages=outcome.get("languages"), window_s=outcome["window_s"],
-            model_name=model["model"], model_sha256=model["model_sha256"],
+            result=result, outcome=out.outcome, language=out.language or "", probability=out.probability,
+            scored=out.scored or "", min_probability=out.min_probability, scan_s=out.scan_s, shares=out.shares or {},
+            mean_probabilities=out.mean_probabilities or {}, windows=out.windows or [], languages=out.languages,
+            window_s=out.window_s, model_name=model["model"], model_sha256=model["model_sha256"],
         )
     return result
 
 
-def _transcript_row(result: RecordingResult, transcript: dict, model: dict) -> Transcript:
+def _transcript_row(result: RecordingResult, transcript: TranscribeOutcome | dict, model: dict) -> Transcript:
+    from workers.pipeline.whisper_outcomes import TranscribeOutcome
+
+    heard = TranscribeOutcome.from_dict(transcript)
     return Transcript(
-        result=result, text=transcript.get("text") or "", language=transcript.get("language") or "",
-        language_probability=transcript.get("language_probability"), segments=transcript.get("segments") or [],
-        params=transcript.get("params") or {}, model_name=model["model"], model_sha256=model["model_sha256"],
+        result=result, text=heard.text or "", language=heard.language or "", language_probability=heard.language_probability,
+        segments=heard.segments or [], params=heard.params or {}, model_name=model["model"], model_sha256=model["model_sha256"],
     )
 
 
-def result_store_transcript(*, job: Job, recording: Recording, transcript: dict, model: dict, timings: dict) -> RecordingResult:
-    """Store what Whisper heard in a recording (``transcript`` from ``whisper_asr.transcribe``)."""
+def result_store_transcript(*, job: Job, recording: Recording, transcript: TranscribeOutcome | dict, model: dict,
+                            timings: dict) -> RecordingResult:
+    """Store what Whisper heard in a recording (``transcript``: a ``TranscribeOutcome``, or the dict
+    ``whisper_asr.transcribe`` returns)."""
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         _transcript_row(result, transcript, model).save()
