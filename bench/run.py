@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import corpus, run_report  # noqa: E402
 from bench.run_report import Report, loadavg  # noqa: E402
+from models.registry import FAMILIES  # noqa: E402
 
 MODES = {
     "quick": dict(
@@ -166,7 +167,7 @@ def measure_model_jobs(m: SimpleNamespace) -> None:
         jobs[f"classify:{mv.name}"]["audio_s"] = audio_s if mv is default_cls else sum(c.duration_s for c in clips[: len(ids)])
         jobs[f"classify:{mv.name}"]["n"] = len(ids)
     passage = ROOT / "docs" / "models" / "saa_reading_passage.txt"
-    if default_cls is not None and default_cls.family == "reading_fusion" and passage.exists():
+    if default_cls is not None and FAMILIES[default_cls.family].uses_transcript and passage.exists():
         # every recording given the passage the model reads: the aligner runs on each (the SAA clips read
         # it; for the others this is the cost of a transcript that matches the model's passage)
         name = f"classify:{default_cls.name} + passage transcript"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
+from models.registry import FAMILIES
+
 NO_GPU = "not measured: no GPU in this session"
 
 
@@ -317,7 +319,7 @@ def report_ceiling(m: SimpleNamespace) -> None:
         j = jobs[f"classify:{mv.name}"]
         fw = j["timings"].get("forward", 0.0)
         achieved = flops[mv.name] * j["n_windows"] / fw / 1e9 if fw else float("nan")
-        is_lstm = mv.family in ("speaker_head", "speaker_encoder")
+        is_lstm = FAMILIES[mv.family].recurrent
         bf16 = runtime.use_autocast(loaded[mv.name])
         ref_key = ("matmul" if is_lstm else "conv") + ("_bf16" if bf16 else "_fp32")
         frac = achieved / hw1[ref_key]

@@ -35,6 +35,9 @@ class Family:
     #: registry builds that one first and hands it to the builder as ``base`` (so no family module
     #: reaches back into the registry)
     wraps_base: bool = False
+    #: what a fusion family stacks on its window model: ``"phones"`` (phone-recogniser features) or
+    #: ``"reading"`` (reading features of the transcript); None for the others
+    fuses: str | None = None
     #: what it does when a run does not say: ``classify`` or ``embed``
     task: str = "classify"
     #: the generic loop's hyper-parameters for it (a run's ``hparams`` merge over them); families with
@@ -49,6 +52,8 @@ class Family:
     recommended: str = ""
     #: a classify model whose embedding is its class-score vector (model cards say so)
     embeds_class_scores: bool = False
+    #: its forward pass is recurrent (an LSTM): bench/ measures it against the matmul ceiling, not conv's
+    recurrent: bool = False
 
     @property
     def trainable(self) -> bool:
@@ -77,6 +82,7 @@ FAMILIES: dict[str, Family] = {
                                 "band_limit_hz": 4000.0, "dropout": 0.3, "specaug": True}),
         Family("speaker_head", "models.speaker_head:build_speaker_head",
                "frozen GE2E speaker encoder (resemblyzer) + pooled layer statistics + MLP head", window=(2.0, 1.0),
+               recurrent=True,
                default_hparams={"pool_layers": [0, 1, 2], "use_embedding": True, "hidden": 128, "dropout": 0.5,
                                 "input_dropout": 0.2, "band_limit_hz": 4000.0}),
         Family("accent_embed", "models.accent_embed:build_accent_embed",
@@ -84,15 +90,16 @@ FAMILIES: dict[str, Family] = {
                default_hparams={"n_mels": 64, "n_mfcc": 20, "d_model": 128, "n_layers": 2, "n_heads": 4,
                                 "band_limit_hz": 4000.0, "dropout": 0.1, "scale": 10.0, "specaug": True}),
         Family("speaker_encoder", "models.speaker_head:build_speaker_encoder",
-               "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainer=None),
+               "the pretrained GE2E speaker encoder itself (embedding, not trained here)", trainer=None,
+               recurrent=True),
         Family("phonetic_fusion", "models.phonetic_fusion:build_phonetic_fusion",
                "a window model stacked with phone-recogniser features (pocketsphinx)", trainer="fusion",
-               wraps_base=True,
+               wraps_base=True, fuses="phones",
                card_input="; then fused, per recording, with phone-recogniser features (pocketsphinx's US-English "
                           "model, allphone decoding) by a logistic layer fitted on out-of-fold predictions."),
         Family("reading_fusion", "models.phonetic_fusion:build_phonetic_fusion",
                "a window model stacked with reading features of the transcript", uses_transcript=True,
-               trainer="fusion", wraps_base=True,
+               trainer="fusion", wraps_base=True, fuses="reading",
                card_input="; then, for a recording whose transcript is known, fused with reading features (the "
                           "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
                           "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "

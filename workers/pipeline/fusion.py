@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from models.registry import FAMILIES
 from workers.pipeline.data import load_utterances
 from workers.pipeline.evaluation import balanced_accuracy as _balanced_accuracy
 from workers.pipeline.train_config import ProgressFn, TrainConfig, TrainResult
@@ -51,8 +52,8 @@ from workers.pipeline.train_report import prediction_key, reference_reports
 logger = logging.getLogger(__name__)
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
-#: what each fusion family stacks on the window model
-KINDS = {"phonetic_fusion": "phones", "reading_fusion": "reading"}
+#: what each fusion family stacks on the window model (its registry entry's ``fuses``)
+KINDS = {name: family.fuses for name, family in FAMILIES.items() if family.fuses}
 FEATURE_CACHE_VERSION = {"phones": "phones-v1", "reading": "reading-v3"}
 #: training settings a ``base_checkpoint``'s own recipe supplies to the cross-validation
 RECIPE_KEYS = ("window_s", "hop_s", "epochs", "batch_size", "steps_per_epoch", "lr", "weight_decay", "patience",
