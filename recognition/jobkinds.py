@@ -3,21 +3,26 @@ and which parameters it takes. Routing (``services.jobs``, Celery's ``task_route
 operations views and commands (``recognition.ops``), the health checks and /metrics all read
 this registry; nothing else lists queues or maps kinds to tasks.
 
-Adding a kind (say ``transcribe``):
+Adding a kind is one declaration, one runner and one test (docs/architecture.md):
 
-1. write its Celery task in ``workers/tasks.py`` (takes a ``JobChunk`` id, like ``run_model_chunk``);
-2. declare it here::
+1. declare it here::
 
        register(JobKind(
-           name="transcribe", task="workers.tasks.run_transcribe_chunk", queue="gpu",
-           interactive=True, chunk_size=16,
+           name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu",
+           interactive=True, chunk_size=4,
            params={"language": str, "chunk_size": int},
+           param_help={"language": "force it"},   # the API's help text (params_help)
            validate=_check_transcribe,            # optional: checks beyond the types
        ))
 
-3. add the value to ``recognition.models.Job.Kind`` and run ``manage.py makemigrations`` (the
+   and add the value to ``recognition.models.Job.Kind`` and run ``manage.py makemigrations`` (the
    choices live in the database schema). ``tests/recognition/test_jobkinds.py`` fails until the
-   registry and ``Job.Kind`` agree.
+   registry and ``Job.Kind`` agree;
+2. write its runner in ``workers/runners.py`` (how it processes one recording, one entry in ``RUNNERS``);
+3. a test that runs a chunk of it.
+
+What a job of the kind ends with is declared here too (``evaluates``, ``makes_model``): no code
+outside this module tests a kind's name.
 
 This module imports no Django models, so settings and the Celery app may import it.
 """
