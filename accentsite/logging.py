@@ -40,10 +40,6 @@ def log_context(**ids: object) -> Iterator[None]:
         unbind(token)
 
 
-def current_context() -> dict:
-    return dict(_context.get() or {})
-
-
 class ContextFilter(logging.Filter):
     """Copy the bound ids onto each record (never overriding ``extra=``); ``%(context)s`` for text logs."""
 

@@ -291,8 +291,8 @@ def frontend_share(loaded, signals: Sequence[np.ndarray], batch: int, bf16: bool
     setting. None for models without a separate ``frontend``."""
     import torch
 
+    from workers.pipeline.batching import autocast_context
     from workers.pipeline.data import frame_windows
-    from workers.pipeline.inference import _autocast
 
     model = loaded.model
     if not hasattr(model, "frontend") or not hasattr(model, "band_limit"):
@@ -301,7 +301,7 @@ def frontend_share(loaded, signals: Sequence[np.ndarray], batch: int, bf16: bool
     win = spec.window_samples
     wins = np.concatenate([frame_windows(s, win, int(spec.hop_s * spec.sample_rate)) for s in signals])[:batch]
     x = loaded.prepare(wins.astype(np.float32))
-    with torch.inference_mode(), _autocast(bf16, "cpu"):
+    with torch.inference_mode(), autocast_context(bf16, "cpu"):
         front = _best(lambda: model.frontend(model.band_limit(x)), repeat)
         whole = _best(lambda: loaded.logits(x), repeat)
     return {"windows": len(wins), "frontend_s": front, "forward_s": whole, "share": front / whole}

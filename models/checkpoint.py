@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from models.fold import optimise_for_inference
+from models.hooks import model_hook
 from models.specs import ModelSpec
 
 FORMAT_VERSION = 1
@@ -80,7 +81,7 @@ class LoadedModel:
             with ``"wave" [n, samples]`` and ``"frames" [n, frames, n_frame_features]``.
         """
         windows = np.ascontiguousarray(np.atleast_2d(windows), dtype=np.float32)
-        hook = getattr(self.model, "prepare_inputs", None)
+        hook = model_hook(self.model, "prepare_inputs")
         if hook is not None:
             return hook(windows, self.device)
         return torch.from_numpy(windows).to(self.device)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.hooks import model_hook
+
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -61,7 +63,7 @@ def fold_batchnorm(model: nn.Module) -> int:
                 if _foldable(conv, bn):
                     module._modules[a], module._modules[b] = _folded(conv, bn), nn.Identity()
                     n += 1
-        for conv_name, bn_name in getattr(module, "conv_bn_pairs", ()):
+        for conv_name, bn_name in model_hook(module, "conv_bn_pairs"):
             conv, bn = getattr(module, conv_name), getattr(module, bn_name)
             if _foldable(conv, bn):
                 setattr(module, conv_name, _folded(conv, bn))

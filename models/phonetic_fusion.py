@@ -14,13 +14,16 @@ leaves the others to the window model.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.specs import ModelSpec
+from models.hooks import model_hook
+
+if TYPE_CHECKING:  # the registry builds this family (models/registry.py): importing it back would be a circle
+    from models.specs import ModelSpec
 
 
 def fusion_inputs(window_proba: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -49,7 +52,7 @@ class PhoneticFusion(nn.Module):
         return self.base(x)
 
     def prepare_inputs(self, windows: np.ndarray, device: Any) -> Any:
-        hook = getattr(self.base, "prepare_inputs", None)
+        hook = model_hook(self.base, "prepare_inputs")
         return hook(windows, device) if hook is not None else torch.from_numpy(windows).to(device)
 
     def embed(self, x: Any) -> torch.Tensor:
@@ -98,13 +101,11 @@ class ReadingFusion(PhoneticFusion):
 FUSION_CLASSES: dict[str, type[PhoneticFusion]] = {"phonetic_fusion": PhoneticFusion, "reading_fusion": ReadingFusion}
 
 
-def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, load_pretrained: bool = True) -> PhoneticFusion:
-    """Either fusion family. ``hparams``: ``base_family``, ``base`` (the window model's hparams),
-    ``n_features``."""
-    from models.registry import get_family
-
-    base_spec = ModelSpec(**{**spec.__dict__, "family": hparams["base_family"]})
-    base = get_family(base_spec.family).build(base_spec, hparams["base"], load_pretrained=load_pretrained)
-    if get_family(spec.family).uses_transcript:  # reading_fusion
+def build_phonetic_fusion(spec: ModelSpec, hparams: dict[str, Any], *, base: nn.Module,
+                          load_pretrained: bool = True) -> PhoneticFusion:
+    """Either fusion family around ``base``, the window model the registry built first from
+    ``hparams["base_family"]`` and ``hparams["base"]`` (``Family.wraps_base``). ``hparams`` also
+    holds ``n_features`` (and ``passage`` for ``reading_fusion``)."""
+    if FUSION_CLASSES[spec.family] is ReadingFusion:
         return ReadingFusion(base, len(spec.labels), int(hparams["n_features"]), hparams.get("passage"))
     return PhoneticFusion(base, len(spec.labels), int(hparams["n_features"]))

@@ -95,11 +95,11 @@ def review_label_choices(*, recording, batch=None) -> list[str]:
 
 
 def _family_choices() -> list[tuple[str, str]]:
-    from workers.pipeline.training import TRAINABLE_FAMILIES
+    """The trainable families (models/registry.py), a recommended one first with its note."""
+    from models.registry import FAMILIES, TRAINABLE_FAMILIES
 
-    notes = {"whisper_probe": "whisper_probe (recommended: frozen Whisper encoder + logistic head)"}
-    ordered = sorted(TRAINABLE_FAMILIES, key=lambda f: (f != "whisper_probe", f))
-    return [(f, notes.get(f, f)) for f in ordered]
+    ordered = sorted(TRAINABLE_FAMILIES, key=lambda f: (not FAMILIES[f].recommended, f))
+    return [(f, f"{f} ({FAMILIES[f].recommended})" if FAMILIES[f].recommended else f) for f in ordered]
 
 
 class TrainForm(forms.Form):

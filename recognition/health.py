@@ -160,11 +160,6 @@ def readiness(checks: list[Check] | None = None) -> dict[str, dict]:
     return results
 
 
-def health_checks() -> dict[str, dict]:
-    """The readiness checks (the name older callers use)."""
-    return readiness()
-
-
 def liveness() -> dict:
     """The process answers: no database, broker or storage is touched."""
     return {"status": "ok", "pid": os.getpid(), "uptime_s": round(time.time() - _STARTED, 1),

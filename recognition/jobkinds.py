@@ -3,21 +3,26 @@ and which parameters it takes. Routing (``services.jobs``, Celery's ``task_route
 operations views and commands (``recognition.ops``), the health checks and /metrics all read
 this registry; nothing else lists queues or maps kinds to tasks.
 
-Adding a kind (say ``transcribe``):
+Adding a kind is one declaration, one runner and one test (docs/architecture.md):
 
-1. write its Celery task in ``workers/tasks.py`` (takes a ``JobChunk`` id, like ``run_model_chunk``);
-2. declare it here::
+1. declare it here::
 
        register(JobKind(
-           name="transcribe", task="workers.tasks.run_transcribe_chunk", queue="gpu",
-           interactive=True, chunk_size=16,
+           name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu",
+           interactive=True, chunk_size=4,
            params={"language": str, "chunk_size": int},
+           param_help={"language": "force it"},   # the API's help text (params_help)
            validate=_check_transcribe,            # optional: checks beyond the types
        ))
 
-3. add the value to ``recognition.models.Job.Kind`` and run ``manage.py makemigrations`` (the
+   and add the value to ``recognition.models.Job.Kind`` and run ``manage.py makemigrations`` (the
    choices live in the database schema). ``tests/recognition/test_jobkinds.py`` fails until the
-   registry and ``Job.Kind`` agree.
+   registry and ``Job.Kind`` agree;
+2. write its runner in ``workers/runners.py`` (how it processes one recording, one entry in ``RUNNERS``);
+3. a test that runs a chunk of it.
+
+What a job of the kind ends with is declared here too (``evaluates``, ``makes_model``): no code
+outside this module tests a kind's name.
 
 This module imports no Django models, so settings and the Celery app may import it.
 """
@@ -89,7 +94,16 @@ class JobKind:
     cost_per_audio_s: float = 0.03
     #: audio seconds per chunk when cut by audio (``None``: ``JOB_CHUNK_AUDIO_S``)
     chunk_audio_s: float | None = None
+    #: the job ends with an evaluation report over its recordings' true labels (``services.reports``)
+    evaluates: bool = False
+    #: the job's outcome is a model (``train``): it names the model at submission (a default from the
+    #: batch and family, checked unique), runs as one task over all its recordings and fails or
+    #: succeeds as a whole (a lost worker fails the job, not recordings)
+    makes_model: bool = False
     validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
+    #: a note per parameter for the API's help text (:func:`params_help`); ``{extractors}``,
+    #: ``{default_extractors}`` and ``{families}`` become the registries' names
+    param_help: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.queue not in QUEUES:
@@ -201,6 +215,27 @@ def validate_params(name: str, params: Any) -> dict[str, Any]:
     return params
 
 
+def params_help() -> str:
+    """The API's help text for a job's ``params``, written from the declarations (each kind's parameters
+    in order, with their notes) and the extractor and family registries, so it cannot go stale.
+    Imports the feature extractors: call it when the text is read (the serializer's help text is lazy)."""
+    from models.registry import FAMILIES, TRAINABLE_FAMILIES
+    from workers.pipeline.features import EXTRACTORS, default_extractors
+
+    names = {
+        "extractors": ", ".join(EXTRACTORS),
+        "default_extractors": "all" if list(EXTRACTORS) == default_extractors()
+        else "all but " + ", ".join(n for n in EXTRACTORS if n not in default_extractors()),
+        "families": ", ".join(sorted(TRAINABLE_FAMILIES, key=lambda f: not FAMILIES[f].recommended)),
+    }
+    parts = ["Options of the job's kind (unknown keys are a 400)."]
+    for kind in KINDS.values():
+        notes = [f"{key} ({kind.param_help[key].format(**names)})" if kind.param_help.get(key) else key for key in kind.params]
+        parts.append(f"{kind.name}: {', '.join(notes)}.")
+    parts.append("classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models.")
+    return " ".join(parts)
+
+
 def _check_common(params: dict[str, Any]) -> None:
     """Ranges of parameters several kinds share."""
     for key in ("window_s", "hop_s"):
@@ -226,7 +261,7 @@ def _check_features(params: dict[str, Any]) -> None:
 
 
 def _check_train(params: dict[str, Any]) -> None:
-    from workers.pipeline.training import TRAINABLE_FAMILIES
+    from models.registry import TRAINABLE_FAMILIES
 
     if "family" in params and params["family"] not in TRAINABLE_FAMILIES:
         raise ParamsError(f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
@@ -274,6 +309,7 @@ register(JobKind(
     name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8, cost_per_audio_s=0.07,
     admin_action="Run feature extraction on selected {what}",
     params={"extractors": list, "chunk_size": int}, validate=_check_features,
+    param_help={"extractors": "list of names: {extractors}; default: {default_extractors}"},
 ))
 def _check_classify(params: dict[str, Any]) -> None:
     """``classes`` (zero-shot models such as ``spoken-words``): 2-64 distinct words, kept as a clean list;
@@ -289,21 +325,26 @@ def _check_classify(params: dict[str, Any]) -> None:
 
 register(JobKind(
     name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
-    model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}",
+    model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}", evaluates=True,
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict, "classes": (list, str)},
     validate=_check_classify,
+    param_help={"window_s": "0.1-60 s", "hop_s": "0.1-60 s", "threshold": "0-1; answers under it are 'uncertain'",
+                "vad": "bool", "label_map": "true label -> model class, for the report", "transcript": "the text read",
+                "classes": "a zero-shot model such as spoken-words: the words to choose from, 2-64; default: its ten digits"},
 ))
 register(JobKind(
     name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
     model_task="embed", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Embed selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
+    param_help={"per_window": "bool: keep one vector per window"},
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.
 register(JobKind(
-    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False,
+    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False, makes_model=True,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
+    param_help={"family": "{families}", "epochs": "1-1000", "deploy_prior": "class priors", "hparams": "object"},
 ))
 # Whisper (faster-whisper): model work on the gpu queue, chunks cut by audio seconds; transcribe chunks hold at
 # most 300 s (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses) and
@@ -314,6 +355,11 @@ register(JobKind(
     admin_action="Identify the spoken language of selected {what} (Whisper)",
     params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int, "scan_s": (int, float, type(None)),
             "min_windows": int, "min_probability": _NUM, "pad_windows": bool}, validate=_check_whisper("language"),
+    param_help={"window_s": "over 1, at most 30 s; 4", "languages": "Whisper codes to restrict to", "vad": "skip silent windows",
+                "scan_s": "hear only the first seconds; whole recording",
+                "min_windows": "fewer speech windows: the clip is scored whole; 3",
+                "min_probability": "under it the outcome is 'uncertain'; 0.4",
+                "pad_windows": "pad each window to 30 s as Whisper was trained; true"},
 ))
 register(JobKind(
     name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
@@ -322,4 +368,7 @@ register(JobKind(
     params={"language": str, "languages": list, "beam_size": int, "vad_filter": bool, "temperature_fallback": bool,
             "pack": bool, "chunk_size": int},
     validate=_check_whisper("transcribe"),
+    param_help={"language": "force it", "languages": "candidates: each speech piece's language is one of them",
+                "beam_size": "1-10; 5", "vad_filter": "bool", "temperature_fallback": "bool",
+                "pack": "short speech pieces of a chunk share 30-s Whisper encodings; true"},
 ))

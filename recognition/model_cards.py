@@ -62,7 +62,7 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     # a shipped checkpoint (trained on accent-mini) or one trained here on a user's batch; zero-shot (spoken-words): neither
     from models.registry import FAMILIES
 
-    zero_shot = getattr(FAMILIES.get(mv.family), "zero_shot", False)
+    zero_shot = mv.family in FAMILIES and FAMILIES[mv.family].zero_shot
     shipped = not zero_shot and (not (mv.checkpoint or "").startswith("storage:") or "accent-mini" in str(data.get("source") or ""))
     splits = [
         {"split": name, "items": v.get("items"), "speakers": v.get("speakers"),

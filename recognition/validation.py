@@ -6,7 +6,6 @@ first), and a JSON document nested thousands deep makes Python's parser and enco
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from recognition.errors import ServiceError
@@ -41,10 +40,3 @@ def json_check(value: Any, *, field: str, max_depth: int = MAX_JSON_DEPTH) -> An
                 stack.extend((child, depth + 1) for child in item)
     return value
 
-
-def json_loads(text: str | bytes, *, field: str) -> Any:
-    """``json.loads`` that answers a too-deep document with ``ServiceError('too_deep')``."""
-    try:
-        return json.loads(text)
-    except RecursionError as exc:
-        raise ServiceError("too_deep", f"'{field}' nests too deep to parse.") from exc

@@ -43,11 +43,6 @@ def _literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(v)) for v in vector) + "]"
 
 
-def index_name(dim: int) -> str:
-    """Name of the partial HNSW index for vectors of ``dim`` dimensions."""
-    return f"{TABLE}_hnsw_{int(dim)}"
-
-
 def extension_available(conn: BaseDatabaseWrapper = connection) -> bool:
     """Whether this database can have the ``vector`` extension (PostgreSQL with pgvector installed)."""
     if conn.vendor != "postgresql":

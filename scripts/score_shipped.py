@@ -66,7 +66,7 @@ def classify(checkpoint: str) -> dict:
 def embed(checkpoint: str) -> dict:
     from models.checkpoint import load_checkpoint
     from workers.pipeline.data import load_utterances, read_manifest
-    from workers.pipeline.evaluation import embedding_report
+    from workers.pipeline.embedding_evaluation import embedding_report
     from workers.pipeline.inference import embed_batch
     from workers.pipeline.whisper_training import _embedding_per_corpus
 

@@ -21,7 +21,7 @@ from recognition.models import ModelVersion
 from recognition.services.predict import active_key, reply_key, request_key
 
 if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome
+    from workers.pipeline.outcomes import ClassifyOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +129,21 @@ def predict_whisper_run(*, task: str, params: dict, fileobj: BinaryIO, format_hi
     from workers import runtime
     from workers.pipeline.whisper_asr import transcribe, transcribe_options
     from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
+    from workers.pipeline.whisper_outcomes import LanguageOutcome, TranscribeOutcome
 
     audio, decode_s = _decode(fileobj, format_hint)
     try:
         engine = runtime.load_whisper()
-        if task == "language":
-            out = identify_languages(engine, audio.samples, **language_options(params))  # as a language job's
-        else:
-            out = transcribe(engine, audio.samples, **transcribe_options(params))  # as a transcribe job's
+        if task == "language":  # as a language job's
+            out: LanguageOutcome | TranscribeOutcome = LanguageOutcome.from_dict(
+                identify_languages(engine, audio.samples, **language_options(params)))
+        else:  # as a transcribe job's
+            out = TranscribeOutcome.from_dict(transcribe(engine, audio.samples, **transcribe_options(params)))
     except WhisperError as exc:
         raise ServiceError("model_unavailable", str(exc), status_code=409) from exc
     model = engine.describe()
-    return {**out, "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
-            "duration_s": round(audio.duration_s, 3), "timings": dict(out.get("timings") or {}, decode=decode_s)}
+    return {**out.as_dict(), "task": task, "model": model["model"], "model_sha256": model["model_sha256"],
+            "duration_s": round(audio.duration_s, 3), "timings": dict(out.timings or {}, decode=decode_s)}
 
 
 def _decode(fileobj: BinaryIO, format_hint: str | None):

@@ -9,6 +9,8 @@ import os
 import threading
 from pathlib import Path
 
+from models.hooks import model_hook
+
 logger = logging.getLogger(__name__)
 _models: dict[tuple[str, str, str], object] = {}
 _lock = threading.Lock()
@@ -80,11 +82,11 @@ def use_autocast(loaded) -> bool:
         return True
     if mode != "auto":
         return False
-    dev = str(getattr(loaded, "device", "cpu"))
+    dev = str(model_hook(loaded, "device"))
     return dev.startswith("cuda") or (dev == "cpu" and cpu_has_bf16())
 
 
-#: CPU windows per forward pass by model family when the forward pass runs in bf16. With bf16 on
+#: CPU windows per forward pass when the forward pass runs in bf16. With bf16 on
 #: AMX, convolutional nets are fastest in small batches (activations of a big batch spill out of
 #: the core's L2): ResNet18-shaped, 4-s windows, one thread, as loaded for inference
 #: (models/fold.py), ms per window at batch 1 / 2 / 4 / 16 = 22 / 21 / 25 / 36 (Xeon with AMX); the
@@ -92,26 +94,28 @@ def use_autocast(loaded) -> bool:
 #: instead: ResNet18-shaped 98 / 89 / - / 80 ms at 1 / 2 / 16 (Xeon without AMX, bench/). Recurrent
 #: and transformer models want big ones either way: GE2E + head at 1 / 2 / 4 / 16 / 32 = 8.9 / 6.8 /
 #: 4.3 / 2.9 / 2.8, accent-embed 7.6 / 5.4 / 4.0 / 2.9 / 2.9.
-CPU_BATCH_SIZE = {"cnn": 2, "resnet": 2}
+#: Each family's own size is its registry entry's ``cpu_batch_size`` (models/registry.py).
 CPU_BATCH_SIZE_DEFAULT = 16
 GPU_BATCH_SIZE = 64
 
 
 def default_batch_size(loaded) -> int:
     """Windows per forward pass when the job does not say: ``WORKER_BATCH_SIZE``, else on a GPU 64,
-    on a CPU :data:`CPU_BATCH_SIZE` by the model's family when it runs in bf16, else 16 (measured,
-    ``bench/``)."""
+    on a CPU the family's ``cpu_batch_size`` (models/registry.py) when it runs in bf16, else 16
+    (measured, ``bench/``)."""
     from django.conf import settings
+
+    from models.registry import FAMILIES
 
     configured = int(getattr(settings, "WORKER_BATCH_SIZE", 0) or 0)
     if configured:
         return configured
-    if str(getattr(loaded, "device", "cpu")).startswith("cuda"):
+    if str(model_hook(loaded, "device")).startswith("cuda"):
         return GPU_BATCH_SIZE
     family = getattr(getattr(loaded, "spec", None), "family", None)
     if not use_autocast(loaded):
         return CPU_BATCH_SIZE_DEFAULT
-    return CPU_BATCH_SIZE.get(family, CPU_BATCH_SIZE_DEFAULT)
+    return getattr(FAMILIES.get(family), "cpu_batch_size", None) or CPU_BATCH_SIZE_DEFAULT
 
 
 def window_params(loaded, params: dict | None = None) -> dict:
@@ -178,7 +182,7 @@ def load_model(model_version) -> object:
                             f"The checkpoint of {label} ({model_version.checkpoint}) now holds other weights "
                             f"({exc}); run the job with the version registered for the current file.") from exc
                     raise ModelUnavailable(f"The checkpoint of {label} was refused: {exc}") from exc
-                attach = getattr(loaded.model, "attach_encoder", None)
+                attach = model_hook(loaded.model, "attach_encoder")
                 if attach is not None:  # whisper_probe: its encoder is the Whisper folder, not the checkpoint
                     from models.whisper_encoder import WhisperModelError
 
@@ -186,7 +190,7 @@ def load_model(model_version) -> object:
                         attach()
                     except WhisperModelError as exc:
                         raise ModelUnavailable(f"{label} needs its Whisper encoder: {exc}") from exc
-                choose = getattr(loaded.model, "use_engine", None)
+                choose = model_hook(loaded.model, "use_engine")
                 if choose is not None:  # whisper_probe: CTranslate2's int8 encoder on a CPU where the probe allows it
                     import torch
 

@@ -1,7 +1,9 @@
 """Celery tasks: thin and idempotent. Load ids, call the pipeline, call a service.
 
-The only Django-aware module under ``workers/``. Pipeline and torch imports happen inside the
-tasks, never at import time, so nothing touches torch before a prefork worker forks.
+A chunk task claims its chunk, keeps it beating, hands it to its kind's runner
+(:data:`workers.runners.RUNNERS`: how each kind processes its recordings) and closes it. Pipeline and
+torch imports happen inside the runners, never at import time, so nothing touches torch before a
+prefork worker forks.
 """
 from __future__ import annotations
 
@@ -9,32 +11,19 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from kombu.exceptions import OperationalError as BrokerError
 
 from recognition import services
-from recognition.models import Job, Recording
+from workers.runners import RUNNERS, TRANSIENT
 
 logger = logging.getLogger(__name__)
 
-# Named transient errors: a dropped database connection, a broker hiccup. Bad audio is never retried.
-TRANSIENT = (OperationalError, InterfaceError, BrokerError, ConnectionError)
 _RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, retry_jitter=True, max_retries=10)
-
-
-def _decode(recording: Recording):
-    """Open by storage key (never a local path), decode to 16 kHz mono and validate."""
-    from workers.pipeline.audio import load_audio, validate_audio
-
-    with recording.file.storage.open(recording.file.name, "rb") as fh:
-        audio = load_audio(fh, settings.AUDIO_SAMPLE_RATE, format_hint=recording.format, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    validate_audio(audio, min_duration_s=settings.AUDIO_MIN_DURATION_S, max_duration_s=settings.AUDIO_MAX_DURATION_S)
-    return audio
 
 
 @contextlib.contextmanager
@@ -92,8 +81,9 @@ def _heartbeating(chunk_id: int, every_s: float | None = None) -> Iterator[None]
         thread.join(timeout=every + 5)
 
 
-def _run_chunk(task, chunk_id: int, process: Callable) -> None:
-    """Shared chunk loop: claim, process, record failures per recording, close the chunk."""
+def _run_chunk(task, chunk_id: int) -> None:
+    """The chunk loop every per-recording kind shares: claim, hand the chunk to its kind's runner,
+    fail what the time limit left unfinished, close the chunk."""
     close_old_connections()
     ctx = services.chunk_start(chunk_id=chunk_id, worker=task.request.hostname or "", task_id=task.request.id or "")
     if ctx is None:
@@ -104,7 +94,7 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
     # running chunk that is silent
     with _heartbeating(chunk_id):
         try:
-            process(ctx, timings)
+            RUNNERS[ctx.job.kind].run(ctx, timings)
         except SoftTimeLimitExceeded:  # raised by Celery's prefork pool in the child (every shipped pool is prefork)
             error = "The chunk exceeded its time limit; its unfinished recordings failed."
             done = set(ctx.job.results.values_list("recording_id", flat=True))
@@ -114,269 +104,25 @@ def _run_chunk(task, chunk_id: int, process: Callable) -> None:
         services.chunk_finish(chunk_id=chunk_id, timings=dict(timings), error=error)
 
 
-def _fail_unexpected(ctx, rec: Recording, exc: Exception) -> None:
-    logger.exception("recording failed", extra={"job_id": ctx.job.pk, "recording_id": rec.pk})
-    services.result_fail(
-        job=ctx.job, recording=rec, code="processing_error",
-        message=f"Processing failed with {type(exc).__name__}: {exc}. Report this if it repeats.",
-    )
-
+# One task name per queue family (recognition.jobkinds routes by them; chunks already sent keep working):
+# each runs whatever kind its chunk belongs to.
 
 @shared_task(bind=True, **_RETRY)
 def run_features_chunk(self, chunk_id: int) -> None:
     """Decode each recording of a chunk and run the job's feature extractors on it."""
-
-    def process(ctx, timings):
-        from workers.pipeline.audio import AudioError
-        from workers.pipeline.features import extract_features, result_to_npz_bytes
-
-        names = ctx.job.params.get("extractors") or None
-        for rec in ctx.recordings:
-            if services.job_is_cancelled(job_id=ctx.job.pk):
-                break
-            t0 = time.perf_counter()
-            try:
-                audio = _decode(rec)
-                t1 = time.perf_counter()
-                results = extract_features(audio.samples, audio.sample_rate, names=names)
-                t2 = time.perf_counter()
-            except AudioError as exc:
-                services.result_fail(job=ctx.job, recording=rec, code=exc.code, message=exc.message)
-                continue
-            except TRANSIENT + (SoftTimeLimitExceeded,):
-                raise
-            except Exception as exc:  # a bug or odd input in one recording must not sink the chunk
-                _fail_unexpected(ctx, rec, exc)
-                continue
-            rec_timings = {"decode": t1 - t0, "features": t2 - t1}
-            features = {
-                name: {"version": r.version, "config": r.config, "summary": r.summary, "array_names": sorted(r.arrays)}
-                for name, r in results.items()
-            }
-            services.result_store_features(
-                job=ctx.job, recording=rec, features=features, npz=result_to_npz_bytes(results), timings=rec_timings
-            )
-            timings["decode"] += rec_timings["decode"]
-            timings["features"] += rec_timings["features"]
-            timings["store"] += time.perf_counter() - t2
-            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
-
-    _run_chunk(self, chunk_id, process)
-
-
-#: ``"transcript": "auto"`` in a classify job: Whisper transcribes recordings that have no transcript
-AUTO_TRANSCRIPT = "auto"
-
-
-def _auto_transcripts(loaded, decoded: list, timings: dict, heartbeat: Callable[[], None]) -> dict[int, tuple[dict, dict]]:
-    """Whisper transcripts ``{recording id: (transcript, engine.describe())}`` for the recordings of a
-    chunk that have none, when the model reads a transcript (``needs_transcript``); otherwise none.
-
-    Forced to English: reading models align English text (a non-native speaker's English must not be
-    written down as another language). A recording Whisper cannot transcribe gets no transcript, so the
-    window model answers for it, as for any recording without one."""
-    from workers import runtime
-    from workers.pipeline.whisper_asr import transcribe
-    from workers.pipeline.whisper_lang import WhisperError
-
-    todo = [(rec, samples) for rec, samples in decoded if not rec.transcript]
-    if not todo or not getattr(getattr(loaded, "model", None), "needs_transcript", False):
-        return {}
-    t0 = time.perf_counter()
-    try:
-        engine = runtime.load_whisper()
-    except WhisperError:
-        logger.exception("transcript auto: no Whisper; the reading model runs without transcripts")
-        return {}
-    out: dict[int, tuple[dict, dict]] = {}
-    for rec, samples in todo:
-        try:
-            out[rec.pk] = (transcribe(engine, samples, language="en"), engine.describe())
-        except WhisperError:
-            logger.exception("transcript auto failed", extra={"recording_id": rec.pk})
-        heartbeat()
-    timings["transcribe"] += time.perf_counter() - t0
-    return out
-
-
-def _fail_all_unavailable(ctx, exc: Exception) -> None:
-    """The chunk's model cannot be loaded: no use retrying, every recording fails with the reason."""
-    for rec in ctx.recordings:
-        services.result_fail(job=ctx.job, recording=rec, code="model_unavailable", message=str(exc))
-
-
-def _audio_groups(decoded: list, group_s: float) -> list[list]:
-    """``(recording, samples)`` pairs in order, cut into consecutive groups of at least ``group_s``
-    seconds of 16 kHz audio each: a group closes once it holds ``group_s`` (the last may hold less)."""
-    from workers.pipeline.audio import TARGET_SR
-
-    groups: list[list] = [[]]
-    seconds = 0.0
-    for pair in decoded:
-        if groups[-1] and seconds >= group_s:
-            groups.append([])
-            seconds = 0.0
-        groups[-1].append(pair)
-        seconds += len(pair[1]) / TARGET_SR
-    return [g for g in groups if g]
+    _run_chunk(self, chunk_id)
 
 
 @shared_task(bind=True, **_RETRY)
 def run_model_chunk(self, chunk_id: int) -> None:
-    """Classify or embed a chunk: decode all, then batched inference over groups of recordings
-    (``MODEL_GROUP_AUDIO_S`` of audio each), storing each group's results as it finishes."""
-
-    def process(ctx, timings):
-        from workers import runtime
-        from workers.pipeline.audio import AudioError
-        from workers.pipeline.inference import classify_batch, embed_batch
-
-        job, params = ctx.job, ctx.job.params
-        t0 = time.perf_counter()
-        try:
-            loaded = runtime.load_model(job.model_version)
-        except runtime.ModelUnavailable as exc:
-            _fail_all_unavailable(ctx, exc)
-            return
-        timings["model_load"] += time.perf_counter() - t0
-        if job.kind == Job.Kind.CLASSIFY and params.get("classes"):  # a zero-shot model answers the job's own classes
-            from workers.pipeline.spoken_words import bind_classes
-
-            loaded = bind_classes(loaded, params["classes"])
-        decoded: list[tuple[Recording, object]] = []
-        for rec in ctx.recordings:
-            t = time.perf_counter()
-            try:
-                decoded.append((rec, _decode(rec).samples))
-            except AudioError as exc:
-                services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
-            except TRANSIENT + (SoftTimeLimitExceeded,):
-                raise
-            except Exception as exc:
-                _fail_unexpected(ctx, rec, exc)
-            timings["decode"] += time.perf_counter() - t
-        if not decoded or services.job_is_cancelled(job_id=job.pk):
-            return
-        window = runtime.window_params(loaded, params)
-        batch_size = params.get("batch_size") or runtime.default_batch_size(loaded)
-        # the chunk's recordings in groups of about MODEL_GROUP_AUDIO_S of audio: each group is one
-        # batched inference and its results are stored before the next starts, so progress moves
-        # (and a chunk stopped half way keeps what it finished) while batches stay full
-        for group in _audio_groups(decoded, settings.MODEL_GROUP_AUDIO_S):
-            if services.job_is_cancelled(job_id=job.pk):
-                return
-            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
-            signals = [s for _, s in group]
-            heard: dict[int, tuple[dict, dict]] = {}
-            if job.kind == Job.Kind.CLASSIFY:
-                if params.get("transcript") == AUTO_TRANSCRIPT:
-                    heard = _auto_transcripts(loaded, group, timings, lambda: services.chunk_heartbeat(chunk_id=ctx.chunk.pk))
-                    texts = [rec.transcript or (heard[rec.pk][0]["text"] if rec.pk in heard else "") for rec, _ in group]
-                else:  # a recording's own transcript, else the job's (the text every speaker read)
-                    texts = [rec.transcript or params.get("transcript") or "" for rec, _ in group]
-                outcomes = classify_batch(
-                    loaded, signals, threshold=params.get("threshold"), vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
-                    min_speech_s=params.get("min_speech_s", loaded.spec.extra.get("min_speech_s", 1.0)), batch_size=batch_size,
-                    autocast=runtime.use_autocast(loaded), **window, transcripts=texts,
-                )
-            else:
-                outcomes = embed_batch(
-                    loaded, signals, per_window=params.get("per_window", False),
-                    batch_size=batch_size, autocast=runtime.use_autocast(loaded), **window,
-                )
-            t = time.perf_counter()
-            for (rec, _), outcome in zip(group, outcomes, strict=True):
-                stage = outcome.timings
-                for key, seconds in stage.items():
-                    timings[key] += seconds
-                if job.kind == Job.Kind.CLASSIFY:
-                    said, said_by = heard.get(rec.pk, (None, None))
-                    services.result_store_prediction(job=job, recording=rec, outcome=outcome, timings=stage,
-                                                     transcript=said, transcript_model=said_by)
-                else:
-                    services.result_store_embedding(job=job, recording=rec, outcome=outcome, timings=stage)
-            timings["store"] += time.perf_counter() - t
-
-    _run_chunk(self, chunk_id, process)
-
-
-def _transcribe_long(ctx, rec: Recording, samples, run) -> dict:
-    """``run(samples)``, or for a recording over ``TRANSCRIBE_PIECE_S`` the same piece by piece, each
-    piece saved on the chunk as it is done and a redelivered chunk going on after the last one
-    (``workers/pipeline/pieces.py``)."""
-    from workers.pipeline.pieces import run_in_pieces
-
-    if len(samples) <= settings.TRANSCRIBE_PIECE_S * settings.AUDIO_SAMPLE_RATE:
-        return run(samples)
-    chunk_id = ctx.chunk.pk
-
-    def save(state: dict) -> None:
-        services.chunk_partial_save(chunk_id=chunk_id, recording_id=rec.pk, state=state)
-        services.chunk_heartbeat(chunk_id=chunk_id)
-
-    outcome = run_in_pieces(run, samples, sample_rate=settings.AUDIO_SAMPLE_RATE, piece_s=settings.TRANSCRIBE_PIECE_S,
-                            partial=services.chunk_partial(chunk_id=chunk_id, recording_id=rec.pk), save=save)
-    services.chunk_partial_save(chunk_id=chunk_id, recording_id=rec.pk, state=None)
-    return outcome
+    """Classify or embed a chunk (``workers.runners.ModelRunner``)."""
+    _run_chunk(self, chunk_id)
 
 
 @shared_task(bind=True, **_RETRY)
 def run_whisper_chunk(self, chunk_id: int) -> None:
     """Language identification or transcription of a chunk with the process's Whisper, one recording at a time."""
-
-    def process(ctx, timings):
-        from workers import runtime
-        from workers.pipeline.audio import AudioError
-        from workers.pipeline.whisper_asr import transcribe, transcribe_options
-        from workers.pipeline.whisper_lang import WhisperError, identify_languages, language_options
-
-        job, params = ctx.job, ctx.job.params
-        t0 = time.perf_counter()
-        try:
-            engine = runtime.load_whisper()
-        except WhisperError as exc:
-            _fail_all_unavailable(ctx, exc)
-            return
-        timings["model_load"] += time.perf_counter() - t0
-        for rec in ctx.recordings:
-            if services.job_is_cancelled(job_id=job.pk):
-                break
-            t = time.perf_counter()
-            try:
-                samples = _decode(rec).samples
-                decoded = time.perf_counter()
-                if job.kind == Job.Kind.LANGUAGE:
-                    outcome = identify_languages(engine, samples, **language_options(params))
-                else:
-                    options = transcribe_options(params)
-
-                    def run(piece, options=options):
-                        return transcribe(engine, piece, **options)
-
-                    outcome = _transcribe_long(ctx, rec, samples, run)
-            except AudioError as exc:
-                services.result_fail(job=job, recording=rec, code=exc.code, message=exc.message)
-                continue
-            except WhisperError as exc:
-                services.result_fail(job=job, recording=rec, code="model_unavailable", message=str(exc))
-                continue
-            except TRANSIENT + (SoftTimeLimitExceeded,):
-                raise
-            except Exception as exc:  # a bug or odd input in one recording must not sink the chunk
-                _fail_unexpected(ctx, rec, exc)
-                continue
-            rec_timings = {"decode": decoded - t, **outcome.get("timings", {})}
-            stored = time.perf_counter()
-            if job.kind == Job.Kind.LANGUAGE:
-                services.result_store_language(job=job, recording=rec, outcome=outcome, model=engine.describe(), timings=rec_timings)
-            else:
-                services.result_store_transcript(job=job, recording=rec, transcript=outcome, model=engine.describe(), timings=rec_timings)
-            for key, seconds in rec_timings.items():
-                timings[key] += seconds
-            timings["store"] += time.perf_counter() - stored
-            services.chunk_heartbeat(chunk_id=ctx.chunk.pk)
-
-    _run_chunk(self, chunk_id, process)
+    _run_chunk(self, chunk_id)
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3,

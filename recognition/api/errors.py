@@ -53,10 +53,6 @@ def exception_handler(exc, context):
     return response
 
 
-def error_response(code: str, message: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> Response:
-    return Response({"error": {"code": code, "message": message}}, status=status_code)
-
-
 def not_found(request, exception=None):
     """Django's 404 for URLs no route matches: under ``/api/`` in the API's JSON error shape (a client
     sees the same body as for a missing object), elsewhere Django's page."""

@@ -1,7 +1,9 @@
 """Serializers: shapes of what the API reads and returns. No business logic here."""
+from django.utils.functional import lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from recognition import jobkinds
 from recognition.errors import ServiceError
 from recognition.models import (
     Batch,
@@ -136,31 +138,14 @@ class JobCreateSerializer(serializers.Serializer):
     # ids fit a 64-bit column: a larger number is a 400 here, not an OverflowError in the database driver
     batch = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recordings = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000)
-    params = SafeJSONField(required=False, help_text=(
-        "Options of the job's kind (unknown keys are a 400). "
-        "features: extractors (list of names: logmel, mfcc, spectral, prosody, formants, voice_quality, egemaps, "
-        "compare; default: all but compare), chunk_size. "
-        "classify: threshold (0-1; answers under it are 'uncertain'), vad (bool), min_speech_s, window_s, hop_s "
-        "(0.1-60 s), label_map (true label -> model class, for the report), transcript (the text read), "
-        "chunk_size, batch_size, classes (a zero-shot model such as spoken-words: the words to choose from, 2-64; "
-        "default: its ten digits). "
-        "embed: window_s, hop_s, per_window (bool: keep one vector per window), chunk_size, batch_size. "
-        "train: family (whisper_probe, cnn, resnet, speaker_head, accent_embed, phonetic_fusion, reading_fusion), "
-        "name, "
-        "label_map, epochs (1-1000), seed, deploy_prior (class priors), hparams (object), window_s, hop_s. "
-        "language: window_s (over 1, at most 30 s; 4), languages (Whisper codes to restrict to), vad (skip silent "
-        "windows), scan_s (hear only the first seconds; whole recording), min_windows (fewer speech windows: the clip is "
-        "scored whole; 3), min_probability (under it the outcome is 'uncertain'; 0.4), pad_windows (pad each window to "
-        "30 s as Whisper was trained; true), chunk_size. "
-        "transcribe: language (force it), languages (candidates: each speech piece's language is one of them), beam_size "
-        "(1-10; 5), vad_filter (bool), temperature_fallback (bool), pack (short speech pieces of a chunk share 30-s "
-        "Whisper encodings; true), chunk_size. "
-        "classify's transcript may be 'auto': Whisper transcribes recordings without one for reading models."))
+    # written from the job-kind, extractor and family registries when the schema is read (lazy: the
+    # extractors import torch, which the web process does not need at start)
+    params = SafeJSONField(required=False, help_text=lazy(jobkinds.params_help, str)())
     model = serializers.CharField(required=False, max_length=160,
                                   help_text="classify / embed: name or name@version; the default model when omitted")
 
     def validate(self, attrs):
-        if attrs["kind"] != Job.Kind.TRAIN and ("batch" in attrs) == ("recordings" in attrs):
+        if jobkinds.get(attrs["kind"]).needs_recordings and ("batch" in attrs) == ("recordings" in attrs):
             raise serializers.ValidationError("Give exactly one of 'batch' or 'recordings'.")
         return attrs
 

@@ -40,7 +40,8 @@ from recognition.models import (
 )
 
 if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome, EmbedOutcome
+    from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
+    from workers.pipeline.whisper_outcomes import LanguageOutcome, TranscribeOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def job_submit(
         raise ServiceError("invalid_kind", f"Job kind '{kind}' has no declaration in recognition.jobkinds.")
     spec = jobkinds.get(kind)
     params = dict(validate_job_params(kind, params if params is not None else {}))
-    if kind == Job.Kind.TRAIN:  # the model's name is settled now, default or given, not when training ends
+    if spec.makes_model:  # the model's name is settled now, default or given, not when training ends
         family = params.get("family", "speaker_head")
         params.setdefault("name", f"batch-{batch.pk}-{family}" if batch is not None
                           else f"recordings-{timezone.now():%Y%m%d-%H%M%S}-{family}")
@@ -355,7 +356,7 @@ def chunk_give_up(*, chunk_id: int) -> Job | None:
         job = Job.objects.select_for_update().get(pk=chunk.job_id)
         if chunk.status in (JobChunk.Status.DONE, JobChunk.Status.CANCELLED, JobChunk.Status.FAILED) or job.is_terminal:
             return job
-        if job.kind == Job.Kind.TRAIN:
+        if jobkinds.get(job.kind).makes_model:  # fails as a whole
             if job.status == Job.Status.QUEUED:
                 job.mark_running()
             job.mark_finished(Job.Status.FAILED, error=message)
@@ -459,7 +460,7 @@ def result_store_features(
 
 
 def result_store_prediction(*, job: Job, recording: Recording, outcome: ClassifyOutcome, timings: dict,
-                            transcript: dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
+                            transcript: TranscribeOutcome | dict | None = None, transcript_model: dict | None = None) -> RecordingResult:
     """Store a prediction: the row's fields are ``outcome.api_dict()``, the same keys ``/predict``
     answers with. ``transcript`` (with ``transcript_model``) is the Whisper transcript a
     ``"transcript": "auto"`` job made for this recording and fed to the reading model."""
@@ -474,32 +475,38 @@ def result_store_prediction(*, job: Job, recording: Recording, outcome: Classify
     return result
 
 
-def result_store_language(*, job: Job, recording: Recording, outcome: dict, model: dict, timings: dict) -> RecordingResult:
-    """Store a recording's language identification (``outcome`` from ``identify_languages``; ``model``
-    is the engine's ``describe()``)."""
+def result_store_language(*, job: Job, recording: Recording, outcome: LanguageOutcome | dict, model: dict,
+                          timings: dict) -> RecordingResult:
+    """Store a recording's language identification (``outcome``: a ``LanguageOutcome``, or the dict
+    ``identify_languages`` returns; ``model`` is the engine's ``describe()``)."""
+    from workers.pipeline.whisper_outcomes import LanguageOutcome
+
+    out = LanguageOutcome.from_dict(outcome)
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         LanguageResult.objects.create(
-            result=result, outcome=outcome["outcome"], language=outcome.get("language") or "",
-            probability=outcome.get("probability"), scored=outcome.get("scored") or "",
-            min_probability=outcome.get("min_probability"), scan_s=outcome.get("scan_s"), shares=outcome.get("shares") or {},
-            mean_probabilities=outcome.get("mean_probabilities") or {}, windows=outcome.get("windows") or [],
-            languages=outcome.get("languages"), window_s=outcome["window_s"],
-            model_name=model["model"], model_sha256=model["model_sha256"],
+            result=result, outcome=out.outcome, language=out.language or "", probability=out.probability,
+            scored=out.scored or "", min_probability=out.min_probability, scan_s=out.scan_s, shares=out.shares or {},
+            mean_probabilities=out.mean_probabilities or {}, windows=out.windows or [], languages=out.languages,
+            window_s=out.window_s, model_name=model["model"], model_sha256=model["model_sha256"],
         )
     return result
 
 
-def _transcript_row(result: RecordingResult, transcript: dict, model: dict) -> Transcript:
+def _transcript_row(result: RecordingResult, transcript: TranscribeOutcome | dict, model: dict) -> Transcript:
+    from workers.pipeline.whisper_outcomes import TranscribeOutcome
+
+    heard = TranscribeOutcome.from_dict(transcript)
     return Transcript(
-        result=result, text=transcript.get("text") or "", language=transcript.get("language") or "",
-        language_probability=transcript.get("language_probability"), segments=transcript.get("segments") or [],
-        params=transcript.get("params") or {}, model_name=model["model"], model_sha256=model["model_sha256"],
+        result=result, text=heard.text or "", language=heard.language or "", language_probability=heard.language_probability,
+        segments=heard.segments or [], params=heard.params or {}, model_name=model["model"], model_sha256=model["model_sha256"],
     )
 
 
-def result_store_transcript(*, job: Job, recording: Recording, transcript: dict, model: dict, timings: dict) -> RecordingResult:
-    """Store what Whisper heard in a recording (``transcript`` from ``whisper_asr.transcribe``)."""
+def result_store_transcript(*, job: Job, recording: Recording, transcript: TranscribeOutcome | dict, model: dict,
+                            timings: dict) -> RecordingResult:
+    """Store what Whisper heard in a recording (``transcript``: a ``TranscribeOutcome``, or the dict
+    ``whisper_asr.transcribe`` returns)."""
     with transaction.atomic():
         result = _replace_result(job, recording, status=RecordingResult.Status.SUCCEEDED, timings=timings)
         _transcript_row(result, transcript, model).save()
@@ -555,11 +562,12 @@ def chunk_finish(*, chunk_id: int, timings: dict[str, float], error: str = "") -
 def job_finalize(*, job_id: int) -> Job:
     """Close a job whose chunks are all done: succeeded unless every recording failed.
 
-    A classify job over recordings with true labels ends by computing the evaluation report.
+    A job of a kind that ``evaluates`` (classify), over recordings with true labels, ends by computing
+    the evaluation report.
     """
     report = None
     job = Job.objects.get(pk=job_id)
-    if job.kind == Job.Kind.CLASSIFY and not job.is_terminal:
+    if jobkinds.get(job.kind).evaluates and not job.is_terminal:
         from recognition.services.reports import classify_report
 
         report = classify_report(job=job)

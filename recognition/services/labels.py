@@ -64,7 +64,3 @@ def label_corrections(*, recordings: list[Recording], batch: Batch | None = None
         out[recording_id] = label  # the newest wins
     return out
 
-
-def label_reviews_of_batch(*, batch: Batch):
-    """A batch's reviews, newest first, with their recording and reviewer."""
-    return LabelReview.objects.filter(batch=batch).select_related("recording", "reviewer")

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from workers.pipeline.embedding_evaluation import embedding_report, equal_error_rate
 from workers.pipeline.evaluation import (
     compare_predictions,
-    embedding_report,
-    equal_error_rate,
     evaluation_report,
     paired_difference,
 )

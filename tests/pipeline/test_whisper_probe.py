@@ -159,7 +159,7 @@ def test_cross_validation_folds_fit_without_their_held_out_speakers(items, tmp_p
     """``cross_validate`` over whisper_probe: each fold's probe is chosen and fitted on the other
     folds' speakers alone, and the out-of-fold rows are that fold's held-out recordings, each once.
     (A probe that fitted on its held-out fold would score a label-shuffled fold well.)"""
-    from workers.pipeline.train_loop import cross_validate
+    from workers.pipeline.training import cross_validate
 
     pooled = [it for it in items if it.split == "train"]
     config = TrainConfig(name="probe", family="whisper_probe", items=items, cache_dir=str(tmp_path / "c"),

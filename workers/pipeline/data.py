@@ -199,18 +199,6 @@ def frame_windows(samples: np.ndarray, window: int, hop: int) -> np.ndarray:
     return np.stack([samples[s : s + window] for s in window_starts(len(samples), window, hop)]).astype(np.float32)
 
 
-def random_crop(samples: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
-    """Random ``[window]`` crop (zero-padded at a random offset when the signal is shorter)."""
-    n = len(samples)
-    if n >= window:
-        s = int(rng.integers(0, n - window + 1))
-        return samples[s : s + window]
-    out = np.zeros(window, dtype=np.float32)
-    s = int(rng.integers(0, window - n + 1))
-    out[s : s + n] = samples
-    return out
-
-
 def _speaker_table(items: Sequence[TrainItem], idx: Sequence[int]) -> dict[str, tuple[str, str]]:
     """speaker -> (majority label, majority corpus) over the given item indices."""
     labels: dict[str, Counter] = defaultdict(Counter)
@@ -321,13 +309,6 @@ def check_speaker_disjoint(items: Sequence[TrainItem], splits: dict[str, list[in
             spk = items[i].speaker
             if seen.setdefault(spk, name) != name:
                 raise ValueError(f"speaker {spk!r} is in both {seen[spk]!r} and {name!r}")
-
-
-def class_weights(labels: Sequence[int], n_classes: int) -> np.ndarray:
-    """Inverse-frequency class weights normalised to mean 1: ``[n_classes]``."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes).astype(float)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
-    return (w / max(w[w > 0].mean(), 1e-12)).astype(np.float32)
 
 
 def balanced_sample_weights(labels: Sequence[int], groups: Sequence[Any] | None = None) -> np.ndarray:

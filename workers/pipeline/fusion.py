@@ -33,25 +33,27 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.registry import FAMILIES
 from workers.pipeline.data import load_utterances
 from workers.pipeline.evaluation import balanced_accuracy as _balanced_accuracy
 from workers.pipeline.train_config import ProgressFn, TrainConfig, TrainResult
 from workers.pipeline.train_config import emit_progress as _emit
 from workers.pipeline.train_data import load_items
-from workers.pipeline.train_loop import cross_validate, train_model
+from workers.pipeline.train_loop import cross_validate
 from workers.pipeline.train_report import prediction_key, reference_reports
 
 logger = logging.getLogger(__name__)
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
-#: what each fusion family stacks on the window model
-KINDS = {"phonetic_fusion": "phones", "reading_fusion": "reading"}
+#: what each fusion family stacks on the window model (its registry entry's ``fuses``)
+KINDS = {name: family.fuses for name, family in FAMILIES.items() if family.fuses}
 FEATURE_CACHE_VERSION = {"phones": "phones-v1", "reading": "reading-v3"}
 #: training settings a ``base_checkpoint``'s own recipe supplies to the cross-validation
 RECIPE_KEYS = ("window_s", "hop_s", "epochs", "batch_size", "steps_per_epoch", "lr", "weight_decay", "patience",
@@ -213,10 +215,12 @@ def _checkpoint_predictions(loaded: Any, items: list[Any], idx: list[int], label
             for it, res in zip(chosen, results, strict=True)]
 
 
-def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, folds: int = 5,
-                 cv_seeds: int = 3) -> TrainResult:
+def train_fusion(config: TrainConfig, *, train: Callable[..., TrainResult], progress: ProgressFn | None = None,
+                 folds: int = 5, cv_seeds: int = 3) -> TrainResult:
     """Train a ``phonetic_fusion`` or ``reading_fusion`` model (see the module docstring); same
-    inputs and outputs as :func:`workers.pipeline.training.train_model`."""
+    inputs and outputs as :func:`workers.pipeline.training.train_model`. ``train(config, progress=...)``
+    trains the window model (any trainable family): :func:`workers.pipeline.trainers.train_model`
+    passes itself, so this module never reaches back for the dispatch."""
     from models.checkpoint import save_checkpoint
     from models.phonetic_fusion import FUSION_CLASSES, fusion_inputs
     from models.specs import ModelSpec
@@ -264,7 +268,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     else:
         with tempfile.TemporaryDirectory() as tmp:
             base_cfg.out = str(Path(tmp) / "base.pt")
-            trained = train_model(base_cfg, progress=progress)
+            trained = train(base_cfg, progress=progress)
             side = json.loads(Path(base_cfg.out).with_suffix(".json").read_text())
         base_model, base_spec, base_cal, base_hp = trained.model.cpu(), trained.spec, trained.calibration, side["hparams"]
         base_history, base_best_epoch, training_data = trained.history, trained.best_epoch, side["training_data"]
@@ -276,7 +280,7 @@ def train_fusion(config: TrainConfig, *, progress: ProgressFn | None = None, fol
     folds = max(2, min(folds, min(per_class)))  # every fold needs speakers of every class
     cv_cfg = copy.copy(base_cfg)
     cv_cfg.out = None
-    oof = cross_validate(cv_cfg, folds, progress=progress)["predictions"]
+    oof = cross_validate(cv_cfg, folds, train=train, progress=progress)["predictions"]
 
     # 3. features of every recording the reports need
     by_key = {prediction_key(it): it for it in items}

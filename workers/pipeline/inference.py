@@ -1,7 +1,8 @@
 """Batched inference over whole recordings: windowing, VAD gate, batched forward, aggregation.
 
-(Over 500 lines on purpose: this is the one inference path jobs, /predict and the CLI share, with its
-typed outcomes; windowing, batching, calibration and aggregation read best side by side.)
+(The outcomes live in :mod:`workers.pipeline.outcomes`, windowing and the batched forward pass in
+:mod:`workers.pipeline.batching`; this module plans, calibrates and aggregates. The names in
+``__all__`` are importable from here, the one inference path's API.)
 
 ``classify_batch`` and ``embed_batch`` take a loaded model (``models.checkpoint.LoadedModel`` or
 anything with the same attributes: ``spec``, ``calibration``, ``device``, ``prepare``, ``logits``,
@@ -59,17 +60,17 @@ Reading fusion (``reading_fusion`` family)
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
 from workers.pipeline import vad as vad_mod
+from workers.pipeline.batching import forward_windows, is_oom_error, window_spans
+from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
 
 __all__ = [
     "SPEECH_WINDOW_FRACTION",
@@ -87,304 +88,6 @@ logger = logging.getLogger(__name__)
 SPEECH_WINDOW_FRACTION = 0.5
 
 ProgressFn = Callable[[int, int], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Outcomes
-# ---------------------------------------------------------------------------------------------
-
-
-class _MappingBridge:
-    """Read-only ``outcome["key"]`` / ``outcome.get("key")`` / ``"key" in outcome`` over the keys of
-    ``as_dict()``, for code written against the old dict outcomes. Deprecated: use attributes."""
-
-    def as_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _has(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.as_dict()
-
-    def __getitem__(self, key: str) -> Any:
-        if not self._has(key):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if self._has(key) else default
-
-    def __contains__(self, key: object) -> bool:
-        return self._has(key)
-
-
-@dataclass(frozen=True)
-class ClassifyOutcome(_MappingBridge):
-    """One recording's classification (the fields are those of :func:`classify_batch`'s Returns).
-
-    Frozen, but its dicts and lists are plain containers: treat them as read-only. ``reading`` and
-    ``fused`` are None for models that do not read a transcript (and then absent from ``as_dict()``).
-    """
-
-    outcome: str
-    predicted_class: str | None = None
-    confidence: float | None = None
-    probabilities: dict[str, float] | None = None
-    probabilities_raw: dict[str, float] | None = None
-    window_share: dict[str, float] | None = None
-    agreement: float | None = None
-    windows: list[dict[str, Any]] = field(default_factory=list)
-    n_windows: int = 0
-    n_windows_total: int = 0
-    duration_s: float = 0.0
-    speech_s: float | None = None
-    speech_fraction: float | None = None
-    threshold: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    reading: dict[str, Any] | None = None
-    fused: bool | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field as a dict (shallow), without ``reading`` / ``fused`` for non-reading models."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.fused is None:
-            del out["reading"], out["fused"]
-        return out
-
-    def api_dict(self) -> dict[str, Any]:
-        """The outcome under the API's key names: the fields a job's ``Prediction`` stores (and
-        ``results/`` returns), the core of the ``/predict`` answer and of ``manage.py classify`` rows.
-
-        ``probabilities``, ``probabilities_raw`` and ``window_share`` are ``{}`` and ``windows`` ``[]``
-        without a prediction; ``reading`` carries ``fused`` and is None without a transcript.
-        """
-        return {
-            "outcome": self.outcome,
-            "predicted_class": self.predicted_class,
-            "confidence": self.confidence,
-            "probabilities": dict(self.probabilities or {}),
-            "probabilities_raw": dict(self.probabilities_raw or {}),
-            "window_share": dict(self.window_share or {}),
-            "agreement": self.agreement,
-            "speech_fraction": self.speech_fraction,
-            "windows": list(self.windows or []),
-            "reading": {**self.reading, "fused": bool(self.fused)} if self.reading else None,
-        }
-
-
-@dataclass(frozen=True)
-class EmbedOutcome(_MappingBridge):
-    """One recording's embedding (the fields are those of :func:`embed_batch`'s Returns);
-    ``windows`` is None unless per-window vectors were asked for (and then absent from ``as_dict()``)."""
-
-    vector: list[float] | None
-    n_windows: int
-    duration_s: float
-    windows: list[dict[str, Any]] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.windows is None:
-            del out["windows"]
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Windowing
-# ---------------------------------------------------------------------------------------------
-
-
-def window_spans(n_samples: int, sr: int, window_s: float, hop_s: float) -> np.ndarray:
-    """Sample spans of the analysis windows of a signal.
-
-    Parameters
-    ----------
-    n_samples : int
-        Length of the signal in samples.
-    sr : int
-        Sample rate (Hz).
-    window_s, hop_s : float
-        Window length and hop in seconds (both > 0).
-
-    Returns
-    -------
-    np.ndarray
-        int64, shape ``[n_windows, 2]``: ``(start, end)`` sample indices of the real audio of each
-        window, ``end - start == round(window_s * sr)`` except for the single window of a signal
-        shorter than one window (``[[0, n_samples]]``, padded by the caller). Full windows start
-        at ``0, hop, 2 hop, ...``; an uncovered tail adds one window ending at ``n_samples``
-        (same starts as ``workers.pipeline.data.window_starts``). Empty for ``n_samples == 0``.
-    """
-    if window_s <= 0 or hop_s <= 0:
-        raise ValueError("window_s and hop_s must be positive")
-    win = max(1, int(round(window_s * sr)))
-    hop = max(1, int(round(hop_s * sr)))
-    n = int(n_samples)
-    if n <= 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    if n <= win:
-        return np.array([[0, n]], dtype=np.int64)
-    starts = np.arange(0, n - win + 1, hop, dtype=np.int64)
-    tail = n - (int(starts[-1]) + win)
-    if tail > 0:
-        starts = np.append(starts, n - win)
-    return np.stack([starts, starts + win], axis=1)
-
-
-def _window_batch(signals: Sequence[np.ndarray], items: np.ndarray, win: int) -> np.ndarray:
-    """Slice (and zero-pad) a batch of windows.
-
-    Parameters
-    ----------
-    signals : sequence of np.ndarray
-        Float32 ``[time]`` signals.
-    items : np.ndarray
-        ``[b, 3]`` rows of ``(signal_index, start, end)``.
-    win : int
-        Window length in samples.
-
-    Returns
-    -------
-    np.ndarray
-        float32, shape ``[b, win]``.
-    """
-    out = np.zeros((len(items), win), dtype=np.float32)
-    for r, (s, a, b) in enumerate(items):
-        out[r, : b - a] = signals[s][a:b]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Forward passes
-# ---------------------------------------------------------------------------------------------
-
-
-def is_oom_error(exc: BaseException) -> bool:
-    """True for a CUDA (or other accelerator) out-of-memory error."""
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):  # pragma: no cover - torch always present here
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _free_accelerator_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _to_device(inputs: Any, device: Any) -> Any:
-    if device is None:
-        return inputs
-    if hasattr(inputs, "to"):
-        return inputs.to(device)
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to_device(x, device) for x in inputs)
-    if isinstance(inputs, dict):
-        return {k: _to_device(v, device) for k, v in inputs.items()}
-    return inputs
-
-
-@contextlib.contextmanager
-def _autocast(enabled: bool, device: Any) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    import torch
-
-    device_type = torch.device(device if device is not None else "cpu").type
-    with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-        yield
-
-
-#: a window shorter than this fraction of its batch's longest starts a new batch (see :func:`_forward`)
-PAD_RATIO = 0.8
-
-
-def _forward(
-    loaded: Any,
-    signals: Sequence[np.ndarray],
-    items: np.ndarray,
-    win: int,
-    method: str,
-    *,
-    batch_size: int,
-    device: Any,
-    autocast: bool,
-    progress: ProgressFn | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``loaded.<method>`` over all windows in batches, halving the batch on OOM.
-
-    Parameters
-    ----------
-    items : np.ndarray
-        ``[m, 3]`` rows of ``(signal_index, start, end)``.
-    method : str
-        ``"logits"`` (``[b, C]``) or ``"embed"`` (``[b, d]``).
-
-    Returns
-    -------
-    outputs : np.ndarray
-        float32, shape ``[m, D]``, in the order of ``items``.
-    slice_s, forward_s : np.ndarray
-        Seconds spent slicing windows and in the model, apportioned per item, ``[m]``.
-    """
-    import torch
-
-    m = len(items)
-    slice_s = np.zeros(m)
-    forward_s = np.zeros(m)
-    if m == 0:
-        return np.zeros((0, 0), dtype=np.float32), slice_s, forward_s
-    # Bucket by real length (longest first): padded windows of short signals batch together.
-    lengths = items[:, 2] - items[:, 1]
-    order = np.argsort(-lengths, kind="stable")
-    outputs: np.ndarray | None = None
-    fn = getattr(loaded, method)
-    # only a model whose input is as long as its batch's longest real window gains from length-cut batches
-    # (a CNN runs every window at ``win`` samples whatever the batch)
-    variable = bool(getattr(getattr(loaded, "model", None), "variable_length", False))
-    bs = max(1, int(batch_size))
-    i = 0
-    with torch.inference_mode():
-        while i < m:
-            idx = order[i : i + bs]
-            # a batch is as long as its longest window: cut it where a window is under PAD_RATIO of that, so no
-            # window computes more than ~1/PAD_RATIO of its own length (mixed 3-s and 18-s recordings no longer
-            # all run at 18 s)
-            short = np.flatnonzero(lengths[idx] < PAD_RATIO * lengths[idx[0]]) if variable else ()
-            if len(short):
-                idx = idx[: short[0]]
-            t0 = time.perf_counter()
-            batch = _window_batch(signals, items[idx], win)
-            t1 = time.perf_counter()
-            try:
-                with _autocast(autocast, device if device is not None else getattr(loaded, "device", "cpu")):
-                    inputs = _to_device(loaded.prepare(batch), device)
-                    out = fn(inputs)
-                out_np = out.detach().float().cpu().numpy()
-            except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM we can absorb
-                if not is_oom_error(exc) or bs == 1:
-                    raise
-                bs = max(1, bs // 2)
-                logger.warning("out of memory at batch %d; retrying with batch size %d", len(idx), bs)
-                _free_accelerator_memory()
-                continue
-            t2 = time.perf_counter()
-            if outputs is None:
-                outputs = np.empty((m, out_np.shape[1]), dtype=np.float32)
-            outputs[idx] = out_np
-            slice_s[idx] = (t1 - t0) / len(idx)
-            forward_s[idx] = (t2 - t1) / len(idx)
-            i += len(idx)
-            if progress is not None:
-                progress(i, m)
-    assert outputs is not None
-    return outputs, slice_s, forward_s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,7 +236,7 @@ def classify_batch(
     window_s = float(window_s if window_s is not None else spec.window_s)
     hop_s = float(hop_s if hop_s is not None else spec.hop_s)
     win = max(1, int(round(window_s * sr)))
-    calibration = dict(getattr(loaded, "calibration", None) or {})
+    calibration = dict(model_hook(loaded, "calibration") or {})
     fused_threshold = threshold
     if threshold is None:
         threshold = float(calibration.get("threshold") or 0.0)
@@ -547,7 +250,7 @@ def classify_batch(
     speech_s = [vad_mod.speech_duration(ts) if ts is not None else None for ts in stamps]
     enough = [bool(keep.any()) and (s is None or s >= min_speech_s) for keep, s in zip(keeps, speech_s, strict=True)]
     items = _items(spans, keeps, enough)
-    logits, slice_s, forward_s = _forward(
+    logits, slice_s, forward_s = forward_windows(
         loaded,
         signals,
         items,
@@ -560,8 +263,8 @@ def classify_batch(
     )
 
     fusion = getattr(loaded, "model", None)
-    reading = bool(getattr(fusion, "needs_transcript", False))
-    if not (reading or getattr(fusion, "needs_phone_features", False)):
+    reading = bool(model_hook(fusion, "needs_transcript"))
+    if not (reading or model_hook(fusion, "needs_phone_features")):
         fusion = None
     results: list[ClassifyOutcome] = []
     owner = items[:, 0]
@@ -663,7 +366,7 @@ def _fuse_reading(fusion: Any, mean_cal: np.ndarray, x: np.ndarray, sr: int,
 
     if not transcript or not normalise_prompt(transcript):
         return mean_cal, None
-    passage = list(getattr(fusion, "passage", None) or [])
+    passage = list(model_hook(fusion, "passage") or [])
     if passage and not passage_matches(transcript, passage):
         return mean_cal, {"words_read": 0, "prompt_words": len(normalise_prompt(transcript)), "oov": [],
                           "note": "the transcript does not begin with the passage this model was trained on ("
@@ -733,7 +436,7 @@ def embed_batch(
     spans, keeps, _, t_win, t_vad = _plan(signals, sr, window_s, hop_s, vad)
     keeps = [keep if keep.any() else np.ones_like(keep) for keep in keeps]
     items = _items(spans, keeps, [True] * len(signals))
-    vectors, slice_s, forward_s = _forward(
+    vectors, slice_s, forward_s = forward_windows(
         loaded,
         signals,
         items,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
 from models.spoken_words import DIGITS, check_classes, spellings
 
 __all__ = ["DIGITS", "bind_classes", "check_classes", "is_zero_shot", "spellings", "split_at_pauses"]
@@ -24,7 +25,7 @@ __all__ = ["DIGITS", "bind_classes", "check_classes", "is_zero_shot", "spellings
 
 def is_zero_shot(loaded: Any) -> bool:
     """The loaded model takes its classes from the request."""
-    return bool(getattr(getattr(loaded, "model", None), "zero_shot", False))
+    return bool(model_hook(getattr(loaded, "model", None), "zero_shot"))
 
 
 def bind_classes(loaded: Any, classes: Sequence[str] | str | None) -> Any:

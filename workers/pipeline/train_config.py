@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.registry import FAMILIES as _REGISTRY
+from models.registry import TRAINABLE_FAMILIES as _TRAINABLE
 from workers.pipeline.data import (
     TrainItem,
 )
@@ -17,30 +18,17 @@ from workers.pipeline.data import (
 #: ``"evaluate"`` or ``"done"``; ``info`` carries e.g. the epoch's losses and validation score.
 ProgressFn = Callable[[str, int, int, dict[str, Any]], None]
 
+# The family facts below are read from the registry (models/registry.py), the one place they are written.
+#: the generic loop's families and their default hyper-parameters (a run's ``hparams`` merge over them)
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
-    "cnn": {"frontend": "logmel", "n_mels": 64, "channels": 16, "embedding_dim": 128, "band_limit_hz": 4000.0,
-            "dropout": 0.3, "specaug": True},
-    "resnet": {"n_mels": 80, "base_channels": 16, "layers": [2, 2, 2, 2], "embedding_dim": 256,
-               "band_limit_hz": 4000.0, "dropout": 0.3, "specaug": True},
-    "speaker_head": {"pool_layers": [0, 1, 2], "use_embedding": True, "hidden": 128, "dropout": 0.5,
-                     "input_dropout": 0.2, "band_limit_hz": 4000.0},
-    "accent_embed": {"n_mels": 64, "n_mfcc": 20, "d_model": 128, "n_layers": 2, "n_heads": 4, "band_limit_hz": 4000.0,
-                     "dropout": 0.1, "scale": 10.0, "specaug": True},
-}
+    name: copy.deepcopy(family.default_hparams) for name, family in _REGISTRY.items() if family.trainer == "window"}
+#: ``(window_s, hop_s)`` of the generic loop's families
 DEFAULT_WINDOW: dict[str, tuple[float, float]] = {
-    "cnn": (3.0, 1.5), "resnet": (3.0, 1.5), "speaker_head": (2.0, 1.0), "accent_embed": (3.0, 1.5),
-}
-#: families that do not train in the generic loop: their trainer, ``module:function(config, progress=...)``
-TRAINERS: dict[str, str] = {
-    "phonetic_fusion": "workers.pipeline.fusion:train_fusion",  # a window model stacked with phone features
-    "reading_fusion": "workers.pipeline.fusion:train_fusion",  # ... or with reading features of the transcript
-    "whisper_probe": "workers.pipeline.whisper_training:train_whisper_probe",  # cached encoder features + probe
-}
+    name: family.window for name, family in _REGISTRY.items() if family.trainer == "window" and family.window}
 #: a family's task when the run does not say (classify otherwise)
-DEFAULT_TASK: dict[str, str] = {"accent_embed": "embed"}
-#: every family ``train_model`` trains: the registry's trainable ones (models/registry.py); the generic loop
-#: trains those with DEFAULT_HPARAMS, the fusion families and whisper_probe bring their own trainers
-TRAINABLE_FAMILIES: tuple[str, ...] = tuple(name for name, family in _REGISTRY.items() if family.trainable)
+DEFAULT_TASK: dict[str, str] = {name: family.task for name, family in _REGISTRY.items() if family.task != "classify"}
+#: every family ``train_model`` trains: the registry's trainable ones
+TRAINABLE_FAMILIES: tuple[str, ...] = _TRAINABLE
 
 
 @dataclass

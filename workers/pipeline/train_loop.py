@@ -1,7 +1,9 @@
 """The generic training loop for the window-model families (cnn, resnet, speaker_head,
 accent_embed): class-balanced sampling, early stopping on validation balanced accuracy,
 calibration on validation, evaluation on the test split; and speaker-grouped cross-validation.
-Families with their own trainer (fusion, whisper_probe) are dispatched from :func:`train_model`.
+Families with their own trainer (fusion, whisper_probe) are dispatched by
+:func:`workers.pipeline.trainers.train_model`, which passes itself to :func:`cross_validate`; this
+module imports no other trainer.
 Pure Python / numpy / torch: no Django."""
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from models.hooks import model_hook
 from workers.pipeline.data import (
     balanced_sample_weights,
     hierarchical_sample_weights,
@@ -24,7 +27,6 @@ from workers.pipeline.train_config import (
     DEFAULT_HPARAMS,
     DEFAULT_TASK,
     DEFAULT_WINDOW,
-    TRAINERS,
     ProgressFn,
     TrainConfig,
     TrainResult,
@@ -74,7 +76,7 @@ def _forward_train(model: Any, inputs: Any, y: Any, class_weight: Any, hp: dict[
     label-smoothed cross-entropy on ``model(inputs)``."""
     import torch
 
-    hook = getattr(model, "train_loss", None)
+    hook = model_hook(model, "train_loss")
     if hook is not None:
         return hook(inputs, y, class_weight=class_weight, hp=hp)
     logits = model(inputs)
@@ -88,7 +90,7 @@ def _eval_logits(model: Any, source: Any, idx: Sequence[int], hop: int, device: 
     import torch
 
     model.eval()
-    score = getattr(model, "eval_logits", model)
+    score = model_hook(model, "eval_logits") or model
     out = []
     with torch.inference_mode():
         for i in idx:
@@ -117,8 +119,9 @@ def _utterance_proba(window_logits: list[np.ndarray], calibration: dict[str, Any
 
 
 
-def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> TrainResult:
-    """Train, calibrate, evaluate and (optionally) save one model.
+def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> TrainResult:
+    """Train, calibrate, evaluate and (optionally) save one model of a window family (the registry's
+    ``trainer="window"``; :func:`workers.pipeline.trainers.train_model` picks the trainer).
 
     Parameters
     ----------
@@ -139,11 +142,6 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     from models.specs import ModelSpec
     from workers.pipeline.calibration import fit_calibration
 
-    if config.family in TRAINERS:  # a family with its own trainer (fusion, whisper_probe)
-        import importlib
-
-        module, _, func = TRAINERS[config.family].partition(":")
-        return getattr(importlib.import_module(module), func)(config, progress=progress)
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -181,13 +179,13 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
                "label_map": config.label_map, "normalisation": "per-utterance RMS -25 dBFS, per-window RMS + CMVN"},
     )
     model = build_model(spec, hp).to(device)
-    if getattr(model, "embedding_dim", None) and getattr(model, "train_source", "wave") == "frames":
+    if model_hook(model, "embedding_dim") and model_hook(model, "train_source") == "frames":
         spec = ModelSpec(**{**spec.__dict__, "embedding_dim": model.embedding_dim})  # the size the network chose
 
     train_idx, val_idx, test_idx = splits["train"], splits["val"], splits["test"]
     # how the family sees its data (the module's ``train_source``): waveform windows, cached frame
     # features, or cached frozen-encoder features (see workers/pipeline/train_data.py)
-    kind = getattr(model, "train_source", "wave")
+    kind = model_hook(model, "train_source")
     if kind == "cached":
         tag = hash_config([hp.get("band_limit_hz"), hp.get("pool_layers"), hp.get("use_embedding"), W, H, config.seed, "v1"])
         source: Any = CachedSource(utts, model, W, H, set(train_idx), config.n_aug_copies, config.augment,
@@ -284,7 +282,7 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
         metrics["test"] = report_for([labels[utts[i].label] for i in test_idx], test_proba, labels,
                                   [utts[i] for i in test_idx], n_boot=config.n_boot, seed=config.seed)
         if task == "embed" or DEFAULT_TASK.get(family) == "embed":
-            from workers.pipeline.evaluation import embedding_report
+            from workers.pipeline.embedding_evaluation import embedding_report
 
             emb = _eval_embeddings(model, source, test_idx, H, device)
             metrics["test_embedding"] = embedding_report(emb, [labels[utts[i].label] for i in test_idx],
@@ -307,7 +305,8 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     return TrainResult(config.out, sha, spec, calibration, metrics, history, best_epoch, model)
 
 
-def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+def cross_validate(config: TrainConfig, k: int = 5, *, train: Callable[..., TrainResult],
+                   progress: ProgressFn | None = None) -> dict[str, Any]:
     """Speaker-grouped k-fold cross-validation over the train + validation speakers, for choosing
     between configurations without touching the test split (which is left out entirely).
 
@@ -315,6 +314,9 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
     early-stops on its validation split (so every fold score carries the same small optimism, and
     candidates compare fairly). With ~500 pooled speakers, a fold holds ~100, and the mean over
     folds rests on all of them instead of one validation slice.
+
+    ``train(config, progress=...)`` trains one fold: the family's trainer
+    (:func:`workers.pipeline.trainers.cross_validate` passes :func:`~workers.pipeline.trainers.train_model`).
 
     Returns
     -------
@@ -340,7 +342,7 @@ def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | No
         c = copy.copy(config)
         c.items, c.manifest, c.label_map, c.corpora, c.labels = fold_items, None, None, None, labels
         c.out, c.evaluate, c.test_corpora, c.hold_out_val = None, False, None, True
-        result = train_model(c, progress=progress)
+        result = train(c, progress=progress)
         val = result.metrics.get("val") or {}
         oof.extend({**row, "fold": j} for row in result.metrics.get("val_predictions") or [])
         out.append({

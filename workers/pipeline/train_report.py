@@ -208,7 +208,7 @@ def write_model_card(
                                                                             "into a linear projection (LDA axes)"))
         lines[-2] = f"- Family: `{spec.family}`; task: `embed`; fitted on the labels: " + ", ".join(
             f"`{c}`" for c in spec.extra.get("trained_labels") or spec.labels)
-    if spec.embedding_dim and spec.task == "classify" and spec.family == "whisper_probe":
+    if spec.embedding_dim and spec.task == "classify" and family.embeds_class_scores:
         lines.append(f"- Embedding (what an embed job returns): the {spec.embedding_dim}-d class-score vector, "
                      "L2-normalised; `accent-embed` is the accent space")
     elif spec.embedding_dim:

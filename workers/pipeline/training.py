@@ -39,7 +39,6 @@ from workers.pipeline.train_config import (  # noqa: F401 - the package's traini
     replace_items,
 )
 from workers.pipeline.train_data import load_items, make_splits  # noqa: F401
-from workers.pipeline.train_loop import cross_validate, train_model  # noqa: F401
 from workers.pipeline.train_report import (  # noqa: F401
     evaluation_rows,
     prediction_key,
@@ -47,6 +46,7 @@ from workers.pipeline.train_report import (  # noqa: F401
     report_for,
     write_model_card,
 )
+from workers.pipeline.trainers import cross_validate, train_model  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # CLI

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.pipeline.batching import window_spans
 from workers.pipeline.data import balanced_sample_weights, load_utterances, speaker_folds
-from workers.pipeline.inference import window_spans
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _embedding_per_corpus(emb: np.ndarray, labels: list[str], speakers: list[str
                           min_speakers: int = 10) -> dict[str, dict[str, Any]]:
     """:func:`embedding_report` of each corpus with at least ``min_speakers`` speakers and two labels,
     neighbours drawn from that corpus only (SAA is the honest slice: one archive for every class)."""
-    from workers.pipeline.evaluation import embedding_report
+    from workers.pipeline.embedding_evaluation import embedding_report
 
     out = {}
     for corpus in sorted(set(corpora)):
@@ -302,7 +302,7 @@ def select_axes(feats: list[np.ndarray], utts: list[Any], items: list[Any], pool
     the other folds and the held-out recordings are embedded; the score is the k-NN (k = 5, other
     speakers only) balanced accuracy on the training labels among the held-out recordings of
     ``select_corpus`` (all corpora when unset), averaged over folds. Ties go to fewer axes."""
-    from workers.pipeline.evaluation import embedding_report
+    from workers.pipeline.embedding_evaluation import embedding_report
 
     col = hp.get("axes_column")
     candidates = ["labels"] + ([col, f"labels+{col}"] if col in targets else [])
@@ -470,7 +470,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                 metrics["references"] = reference_reports([utts[i] for i in pool], [utts[i] for i in test_idx],
                                                           test_proba, labels, config)
         else:
-            from workers.pipeline.evaluation import embedding_report
+            from workers.pipeline.embedding_evaluation import embedding_report
 
             with torch.inference_mode():
                 z = model.head((torch.from_numpy(Xt).float() - model.feat_mean.cpu()) / model.feat_scale.cpu()).numpy()

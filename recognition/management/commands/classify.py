@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from recognition.errors import ServiceError
 
 if TYPE_CHECKING:
-    from workers.pipeline.inference import ClassifyOutcome
+    from workers.pipeline.outcomes import ClassifyOutcome
 
 GROUP = 32
 
