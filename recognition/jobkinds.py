@@ -130,6 +130,9 @@ def get(name: str) -> JobKind:
 
 # --- Routing -----------------------------------------------------------------------------------
 
+AUTO_TRANSCRIPT_CHUNK_SIZE = 4
+
+
 def chunk_size_for(name: str, params: dict[str, Any]) -> int | None:
     """Recordings per chunk for a new job; ``None``: one chunk for the whole job."""
     from django.conf import settings
@@ -138,8 +141,7 @@ def chunk_size_for(name: str, params: dict[str, Any]) -> int | None:
     if kind.chunk_size is None:
         return None
     if name == "classify" and params.get("transcript") == "auto" and not params.get("chunk_size"):
-        name = "transcribe"  # Whisper may transcribe each recording first: keep chunks as short as transcribe's
-        kind = get(name)
+        return AUTO_TRANSCRIPT_CHUNK_SIZE  # Whisper may transcribe each recording alone first: keep chunks short
     return params.get("chunk_size") or settings.JOB_CHUNK_SIZE.get(name, kind.chunk_size)
 
 

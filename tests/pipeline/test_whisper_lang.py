@@ -19,10 +19,10 @@ from workers.pipeline.whisper_lang import (
     MIN_PROBABILITY,
     MIN_WINDOWS,
     WhisperError,
-    _renormalise,
     identify_languages,
     language_options,
     load_engine,
+    restrict_languages,
     validate_languages,
     window_spans,
 )
@@ -81,9 +81,9 @@ def test_window_spans_touch_and_drop_a_short_tail() -> None:
 
 def test_restriction_renormalises_over_the_list() -> None:
     p = {"en": 0.6, "de": 0.2, "fr": 0.1, "es": 0.1}
-    assert _renormalise(p, ["fr", "es"]) == pytest.approx({"fr": 0.5, "es": 0.5})
-    assert _renormalise(p, None) is p
-    assert _renormalise({"en": 1.0}, ["fr", "es"]) == {"fr": 0.5, "es": 0.5}
+    assert restrict_languages(p, ["fr", "es"]) == pytest.approx({"fr": 0.5, "es": 0.5})
+    assert restrict_languages(p, None) is p
+    assert restrict_languages({"en": 1.0}, ["fr", "es"]) == {"fr": 0.5, "es": 0.5}
 
 
 def test_unknown_languages_are_refused_by_name() -> None:
@@ -268,7 +268,7 @@ def test_english_speech_is_transcribed_word_perfect_with_word_times(engine) -> N
     assert all(0 <= w["start_s"] <= w["end_s"] <= out["duration_s"] + 0.05 for w in stamps)
     assert all(0 <= w["probability"] <= 1 for w in stamps)
     assert out["params"] == {"language": None, "languages": None, "beam_size": 5, "vad_filter": True, "temperature_fallback": True,
-                             "context_s": 30.0}
+                             "context_s": 30.0, "pack": True}
     assert {s["language"] for s in out["segments"]} == {"en"} and out["languages"] == {"en": out["speech_s"]}
 
 

@@ -73,7 +73,7 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
 
     ModelVersion.objects.create(name="m", version="1", family="cnn", task="classify", labels=["a", "b"], is_default=True)
     auto = services.job_submit(owner=user, kind="classify", recordings=recs, params={"transcript": "auto"}, model="m@1", enqueue=False)
-    assert auto.chunks.count() == 3  # transcribe-sized chunks: Whisper may run on each recording
+    assert auto.chunks.count() == 3  # short chunks (4): Whisper may transcribe each recording alone first
     bad = api.post("/api/v1/jobs/", {"kind": "language", "recordings": [recs[0].pk], "params": {"languages": ["zz"]}}, format="json")
     assert bad.status_code == 400 and "zz" in bad.json()["error"]["message"]
 

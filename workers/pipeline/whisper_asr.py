@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.pipeline.whisper_lang import SAMPLE_RATE, WhisperEngine, WhisperError, validate_languages
+from workers.pipeline.whisper_lang import SAMPLE_RATE, WhisperEngine, WhisperError, restrict_languages, validate_languages
 
 #: Whisper hears at most 30 s at a time
 PIECE_S = 30.0
@@ -95,14 +95,6 @@ def _pieces(x: np.ndarray, vad_filter: bool) -> list[tuple[int, int]]:
 
     chunks = get_speech_timestamps(x, VadOptions(max_speech_duration_s=PIECE_S - 1.0))
     return [(int(c["start"]), int(c["end"])) for c in chunks if c["end"] > c["start"]]
-
-
-def _restrict(probs: dict[str, float], languages: Sequence[str] | None) -> dict[str, float]:
-    if not languages:
-        return probs
-    picked = {code: probs.get(code, 0.0) for code in languages}
-    total = sum(picked.values())
-    return {code: (p / total if total > 0 else 1.0 / len(picked)) for code, p in picked.items()}
 
 
 def _options(beam_size: int, temperature_fallback: bool, word_timestamps: bool, tokenizer) -> Any:
@@ -264,7 +256,7 @@ def transcribe_many(
                     piece.probs = {forced: 1.0}
                 else:
                     detected = model.model.detect_language(piece.encoded)[0]
-                    piece.probs = _restrict({token[2:-2]: float(p) for token, p in detected}, languages)
+                    piece.probs = restrict_languages({token[2:-2]: float(p) for token, p in detected}, languages)
             t2 = time.perf_counter()
             timings[i]["language"] += t2 - t1
             speech = sum(p.seconds for p in pieces[i])

@@ -200,7 +200,8 @@ def _trim_to_speech(span: tuple[float, float], stamps: Sequence[tuple[float, flo
     return (a, b) if b - a >= MIN_WINDOW_S else span
 
 
-def _renormalise(probs: dict[str, float], languages: Sequence[str] | None) -> dict[str, float]:
+def restrict_languages(probs: dict[str, float], languages: Sequence[str] | None) -> dict[str, float]:
+    """``probs`` renormalised over ``languages`` only (all of them when None); uniform where none has mass."""
     if not languages:
         return probs
     picked = {code: probs.get(code, 0.0) for code in languages}
@@ -366,7 +367,7 @@ def identify_languages(
         features.append(window_features(engine, x[a:b], padded=True))
     probs = _detect_batch(engine, features, batch_size) if features else []
     timings["language"] = time.perf_counter() - t1
-    whole_probs = _renormalise(probs.pop(), languages) if whole_span is not None else None
+    whole_probs = restrict_languages(probs.pop(), languages) if whole_span is not None else None
 
     windows: list[dict[str, Any]] = []
     speech_probs: list[dict[str, float]] = []
@@ -375,7 +376,7 @@ def identify_languages(
         if not keep:
             windows.append({"start_s": start, "end_s": end, "speech": False, "language": None, "probability": None, "top": {}})
             continue
-        p = _renormalise(next(it), languages)
+        p = restrict_languages(next(it), languages)
         speech_probs.append(p)
         ranked = sorted(p.items(), key=lambda kv: -kv[1])
         top = dict(ranked if languages else ranked[:TOP_K])

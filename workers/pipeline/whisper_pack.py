@@ -96,10 +96,10 @@ def _silence_encoding(engine) -> np.ndarray:
 
 
 def _detect(model, encoded, languages: Sequence[str] | None) -> dict[str, float]:
-    from workers.pipeline.whisper_asr import _restrict
+    from workers.pipeline.whisper_lang import restrict_languages
 
     detected = model.model.detect_language(encoded)[0]
-    return _restrict({token[2:-2]: float(p) for token, p in detected}, languages)
+    return restrict_languages({token[2:-2]: float(p) for token, p in detected}, languages)
 
 
 def _sentences(words: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
