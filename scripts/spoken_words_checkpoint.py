@@ -137,8 +137,9 @@ def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, args) 
         "refuses unsure answers; how often it refuses a word from outside the list was not measured.",
         "- English only (the decoder is prompted with `<|en|>`). The FSDD speakers are six men (native English, Greek, "
         "German, French L1); nothing was measured on women's or children's voices here.",
-        "- Uploads under `AUDIO_MIN_DURATION_S` (0.5 s by default) are refused before they reach the model; single "
-        "FSDD digits are 0.3-0.8 s long.",
+        "- Uploads under `AUDIO_MIN_DURATION_S` (0.25 s by default) are refused before they reach the model; single "
+        "FSDD digits are 0.3-0.8 s long. With VAD on (the default), a clip with under 0.1 s of detected speech is "
+        "`insufficient_speech` (a very fast espeak-ng \"two\", 0.2 s of speech, is).",
         "- espeak-ng's `nine` is heard as `one` (or `two`) by 7 of its 8 English voices (Whisper transcribes it as "
         "\"Hi.\"): every espeak error above is that word.", "",
         "## Licence", "",

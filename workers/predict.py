@@ -91,7 +91,7 @@ def predict_run(*, mv: ModelVersion, fileobj: BinaryIO, format_hint: str | None,
 
         loaded = bind_classes(loaded, classes)
     (outcome,) = classify_batch(loaded, [audio.samples], threshold=threshold, vad=vad, transcripts=[transcript],
-                                min_speech_s=loaded.spec.extra.get("min_speech_s", 1.0), **runtime.window_params(loaded))
+                                min_speech_s=runtime.min_speech_s(loaded), **runtime.window_params(loaded))
     from workers.pipeline.spoken_words import is_zero_shot
 
     # a zero-shot model's probabilities are its decoder's scores normalised over the classes: nothing was fitted

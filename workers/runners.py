@@ -365,6 +365,7 @@ class ClassifyRunner(ModelRunner):
         return loaded
 
     def infer(self, ctx, loaded, group, timings, **options):
+        from workers import runtime
         from workers.pipeline.inference import classify_batch
 
         params = ctx.job.params
@@ -377,7 +378,7 @@ class ClassifyRunner(ModelRunner):
         outcomes = classify_batch(
             loaded, [s for _, s in group], threshold=params.get("threshold"),
             vad=params.get("vad", settings.CLASSIFY_VAD_DEFAULT),
-            min_speech_s=params.get("min_speech_s", loaded.spec.extra.get("min_speech_s", 1.0)), transcripts=texts, **options,
+            min_speech_s=runtime.min_speech_s(loaded, params), transcripts=texts, **options,
         )
         return outcomes, heard
 

@@ -135,6 +135,13 @@ def window_params(loaded, params: dict | None = None) -> dict:
     return {"window_s": window_s, "hop_s": hop_s}
 
 
+def min_speech_s(loaded, params: dict | None = None) -> float:
+    """The least speech (seconds, by VAD) a recording needs for a classify answer: the job's
+    ``min_speech_s`` when it sets one, else the model's (``spoken-words``: 0.1 s, a single word), else 1 s."""
+    params = params or {}
+    return float(params.get("min_speech_s", loaded.spec.extra.get("min_speech_s", 1.0)))
+
+
 def device() -> str:
     """The torch device this worker runs models on: ``WORKER_DEVICE`` or CUDA when present."""
     from django.conf import settings

@@ -215,7 +215,7 @@ def _decoded(samples: np.ndarray) -> DecodedAudio:
         (np.full(TARGET_SR, np.inf, np.float32), "non_finite"),
         (np.full(TARGET_SR, 0.3, np.float32), "silent"),  # DC only
         (np.zeros(TARGET_SR, np.float32), "silent"),
-        (0.5 * np.ones(TARGET_SR // 4, np.float32), "too_short"),
+        (0.5 * np.ones(TARGET_SR // 8, np.float32), "too_short"),
     ],
 )
 def test_validate_audio_errors(samples, code) -> None:

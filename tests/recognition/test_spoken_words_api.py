@@ -66,3 +66,21 @@ def test_its_admin_card_shows_the_measured_figures_and_no_training_data_licence(
     page = client.get(f"/admin/recognition/modelversion/{spoken_words.pk}/change/").content.decode()
     assert 'id="card-results"' in page and "FSDD" in page and "Nothing was trained" in page
     assert "Speech Accent Archive" not in page  # the accent models' data licence is not this model's
+
+
+def test_classify_command_takes_classes_and_hears_a_short_single_word(spoken_words, tmp_path, capsys):
+    """``manage.py classify --classes`` answers over the given words, with the model's own speech gate
+    (0.1 s: one word) and an upload floor a single spoken digit passes (``AUDIO_MIN_DURATION_S``)."""
+    import json
+
+    import soundfile as sf
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    (tmp_path / "six.wav").write_bytes(speech("six"))
+    assert sf.info(tmp_path / "six.wav").duration < 1.0  # a single word: under the 1-s speech gate other models keep
+    call_command("classify", str(tmp_path / "six.wav"), "--model", "spoken-words", "--classes", "zero, two,six")
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert list(row["probabilities"]) == ["zero", "two", "six"] and row["predicted_class"] == "six", row
+    with pytest.raises(CommandError, match="zero-shot"):
+        call_command("classify", str(tmp_path / "six.wav"), "--model", "accent-native", "--classes", "a,b")

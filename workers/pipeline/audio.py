@@ -212,7 +212,7 @@ def load_audio(
 def validate_audio(
     audio: DecodedAudio,
     *,
-    min_duration_s: float = 0.5,
+    min_duration_s: float = 0.25,
     max_duration_s: float = 3600.0,
     silence_dbfs: float = DIGITAL_SILENCE_DBFS,
 ) -> None:

@@ -12,6 +12,7 @@ same functions, ``recognition.exports``), ``--windows`` one row per window; ``x.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -35,13 +36,16 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+")
         parser.add_argument("--model", default=None, help="name or name@version (default classify model when omitted)")
         parser.add_argument("--threshold", type=float, default=None)
-        parser.add_argument("--no-vad", action="store_true")
+        parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
+                            help="drop non-speech windows first (default: CLASSIFY_VAD_DEFAULT, as jobs and /predict)")
+        parser.add_argument("--classes", default=None,
+                            help="zero-shot models (spoken-words): the words to choose among, comma-separated (default: the model's)")
         parser.add_argument("--transcript-file", default=None,
                             help="the text every speaker read (e.g. docs/models/saa_reading_passage.txt); reading models use it")
         parser.add_argument("--out", default="-", help="output .csv, .parquet or .json file ('-' prints JSON lines)")
         parser.add_argument("--windows", action="store_true", help="CSV / Parquet: one row per window")
 
-    def handle(self, *args, files, model, threshold, no_vad, out, transcript_file=None, windows=False, **options):
+    def handle(self, *args, files, model, threshold, vad, out, transcript_file=None, windows=False, classes=None, **options):
         from django.conf import settings
         from tqdm import tqdm
 
@@ -59,6 +63,14 @@ class Command(BaseCommand):
             loaded = runtime.load_model(mv)
         except runtime.ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        if classes:
+            from workers.pipeline.spoken_words import bind_classes
+
+            try:
+                loaded = bind_classes(loaded, [c.strip() for c in classes.split(",") if c.strip()])
+            except ValueError as exc:
+                raise CommandError(f"--classes: {exc}") from exc
+        use_vad = settings.CLASSIFY_VAD_DEFAULT if vad is None else vad
         transcript = Path(transcript_file).read_text() if transcript_file else None
         rows = []
         bar = tqdm(total=len(files), desc=f"classify ({mv})", unit="file", file=sys.stderr)
@@ -75,13 +87,14 @@ class Command(BaseCommand):
                 group.append(path)
                 signals.append(audio.samples)
             if signals:
-                outcomes = classify_batch(loaded, signals, threshold=threshold, vad=not no_vad,
-                                          transcripts=[transcript] * len(signals), **runtime.window_params(loaded))
+                outcomes = classify_batch(loaded, signals, threshold=threshold, vad=use_vad,
+                                          transcripts=[transcript] * len(signals), min_speech_s=runtime.min_speech_s(loaded),
+                                          **runtime.window_params(loaded))
                 for path, res in zip(group, outcomes, strict=True):
                     rows.append(self._row(path, res))
                     bar.update(1)
         bar.close()
-        self._write(rows, out, list(mv.labels), str(mv), windows=windows)
+        self._write(rows, out, list(loaded.spec.labels), str(mv), windows=windows)
 
     @staticmethod
     def _row(path: str, outcome: ClassifyOutcome) -> dict:
