@@ -143,16 +143,17 @@ def job_submit(
     # chunks: a fixed count (the job's chunk_size, else the kind's), one chunk for a train job, or
     # for model kinds that say so, by audio seconds (_chunk_groups)
     chunk_size = jobkinds.chunk_size_for(kind, params)
+    cap = settings.JOB_CHUNK_MAX_RECORDINGS
     if chunk_size is None:
         chunk_size = max(len(targets), 1)
     elif spec.chunk_by_audio and "chunk_size" not in params and params.get("transcript") != "auto":
-        chunk_size = None
+        cap, chunk_size = min(cap, chunk_size), None  # by audio, at most the kind's count
     with transaction.atomic():
         job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
         job.full_clean()
         job.save()
         job.recordings.set(targets)
-        groups = _chunk_groups(targets, kind=kind, chunk_size=chunk_size)
+        groups = _chunk_groups(targets, kind=kind, chunk_size=chunk_size, cap=cap)
         seconds = {r.pk: r.duration_s or 0.0 for r in targets}
         queue = jobkinds.queue_for(kind, len(targets), sum(seconds.values()))
         chunks = [JobChunk(job=job, index=i, recording_ids=ids, queue=queue, audio_s=sum(seconds[r] for r in ids))
@@ -165,16 +166,16 @@ def job_submit(
     return job
 
 
-def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None) -> list[list[int]]:
+def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None, cap: int) -> list[list[int]]:
     """Recording ids per chunk. A fixed ``chunk_size`` (a job's param; features jobs: their setting)
-    cuts by count; classify / embed jobs without one are cut by audio seconds (``JOB_CHUNK_AUDIO_S``,
-    at most ``JOB_CHUNK_MAX_RECORDINGS`` each), so a chunk of two-hour files takes about as long as
-    one of short clips. Train jobs arrive here as a single chunk."""
+    cuts by count; kinds cut by audio without one are cut by audio seconds (the kind's
+    ``chunk_audio_s``, else ``JOB_CHUNK_AUDIO_S``), at most ``cap`` recordings each (the kind's count,
+    at most ``JOB_CHUNK_MAX_RECORDINGS``), so a chunk of two-hour files takes about as long as one of
+    short clips. Train jobs arrive here as a single chunk."""
     ids = [r.pk for r in targets]
     if chunk_size:
         return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
     budget = jobkinds.get(kind).chunk_audio_s or settings.JOB_CHUNK_AUDIO_S
-    cap = settings.JOB_CHUNK_MAX_RECORDINGS
     groups: list[list[int]] = []
     current: list[int] = []
     seconds = 0.0

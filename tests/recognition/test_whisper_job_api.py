@@ -59,6 +59,9 @@ def test_good_params_are_cleaned_and_chunked_small(user, api, settings) -> None:
     tr = services.job_submit(owner=user, kind="transcribe", recordings=recs, params={"language": "EN", "beam_size": 2}, enqueue=False)
     assert tr.params["language"] == "en" and tr.chunks.count() == 1  # cut by audio: 9 short clips, under 300 s
     assert {c.queue for c in tr.chunks.all()} == {"gpu"}  # 9 recordings: over INTERACTIVE_MAX_RECORDINGS (8)
+    many = [_recording(user, f"m{i}.wav", duration_s=2.0) for i in range(20)]
+    packed = services.job_submit(owner=user, kind="transcribe", recordings=many, enqueue=False)
+    assert sorted(len(c.recording_ids) for c in packed.chunks.all()) == [4, 16]  # 40 s of audio, at most 16 recordings a chunk
     among = services.job_submit(owner=user, kind="transcribe", recordings=recs[:1], params={"languages": ["EN", "fr", "en"]},
                                 enqueue=False)
     assert among.params["languages"] == ["en", "fr"]
