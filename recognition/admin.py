@@ -419,12 +419,13 @@ class JobAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         candidates = list(review.job_compare_candidates(job=obj))
-        trained = _trained_model(obj) if obj.kind == Job.Kind.TRAIN else None
-        with_trained = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY,
+        trained = _trained_model(obj) if jobkinds.stores(obj.kind) == "model" else None
+        with_trained = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind__in=jobkinds.storing("prediction"),
                                           model_version=trained).order_by("-created_at", "-id").first() \
             if trained and obj.batch_id else None
         # the old model's newest finished classify job on the batch: what the new model's job compares with
-        before = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind=Job.Kind.CLASSIFY, status=Job.Status.SUCCEEDED,
+        before = Job.objects.filter(owner_id=obj.owner_id, batch_id=obj.batch_id, kind__in=jobkinds.storing("prediction"),
+                                    status=Job.Status.SUCCEEDED,
                                     created_at__lte=obj.created_at).exclude(model_version=trained).order_by("-created_at", "-id").first() \
             if with_trained else None
         context = _page_context(
@@ -552,7 +553,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         from recognition.services.models import model_version_problem
 
-        trained_by = Job.objects.filter(kind=Job.Kind.TRAIN, owner=request.user,
+        trained_by = Job.objects.filter(kind__in=jobkinds.storing("model"), owner=request.user,
                                         params__trained_model=str(obj)).select_related("batch").first()
         context = _page_context(self, request, obj, title=f"Model {obj}", card=model_cards.model_card(model_version=obj),
                                 problem=model_version_problem(obj), trained_by=trained_by)

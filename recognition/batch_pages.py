@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recognition import jobkinds
 from recognition.models import Batch, Job, Prediction, Recording
 from recognition.review import _predictions
 
@@ -27,7 +28,7 @@ def batch_overview(*, batch: Batch, page: int = 1, per_page: int = BATCH_PAGE_SI
     recordings = list(batch.recordings.order_by("original_filename", "id")[(page - 1) * per_page : page * per_page])
     page_ids = [r.pk for r in recordings]
     jobs = list(batch.jobs.select_related("model_version").order_by("-created_at", "-id"))
-    newest_classify = next((j for j in jobs if j.kind == Job.Kind.CLASSIFY and j.status == Job.Status.SUCCEEDED), None)
+    newest_classify = next((j for j in jobs if jobkinds.stores(j.kind) == "prediction" and j.status == Job.Status.SUCCEEDED), None)
     predicted: dict[int, Prediction] = {}
     classes: dict[str, int] = {}
     if newest_classify is not None:

@@ -258,17 +258,19 @@ def job_table(job, results, *, windows: bool = False, chunk_size: int = 2000,
     constant); a key some other summary lacks is an empty cell. ``batch_labels``: ``{recording id: (label,
     speaker)}`` as the job's batch gave them (``services.batch_labels``); the recording's own otherwise.
     """
-    from recognition.models import Embedding, FeatureSet, Job
+    from recognition import jobkinds
+    from recognition.models import Embedding, FeatureSet
 
-    labels = tuple(job.model_version.labels) if job.kind == Job.Kind.CLASSIFY and job.model_version_id else ()
+    held = jobkinds.stores(job.kind)
+    labels = tuple(job.model_version.labels) if held == "prediction" and job.model_version_id else ()
     features: tuple = ()
     dim = None
-    if job.kind == Job.Kind.FEATURES and not windows:
+    if held == "features" and not windows:
         sets = FeatureSet.objects.filter(result__job=job)
         names = sorted(set(sets.values_list("extractor", flat=True).distinct()))
         features = tuple((name, tuple(sets.filter(extractor=name).values_list("summary", flat=True).first() or {}))
                          for name in names)
-    if job.kind == Job.Kind.EMBED:
+    if held == "embedding":
         dim = Embedding.objects.filter(result__job=job).values_list("dim", flat=True).first()
     whisper = job.kind if job.kind in WHISPER_COLUMNS else ""
     if whisper:

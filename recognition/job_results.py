@@ -7,11 +7,12 @@ their own report (:func:`recognition.review.job_review`). Read-only, plain dicts
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.core.paginator import Paginator
 
+from recognition import jobkinds
 from recognition.models import Job, RecordingResult
 from recognition.review import language_timeline
 
@@ -22,7 +23,6 @@ WEAK_WORD = 0.5
 #: Summary values shown per extractor before the rest is folded away.
 FEATURE_VALUES_SHOWN = 12
 
-KINDS = {Job.Kind.LANGUAGE: "language_id", Job.Kind.TRANSCRIBE: "transcription", Job.Kind.FEATURES: None}
 
 
 def transcript_words(segments: Sequence[Mapping[str, Any]], weak: float = WEAK_WORD) -> list[dict[str, Any]]:
@@ -50,39 +50,52 @@ def feature_summary(summary: Mapping[str, Any], shown: int = FEATURE_VALUES_SHOW
     return {"values": items[:shown], "more": items[shown:]}
 
 
-def _row(kind: str, r: RecordingResult) -> dict[str, Any]:
+def _language(r: RecordingResult) -> dict[str, Any]:
+    lang, rec = getattr(r, "language_id", None), r.recording
+    row: dict[str, Any] = {"language": lang}
+    if lang is not None:
+        row["timeline"] = language_timeline(lang.windows or [], lang.shares or {}, rec.duration_s if rec else None)
+    return row
+
+
+def _transcript(r: RecordingResult) -> dict[str, Any]:
+    tr = getattr(r, "transcription", None)
+    row: dict[str, Any] = {"transcript": tr}
+    if tr is not None:
+        row["words"] = transcript_words(tr.segments)
+        row["weak_words"] = sum(w["weak"] for w in row["words"])
+    return row
+
+
+def _features(r: RecordingResult) -> dict[str, Any]:
+    return {"features": [{"extractor": f.extractor, "version": f.extractor_version, **feature_summary(f.summary)}
+                         for f in r.feature_sets.all()]}
+
+
+#: what a page row shows per ``JobKind.stores``: (the row's part, the related row to select; None: prefetch feature sets)
+SECTIONS: dict[str, tuple[Callable[[RecordingResult], dict[str, Any]], str | None]] = {
+    "language": (_language, "language_id"), "transcript": (_transcript, "transcription"), "features": (_features, None),
+}
+
+
+def _row(held: str, r: RecordingResult) -> dict[str, Any]:
     rec = r.recording
     row: dict[str, Any] = {"result": r, "recording": r.recording_id, "filename": r.recording_ref or (rec.original_filename if rec else ""),
                            "status": r.status, "error_code": r.error_code, "error_message": r.error_message}
-    if kind == Job.Kind.LANGUAGE:
-        lang = getattr(r, "language_id", None)
-        row["language"] = lang
-        if lang is not None:
-            row["timeline"] = language_timeline(lang.windows or [], lang.shares or {}, rec.duration_s if rec else None)
-    elif kind == Job.Kind.TRANSCRIBE:
-        tr = getattr(r, "transcription", None)
-        row["transcript"] = tr
-        if tr is not None:
-            row["words"] = transcript_words(tr.segments)
-            row["weak_words"] = sum(w["weak"] for w in row["words"])
-    else:
-        row["features"] = [{"extractor": f.extractor, "version": f.extractor_version, **feature_summary(f.summary)}
-                           for f in r.feature_sets.all()]
-    return row
+    return row | SECTIONS[held][0](r)
 
 
 def job_results_page(*, job: Job, page: Any = None, per_page: int = PAGE_SIZE) -> dict[str, Any] | None:
     """Page ``page`` (1-based; anything else gives the first or last page) of a language, transcribe or
     features job's results in recording order: ``{kind, rows, page, count, page_range, weak}``; None
     for other kinds."""
-    if job.kind not in KINDS:
+    held = jobkinds.stores(job.kind)
+    if held not in SECTIONS:
         return None
     results = job.results.select_related("recording").order_by("id")
-    if KINDS[job.kind]:
-        results = results.select_related(KINDS[job.kind])
-    else:
-        results = results.prefetch_related("feature_sets")
+    related = SECTIONS[held][1]
+    results = results.select_related(related) if related else results.prefetch_related("feature_sets")
     paginator = Paginator(results, per_page)
     page_obj = paginator.get_page(page)
-    return {"kind": job.kind, "rows": [_row(job.kind, r) for r in page_obj], "page": page_obj, "count": paginator.count,
+    return {"kind": job.kind, "rows": [_row(held, r) for r in page_obj], "page": page_obj, "count": paginator.count,
             "page_range": list(paginator.get_elided_page_range(page_obj.number, on_each_side=2, on_ends=1)), "weak": WEAK_WORD}

@@ -8,8 +8,8 @@ Adding a kind is one declaration, one runner and one test (docs/architecture.md)
 1. declare it here::
 
        register(JobKind(
-           name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu",
-           interactive=True, chunk_size=4,
+           name="transcribe", stores="transcript", task="workers.tasks.run_whisper_chunk", queue="gpu",
+           interactive=True, chunk_size=4,              # stores: what pages and exports show (JobKind.stores)
            params={"language": str, "chunk_size": int},
            param_help={"language": "force it"},   # the API's help text (params_help)
            validate=_check_transcribe,            # optional: checks beyond the types
@@ -100,6 +100,10 @@ class JobKind:
     #: batch and family, checked unique), runs as one task over all its recordings and fails or
     #: succeeds as a whole (a lost worker fails the job, not recordings)
     makes_model: bool = False
+    #: what one recording's result holds (``prediction``, ``embedding``, ``features``, ``language``,
+    #: ``transcript``; ``model`` for a job whose outcome is a model): pages, exports and comparisons
+    #: choose their sections by it (:func:`storing`), never by the kind's name
+    stores: str = ""
     validate: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
     #: a note per parameter for the API's help text (:func:`params_help`); ``{extractors}``,
     #: ``{default_extractors}`` and ``{families}`` become the registries' names
@@ -126,6 +130,17 @@ def register(kind: JobKind) -> JobKind:
 
 def get(name: str) -> JobKind:
     return KINDS[name]
+
+
+def storing(what: str) -> tuple[str, ...]:
+    """The names of the kinds whose results hold ``what`` (``JobKind.stores``), e.g. for a query's ``kind__in``."""
+    return tuple(name for name, kind in KINDS.items() if kind.stores == what)
+
+
+def stores(name: str) -> str:
+    """What a result of kind ``name`` holds (``JobKind.stores``); ``""`` for an unknown kind."""
+    kind = KINDS.get(name)
+    return kind.stores if kind else ""
 
 
 # --- Routing -----------------------------------------------------------------------------------
@@ -308,7 +323,7 @@ def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
 _NUM = (int, float)
 
 register(JobKind(
-    name="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8, cost_per_audio_s=0.07,
+    name="features", stores="features", task="workers.tasks.run_features_chunk", queue="cpu", chunk_size=8, cost_per_audio_s=0.07,
     admin_action="Run feature extraction on selected {what}",
     params={"extractors": list, "chunk_size": int}, validate=_check_features,
     param_help={"extractors": "list of names: {extractors}; default: {default_extractors}"},
@@ -326,7 +341,7 @@ def _check_classify(params: dict[str, Any]) -> None:
 
 
 register(JobKind(
-    name="classify", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
+    name="classify", stores="prediction", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
     model_task="classify", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Classify selected {what}", evaluates=True,
     params={"window_s": _NUM, "hop_s": _NUM, "threshold": _NUM, "vad": bool, "min_speech_s": _NUM, "chunk_size": int,
             "batch_size": int, "transcript": str, "label_map": dict, "classes": (list, str)},
@@ -336,14 +351,14 @@ register(JobKind(
                 "classes": "a zero-shot model such as spoken-words: the words to choose from, 2-64; default: its ten digits"},
 ))
 register(JobKind(
-    name="embed", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
+    name="embed", stores="embedding", task="workers.tasks.run_model_chunk", queue="gpu", chunk_size=64, interactive=True,
     model_task="embed", chunk_by_audio=True, cost_per_audio_s=0.025, admin_action="Embed selected {what}",
     params={"window_s": _NUM, "hop_s": _NUM, "per_window": bool, "chunk_size": int, "batch_size": int},
     param_help={"per_window": "bool: keep one vector per window"},
 ))
 # Training runs as one task over all of the job's recordings: one chunk, whatever its size.
 register(JobKind(
-    name="train", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False, makes_model=True,
+    name="train", stores="model", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False, makes_model=True,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
             "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
     param_help={"family": "{families}", "epochs": "1-1000", "deploy_prior": "class priors", "hparams": "object"},
@@ -352,7 +367,7 @@ register(JobKind(
 # most 300 s (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses) and
 # up to 16 recordings, whose short speech pieces share Whisper encodings (workers/pipeline/whisper_pack.py).
 register(JobKind(
-    name="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
+    name="language", stores="language", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
     chunk_by_audio=True, cost_per_audio_s=0.3,  # padded windows: 2.7-5.6x real time on one CPU thread (docs/benchmarks.md)
     admin_action="Identify the spoken language of selected {what} (Whisper)",
     params={"window_s": _NUM, "languages": list, "vad": bool, "chunk_size": int, "scan_s": (int, float, type(None)),
@@ -364,7 +379,7 @@ register(JobKind(
                 "pad_windows": "pad each window to 30 s as Whisper was trained; true"},
 ))
 register(JobKind(
-    name="transcribe", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
+    name="transcribe", stores="transcript", task="workers.tasks.run_whisper_chunk", queue="gpu", chunk_size=16, interactive=True,
     chunk_by_audio=True, cost_per_audio_s=0.45, chunk_audio_s=300.0,
     admin_action="Transcribe selected {what} (Whisper)",
     params={"language": str, "languages": list, "beam_size": int, "vad_filter": bool, "temperature_fallback": bool,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from django.db.models import QuerySet
 
-from recognition import selectors
+from recognition import jobkinds, selectors
 from recognition.errors import NotFound, ServiceError
 from recognition.models import Batch, Embedding, Job, LanguageResult, Prediction, Recording, Transcript
 
@@ -444,7 +444,7 @@ def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
     from workers.pipeline.evaluation import compare_predictions
 
     for job in (job_a, job_b):
-        if job.kind != Job.Kind.CLASSIFY:
+        if jobkinds.stores(job.kind) != "prediction":
             raise ServiceError("not_classify", f"Job #{job.pk} is a {job.kind} job; only classify jobs can be compared.")
     pa = {p.result.recording_id: p for p in _predictions(job_a) if p.result.recording_id}
     pb = {p.result.recording_id: p for p in _predictions(job_b) if p.result.recording_id}
@@ -469,10 +469,11 @@ def jobs_compare(*, job_a: Job, job_b: Job) -> dict[str, Any]:
 
 def job_compare_candidates(*, job: Job) -> QuerySet[Job]:
     """Other finished classify jobs of the same owner over the same batch: what the job page offers to compare with."""
-    if job.kind != Job.Kind.CLASSIFY or job.batch_id is None:
+    if jobkinds.stores(job.kind) != "prediction" or job.batch_id is None:
         return Job.objects.none()
     return (
-        Job.objects.filter(owner_id=job.owner_id, batch_id=job.batch_id, kind=Job.Kind.CLASSIFY, status=Job.Status.SUCCEEDED)
+        Job.objects.filter(owner_id=job.owner_id, batch_id=job.batch_id, kind__in=jobkinds.storing("prediction"),
+                           status=Job.Status.SUCCEEDED)
         .exclude(pk=job.pk).select_related("model_version").order_by("-created_at", "-id")
     )
 
@@ -527,7 +528,7 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
         ],
     }
     report = job.report
-    if job.kind == Job.Kind.CLASSIFY and report and report.get("n"):
+    if jobkinds.stores(job.kind) == "prediction" and report and report.get("n"):
         review["report"] = {
             "n": report["n"],
             "accuracy": report.get("accuracy"),
@@ -555,7 +556,7 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
                 review["risk_coverage_uri"] = data_uri(risk_coverage_png(
                     sel["curve"], coverage=sel.get("coverage"), risk_accepted=sel.get("risk_accepted")))
         review["wrong_or_unsure"] = job_wrong_or_unsure(job=job)
-    if job.kind == Job.Kind.EMBED and job.status == Job.Status.SUCCEEDED and pictures:
+    if jobkinds.stores(job.kind) == "embedding" and job.status == Job.Status.SUCCEEDED and pictures:
         try:
             projection = job_projection(job=job)
         except NotFound:
@@ -569,8 +570,8 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
 def batch_review(*, batch: Batch, limit: int = BATCH_REPORT_LIMIT) -> dict[str, Any]:
     """Reviews of a batch's newest finished labelled classify jobs and embed jobs (``limit`` of each)."""
     finished = batch.jobs.filter(status=Job.Status.SUCCEEDED).select_related("model_version").order_by("-created_at", "-id")
-    classify = [j for j in finished.filter(kind=Job.Kind.CLASSIFY, report__isnull=False)[:limit]]
-    embed = list(finished.filter(kind=Job.Kind.EMBED)[:limit])
+    classify = [j for j in finished.filter(kind__in=jobkinds.storing("prediction"), report__isnull=False)[:limit]]
+    embed = list(finished.filter(kind__in=jobkinds.storing("embedding"))[:limit])
     return {"classify": [job_review(job=j) for j in classify if j.report and j.report.get("n")],
             "embed": [job_review(job=j) for j in embed]}
 

@@ -163,7 +163,10 @@ def test_cli_writes_the_same_columns_as_the_api(tmp_path, monkeypatch, suffix):
 
     mv = _model()
     monkeypatch.setattr("recognition.services.models.model_resolve", lambda model, task: mv)
-    monkeypatch.setattr(runtime, "load_model", lambda mv: object())
+    from types import SimpleNamespace
+
+    loaded = SimpleNamespace(spec=SimpleNamespace(labels=tuple(LABELS), extra={}))
+    monkeypatch.setattr(runtime, "load_model", lambda mv: loaded)
     monkeypatch.setattr(runtime, "window_params", lambda loaded, params=None: {})
     monkeypatch.setattr(audio, "load_audio", lambda path, sr, max_duration_s=None: type("A", (), {"samples": np.zeros(16000)})())
     monkeypatch.setattr(audio, "validate_audio", lambda a, **kw: None)
