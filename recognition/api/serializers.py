@@ -100,7 +100,12 @@ class RejectionSerializer(serializers.Serializer):
 
 
 class BatchSerializer(serializers.ModelSerializer):
-    recording_count = serializers.IntegerField(source="recordings.count", read_only=True)
+    recording_count = serializers.SerializerMethodField()
+
+    def get_recording_count(self, obj: Batch) -> int:
+        """Counted with the list's query (``selectors.batches_counted``) where the view asked for it."""
+        counted = getattr(obj, "n_recordings", None)
+        return obj.recordings.count() if counted is None else counted
 
     class Meta:
         model = Batch

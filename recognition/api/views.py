@@ -136,6 +136,9 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
     selector = staticmethod(selectors.batch_list)
     model = Batch
 
+    def get_queryset(self):
+        return selectors.batches_counted(super().get_queryset())
+
     def get_throttles(self):
         return [UploadThrottle()] if self.action == "create" else []
 
