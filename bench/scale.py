@@ -107,6 +107,10 @@ def measure(n: int, *, repeat: int, db: str) -> dict:
     user = get_user_model().objects.create_superuser(username=f"scale{n}", password="unused-pw-123")
     t0 = time.perf_counter()
     made = build(owner=user, n=n, dim=256)
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # the statistics autovacuum would gather on a live database
+        cursor.execute("ANALYZE")
     built = time.perf_counter() - t0
     client = APIClient()
     client.force_login(user)
@@ -148,7 +152,8 @@ def report(runs: list[dict], started: str, redis: str) -> str:
         f"`bench/scale.py` (`make bench-scale`), {started} UTC, on {cpu} ({os.cpu_count()} cores, shared with other work: "
         f"see the load beside each figure), PostgreSQL on localhost, Redis {redis}. One batch of n recordings with a finished "
         f"classify, embed (256-d), language, transcribe and features job, a result row per recording per job, written by "
-        f"bulk_create into a fresh database per size (no audio: the read paths only read rows; rows written in {builds}). "
+        f"bulk_create into a fresh database per size and ANALYZEd (no audio: the read paths only read rows; rows written in "
+        f"{builds}). "
         f"Each figure: the median of the requests through Django's test client in one process (server time: no network, "
         f"no gunicorn), after a warm-up; queries of one request. The admin lists show every owner's rows (here: one owner).\n\n"
         + table(head, rows)

@@ -226,14 +226,7 @@ class BatchAdmin(admin.ModelAdmin):
         batch = self.get_object(request, str(object_id))
         if batch is None or not self.has_view_permission(request, batch) or batch.owner_id != request.user.pk:
             raise Http404("No such batch.")
-        recordings = list(batch.recordings.order_by("id"))
-        corrections = services.label_corrections(recordings=recordings, batch=batch)
-        own = batch_labels(batch=batch)
-        labels: dict[str, int] = {}
-        for rec in recordings:
-            label = corrections.get(rec.pk) or own.get(rec.pk, (rec.label, rec.speaker))[0]
-            if label:
-                labels[label] = labels.get(label, 0) + 1
+        labels, n_recordings = batch_pages.batch_train_labels(batch=batch)
         form = TrainForm(request.POST or None, labels=sorted(labels), initial={"name": f"{batch.name}-retrained"[:100]})
         if request.method == "POST" and form.is_valid():
             if len({form.cleaned_data["label_map"].get(k, k) for k in labels}) < 2:
@@ -249,7 +242,7 @@ class BatchAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
         reviews = list(LabelReview.objects.filter(batch=batch))
         context = _page_context(self, request, batch, title=f"Train a model on '{batch.name}'", form=form,
-                                labels=sorted(labels.items()), n_recordings=len(recordings), n_reviews=len(reviews),
+                                labels=sorted(labels.items()), n_recordings=n_recordings, n_reviews=len(reviews),
                                 n_corrections=sum(1 for r in reviews if r.is_correction))
         return TemplateResponse(request, "admin/recognition/batch/train.html", context)
 

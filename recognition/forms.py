@@ -87,7 +87,8 @@ def review_label_choices(*, recording, batch=None) -> list[str]:
 
     members = BatchMember.objects.filter(batch=batch) if batch is not None else BatchMember.objects.filter(
         batch__in=recording.batches.all())
-    known = set(members.exclude(label="").values_list("label", flat=True).distinct()[:200])
+    # order_by(): without it the model's ordering joins the DISTINCT, which then gives 200 members, not 200 labels
+    known = set(members.exclude(label="").order_by().values_list("label", flat=True).distinct()[:200])
     classes = ModelVersion.objects.filter(predictions__result__recording=recording).values_list("labels", flat=True).distinct()
     for labels in classes[:20]:
         known.update(str(label) for label in (labels or []))

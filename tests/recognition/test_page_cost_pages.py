@@ -71,10 +71,18 @@ def test_the_admin_recording_page_costs_the_same_queries_in_batches_of_30_and_30
     counts = []
     for n in (30, 300):
         made = build(owner=staff, n=n, kinds=("classify", "embed"))
+        if n == 300:  # every recording a member (300 rows, over the 200 choices read), the last one's label unique
+            from recognition.models import BatchMember
+
+            batch = made["batch"]
+            BatchMember.objects.bulk_create([BatchMember(batch=batch, recording_id=pk, label="native")
+                                             for pk in batch.recordings.exclude(memberships__batch=batch).values_list("pk", flat=True)])
+            batch.members.filter(pk=batch.members.order_by("id").last().pk).update(label="rare")
         rec = made["recordings"][1]
         count, html = _get(client, f"/admin/recognition/recording/{rec}/change/?batch={made['batch'].pk}")
         counts.append(count)
         assert f"2 of {n} in" in html
+        assert 'value="rare"' in html or n == 30  # a label given only to the batch's last member is offered
         capped = "Nearest among the newest 100 embeddings only" in html
         assert capped == (n == 300), n
     assert counts[0] == counts[1], counts
@@ -116,3 +124,24 @@ def test_api_lists_cost_the_same_queries_for_small_and_large_batches(api, url):
     assert large == small, (url, small, large)
     if url == "/api/v1/batches/":
         assert sorted(b["recording_count"] for b in body["results"]) == [30, 300]
+
+
+def test_the_train_page_counts_labels_in_the_database_with_reviews_winning(client, staff):
+    """The train page's label counts: the same queries at 30 and 300 recordings, and the newest review
+    of a recording (in the batch or without one) wins as services.label_corrections says."""
+    from recognition import batch_pages
+    from recognition.models import LabelReview
+
+    counts = []
+    for n in (30, 300):
+        made = build(owner=staff, n=n, kinds=())
+        batch = made["batch"]
+        first, second = (Recording.objects.get(pk=pk) for pk in made["recordings"][:2])  # native, non_native
+        LabelReview.objects.create(recording=first, batch=batch, original_label="native", new_label="accented", reviewer=staff)
+        LabelReview.objects.create(recording=second, batch=None, original_label="non_native", new_label="native", reviewer=staff)
+        labels, total = batch_pages.batch_train_labels(batch=batch)
+        assert total == n and labels == {"native": n // 2, "non_native": n // 2 - 1, "accented": 1}
+        count, html = _get(client, f"/admin/recognition/batch/{batch.pk}/train/")
+        counts.append(count)
+        assert "accented" in html
+    assert counts[0] == counts[1], counts
