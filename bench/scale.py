@@ -40,6 +40,7 @@ PAGES = [
     ("admin job page: transcribe", "/admin/recognition/job/{job_transcribe}/change/"),
     ("admin job page: features", "/admin/recognition/job/{job_features}/change/"),
     ("admin recording page (neighbours, batch position)", "/admin/recognition/recording/{rec}/change/?batch={batch}"),
+    ("admin train page (label counts, reviews winning)", "/admin/recognition/batch/{batch}/train/"),
     ("admin recording list", "/admin/recognition/recording/"),
     ("admin recording list ?predicted=native", "/admin/recognition/recording/?predicted=native"),
     ("admin recording list ?outcome=uncertain&label=native", "/admin/recognition/recording/?outcome=uncertain&label=native"),
@@ -140,6 +141,8 @@ def report(runs: list[dict], started: str, redis: str) -> str:
             row += [f"{m['s']:.3f}", m["queries"], m["load"]]
         row.append(f"{large['pages'][name]['s'] / max(small['pages'][name]['s'], 1e-6):.2f}")
         rows.append(row)
+    grown = [(name, large["pages"][name]["s"] / max(small["pages"][name]["s"], 1e-6)) for name in [p for p, _ in PAGES] + [SUBMIT]]
+    grown = [(name, x) for name, x in grown if x > 3]
     flat = [name for name in [p for p, _ in PAGES] if small["pages"][name]["queries"] == large["pages"][name]["queries"]]
     cpu = platform.processor() or platform.machine()
     try:
@@ -160,7 +163,9 @@ def report(runs: list[dict], started: str, redis: str) -> str:
         + f"\n\nSame query count at {small['n']:,} and {large['n']:,} recordings: {len(flat)} of {len(PAGES)} pages and lists"
         + (f" (not: {', '.join(sorted(set(p for p, _ in PAGES) - set(flat)))})" if len(flat) < len(PAGES) else "")
         + ". What still grows with the batch is work inside one query (counts, an index range per filter, a page at a"
-        " deep offset), not the number of round trips or rows sent back.\n"
+        " deep offset), not the number of round trips or rows sent back."
+        + (f" Time grew more than 3x for: {', '.join(f'{name} ({x:.1f}x)' for name, x in grown)}." if grown else "")
+        + "\n"
     )
 
 
