@@ -204,16 +204,21 @@ class BatchAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
 
     def upload_view(self, request):
-        """Upload many files or a zip plus an optional labels CSV; show what was rejected and why."""
-        form = BatchUploadForm(request.POST or None, request.FILES or None)
+        """Upload many files or a zip plus an optional labels CSV into a new batch or one of the user's
+        (``?batch=<id>`` preselects it); show what was rejected and why."""
+        form = BatchUploadForm(request.POST or None, request.FILES or None, user=request.user,
+                               initial={"add_to": request.GET.get("batch")})
         context = dict(self.admin_site.each_context(request), form=form, title="Upload a batch", opts=self.model._meta)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            files = dict(files=[(f.name, f) for f in data["files"]], archive=data.get("archive"),
+                         labels_csv=data["labels"].read() if data.get("labels") else None)
             try:
-                batch, accepted, rejected = services.batch_create(
-                    owner=request.user, name=data["name"], files=[(f.name, f) for f in data["files"]],
-                    archive=data.get("archive"), labels_csv=data["labels"].read() if data.get("labels") else None,
-                )
+                if data.get("add_to"):
+                    batch = data["add_to"]
+                    accepted, rejected = services.batch_append(owner=request.user, batch=batch, **files)
+                else:
+                    batch, accepted, rejected = services.batch_create(owner=request.user, name=data["name"], **files)
             except ServiceError as exc:
                 form.add_error(None, exc.message)
             else:

@@ -128,3 +128,22 @@ def test_import_recordings_needs_a_known_owner(tmp_path):
 
     with pytest.raises(CommandError, match="No user"):
         call_command("import_recordings", str(tmp_path), batch="x", owner="nobody")
+
+
+def test_the_admin_upload_page_adds_files_to_one_of_your_batches(client, django_user_model, other_user):
+    staff = django_user_model.objects.create_superuser("adder", "adder@example.com", "pw-123456789")
+    client.force_login(staff)
+    client.post("/admin/recognition/batch/upload/", {"name": "grow", "files": [upload("a.wav", _wav(1))]})
+    batch = Batch.objects.get(name="grow")
+    assert 'id="add-recordings-link"' in client.get(f"/admin/recognition/batch/{batch.pk}/change/").content.decode()
+    page = client.get(f"/admin/recognition/batch/upload/?batch={batch.pk}").content.decode()
+    assert f'<option value="{batch.pk}" selected>' in page
+    response = client.post("/admin/recognition/batch/upload/", {
+        "add_to": batch.pk, "files": [upload("b.wav", _wav(2)), upload("bad.wav", b"garbage")],
+        "labels": upload("labels.csv", b"b.wav,native\n")})
+    assert "1 stored, 1 rejected" in response.content.decode() and "not_audio" in response.content.decode()
+    assert batch.recordings.count() == 2 and Batch.objects.filter(name="grow").count() == 1
+    assert BatchMember.objects.get(batch=batch, recording__original_filename="b.wav").label == "native"
+    theirs = Batch.objects.create(owner=other_user, name="theirs")
+    refused = client.post("/admin/recognition/batch/upload/", {"add_to": theirs.pk, "files": [upload("c.wav", _wav(3))]})
+    assert "Select a valid choice" in refused.content.decode() and theirs.recordings.count() == 0
