@@ -22,9 +22,20 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from recognition import batch_pages, job_results, jobkinds, model_cards, review, selectors, services
+from recognition.admin_filters import (
+    BatchFilter,
+    ChannelsFilter,
+    ConfidenceFilter,
+    FormatFilter,
+    HasTranscriptFilter,
+    LabelFilter,
+    OutcomeFilter,
+    PredictedClassFilter,
+    SampleRateFilter,
+)
 from recognition.errors import ServiceError
 from recognition.forms import BatchUploadForm, LabelReviewForm, ModelChoiceForm, TrainForm
-from recognition.models import Batch, Job, LabelReview, ModelVersion, Prediction, Recording
+from recognition.models import Batch, Job, LabelReview, ModelVersion, Recording
 from recognition.services.recordings import batch_labels
 
 
@@ -155,11 +166,17 @@ class BatchAdmin(admin.ModelAdmin):
                                 default_classify=settings.DEFAULT_MODELS.get("classify"))
         return TemplateResponse(request, "admin/recognition/batch/page.html", context)
 
-    def recording_count(self, obj: Batch) -> int:
-        return obj.recordings.count()
+    def get_queryset(self, request):
+        """The list's counts come with the page's rows (one query), not two more queries per batch."""
+        return selectors.batches_counted(super().get_queryset(request))
 
+    @admin.display(description="Recordings")
+    def recording_count(self, obj: Batch) -> int:
+        return obj.n_recordings
+
+    @admin.display(description="Jobs")
     def job_count(self, obj: Batch) -> int:
-        return obj.jobs.count()
+        return obj.n_jobs
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -187,16 +204,21 @@ class BatchAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
 
     def upload_view(self, request):
-        """Upload many files or a zip plus an optional labels CSV; show what was rejected and why."""
-        form = BatchUploadForm(request.POST or None, request.FILES or None)
+        """Upload many files or a zip plus an optional labels CSV into a new batch or one of the user's
+        (``?batch=<id>`` preselects it); show what was rejected and why."""
+        form = BatchUploadForm(request.POST or None, request.FILES or None, user=request.user,
+                               initial={"add_to": request.GET.get("batch")})
         context = dict(self.admin_site.each_context(request), form=form, title="Upload a batch", opts=self.model._meta)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            files = dict(files=[(f.name, f) for f in data["files"]], archive=data.get("archive"),
+                         labels_csv=data["labels"].read() if data.get("labels") else None)
             try:
-                batch, accepted, rejected = services.batch_create(
-                    owner=request.user, name=data["name"], files=[(f.name, f) for f in data["files"]],
-                    archive=data.get("archive"), labels_csv=data["labels"].read() if data.get("labels") else None,
-                )
+                if data.get("add_to"):
+                    batch = data["add_to"]
+                    accepted, rejected = services.batch_append(owner=request.user, batch=batch, **files)
+                else:
+                    batch, accepted, rejected = services.batch_create(owner=request.user, name=data["name"], **files)
             except ServiceError as exc:
                 form.add_error(None, exc.message)
             else:
@@ -209,14 +231,7 @@ class BatchAdmin(admin.ModelAdmin):
         batch = self.get_object(request, str(object_id))
         if batch is None or not self.has_view_permission(request, batch) or batch.owner_id != request.user.pk:
             raise Http404("No such batch.")
-        recordings = list(batch.recordings.order_by("id"))
-        corrections = services.label_corrections(recordings=recordings, batch=batch)
-        own = batch_labels(batch=batch)
-        labels: dict[str, int] = {}
-        for rec in recordings:
-            label = corrections.get(rec.pk) or own.get(rec.pk, (rec.label, rec.speaker))[0]
-            if label:
-                labels[label] = labels.get(label, 0) + 1
+        labels, n_recordings = batch_pages.batch_train_labels(batch=batch)
         form = TrainForm(request.POST or None, labels=sorted(labels), initial={"name": f"{batch.name}-retrained"[:100]})
         if request.method == "POST" and form.is_valid():
             if len({form.cleaned_data["label_map"].get(k, k) for k in labels}) < 2:
@@ -232,97 +247,17 @@ class BatchAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(reverse("admin:recognition_job_change", args=[job.pk]))
         reviews = list(LabelReview.objects.filter(batch=batch))
         context = _page_context(self, request, batch, title=f"Train a model on '{batch.name}'", form=form,
-                                labels=sorted(labels.items()), n_recordings=len(recordings), n_reviews=len(reviews),
+                                labels=sorted(labels.items()), n_recordings=n_recordings, n_reviews=len(reviews),
                                 n_corrections=sum(1 for r in reviews if r.is_correction))
         return TemplateResponse(request, "admin/recognition/batch/train.html", context)
-
-
-class HasTranscriptFilter(admin.SimpleListFilter):
-    """Recordings whose transcript is known (reading models can score their pronunciation)."""
-
-    title = "transcript"
-    parameter_name = "has_transcript"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "known"), ("no", "none")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(transcript="")
-        if self.value() == "no":
-            return queryset.filter(transcript="")
-        return queryset
-
-
-class BatchFilter(admin.SimpleListFilter):
-    """Recordings of one of the request user's batches (only their own batches are offered)."""
-
-    title = "batch"
-    parameter_name = "batch"
-
-    def lookups(self, request, model_admin):
-        return [(str(b.pk), b.name) for b in selectors.batch_list(user=request.user).order_by("name", "id")]
-
-    def queryset(self, request, queryset):
-        if self.value() and self.value().isdigit():
-            return queryset.filter(batches__pk=int(self.value()), batches__owner=request.user)
-        return queryset
-
-
-class PredictedClassFilter(admin.SimpleListFilter):
-    """Recordings some classify job predicted as this class."""
-
-    title = "predicted class"
-    parameter_name = "predicted"
-
-    def lookups(self, request, model_admin):
-        classes = (Prediction.objects.filter(result__recording__owner=request.user).exclude(predicted_class="")
-                   .values_list("predicted_class", flat=True).distinct().order_by("predicted_class"))
-        return [(c, c) for c in classes]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(results__prediction__predicted_class=self.value()).distinct()
-        return queryset
-
-
-class OutcomeFilter(admin.SimpleListFilter):
-    """Recordings with a prediction of this outcome (answered, withheld as uncertain, no speech)."""
-
-    title = "outcome"
-    parameter_name = "outcome"
-
-    def lookups(self, request, model_admin):
-        return Prediction.Outcome.choices
-
-    def queryset(self, request, queryset):
-        if self.value() in Prediction.Outcome.values:
-            return queryset.filter(results__prediction__outcome=self.value()).distinct()
-        return queryset
-
-
-class ConfidenceFilter(admin.SimpleListFilter):
-    """Recordings with a prediction whose confidence (top calibrated probability) falls in a band."""
-
-    title = "confidence"
-    parameter_name = "confidence"
-    BANDS = {"low": (0.0, 0.6, "under 0.6"), "mid": (0.6, 0.8, "0.6 to 0.8"), "high": (0.8, 1.01, "0.8 and over")}
-
-    def lookups(self, request, model_admin):
-        return [(key, text) for key, (_, _, text) in self.BANDS.items()]
-
-    def queryset(self, request, queryset):
-        if self.value() in self.BANDS:
-            low, high, _ = self.BANDS[self.value()]
-            return queryset.filter(results__prediction__confidence__gte=low, results__prediction__confidence__lt=high).distinct()
-        return queryset
 
 
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
     list_display = ["original_filename", "owner", "label", "speaker", "format", "duration_s", "sample_rate", "created_at"]
-    list_filter = [BatchFilter, "label", PredictedClassFilter, OutcomeFilter, ConfidenceFilter, HasTranscriptFilter,
-                   "format", "sample_rate", "channels", "created_at", "owner"]
+    list_filter = [BatchFilter, LabelFilter, PredictedClassFilter, OutcomeFilter, ConfidenceFilter, HasTranscriptFilter,
+                   FormatFilter, SampleRateFilter, ChannelsFilter, "created_at", "owner"]
+    show_full_result_count = False  # no second COUNT over every recording on each filtered load
     search_fields = ["original_filename", "label", "speaker", "sha256", "transcript"]
     readonly_fields = ["player", "label", "owner", "sha256", "size_bytes", "format", "duration_s", "sample_rate", "channels",
                        "created_at"]
@@ -351,7 +286,8 @@ class RecordingAdmin(admin.ModelAdmin):
             label_reviews=obj.label_reviews.select_related("reviewer", "batch").order_by("-created_at", "-id")[:20],
             can_review=obj.owner_id == request.user.pk,
             # the label and speaker the batch in view gave this recording (BatchMember); its own otherwise
-            batch_label=batch_labels(batch=batch).get(obj.pk, (obj.label, obj.speaker)) if batch else (obj.label, obj.speaker),
+            batch_label=batch_labels(batch=batch, recording_ids=[obj.pk]).get(obj.pk, (obj.label, obj.speaker))
+            if batch else (obj.label, obj.speaker),
         )
         return TemplateResponse(request, "admin/recognition/recording/page.html", context)
 
@@ -402,6 +338,7 @@ def _trained_model(job: Job) -> ModelVersion | None:
 class JobAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "status", "progress", "model_used", "batch", "owner", "duration", "short_error", "created"]
     list_filter = ["status", "kind", "model_version", "created_at", "owner"]
+    list_select_related = ["model_version", "batch", "owner"]  # the model column read one row per job without it
     search_fields = ["id", "error", "batch__name"]
     actions = ["cancel_jobs", "retry_failed", "rerun"]
 
@@ -429,7 +366,7 @@ class JobAdmin(admin.ModelAdmin):
                                     created_at__lte=obj.created_at).exclude(model_version=trained).order_by("-created_at", "-id").first() \
             if with_trained else None
         context = _page_context(
-            self, request, obj, title=f"{obj.kind.capitalize()} job #{obj.pk}", review=review.job_review(job=obj),
+            self, request, obj, title=f"{obj.kind.capitalize()} job #{obj.pk}", review=review.job_review(job=obj, page=request.GET.get("page")),
             compare_candidates=candidates, trained=trained, trained_card=model_cards.model_card(model_version=trained, pictures=False)
             if trained else None, params=model_cards.scalar_rows(obj.params),
             label_map=sorted(((obj.params or {}).get("label_map") or {}).items()),

@@ -25,15 +25,25 @@ class MultipleFileField(forms.FileField):
 
 
 class BatchUploadForm(forms.Form):
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, required=False, help_text="A new batch's name.")
+    add_to = forms.ModelChoiceField(queryset=None, required=False, label="Or add to",
+                                    help_text="One of your batches: the files join it (a large batch arrives over several uploads).")
     files = MultipleFileField(required=False, allow_empty_file=True, help_text="Audio files: wav, flac, mp3, ogg/opus, m4a/aac, webm.")
     archive = forms.FileField(required=False, help_text="Or one .zip of audio files.")
     labels = forms.FileField(required=False, help_text="Optional CSV: filename,label[,speaker].")
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        from recognition import selectors
+
+        super().__init__(*args, **kwargs)
+        self.fields["add_to"].queryset = selectors.batch_list(user=user).order_by("-created_at", "-id")
 
     def clean(self):
         data = super().clean()
         if not data.get("files") and not data.get("archive"):
             raise forms.ValidationError("Choose audio files or a .zip archive.")
+        if not (data.get("name") or "").strip() and not data.get("add_to"):
+            raise forms.ValidationError("Name a new batch or choose one of yours to add to.")
         return data
 
 
@@ -87,7 +97,8 @@ def review_label_choices(*, recording, batch=None) -> list[str]:
 
     members = BatchMember.objects.filter(batch=batch) if batch is not None else BatchMember.objects.filter(
         batch__in=recording.batches.all())
-    known = set(members.exclude(label="").values_list("label", flat=True).distinct()[:200])
+    # order_by(): without it the model's ordering joins the DISTINCT, which then gives 200 members, not 200 labels
+    known = set(members.exclude(label="").order_by().values_list("label", flat=True).distinct()[:200])
     classes = ModelVersion.objects.filter(predictions__result__recording=recording).values_list("labels", flat=True).distinct()
     for labels in classes[:20]:
         known.update(str(label) for label in (labels or []))

@@ -23,12 +23,22 @@ from django.db.models import QuerySet
 
 from recognition import jobkinds, selectors
 from recognition.errors import NotFound, ServiceError
-from recognition.models import Batch, Embedding, Job, LanguageResult, Prediction, Recording, Transcript
+from recognition.job_pages import (
+    PROJECTION_POINTS,
+    job_wrong_or_unsure,  # noqa: F401  (re-exported: the API and tests read it here)
+    projection_rows,
+    wrong_or_unsure_page,
+)
+from recognition.job_pages import truth as _truth
+from recognition.models import Batch, Job, LanguageResult, Prediction, Recording, Transcript
 
 #: Colour of recordings without a label in the projection plot.
 UNLABELLED_COLOUR = "#9e9e9e"
 #: Jobs per batch page that get the full report pictures (the rest are linked).
 BATCH_REPORT_LIMIT = 5
+#: Without pgvector the recording page's neighbours come from an exact search over at most this many
+#: of the owner's newest embeddings, so the page costs the same at 1,000 and 100,000 of them.
+SIMILAR_SCAN_LIMIT = 5000
 
 # ---------------------------------------------------------------------------------------------
 # Plots: pure functions, data in, PNG bytes out
@@ -320,32 +330,18 @@ def _model_name(job: Job) -> str:
     return f"{mv.name}@{mv.version}" if mv else ""
 
 
-def _truth(job: Job, recording: Recording | None) -> str:
-    """A recording's true label as the job's model would call it (``params["label_map"]`` applied).
-
-    Empty when the recording has no label or one outside the model's classes (the report excludes
-    those too rather than count them wrong).
-    """
-    if recording is None or not recording.label:
-        return ""
-    truth = (job.params.get("label_map") or {}).get(recording.label, recording.label)
-    return truth if job.model_version_id and truth in job.model_version.labels else ""
-
-
 def _predictions(job: Job) -> QuerySet[Prediction]:
     return Prediction.objects.filter(result__job=job).select_related("result__recording").order_by("result__recording_id")
 
 
-def job_projection(*, job: Job, method: str = "auto") -> dict[str, Any]:
+def job_projection(*, job: Job, method: str = "auto", limit: int | None = None) -> dict[str, Any]:
     """2-D projection of an embed job's vectors, one point per recording, with its label.
 
+    ``limit``: project an even sample of at most about that many vectors (the admin pages ask for
+    :data:`recognition.job_pages.PROJECTION_POINTS`); ``total`` says how many the job has.
     Raises ``NotFound`` when the job stored no embeddings (not an embed job, or not run yet).
     """
-    rows = list(
-        Embedding.objects.filter(result__job=job).select_related("recording").order_by("recording_id").only(
-            "vector", "recording__id", "recording__original_filename", "recording__label", "recording__speaker"
-        )
-    )
+    rows, total = projection_rows(job=job, limit=limit)
     if not rows:
         raise NotFound("no_embeddings", "This job has no embeddings to project; run an embed job over the recordings.")
     coords, used = project_2d(np.asarray([r.vector for r in rows], dtype=np.float64), method=method)
@@ -353,36 +349,13 @@ def job_projection(*, job: Job, method: str = "auto") -> dict[str, Any]:
         "job": job.pk,
         "model": _model_name(job),
         "method": used,
+        "total": total,
         "points": [
             {"recording": r.recording.pk, "filename": r.recording.original_filename, "label": r.recording.label,
              "speaker": r.recording.speaker, "x": float(x), "y": float(y)}
             for r, (x, y) in zip(rows, coords, strict=True)
         ],
     }
-
-
-def job_wrong_or_unsure(*, job: Job) -> list[dict[str, Any]]:
-    """Recordings of a classify job a person should listen to: wrong, uncertain or without enough speech.
-
-    Wrong means a true label (after ``label_map``) that differs from the prediction; ``uncertain`` and
-    ``insufficient_speech`` outcomes are listed whether labelled or not.
-    """
-    out = []
-    for p in _predictions(job):
-        rec = p.result.recording
-        truth = _truth(job, rec)
-        reasons = []
-        if truth and p.outcome != Prediction.Outcome.INSUFFICIENT_SPEECH and truth != p.predicted_class:
-            reasons.append("wrong")
-        if p.outcome != Prediction.Outcome.OK:
-            reasons.append(p.outcome)
-        if reasons:
-            out.append({
-                "recording": rec.pk if rec else None, "filename": rec.original_filename if rec else p.result.recording_ref,
-                "label": rec.label if rec else "", "predicted": p.predicted_class, "outcome": p.outcome, "confidence": p.confidence,
-                "reasons": reasons,
-            })
-    return out
 
 
 def _side(job: Job, predictions: dict[int, Prediction], ids: list[int]) -> dict[str, Any]:
@@ -511,12 +484,14 @@ def _selective(report: Mapping[str, Any]) -> dict[str, Any] | None:
             "abstained": sel.get("abstained") or {}}
 
 
-def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
+def job_review(*, job: Job, pictures: bool = True, page: Any = 1) -> dict[str, Any]:
     """Everything a person reviews about one job, ready for a template (pictures as data URIs).
 
     Classify jobs with a report: headline numbers with CIs, per-class table, confusion matrix,
-    reliability diagram, and the wrong-or-unsure recordings. Embed jobs: the projection picture.
-    Every job: its stage timings, largest first.
+    reliability diagram (all from the report stored when the job ended), and page ``page`` of the
+    wrong-or-unsure recordings. Embed jobs: the projection picture of at most
+    :data:`~recognition.job_pages.PROJECTION_POINTS` of its vectors. Every job: its stage timings,
+    largest first. A bounded number of queries whatever the job's size.
     """
     total = sum(float(v) for v in (job.timings or {}).values()) or 0.0
     review: dict[str, Any] = {
@@ -555,14 +530,16 @@ def job_review(*, job: Job, pictures: bool = True) -> dict[str, Any]:
             if (sel.get("curve") or {}).get("coverage"):
                 review["risk_coverage_uri"] = data_uri(risk_coverage_png(
                     sel["curve"], coverage=sel.get("coverage"), risk_accepted=sel.get("risk_accepted")))
-        review["wrong_or_unsure"] = job_wrong_or_unsure(job=job)
+        review["wrong_or_unsure"] = wrong_or_unsure_page(job=job, page=page)
     if jobkinds.stores(job.kind) == "embedding" and job.status == Job.Status.SUCCEEDED and pictures:
         try:
-            projection = job_projection(job=job)
+            projection = job_projection(job=job, limit=PROJECTION_POINTS)
         except NotFound:
             pass
         else:
-            title = f"{projection['model']} ({projection['method'].upper()}, {len(projection['points'])} recordings)"
+            shown, total = len(projection["points"]), projection["total"]
+            title = f"{projection['model']} ({projection['method'].upper()}, " + (
+                f"{shown} recordings)" if shown == total else f"a sample of {shown:,} of {total:,} recordings)")
             review["projection_uri"] = data_uri(projection_png(projection["points"], title=title))
     return review
 
@@ -629,7 +606,8 @@ def _whisper_reviews(recording: Recording, limit: int) -> tuple[list[dict[str, A
 
 
 def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> dict[str, Any]:
-    """A recording's window timelines (its newest ``limit`` predictions) and its ``k`` nearest neighbours;
+    """A recording's window timelines (its newest ``limit`` predictions) and its ``k`` nearest neighbours
+    (without pgvector: among the newest :data:`SIMILAR_SCAN_LIMIT` embeddings, ``neighbours_note`` says so);
     ``languages`` and ``transcripts``: its newest Whisper language results (with a bar timeline) and transcripts.
 
     Neighbours come from :func:`recognition.selectors.similar_recordings` for the recording's owner,
@@ -647,8 +625,11 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
         for p in predictions
     ]
     try:
-        pairs = selectors.similar_recordings(user=recording.owner, recording=recording, k=k)
+        pairs = selectors.similar_recordings(user=recording.owner, recording=recording, k=k, scan_limit=SIMILAR_SCAN_LIMIT)
         note = "" if pairs else "No other recording has an embedding from the same model yet."
+        if pairs and selectors.similar_scan_capped(user=recording.owner, recording=recording, scan_limit=SIMILAR_SCAN_LIMIT):
+            note = (f"Nearest among the newest {SIMILAR_SCAN_LIMIT:,} embeddings only: without pgvector this page does not "
+                    "search them all (the API's similar/ does).")
     except NotFound as exc:
         pairs, note = [], exc.message
     languages, transcripts = _whisper_reviews(recording, limit)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from recognition import vectorindex
 from recognition.errors import NotFound
@@ -16,6 +17,17 @@ def recording_list(*, user: AbstractBaseUser) -> QuerySet[Recording]:
 
 def batch_list(*, user: AbstractBaseUser) -> QuerySet[Batch]:
     return Batch.objects.filter(owner=user)
+
+
+def batches_counted(batches: QuerySet[Batch]) -> QuerySet[Batch]:
+    """``batches`` with ``n_recordings`` and ``n_jobs``: counted by subqueries in the same query (an index
+    range per listed batch), so a list of batches costs one query, not two more per batch."""
+    members = Batch.recordings.through.objects.filter(batch_id=OuterRef("pk")).order_by().values("batch_id")
+    jobs = Job.objects.filter(batch_id=OuterRef("pk")).order_by().values("batch_id")
+    return batches.annotate(
+        n_recordings=Coalesce(Subquery(members.annotate(n=Count("id")).values("n")), 0),
+        n_jobs=Coalesce(Subquery(jobs.annotate(n=Count("id")).values("n")), 0),
+    )
 
 
 def job_list(*, user: AbstractBaseUser) -> QuerySet[Job]:
@@ -115,13 +127,16 @@ def model_report(*, user: AbstractBaseUser | None, model_version: ModelVersion) 
 
 
 def similar_recordings(
-    *, user: AbstractBaseUser, recording: Recording, model_version: ModelVersion | None = None, k: int = 10
+    *, user: AbstractBaseUser, recording: Recording, model_version: ModelVersion | None = None, k: int = 10,
+    scan_limit: int | None = None,
 ) -> list[tuple[Recording, float]]:
     """The ``k`` nearest of the user's recordings to ``recording`` by cosine similarity.
 
     Uses the newest embedding per recording of one model version. On a PostgreSQL with pgvector
     the HNSW index answers (:mod:`recognition.vectorindex`); elsewhere an exact search in numpy
-    (the vectors are L2-normalised, so cosine is a dot product). Never returns another user's
+    (the vectors are L2-normalised, so cosine is a dot product). ``scan_limit``: the exact search
+    reads only the newest ``scan_limit`` embeddings (a page that must answer fast whatever the
+    user's size: :func:`similar_scan_capped` says whether it cut). Never returns another user's
     recordings.
     """
     mine = Embedding.objects.filter(recording__owner=user)
@@ -136,14 +151,26 @@ def similar_recordings(
                                     exclude_recording_id=recording.pk, k=k)
         recs = Recording.objects.in_bulk([r for r, _ in pairs])
         return [(recs[r], sim) for r, sim in pairs if r in recs]
-    return _similar_exact(mine, anchor, recording, k)
+    return _similar_exact(mine, anchor, recording, k, scan_limit)
 
 
-def _similar_exact(mine: QuerySet[Embedding], anchor: Embedding, recording: Recording, k: int) -> list[tuple[Recording, float]]:
+def similar_scan_capped(*, user: AbstractBaseUser, recording: Recording, scan_limit: int) -> bool:
+    """Whether :func:`similar_recordings` with ``scan_limit`` left some of the user's embeddings unread
+    (no pgvector, and more than ``scan_limit`` of them): one query that stops at ``scan_limit + 1`` rows."""
+    if vectorindex.backend() == "pgvector-hnsw":
+        return False
+    anchor = Embedding.objects.filter(recording=recording).order_by("-id").values_list("model_version_id", flat=True).first()
+    mine = Embedding.objects.filter(recording__owner=user, model_version_id=anchor).exclude(recording=recording)
+    return anchor is not None and mine.order_by()[scan_limit : scan_limit + 1].exists()
+
+
+def _similar_exact(mine: QuerySet[Embedding], anchor: Embedding, recording: Recording, k: int,
+                   scan_limit: int | None = None) -> list[tuple[Recording, float]]:
     latest: dict[int, list[float]] = {}
-    for rec_id, vector in (
-        mine.filter(model_version=anchor.model_version).exclude(recording=recording).order_by("id").values_list("recording_id", "vector")
-    ):
+    rows = mine.filter(model_version=anchor.model_version).exclude(recording=recording)
+    if scan_limit is not None:  # the newest scan_limit rows, then in id order so the newest per recording wins
+        rows = rows.filter(pk__in=rows.order_by("-id").values("pk")[:scan_limit])
+    for rec_id, vector in rows.order_by("id").values_list("recording_id", "vector"):
         latest[rec_id] = vector
     if not latest:
         return []

@@ -93,6 +93,21 @@ class BatchUploadSerializer(serializers.Serializer):
         return attrs
 
 
+class BatchAppendSerializer(serializers.Serializer):
+    """``POST /batches/<id>/recordings/``: more files for a batch (its name and description stay)."""
+
+    files = serializers.ListField(child=serializers.FileField(allow_empty_file=True), required=False)
+    archive = serializers.FileField(required=False)
+    labels = serializers.FileField(required=False, help_text="CSV: filename,label[,speaker] for this request's files")
+    transcript = serializers.CharField(required=False, allow_blank=True, max_length=20000,
+                                       help_text="The text the speakers of these files read, if any; reading models use it.")
+
+    def validate(self, attrs):
+        if not attrs.get("files") and not attrs.get("archive"):
+            raise serializers.ValidationError("Send one or more 'files' and/or one 'archive' (.zip).")
+        return attrs
+
+
 class RejectionSerializer(serializers.Serializer):
     filename = serializers.CharField()
     code = serializers.CharField()
@@ -100,7 +115,12 @@ class RejectionSerializer(serializers.Serializer):
 
 
 class BatchSerializer(serializers.ModelSerializer):
-    recording_count = serializers.IntegerField(source="recordings.count", read_only=True)
+    recording_count = serializers.SerializerMethodField()
+
+    def get_recording_count(self, obj: Batch) -> int:
+        """Counted with the list's query (``selectors.batches_counted``) where the view asked for it."""
+        counted = getattr(obj, "n_recordings", None)
+        return obj.recordings.count() if counted is None else counted
 
     class Meta:
         model = Batch
@@ -128,7 +148,9 @@ class BatchCreatedSerializer(BatchSerializer):
 
     @extend_schema_field(DuplicateSerializer(many=True))
     def get_duplicates(self, obj: Batch) -> list[dict]:
-        rows = obj.members.filter(duplicate=True).select_related("recording").order_by("id")
+        """This request's duplicates only (an append to a large batch does not list the batch's earlier ones)."""
+        rows = (obj.members.filter(duplicate=True, recording_id__in=[r.pk for r in obj.accepted])
+                .select_related("recording").order_by("id"))
         return [{"recording": m.recording_id, "filename": m.recording.original_filename, "label": m.label,
                  "speaker": m.speaker} for m in rows]
 

@@ -136,28 +136,59 @@ class BatchViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin
     selector = staticmethod(selectors.batch_list)
     model = Batch
 
+    def get_queryset(self):
+        return selectors.batches_counted(super().get_queryset())
+
     def get_throttles(self):
-        return [UploadThrottle()] if self.action == "create" else []
+        return [UploadThrottle()] if self.action in ("create", "recordings") else []
 
     @extend_schema(request=s.BatchUploadSerializer, responses={201: s.BatchCreatedSerializer})
     def create(self, request):
         form = s.BatchUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        labels = data.get("labels")
-        if labels is not None and labels.size > settings.LABELS_MAX_BYTES:
-            raise ServiceError("labels_too_large", f"The labels CSV is {labels.size / 1e6:.1f} MB; the limit is "
-                               f"{settings.LABELS_MAX_BYTES / 1e6:.0f} MB (LABELS_MAX_BYTES).", status_code=413)
+        labels = _labels_csv(data)
         batch, accepted, rejected = services.batch_create(
             owner=request.user, name=data["name"], description=data.get("description", ""),
             files=[(f.name, f) for f in data.get("files", [])], archive=data.get("archive"),
-            labels_csv=labels.read() if labels else None, transcript=data.get("transcript", ""),
+            labels_csv=labels, transcript=data.get("transcript", ""),
         )
-        batch.accepted = accepted
-        batch.rejected = [r.as_dict() for r in rejected[: settings.UPLOAD_REJECTIONS_SHOWN]]
-        batch.rejected_count = len(rejected)
-        batch.rejected_by_code = dict(Counter(r.code for r in rejected))
-        return Response(s.BatchCreatedSerializer(batch).data, status=status.HTTP_201_CREATED)
+        return Response(_upload_answer(batch, accepted, rejected), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.BatchAppendSerializer, responses={200: s.BatchCreatedSerializer, 404: s.ErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def recordings(self, request, pk=None):
+        """Add files and/or a zip (with a labels CSV for them) to one of your batches: a large batch
+        arrives over several requests, each judged file by file like the first upload."""
+        batch = self.get_object()
+        form = s.BatchAppendSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        accepted, rejected = services.batch_append(
+            owner=request.user, batch=batch, files=[(f.name, f) for f in data.get("files", [])],
+            archive=data.get("archive"), labels_csv=_labels_csv(data), transcript=data.get("transcript", ""),
+        )
+        batch.n_recordings = batch.recordings.count()
+        return Response(_upload_answer(batch, accepted, rejected), status=status.HTTP_200_OK)
+
+
+def _labels_csv(data: dict) -> bytes | None:
+    """The labels CSV's bytes, refused (413) over ``LABELS_MAX_BYTES`` before anything is stored."""
+    labels = data.get("labels")
+    if labels is None:
+        return None
+    if labels.size > settings.LABELS_MAX_BYTES:
+        raise ServiceError("labels_too_large", f"The labels CSV is {labels.size / 1e6:.1f} MB; the limit is "
+                           f"{settings.LABELS_MAX_BYTES / 1e6:.0f} MB (LABELS_MAX_BYTES).", status_code=413)
+    return labels.read()
+
+
+def _upload_answer(batch: Batch, accepted: list, rejected: list) -> dict:
+    batch.accepted = accepted
+    batch.rejected = [r.as_dict() for r in rejected[: settings.UPLOAD_REJECTIONS_SHOWN]]
+    batch.rejected_count = len(rejected)
+    batch.rejected_by_code = dict(Counter(r.code for r in rejected))
+    return s.BatchCreatedSerializer(batch).data
 
 
 JOB_EXAMPLES = [

@@ -35,6 +35,7 @@ from recognition.services.models import (  # noqa: F401
 )
 from recognition.services.recordings import (  # noqa: F401
     Rejection,
+    batch_append,
     batch_create,
     recording_create,
     recording_delete,

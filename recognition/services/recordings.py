@@ -396,19 +396,56 @@ def batch_create(
     Every file is judged on its own: bad ones land in the returned rejections with a reason and
     the rest are stored. Labels CSV rows match a file by its path in the archive or its basename.
     ``transcript``: the text every speaker of the batch read (e.g. an elicitation passage), if any.
+    More files join the batch later through :func:`batch_append`.
     """
+    for field, value in (("name", name or ""), ("description", description)):
+        text_check(value, field=field)
+    batch = Batch(owner=owner, name=(name or "").strip()[:200] or "batch", description=description)
+    accepted, rejected = _batch_fill(batch, files=files, archive=archive, labels_csv=labels_csv, transcript=transcript)
+    return batch, accepted, rejected
+
+
+def batch_append(
+    *,
+    owner: AbstractBaseUser,
+    batch: Batch,
+    files: Iterable[tuple[str, BinaryIO]] = (),
+    archive: BinaryIO | None = None,
+    labels_csv: bytes | None = None,
+    transcript: str = "",
+) -> tuple[list[Recording], list[Rejection]]:
+    """Add files and/or a zip archive (with optional labels) to an existing batch of ``owner``'s, so a
+    batch of 100,000 recordings arrives over many requests, each within the web timeout.
+
+    The same per-file rules and rejections as :func:`batch_create`; the labels CSV matches this
+    request's files. A file already in the batch stays one member (a duplicate, its label kept).
+    Raises ``NotFound`` for another user's batch."""
+    from recognition.errors import NotFound
+
+    if batch.owner_id != owner.pk:
+        raise NotFound("not_found", "No such batch.")
+    return _batch_fill(batch, files=files, archive=archive, labels_csv=labels_csv, transcript=transcript)
+
+
+def _batch_fill(
+    batch: Batch,
+    *,
+    files: Iterable[tuple[str, BinaryIO]],
+    archive: BinaryIO | None,
+    labels_csv: bytes | None,
+    transcript: str,
+) -> tuple[list[Recording], list[Rejection]]:
+    """Store ``files`` and the archive's members into ``batch`` (saved first when new), in one transaction."""
+    owner = batch.owner
     labels: dict[str, LabelRow] = {}
     rejected: list[Rejection] = []
-    for field, value in (("name", name or ""), ("description", description), ("transcript", transcript)):
-        text_check(value, field=field)
+    text_check(transcript, field="transcript")
     if labels_csv is not None:
         labels, rejected = parse_labels_csv(labels_csv)
     zf = _archive_open(archive) if archive is not None else None
-    name = (name or "").strip()[:200] or "batch"
     accepted: list[Recording] = []
     matched: set[str] = set()
     stored: list[str] = []  # storage keys this request wrote, deleted again if it fails as a whole
-    batch = Batch(owner=owner, name=name, description=description)
 
     # the server cleans names it stores (control and zero-width marks, over 255 characters): a labels
     # row matches a file by its path, its basename, or either as cleaned
@@ -443,8 +480,9 @@ def batch_create(
     # row and no stored file behind; each bad file is still only that file's rejection.
     try:
         with transaction.atomic():
-            batch.full_clean()
-            batch.save()
+            if batch.pk is None:
+                batch.full_clean()
+                batch.save()
             for filename, fileobj in files:
                 if filename.lower().endswith(_ARCHIVE_EXTENSIONS):
                     rejected.append(Rejection(_clean_filename(filename), "nested_archive", "Send archives in the 'archive' field."))
@@ -467,4 +505,4 @@ def batch_create(
         raise
     for unknown in sorted(set(labels) - matched):
         rejected.append(Rejection(unknown[:255], "unknown_filename", "The labels CSV names a file that was not uploaded."))
-    return batch, accepted, rejected
+    return accepted, rejected
