@@ -14,6 +14,24 @@ from models.hooks import model_hook
 logger = logging.getLogger(__name__)
 _models: dict[tuple[str, str, str], object] = {}
 _lock = threading.Lock()
+#: The queues this worker consumes, noted in its parent at start (prefork children inherit it).
+_worker_queues: frozenset[str] = frozenset()
+
+
+def note_worker_queues(queues) -> None:
+    """Remember the queues this worker consumes (called in the worker's parent at ``worker_init``)."""
+    global _worker_queues
+    _worker_queues = frozenset(queues)
+
+
+def worker_queues() -> frozenset[str]:
+    """The queues noted by :func:`note_worker_queues` (empty outside a worker)."""
+    return _worker_queues
+
+
+def warm_up_enabled() -> bool:
+    """Whether a worker warms its runners at start (``WORKER_WARM_UP``, on unless ``0`` / ``false`` / ``off``)."""
+    return os.environ.get("WORKER_WARM_UP", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def configure_threads(torch_threads: int | None = None) -> int:

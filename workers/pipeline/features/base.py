@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class FeatureExtractor(ABC):
     version: ClassVar[str]
     #: Whether a features job without ``extractors`` (and ``extract_features(names=None)``) runs it.
     in_default_set: ClassVar[bool] = True
+    #: Whether ``extract`` runs torch operations (then it must not run in a worker before the prefork fork).
+    uses_torch: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:
@@ -127,6 +130,8 @@ def extract_features(
     sample_rate: int,
     names: Iterable[str] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, FeatureResult]:
     """Run the requested extractors on one recording.
 
@@ -141,6 +146,8 @@ def extract_features(
         every registered one except the opt-in ``compare``).
     configs : mapping, optional
         ``{name: {option: value}}`` overrides; entries for extractors not run are ignored.
+    timings : dict, optional
+        Filled with ``{name: seconds}`` each extractor took (``bench/features.py`` reads it).
 
     Returns
     -------
@@ -157,7 +164,13 @@ def extract_features(
     if unknown:
         raise ValueError(f"Configuration given for unknown feature extractor(s) {unknown}; available: {', '.join(sorted(EXTRACTORS))}")
     extractors = {name: get_extractor(name, configs.get(name)) for name in (default_extractors() if names is None else names)}
-    return {name: extractor.extract(samples, sample_rate) for name, extractor in extractors.items()}
+    results = {}
+    for name, extractor in extractors.items():
+        t0 = time.perf_counter()
+        results[name] = extractor.extract(samples, sample_rate)
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    return results
 
 
 def default_extractors() -> list[str]:

@@ -1,0 +1,59 @@
+"""What the extractors of one recording share: objects derived from the same samples, built once.
+
+``extract_features`` runs the extractors one after another on one array, and several need the same
+derived object: a ``parselmouth.Sound`` and the autocorrelation Pitch (``praat_shared``: prosody,
+formants, voice quality), the power spectrogram (``spectrogram_shared``: logmel, mfcc). The first
+extractor to ask builds it; the others get the same object.
+
+The cache holds the objects of the last recording only (per thread), keyed by the sample rate and
+a hash of the samples' bytes (~0.3 ms per second of audio), so a different or modified array never
+gets a stale object. Callers must not modify what they get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
+import numpy as np
+
+__all__ = ["cached", "forget"]
+
+T = TypeVar("T")
+_local = threading.local()
+
+
+def _key(x: np.ndarray, sample_rate: int) -> tuple[int, int, str, bytes]:
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(x)).cast("B"), digest_size=16).digest()
+    return (int(sample_rate), int(x.size), x.dtype.str, digest)
+
+
+def cached(x: np.ndarray, sample_rate: int, what: tuple[Hashable, ...], make: Callable[[], T]) -> T:
+    """The object ``what`` names for samples ``x`` ``[time]``: ``make()`` the first time, then the same one.
+
+    ``what`` is a tuple whose first item names the kind of object (``"praat.sound"``,
+    ``"spectrogram"``) and whose other items are every setting it depends on.
+    """
+    key = _key(x, sample_rate)
+    entry = getattr(_local, "entry", None)
+    if entry is None or entry[0] != key:
+        entry = (key, {})
+        _local.entry = entry
+    objects = entry[1]
+    if what not in objects:
+        objects[what] = make()
+    return objects[what]
+
+
+def forget(kind: str | None = None) -> None:
+    """Drop the shared objects of ``kind`` (the first item of ``what``), or all of them."""
+    entry = getattr(_local, "entry", None)
+    if entry is None:
+        return
+    if kind is None:
+        _local.entry = None
+    else:
+        for what in [w for w in entry[1] if w[0] == kind]:
+            del entry[1][what]
