@@ -113,12 +113,14 @@ class Runner:
 
 def warm_up(queues: Iterable[str], *, before_fork: bool) -> dict[str, float]:
     """Warm the runner of every kind whose chunks can reach a worker consuming ``queues`` (the kind's
-    queue, or ``interactive`` for an interactive kind). Returns ``{kind: seconds}``."""
+    queue, or ``interactive`` for an interactive kind) and that has a warm-up. Returns ``{kind: seconds}``."""
     from recognition import jobkinds
 
     consumed = set(queues)
     seconds: dict[str, float] = {}
     for name, runner in RUNNERS.items():
+        if type(runner).warm_up is Runner.warm_up:
+            continue
         kind = jobkinds.get(name)
         if consumed & ({kind.queue} | ({"interactive"} if kind.interactive else set())):
             t0 = time.perf_counter()
