@@ -82,6 +82,10 @@ def test_the_shared_cache_never_serves_another_or_a_modified_array():
     assert len(calls) == 3
     shared.forget("test")
     assert shared.cached(x, SR, ("test",), make) is not first
+    with shared.recording(x, SR):  # the pinned array's hash is reused; any other array is still hashed
+        pinned = shared.cached(x, SR, ("test",), make)
+        assert shared.cached(y, SR, ("test",), make) is not pinned
+    assert len(calls) == 5
 
 
 _PROBE = """

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from workers.pipeline.features import shared
+
 Summary = dict[str, float | None]
 
 
@@ -164,12 +166,14 @@ def extract_features(
     if unknown:
         raise ValueError(f"Configuration given for unknown feature extractor(s) {unknown}; available: {', '.join(sorted(EXTRACTORS))}")
     extractors = {name: get_extractor(name, configs.get(name)) for name in (default_extractors() if names is None else names)}
+    x = as_mono(samples)  # the array every extractor's own as_mono hands back, so shared lookups hash it once
     results = {}
-    for name, extractor in extractors.items():
-        t0 = time.perf_counter()
-        results[name] = extractor.extract(samples, sample_rate)
-        if timings is not None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    with shared.recording(x, sample_rate):
+        for name, extractor in extractors.items():
+            t0 = time.perf_counter()
+            results[name] = extractor.extract(x, sample_rate)
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     return results
 
 

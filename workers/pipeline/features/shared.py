@@ -12,14 +12,15 @@ gets a stale object. Callers must not modify what they get.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["cached", "forget"]
+__all__ = ["cached", "forget", "recording"]
 
 T = TypeVar("T")
 _local = threading.local()
@@ -30,13 +31,27 @@ def _key(x: np.ndarray, sample_rate: int) -> tuple[int, int, str, bytes]:
     return (int(sample_rate), int(x.size), x.dtype.str, digest)
 
 
+@contextlib.contextmanager
+def recording(x: np.ndarray, sample_rate: int) -> Iterator[None]:
+    """Inside the block, lookups for this very array object (``x is``) reuse one hash of its samples
+    instead of hashing them again (``extract_features`` wraps its extractors in it; they read the
+    samples and never write them). Other arrays are hashed as usual."""
+    previous = getattr(_local, "pinned", None)
+    _local.pinned = (x, sample_rate, _key(x, sample_rate))
+    try:
+        yield
+    finally:
+        _local.pinned = previous
+
+
 def cached(x: np.ndarray, sample_rate: int, what: tuple[Hashable, ...], make: Callable[[], T]) -> T:
     """The object ``what`` names for samples ``x`` ``[time]``: ``make()`` the first time, then the same one.
 
     ``what`` is a tuple whose first item names the kind of object (``"praat.sound"``,
     ``"spectrogram"``) and whose other items are every setting it depends on.
     """
-    key = _key(x, sample_rate)
+    pinned = getattr(_local, "pinned", None)
+    key = pinned[2] if pinned is not None and pinned[0] is x and pinned[1] == sample_rate else _key(x, sample_rate)
     entry = getattr(_local, "entry", None)
     if entry is None or entry[0] != key:
         entry = (key, {})
