@@ -1,5 +1,5 @@
 # The few commands people type. `make run` sets up and runs everything; `make test` runs the suite.
-.PHONY: run setup test lint format bench bench-full worker web train-defaults screenshots
+.PHONY: run setup test lint format bench bench-full bench-features worker web train-defaults screenshots
 
 run:
 	scripts/run.sh
@@ -25,6 +25,9 @@ bench: setup
 
 bench-full: setup
 	.venv/bin/python -m bench.run --full
+
+bench-features: setup
+	.venv/bin/python -m bench.features --cold --write
 
 train-defaults: setup
 	scripts/train_defaults.sh
