@@ -71,6 +71,7 @@ def _warm_up(*, before_fork: bool) -> None:
     log = logging.getLogger("accentsite.worker")
     if not runtime.warm_up_enabled():
         return
+    runtime.default_numba_cache_dir()  # before librosa imports numba in the parent, as in the children
     try:
         seconds = runners.warm_up(runtime.worker_queues(), before_fork=before_fork)
     except Exception:  # a warm-up must never keep a worker from starting: the first chunk pays instead

@@ -29,6 +29,12 @@ def worker_queues() -> frozenset[str]:
     return _worker_queues
 
 
+def default_numba_cache_dir() -> None:
+    """Give numba a writable on-disk cache (``NUMBA_CACHE_DIR``, default /tmp/accentsite-numba) unless one
+    is set: it must happen before numba's first import in the process (librosa's kernels load from it)."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/accentsite-numba")
+
+
 def warm_up_enabled() -> bool:
     """Whether a worker warms its runners at start (``WORKER_WARM_UP``, on unless ``0`` / ``false`` / ``off``)."""
     return os.environ.get("WORKER_WARM_UP", "1").strip().lower() not in ("0", "false", "off", "no")
@@ -42,7 +48,7 @@ def configure_threads(torch_threads: int | None = None) -> int:
     """
     from threadpoolctl import threadpool_limits
 
-    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/accentsite-numba")
+    default_numba_cache_dir()
     threadpool_limits(limits=1, user_api="blas")
     import torch
 
