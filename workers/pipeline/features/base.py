@@ -149,7 +149,9 @@ def extract_features(
     configs : mapping, optional
         ``{name: {option: value}}`` overrides; entries for extractors not run are ignored.
     timings : dict, optional
-        Filled with ``{name: seconds}`` each extractor took (``bench/features.py`` reads it).
+        Filled with ``{name: seconds}``: the CPU time of the process each extractor took
+        (``time.process_time``, every thread: Praat runs its pitch analyses on two; not the time
+        spent waiting for a core on a busy machine; ``bench/features.py`` reads it).
 
     Returns
     -------
@@ -170,10 +172,10 @@ def extract_features(
     results = {}
     with shared.recording(x, sample_rate):
         for name, extractor in extractors.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             results[name] = extractor.extract(x, sample_rate)
             if timings is not None:
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+                timings[name] = timings.get(name, 0.0) + time.process_time() - t0
     return results
 
 
