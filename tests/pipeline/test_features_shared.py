@@ -88,6 +88,14 @@ def test_the_shared_cache_never_serves_another_or_a_modified_array():
     assert len(calls) == 5
 
 
+def test_extract_features_keeps_nothing_of_the_recording_afterwards():
+    x = _voice()
+    extract_features(x, SR)
+    made = []
+    shared.cached(x, SR, ("praat.sound",), lambda: made.append(1))
+    assert made == [1]  # the Sound was dropped with the rest when extract_features returned
+
+
 _PROBE = """
 import json, sys
 from workers.pipeline import features

@@ -5,9 +5,10 @@ derived object: a ``parselmouth.Sound`` and the autocorrelation Pitch (``praat_s
 formants, voice quality), the power spectrogram (``spectrogram_shared``: logmel, mfcc). The first
 extractor to ask builds it; the others get the same object.
 
-The cache holds the objects of the last recording only (per thread), keyed by the sample rate and
-a hash of the samples' bytes (~0.3 ms per second of audio), so a different or modified array never
-gets a stale object. Callers must not modify what they get.
+The cache holds the objects of the last recording only (per thread; ``extract_features`` drops them
+when it returns), keyed by the sample rate and a hash of the samples' bytes (~0.3 ms per second of
+audio), so a different or modified array never gets a stale object. Callers must not modify what
+they get.
 """
 
 from __future__ import annotations
@@ -33,15 +34,21 @@ def _key(x: np.ndarray, sample_rate: int) -> tuple[int, int, str, bytes]:
 
 @contextlib.contextmanager
 def recording(x: np.ndarray, sample_rate: int) -> Iterator[None]:
-    """Inside the block, lookups for this very array object (``x is``) reuse one hash of its samples
-    instead of hashing them again (``extract_features`` wraps its extractors in it; they read the
-    samples and never write them). Other arrays are hashed as usual."""
+    """One recording's extractors: inside the block, lookups for this very array object (``x is``)
+    reuse one hash of its samples instead of hashing them again (``extract_features`` wraps its
+    extractors in it; they read the samples and never write them; other arrays are hashed as usual).
+    On leaving, the recording's shared objects are dropped: a two-hour recording's Sound and
+    spectrogram are ~1.5 GB, not to be kept until the next recording."""
     previous = getattr(_local, "pinned", None)
-    _local.pinned = (x, sample_rate, _key(x, sample_rate))
+    key = _key(x, sample_rate)
+    _local.pinned = (x, sample_rate, key)
     try:
         yield
     finally:
         _local.pinned = previous
+        entry = getattr(_local, "entry", None)
+        if entry is not None and entry[0] == key:
+            _local.entry = None
 
 
 def cached(x: np.ndarray, sample_rate: int, what: tuple[Hashable, ...], make: Callable[[], T]) -> T:
