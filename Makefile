@@ -1,5 +1,5 @@
 # The few commands people type. `make run` sets up and runs everything; `make test` runs the suite.
-.PHONY: run setup test lint format bench bench-full bench-scale worker web train-defaults screenshots
+.PHONY: run setup test lint format bench bench-full bench-scale bench-features worker web train-defaults screenshots
 
 run:
 	scripts/run.sh
@@ -29,6 +29,9 @@ bench-full: setup
 # pages, lists and job submission at 1,000 and 20,000 recordings (SIZES=1000,100000 for a 100k batch)
 bench-scale: setup
 	.venv/bin/python -m bench.scale --sizes $(or $(SIZES),1000,20000)
+
+bench-features: setup
+	.venv/bin/python -m bench.features --cold --write
 
 train-defaults: setup
 	scripts/train_defaults.sh

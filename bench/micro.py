@@ -219,7 +219,7 @@ def vad_cost(signals: Sequence[np.ndarray], repeat: int) -> float:
 def feature_breakdown(signals: Sequence[np.ndarray]) -> dict:
     """ms per audio second of each extractor, the seed configuration (no shared Praat objects,
     HNR every 10 ms) against the current one, plus the effect on ``hnr_mean_db``."""
-    from workers.pipeline.features import EXTRACTORS, get_extractor, praat_shared
+    from workers.pipeline.features import EXTRACTORS, get_extractor, shared
 
     audio_s = sum(len(s) for s in signals) / 16000
     seed_cfg = {"voice_quality": {"hnr_time_step": 0.01}}
@@ -233,7 +233,7 @@ def feature_breakdown(signals: Sequence[np.ndarray]) -> dict:
         for s in signals:
             for name, e in exts.items():
                 if mode == "seed":
-                    praat_shared._local.entry = None  # every extractor builds its own Sound and Pitch, as before
+                    shared.forget()  # every extractor builds its own Sound, Pitch and spectrogram, as before
                 t0 = time.perf_counter()
                 r = e.extract(s, 16000)
                 times[name] += time.perf_counter() - t0

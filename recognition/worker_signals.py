@@ -45,6 +45,43 @@ def _check_whisper_model() -> None:
             "with model_unavailable until it is fixed (make setup assembles the bundled one).", problem)
 
 
+def _warm_up_before_fork(sender=None, **_: object) -> None:
+    """Note the queues this worker consumes and warm the runners of the kinds they carry, in the
+    parent before the prefork fork (imports, librosa's numba kernels, openSMILE's set-up: no torch
+    operation), so no child pays them on its first chunk (``workers.runners.warm_up``)."""
+    from workers import runtime
+
+    amqp = getattr(getattr(sender, "app", None), "amqp", None)  # sender: the WorkController, its queues set up
+    queues = list(amqp.queues.consume_from or {}) if amqp is not None else []
+    runtime.note_worker_queues(queues)
+    _warm_up(before_fork=True)
+
+
+def _warm_up_after_fork(**_: object) -> None:
+    """Each child (prefork) or the solo worker itself finishes the warm-up: the torch parts."""
+    _warm_up(before_fork=False)
+
+
+def _warm_up(*, before_fork: bool) -> None:
+    import logging
+    import os
+
+    from workers import runners, runtime
+
+    log = logging.getLogger("accentsite.worker")
+    if not runtime.warm_up_enabled():
+        return
+    runtime.default_numba_cache_dir()  # before librosa imports numba in the parent, as in the children
+    try:
+        seconds = runners.warm_up(runtime.worker_queues(), before_fork=before_fork)
+    except Exception:  # a warm-up must never keep a worker from starting: the first chunk pays instead
+        log.exception("Warm-up failed (pid %d, %s the fork)", os.getpid(), "before" if before_fork else "after")
+        return
+    if seconds:
+        log.info("Warmed up (pid %d, %s the fork): %s", os.getpid(), "before" if before_fork else "after",
+                 ", ".join(f"{kind} {s:.2f} s" for kind, s in seconds.items()))
+
+
 def _limit_thread_pools(**_: object) -> None:
     """Give each worker child a deliberate thread budget.
 
@@ -106,7 +143,9 @@ def _unbind_task_context(**_: object) -> None:
 
 _RECEIVERS = (
     (worker_init, _preload_libraries),
+    (worker_init, _warm_up_before_fork),
     (worker_process_init, _limit_thread_pools),
+    (worker_process_init, _warm_up_after_fork),
     (setup_logging, _django_logging),
     (worker_ready, _start_heartbeat),
     (worker_shutdown, _stop_heartbeat),

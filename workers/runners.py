@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,29 @@ class Runner:
     def run(self, ctx, timings: dict[str, float]) -> None:
         raise NotImplementedError
 
+    def warm_up(self, *, before_fork: bool) -> None:
+        """Pay a fresh process's one-time costs (imports, JIT, library set-up) at worker start, not on
+        the first chunk: ``before_fork`` in the worker's parent (no torch operation), then in each
+        child. Nothing by default; models load on their first chunk (``workers.runtime``)."""
+
+
+def warm_up(queues: Iterable[str], *, before_fork: bool) -> dict[str, float]:
+    """Warm the runner of every kind whose chunks can reach a worker consuming ``queues`` (the kind's
+    queue, or ``interactive`` for an interactive kind) and that has a warm-up. Returns ``{kind: seconds}``."""
+    from recognition import jobkinds
+
+    consumed = set(queues)
+    seconds: dict[str, float] = {}
+    for name, runner in RUNNERS.items():
+        if type(runner).warm_up is Runner.warm_up:
+            continue
+        kind = jobkinds.get(name)
+        if consumed & ({kind.queue} | ({"interactive"} if kind.interactive else set())):
+            t0 = time.perf_counter()
+            runner.warm_up(before_fork=before_fork)
+            seconds[name] = time.perf_counter() - t0
+    return seconds
+
 
 class OneAtATime(Runner):
     """A kind that handles one recording at a time: :meth:`load` once per chunk (a model load error
@@ -160,6 +183,15 @@ class OneAtATime(Runner):
 
 class FeaturesRunner(OneAtATime):
     """``features``: the job's extractors (``params.extractors``, all by default) on each recording."""
+
+    def warm_up(self, *, before_fork: bool) -> None:
+        """The default extractors once on a synthetic voice (``features.warm_up``): those without torch
+        in the parent, so the children inherit librosa's numba kernels and openSMILE's set-up, the
+        torch ones (log-mel, MFCC) in each child."""
+        import workers.pipeline.audio  # noqa: F401  (the decoder's imports)
+        from workers.pipeline.features import warm_up
+
+        warm_up(uses_torch=not before_fork)
 
     def process(self, ctx, rec, audio, engine):
         from workers.pipeline.features import extract_features

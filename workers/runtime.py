@@ -14,6 +14,30 @@ from models.hooks import model_hook
 logger = logging.getLogger(__name__)
 _models: dict[tuple[str, str, str], object] = {}
 _lock = threading.Lock()
+#: The queues this worker consumes, noted in its parent at start (prefork children inherit it).
+_worker_queues: frozenset[str] = frozenset()
+
+
+def note_worker_queues(queues) -> None:
+    """Remember the queues this worker consumes (called in the worker's parent at ``worker_init``)."""
+    global _worker_queues
+    _worker_queues = frozenset(queues)
+
+
+def worker_queues() -> frozenset[str]:
+    """The queues noted by :func:`note_worker_queues` (empty outside a worker)."""
+    return _worker_queues
+
+
+def default_numba_cache_dir() -> None:
+    """Give numba a writable on-disk cache (``NUMBA_CACHE_DIR``, default /tmp/accentsite-numba) unless one
+    is set: it must happen before numba's first import in the process (librosa's kernels load from it)."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/accentsite-numba")
+
+
+def warm_up_enabled() -> bool:
+    """Whether a worker warms its runners at start (``WORKER_WARM_UP``, on unless ``0`` / ``false`` / ``off``)."""
+    return os.environ.get("WORKER_WARM_UP", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def configure_threads(torch_threads: int | None = None) -> int:
@@ -24,7 +48,7 @@ def configure_threads(torch_threads: int | None = None) -> int:
     """
     from threadpoolctl import threadpool_limits
 
-    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/accentsite-numba")
+    default_numba_cache_dir()
     threadpool_limits(limits=1, user_api="blas")
     import torch
 

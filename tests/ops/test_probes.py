@@ -22,13 +22,14 @@ def test_the_celery_app_imports_no_app_code():
 
 
 def test_worker_receivers_are_connected_once_by_the_app_config():
-    from celery.signals import task_prerun, worker_process_init, worker_ready
+    from celery.signals import task_prerun, worker_init, worker_process_init, worker_ready
 
     from recognition import worker_signals
 
     worker_signals.connect()  # a second ready(): no duplicate receivers
     for signal, receiver in ((worker_ready, "_start_heartbeat"), (task_prerun, "_bind_task_context"),
-                             (worker_process_init, "_limit_thread_pools")):
+                             (worker_process_init, "_limit_thread_pools"), (worker_init, "_warm_up_before_fork"),
+                             (worker_process_init, "_warm_up_after_fork")):
         uids = [key[0] for key, _ in signal.receivers if key[0] == f"accentsite.{receiver}"]
         assert len(uids) == 1, (signal, uids)
 

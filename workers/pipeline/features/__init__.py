@@ -1,13 +1,15 @@
 """Feature extractors, registered by name on import (see ``base`` for the interface)."""
 
-from workers.pipeline.features import (  # noqa: F401  (registration)
+from workers.pipeline.features import (  # noqa: F401  (registration; shared and spectrogram_shared for bench/ and tests)
     compare,
     egemaps,
     formants,
     logmel,
     mfcc,
     prosody,
+    shared,
     spectral,
+    spectrogram_shared,
     voice_quality,
 )
 from workers.pipeline.features.base import (
@@ -21,6 +23,7 @@ from workers.pipeline.features.base import (
     result_to_npz_bytes,
     summaries,
 )
+from workers.pipeline.features.warmup import warm_up, warm_up_signal
 
 __all__ = [
     "EXTRACTORS",
@@ -32,4 +35,6 @@ __all__ = [
     "register_extractor",
     "result_to_npz_bytes",
     "summaries",
+    "warm_up",
+    "warm_up_signal",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+
+from workers.pipeline.features import shared
 
 Summary = dict[str, float | None]
 
@@ -58,6 +61,8 @@ class FeatureExtractor(ABC):
     version: ClassVar[str]
     #: Whether a features job without ``extractors`` (and ``extract_features(names=None)``) runs it.
     in_default_set: ClassVar[bool] = True
+    #: Whether ``extract`` runs torch operations (then it must not run in a worker before the prefork fork).
+    uses_torch: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:
@@ -127,6 +132,8 @@ def extract_features(
     sample_rate: int,
     names: Iterable[str] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, FeatureResult]:
     """Run the requested extractors on one recording.
 
@@ -141,6 +148,10 @@ def extract_features(
         every registered one except the opt-in ``compare``).
     configs : mapping, optional
         ``{name: {option: value}}`` overrides; entries for extractors not run are ignored.
+    timings : dict, optional
+        Filled with ``{name: seconds}``: the CPU time of the process each extractor took
+        (``time.process_time``, every thread: Praat runs its pitch analyses on two; not the time
+        spent waiting for a core on a busy machine; ``bench/features.py`` reads it).
 
     Returns
     -------
@@ -157,7 +168,15 @@ def extract_features(
     if unknown:
         raise ValueError(f"Configuration given for unknown feature extractor(s) {unknown}; available: {', '.join(sorted(EXTRACTORS))}")
     extractors = {name: get_extractor(name, configs.get(name)) for name in (default_extractors() if names is None else names)}
-    return {name: extractor.extract(samples, sample_rate) for name, extractor in extractors.items()}
+    x = as_mono(samples)  # the array every extractor's own as_mono hands back, so shared lookups hash it once
+    results = {}
+    with shared.recording(x, sample_rate):
+        for name, extractor in extractors.items():
+            t0 = time.process_time()
+            results[name] = extractor.extract(x, sample_rate)
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.process_time() - t0
+    return results
 
 
 def default_extractors() -> list[str]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchaudio
 
+from workers.pipeline.features import spectrogram_shared
 from workers.pipeline.features.base import FeatureExtractor, FeatureResult, as_mono, register_extractor
 
 
@@ -23,6 +23,7 @@ class LogMel(FeatureExtractor):
 
     name = "logmel"
     version = "1"
+    uses_torch = True
 
     @dataclass(frozen=True)
     class Config:
@@ -40,11 +41,10 @@ class LogMel(FeatureExtractor):
         if x.size < c.n_fft:
             db = np.zeros((c.n_mels, 0), dtype=np.float32)
         else:
-            mel = torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, f_min=c.f_min, f_max=c.f_max, n_mels=c.n_mels
-            ).to(c.device)
+            mel = spectrogram_shared.mel_spectrogram(sample_rate, c.n_fft, c.hop_length, c.f_min, c.f_max, c.n_mels, c.device)
             with torch.inference_mode():
-                power = mel(torch.from_numpy(x).to(c.device))  # [n_mels, frames]
+                spec = spectrogram_shared.power_spectrogram(x, sample_rate, mel.spectrogram)  # shared with mfcc
+                power = mel.mel_scale(spec)  # [n_mels, frames]
                 db = (10.0 * torch.log10(power.clamp_min(c.log_floor))).cpu().numpy()
         empty = db.shape[1] == 0
         summary = {

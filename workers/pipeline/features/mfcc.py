@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from workers.pipeline.features import spectrogram_shared
 from workers.pipeline.features.base import FeatureExtractor, FeatureResult, as_mono, describe, register_extractor
 
 
@@ -23,6 +24,7 @@ class MFCC(FeatureExtractor):
 
     name = "mfcc"
     version = "1"
+    uses_torch = True
 
     @dataclass(frozen=True)
     class Config:
@@ -41,13 +43,12 @@ class MFCC(FeatureExtractor):
         if x.size < c.n_fft:
             feats = np.zeros((3 * c.n_mfcc, 0), dtype=np.float32)
         else:
-            mfcc = torchaudio.transforms.MFCC(
-                sample_rate=sample_rate,
-                n_mfcc=c.n_mfcc,
-                melkwargs={"n_fft": c.n_fft, "hop_length": c.hop_length, "n_mels": c.n_mels, "f_min": c.f_min, "f_max": c.f_max},
-            ).to(c.device)
+            mfcc = spectrogram_shared.mfcc(sample_rate, c.n_mfcc, c.n_fft, c.hop_length, c.f_min, c.f_max, c.n_mels, c.device)
             with torch.inference_mode():
-                coeffs = mfcc(torch.from_numpy(x).to(c.device))  # [n_mfcc, frames]
+                # MFCC.forward on the power spectrogram shared with logmel: mel, dB (top 80 dB), DCT.
+                spec = spectrogram_shared.power_spectrogram(x, sample_rate, mfcc.MelSpectrogram.spectrogram)
+                mel_db = mfcc.amplitude_to_DB(mfcc.MelSpectrogram.mel_scale(spec))  # [n_mels, frames]
+                coeffs = torch.matmul(mel_db.transpose(-1, -2), mfcc.dct_mat).transpose(-1, -2)  # [n_mfcc, frames]
                 delta = torchaudio.functional.compute_deltas(coeffs, win_length=c.delta_win)
                 delta2 = torchaudio.functional.compute_deltas(delta, win_length=c.delta_win)
                 feats = torch.cat([coeffs, delta, delta2]).cpu().numpy()

@@ -30,7 +30,7 @@ class VoiceQuality(FeatureExtractor):
     Version 2: the harmonicity track steps 20 ms instead of Praat's 10 ms. "To Harmonicity (cc)"
     was half of all feature time; on 40 accent-mini clips the 20 ms step changes ``hnr_mean_db``
     by 0.17 dB on average (at most 0.39 dB, correlation 0.998 with the 10 ms values) at half the
-    cost (``bench/features.py`` measures it). Set ``hnr_time_step=0.01`` for Praat's default.
+    cost (``bench/micro.py``'s ``feature_breakdown`` measures it). Set ``hnr_time_step=0.01`` for Praat's default.
     The pitch track guiding the glottal pulses is shared with ``prosody`` and ``formants``
     (``praat_shared``), with Praat's default step for it, ``0.75 / f0_floor``.
     """
