@@ -158,3 +158,12 @@ def test_the_api_answers_a_large_job_at_once_and_says_it_is_planning(api, small_
     body = response.json()
     assert body["status"] == "queued" and body["planning"] is True and body["progress"]["total"] == 40
     assert api.get(f"/api/v1/jobs/{body['id']}/").json()["planning"] is True
+
+
+def test_the_admin_job_pages_say_a_job_is_planning(client, django_user_model, small_cap):
+    staff = django_user_model.objects.create_superuser(username="planner", password="pw-123456789")
+    client.force_login(staff)
+    job = services.job_submit(owner=staff, kind="features", batch=_batch(staff, 30))
+    for url in (f"/admin/recognition/job/{job.pk}/change/", f"/admin/recognition/job/{job.pk}/timeline/"):
+        response = client.get(url)
+        assert response.status_code == 200 and "planning" in response.content.decode(), url
