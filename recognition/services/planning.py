@@ -136,9 +136,14 @@ def chunk_queue(chunk: JobChunk) -> str:
 
 def chunks_send(job: Job, chunk_ids: list[int]) -> None:
     """Send chunks to their queues through one producer connection, then record their task ids
-    and send time in bulk: a constant number of database queries however many chunks (was two
-    round trips per chunk: 12,605 chunks took 71 s inside the submitting request)."""
+    and send time in one ``UPDATE``: a constant number of database queries however many chunks (was
+    two round trips per chunk: 12,605 chunks took 71 s inside the submitting request). A chunk's task
+    id is this send's random prefix and the chunk's id, so the database can write every one at once
+    (a ``bulk_update`` of 2,500 task ids took 2.4 s)."""
     import uuid
+
+    from django.db.models import CharField, Value
+    from django.db.models.functions import Cast, Concat
 
     from accentsite.celery import app
 
@@ -148,24 +153,25 @@ def chunks_send(job: Job, chunk_ids: list[int]) -> None:
     # their task's limits); the others run under the limits the worker is configured with
     scaled = jobkinds.get(job.kind).chunk_size is not None
     chunks = list(JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"))
-    sent: list[JobChunk] = []
+    sent: list[int] = []
+    prefix = f"{uuid.uuid4().hex}-"
     try:
         with app.producer_or_acquire() as producer:
             for chunk in chunks:
                 soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
                 longer = scaled and soft > settings.CELERY_TASK_SOFT_TIME_LIMIT
                 limits = {"soft_time_limit": soft, "time_limit": hard} if longer else {}
-                task_id = str(uuid.uuid4())
-                task.apply_async((chunk.pk,), task_id=task_id, queue=chunk_queue(chunk), producer=producer,
+                task.apply_async((chunk.pk,), task_id=f"{prefix}{chunk.pk}", queue=chunk_queue(chunk), producer=producer,
                                  retry_policy=QUICK_PUBLISH, **limits)
-                chunk.task_id, chunk.enqueued_at = task_id, now
-                sent.append(chunk)
+                sent.append(chunk.pk)
     except Exception:  # broker down past the publish retries: the job row is committed, so leave the
         # unsent chunks queued with no enqueued_at; job_requeue_stuck sends them at its next pass.
         logger.exception("could not enqueue %d of %d chunks; the reaper sends them", len(chunks) - len(sent), len(chunks),
                          extra={"job_id": job.pk})
     finally:
-        JobChunk.objects.bulk_update(sent, ["task_id", "enqueued_at"], batch_size=2000)
+        if sent:
+            JobChunk.objects.filter(pk__in=sent).update(
+                task_id=Concat(Value(prefix), Cast("id", output_field=CharField())), enqueued_at=now)
 
 
 def plan_send(job_id: int) -> bool:
