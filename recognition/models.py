@@ -170,6 +170,8 @@ class Job(models.Model):
         help_text="Set while a large job waits for its plan task (recognition/services/planning.py): what the task "
                   "resolves into recordings and chunks, and when it was sent. Empty once the job has its chunks.",
     )
+    planned_at = models.DateTimeField(null=True, blank=True, help_text="When its plan task wrote its chunks (empty: "
+                                                                       "planned in the request that created it)")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

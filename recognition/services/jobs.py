@@ -597,10 +597,14 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
     queued_limit = now - (queued_older_than if queued_older_than is not None else older_than)
     # never sent (the broker was down at submit): nothing can be waiting for them, so no long wait
     unsent_limit = now - min(timedelta(seconds=settings.JOB_UNSENT_GRACE_S), now - queued_limit)
+    # a planned job's chunks are sent by its plan task after it commits (25 s for 12,500 chunks): not
+    # resent while that may still be going on
+    planned_limit = now - min(timedelta(seconds=settings.JOB_PLAN_LOST_AFTER_S), now - queued_limit)
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
         Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
         | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=queued_limit)
-        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=unsent_limit)
+        | (Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=unsent_limit)
+           & (Q(job__planned_at__isnull=True) | Q(job__planned_at__lt=planned_limit)))
     )
     empty = None
     requeued: dict[int, list[int]] = {}

@@ -14,7 +14,8 @@ Both paths cut chunks with the same function (:func:`chunk_groups`) and write th
 Delivery is at least once: :func:`job_plan` locks the job row and does nothing once ``plan`` is
 cleared (in the same transaction as the chunks are written), so a redelivered task makes no
 duplicates. Chunks written but never sent (the worker or the broker went away between the commit
-and the publish) are sent by the reaper (``JOB_UNSENT_GRACE_S``); a plan task lost before it ran is
+and the publish) are sent by the reaper ``JOB_PLAN_LOST_AFTER_S`` after ``Job.planned_at`` (sooner
+would race the task's own sending of thousands of chunks); a plan task lost before it ran is
 sent again by the reaper after ``JOB_PLAN_LOST_AFTER_S`` (:func:`plans_resend`).
 """
 from __future__ import annotations
@@ -217,7 +218,8 @@ def job_plan(*, job_id: int) -> Job | None:
             job.save(update_fields=["plan", "status", "error", "finished_at"])
             return job
         chunk_ids = job_chunks_write(job, rows)
-        job.save(update_fields=["plan", "total"])
+        job.planned_at = timezone.now()  # the reaper leaves its unsent chunks to chunks_send for a while
+        job.save(update_fields=["plan", "total", "planned_at"])
         transaction.on_commit(lambda: chunks_send(job, chunk_ids))
     logger.info("job planned: %s over %d recordings in %d chunks", job.kind, job.total, len(chunk_ids), extra={"job_id": job.pk})
     return job

@@ -167,3 +167,20 @@ def test_the_admin_job_pages_say_a_job_is_planning(client, django_user_model, sm
     for url in (f"/admin/recognition/job/{job.pk}/change/", f"/admin/recognition/job/{job.pk}/timeline/"):
         response = client.get(url)
         assert response.status_code == 200 and "planning" in response.content.decode(), url
+
+
+def test_the_reaper_leaves_a_just_planned_jobs_chunks_to_its_plan_task(user, small_cap, monkeypatch):
+    """The plan task sends the chunks after its commit (seconds for thousands): the reaper does not
+    send them again meanwhile, however old the job is, but does once JOB_PLAN_LOST_AFTER_S has passed."""
+    monkeypatch.setattr(planning, "chunks_send", lambda job, ids: None)  # its worker died before sending
+    resent = []
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: resent.extend(ids))
+    job = services.job_submit(owner=user, kind="features", batch=_batch(user, 30))
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))  # it waited to be planned
+    planning.job_plan(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.planned_at is not None
+    reap = dict(older_than=timedelta(seconds=60), queued_older_than=timedelta(minutes=10))
+    assert services.job_requeue_stuck(**reap) == [] and resent == []
+    Job.objects.filter(pk=job.pk).update(planned_at=job.planned_at - timedelta(seconds=small_cap.JOB_PLAN_LOST_AFTER_S + 1))
+    assert sorted(services.job_requeue_stuck(**reap)) == sorted(job.chunks.values_list("id", flat=True)) == sorted(resent)
