@@ -184,3 +184,29 @@ def test_the_reaper_leaves_a_just_planned_jobs_chunks_to_its_plan_task(user, sma
     assert services.job_requeue_stuck(**reap) == [] and resent == []
     Job.objects.filter(pk=job.pk).update(planned_at=job.planned_at - timedelta(seconds=small_cap.JOB_PLAN_LOST_AFTER_S + 1))
     assert sorted(services.job_requeue_stuck(**reap)) == sorted(job.chunks.values_list("id", flat=True)) == sorted(resent)
+
+
+def test_the_plan_task_goes_to_the_interactive_queue_or_waits_for_the_reaper(user, small_cap, monkeypatch):
+    """Sent to the real test broker: one message on ``interactive`` and its send time noted; with the
+    broker refusing, the job keeps planning with no send time (plans_resend's case)."""
+    from kombu import Connection
+
+    from accentsite.celery import app
+    from workers.tasks import plan_job
+
+    small_cap.CELERY_TASK_ALWAYS_EAGER = False
+    with Connection(app.conf.broker_url) as conn:
+        conn.default_channel.queue_purge("interactive")
+        job = services.job_submit(owner=user, kind="features", batch=_batch(user, 30))
+        assert planning.plan_send(job.pk) is True
+        job.refresh_from_db()
+        assert job.plan["sent_at"] and conn.default_channel.queue_purge("interactive") == 1
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    other = services.job_submit(owner=user, kind="features", batch=_batch(user, 20, tag="x"))
+    monkeypatch.setattr(plan_job, "apply_async", refuse)
+    assert planning.plan_send(other.pk) is False
+    other.refresh_from_db()
+    assert other.planning and "sent_at" not in other.plan
