@@ -105,7 +105,10 @@ def job_submit(
 ) -> Job:
     """Create a job over a batch or recordings, split it into chunks and enqueue them on commit.
 
-    ``enqueue=False`` leaves the chunks for the caller to run in-process (``manage.py train --batch``).
+    A job of more than ``JOB_PLAN_INLINE_MAX`` recordings is only counted and saved with a ``plan``:
+    one task writes its chunks (``services.planning``), so this costs the same whatever its size.
+    ``enqueue=False`` leaves the chunks for the caller to run in-process (``manage.py train --batch``):
+    such a job is always planned here.
     """
     from recognition.services.models import model_resolve
 
