@@ -197,6 +197,12 @@ JOB_QUEUED_LOST_AFTER_S = env.int("JOB_QUEUED_LOST_AFTER_S", default=10 * 60)
 # Chunks never sent (the broker was down when the job was submitted) are sent by the first reaper
 # pass this long after the job was created (the grace covers the publish on commit).
 JOB_UNSENT_GRACE_S = env.int("JOB_UNSENT_GRACE_S", default=10)
+# A job of more than JOB_PLAN_INLINE_MAX recordings is planned by a task (workers.tasks.plan_job on
+# the interactive queue: recognition/services/planning.py), so submitting it costs the same whatever
+# its size; smaller ones are planned in the request (no extra task for a person waiting on a small
+# job). A plan task sent this long ago whose job is still planning is sent again by the reaper.
+JOB_PLAN_INLINE_MAX = env.int("JOB_PLAN_INLINE_MAX", default=500)
+JOB_PLAN_LOST_AFTER_S = env.int("JOB_PLAN_LOST_AFTER_S", default=300)
 # A running training checks whether its job was cancelled at each progress step, at most this often.
 TRAIN_CANCEL_CHECK_S = env.float("TRAIN_CANCEL_CHECK_S", default=2.0)
 # A chunk delivered this many times without finishing (its worker died each time: a file that

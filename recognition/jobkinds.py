@@ -39,14 +39,18 @@ QUEUES: dict[str, str] = {
            "on a machine without a GPU the same queue runs on CPU with deliberate thread settings",
     "interactive": "what a person waits for: /predict, and model jobs of at most INTERACTIVE_MAX_RECORDINGS recordings "
                    "whose estimated work (audio seconds x the kind's cost) is at most INTERACTIVE_MAX_WORK_S; served by "
-                   "its own worker, so it is never stuck behind a 10,000-file batch or a 2-hour transcription",
+                   "its own worker, so it is never stuck behind a 10,000-file batch or a 2-hour transcription; also "
+                   "planning a job of more than JOB_PLAN_INLINE_MAX recordings (one short task that writes and sends its chunks)",
 }
 # Queues that must have a live consumer for the service to be ready: interactive has a worker of its
 # own in every deployment we ship (make run, docker-compose), so a missing one is a readiness failure.
 REQUIRED_QUEUES: tuple[str, ...] = ("cpu", "gpu", "interactive")
 MAINTENANCE_QUEUE = "cpu"  # workers.maintenance.* (beat): a few database queries each
 #: tasks that are not chunks of a job kind: /predict's one file a person waits for
-OTHER_ROUTES: dict[str, str] = {"workers.tasks.run_predict": "interactive"}
+#: and the planning of a large job (``services.planning``): a short task that must never wait behind batches
+PLAN_TASK = "workers.tasks.plan_job"
+PLAN_QUEUE = "interactive"
+OTHER_ROUTES: dict[str, str] = {"workers.tasks.run_predict": "interactive", PLAN_TASK: PLAN_QUEUE}
 
 ParamTypes = dict[str, type | tuple[type, ...]]
 

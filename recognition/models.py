@@ -165,6 +165,13 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True, help_text="Seconds per stage, summed over chunks")
     report = models.JSONField(null=True, blank=True, help_text="Evaluation report when the batch has labels")
+    plan = models.JSONField(
+        null=True, blank=True,
+        help_text="Set while a large job waits for its plan task (recognition/services/planning.py): what the task "
+                  "resolves into recordings and chunks, and when it was sent. Empty once the job has its chunks.",
+    )
+    planned_at = models.DateTimeField(null=True, blank=True, help_text="When its plan task wrote its chunks (empty: "
+                                                                       "planned in the request that created it)")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -196,6 +203,11 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def planning(self) -> bool:
+        """Queued and waiting for its plan task to write its chunks (``total`` is known already)."""
+        return self.plan is not None and not self.is_terminal
 
     @property
     def processed(self) -> int:

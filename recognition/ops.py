@@ -358,8 +358,10 @@ def job_requeue(*, job: Job, older_than: timedelta = timedelta(0)) -> list[int]:
 
 
 def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
-    """The beat's reaper: ``services.job_requeue_stuck`` with the configured limit; counts what it did."""
+    """The beat's reaper: ``services.job_requeue_stuck`` with the configured limit, and the plan task of
+    a large job that never reached a worker sent again (``planning.plans_resend``); counts what it did."""
     from recognition import services
+    from recognition.services import planning
 
     if older_than is None:
         older_than = timedelta(seconds=settings.JOB_STUCK_AFTER_S)
@@ -367,6 +369,9 @@ def chunks_reap(*, older_than: timedelta | None = None) -> list[int]:
     else:
         queued = older_than
     requeued = services.job_requeue_stuck(older_than=older_than, queued_older_than=queued)
+    replanned = planning.plans_resend()
+    if replanned:
+        counter_incr("plans_resent_by_reaper", len(replanned))
     if requeued:
         counter_incr("chunks_requeued_by_reaper", len(requeued))
         logger.warning("reaper requeued chunks %s (no heartbeat for %s)", requeued, older_than)

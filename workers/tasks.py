@@ -173,6 +173,16 @@ def run_train_job(self, chunk_id: int) -> None:
             training.train_job_finish(job_id=job_id, model_version=mv)
 
 
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, max_retries=5)
+def plan_job(self, job_id: int) -> None:
+    """Plan a large job (``services.planning.job_plan``): write its recording rows and chunks in bulk
+    and send the chunks. Idempotent, so a redelivered or resent task makes no duplicates."""
+    from recognition.services import planning
+
+    close_old_connections()
+    planning.job_plan(job_id=job_id)
+
+
 @shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message shows as a lapsed request
 def run_predict(self, *, request_id: str, key: str, format: str, model_version_id: int | None, threshold, vad: bool,
                 transcript: str, task: str = "classify", params: dict | None = None, classes: list | None = None) -> None:

@@ -176,11 +176,14 @@ class JobSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     model = serializers.SerializerMethodField()
     duration_s = serializers.FloatField(read_only=True, allow_null=True)
+    planning = serializers.BooleanField(
+        read_only=True, help_text="Queued and waiting for its chunks to be written (a job of more than "
+                                  "JOB_PLAN_INLINE_MAX recordings); progress.total is already known.")
 
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "status", "batch", "model", "params", "progress", "error", "timings",
+            "id", "kind", "status", "planning", "batch", "model", "params", "progress", "error", "timings",
             "created_at", "started_at", "finished_at", "duration_s",
         ]
 

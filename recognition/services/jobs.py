@@ -38,6 +38,7 @@ from recognition.models import (
     RecordingResult,
     Transcript,
 )
+from recognition.services import planning
 
 if TYPE_CHECKING:
     from workers.pipeline.outcomes import ClassifyOutcome, EmbedOutcome
@@ -104,7 +105,10 @@ def job_submit(
 ) -> Job:
     """Create a job over a batch or recordings, split it into chunks and enqueue them on commit.
 
-    ``enqueue=False`` leaves the chunks for the caller to run in-process (``manage.py train --batch``).
+    A job of more than ``JOB_PLAN_INLINE_MAX`` recordings is only counted and saved with a ``plan``:
+    one task writes its chunks (``services.planning``), so this costs the same whatever its size.
+    ``enqueue=False`` leaves the chunks for the caller to run in-process (``manage.py train --batch``):
+    such a job is always planned here.
     """
     from recognition.services.models import model_resolve
 
@@ -121,18 +125,24 @@ def job_submit(
         model_name_check(params["name"], owner=owner)
     if batch is not None and batch.owner_id != owner.pk:
         raise ServiceError("not_found", "No such batch.", status_code=404)
-    # a batch alone: all its recordings; a batch and recordings: those recordings, read with the batch's
-    # labels (retry-failed keeps its job's batch, so its report keeps the batch's labels)
-    if batch is not None and recordings is None:
-        targets = list(batch.recordings.order_by("id"))
+    # a batch alone: all its recordings, counted in one query (no row loaded); a batch and recordings:
+    # those recordings, read with the batch's labels (retry-failed keeps its job's batch, so its report
+    # keeps the batch's labels)
+    upto = None
+    whole_batch = batch is not None and recordings is None
+    if whole_batch:
+        total, foreign, upto = planning.batch_count(batch=batch, owner_id=owner.pk)
+        if foreign:
+            raise ServiceError("not_found", "No such recording.", status_code=404)
     else:
         targets = list(recordings or [])
         if batch is not None and len(set(batch.recordings.filter(pk__in=[r.pk for r in targets]).values_list("pk", flat=True))) \
                 != len({r.pk for r in targets}):
             raise ServiceError("not_found", "No such recording in that batch.", status_code=404)
-    if any(r.owner_id != owner.pk for r in targets):
-        raise ServiceError("not_found", "No such recording.", status_code=404)
-    if spec.needs_recordings and not targets:
+        if any(r.owner_id != owner.pk for r in targets):
+            raise ServiceError("not_found", "No such recording.", status_code=404)
+        total = len({r.pk for r in targets})
+    if spec.needs_recordings and not total:
         raise ServiceError("no_recordings", "The job has no recordings to run on.")
     model_version = None
     if spec.model_task is not None:
@@ -140,99 +150,32 @@ def job_submit(
         classes_check(model_version, params.get("classes"))
     elif model:
         raise ServiceError("invalid_params", f"'model' does not apply to {kind} jobs.")
-    # chunks: a fixed count (the job's chunk_size, else the kind's), one chunk for a train job, or
-    # for model kinds that say so, by audio seconds (_chunk_groups)
-    chunk_size = jobkinds.chunk_size_for(kind, params)
-    cap = settings.JOB_CHUNK_MAX_RECORDINGS
-    if chunk_size is None:
-        chunk_size = max(len(targets), 1)
-    elif spec.chunk_by_audio and "chunk_size" not in params and params.get("transcript") != "auto":
-        cap, chunk_size = min(cap, chunk_size), None  # by audio, at most the kind's count
+    # a large job is planned by a task (services.planning): the request's cost does not grow with it
+    inline = not enqueue or total <= settings.JOB_PLAN_INLINE_MAX
     with transaction.atomic():
-        job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=len(targets))
+        job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=total)
+        if not inline:
+            job.plan = {"batch_upto": upto} if whole_batch else {"recordings": sorted({r.pk for r in targets})}
         job.full_clean()
         job.save()
-        job.recordings.set(targets)
-        groups = _chunk_groups(targets, kind=kind, chunk_size=chunk_size, cap=cap)
-        seconds = {r.pk: r.duration_s or 0.0 for r in targets}
-        queue = jobkinds.queue_for(kind, len(targets), sum(seconds.values()))
-        chunks = [JobChunk(job=job, index=i, recording_ids=ids, queue=queue, audio_s=sum(seconds[r] for r in ids))
-                  for i, ids in enumerate(groups)] or [JobChunk(job=job, index=0, recording_ids=[], queue=queue)]
-        JobChunk.objects.bulk_create(chunks)
-        chunk_ids = list(job.chunks.values_list("id", flat=True))
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
-    logger.info("job submitted: %s over %d recordings in %d chunks", kind, len(targets), len(chunk_ids), extra={"job_id": job.pk})
+        if inline:
+            rows = (planning.batch_rows(batch_id=batch.pk, owner_id=owner.pk, upto=upto) if whole_batch
+                    else sorted({r.pk: r.duration_s for r in targets}.items()))
+            chunk_ids = planning.job_chunks_write(job, rows)
+            job.save(update_fields=["total"])
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue_chunks(job, chunk_ids))
+        else:
+            transaction.on_commit(lambda: planning.plan_send(job.pk))
+    logger.info("job submitted: %s over %d recordings (%s)", kind, total,
+                f"{len(chunk_ids)} chunks" if inline else "planned by a task", extra={"job_id": job.pk})
     return job
 
 
-def _chunk_groups(targets: list[Recording], *, kind: str, chunk_size: int | None, cap: int) -> list[list[int]]:
-    """Recording ids per chunk. A fixed ``chunk_size`` (a job's param; features jobs: their setting)
-    cuts by count; kinds cut by audio without one are cut by audio seconds (the kind's
-    ``chunk_audio_s``, else ``JOB_CHUNK_AUDIO_S``), at most ``cap`` recordings each (the kind's count,
-    at most ``JOB_CHUNK_MAX_RECORDINGS``), so a chunk of two-hour files takes about as long as one of
-    short clips. Train jobs arrive here as a single chunk."""
-    ids = [r.pk for r in targets]
-    if chunk_size:
-        return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
-    budget = jobkinds.get(kind).chunk_audio_s or settings.JOB_CHUNK_AUDIO_S
-    groups: list[list[int]] = []
-    current: list[int] = []
-    seconds = 0.0
-    for rec in targets:
-        length = rec.duration_s or 0.0
-        if current and (seconds + length > budget or len(current) >= cap):
-            groups.append(current)
-            current, seconds = [], 0.0
-        current.append(rec.pk)
-        seconds += length
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _chunk_queue(chunk: JobChunk) -> str:
-    """The queue a chunk goes to: the one chosen at submit (older rows: by the job's size)."""
-    return chunk.queue or jobkinds.queue_for(chunk.job.kind, chunk.job.total)
-
-
-# A request (or the reaper) publishing chunks does not sit through the worker-side retry policy when
-# the broker is down: chunks left unsent are sent by the reaper's next pass (JOB_UNSENT_GRACE_S).
-_QUICK_PUBLISH = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-
-
-def _enqueue_chunks(job: Job, chunk_ids: list[int]) -> None:
-    """Send chunks to their queues through one producer connection, then record their task ids
-    and send time in bulk: a constant number of database queries however many chunks (was two
-    round trips per chunk: 12,605 chunks took 71 s inside the submitting request)."""
-    import uuid
-
-    from accentsite.celery import app
-
-    task = jobkinds.load_task(job.kind)
-    now = timezone.now()
-    # a chunk whose audio needs longer than the configured chunk limits gets its own (train jobs keep
-    # their task's limits); the others run under the limits the worker is configured with
-    scaled = jobkinds.get(job.kind).chunk_size is not None
-    chunks = list(JobChunk.objects.filter(pk__in=chunk_ids).select_related("job").order_by("index"))
-    sent: list[JobChunk] = []
-    try:
-        with app.producer_or_acquire() as producer:
-            for chunk in chunks:
-                soft, hard = jobkinds.time_limits(job.kind, chunk.audio_s)
-                longer = scaled and soft > settings.CELERY_TASK_SOFT_TIME_LIMIT
-                limits = {"soft_time_limit": soft, "time_limit": hard} if longer else {}
-                task_id = str(uuid.uuid4())
-                task.apply_async((chunk.pk,), task_id=task_id, queue=_chunk_queue(chunk), producer=producer,
-                                 retry_policy=_QUICK_PUBLISH, **limits)
-                chunk.task_id, chunk.enqueued_at = task_id, now
-                sent.append(chunk)
-    except Exception:  # broker down past the publish retries: the job row is committed, so leave the
-        # unsent chunks queued with no enqueued_at; job_requeue_stuck sends them at its next pass.
-        logger.exception("could not enqueue %d of %d chunks; the reaper sends them", len(chunks) - len(sent), len(chunks),
-                         extra={"job_id": job.pk})
-    finally:
-        JobChunk.objects.bulk_update(sent, ["task_id", "enqueued_at"], batch_size=2000)
+# the chunks' queue and their sending live with planning (services.planning); the names stay here for
+# the reaper and the recovery commands (tests replace _enqueue_chunks to keep jobs unsent)
+_chunk_queue = planning.chunk_queue
+_enqueue_chunks = planning.chunks_send
 
 
 @dataclass
@@ -657,10 +600,14 @@ def job_requeue_stuck(*, older_than: timedelta = timedelta(minutes=30),
     queued_limit = now - (queued_older_than if queued_older_than is not None else older_than)
     # never sent (the broker was down at submit): nothing can be waiting for them, so no long wait
     unsent_limit = now - min(timedelta(seconds=settings.JOB_UNSENT_GRACE_S), now - queued_limit)
+    # a planned job's chunks are sent by its plan task after it commits (25 s for 12,500 chunks): not
+    # resent while that may still be going on
+    planned_limit = now - min(timedelta(seconds=settings.JOB_PLAN_LOST_AFTER_S), now - queued_limit)
     stuck = JobChunk.objects.filter(job__status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).filter(
         Q(status=JobChunk.Status.RUNNING, heartbeat_at__lt=limit)
         | Q(status=JobChunk.Status.QUEUED, enqueued_at__lt=queued_limit)
-        | Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=unsent_limit)
+        | (Q(status=JobChunk.Status.QUEUED, enqueued_at__isnull=True, job__created_at__lt=unsent_limit)
+           & (Q(job__planned_at__isnull=True) | Q(job__planned_at__lt=planned_limit)))
     )
     empty = None
     requeued: dict[int, list[int]] = {}
