@@ -52,6 +52,7 @@ PAGES = [
     ("API batches list", "/api/v1/batches/"),
     ("API recordings list (?batch=, 100 rows)", "/api/v1/recordings/?batch={batch}&page_size=100"),
     ("API models list", "/api/v1/models/"),
+    ("API similar/ of one recording (k=10; exact numpy here: no pgvector)", "/api/v1/recordings/{rec}/similar/?k=10"),
 ]
 SUBMIT = "job submission (POST /api/v1/jobs/, features over the batch)"
 #: not a request: the worker's task that writes a planned job's rows and chunks and sends them
