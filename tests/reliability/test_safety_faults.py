@@ -35,7 +35,9 @@ def test_the_reaper_leaves_a_live_chunk_alone_and_recovers_a_killed_one(broker, 
     recs = _recordings(user, [600, 2])
     slow = dict(CHUNK_HEARTBEAT_S="0.5", CELERY_VISIBILITY_TIMEOUT="3600")  # no broker redelivery
     first = broker.worker(**slow).start()
-    job = _submit(user, recs, extractors=["voice_quality", "formants", "spectral"])
+    # ~25 ms of CPU per audio second: the 600-s recording keeps its worker busy for well over the 7 s
+    # watched below, even on a quiet machine with a warmed-up worker
+    job = _submit(user, recs, extractors=["voice_quality", "formants", "egemaps", "spectral"])
     long_chunk = JobChunk.objects.get(job=job, index=0)
     wait_until(lambda: _running(long_chunk), timeout=90, what="the long chunk to start")
     started = time.monotonic()
