@@ -107,6 +107,7 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
             epochs=params.get("epochs", 30), deploy_prior=params.get("deploy_prior"), seed=params.get("seed", 0),
             hparams=params.get("hparams") or {}, window_s=params.get("window_s"), hop_s=params.get("hop_s"), n_boot=200,
             cache_dir=str(Path(tempfile.gettempdir()) / "accentsite-cache"),
+            robustness=train_robustness_conditions(params.get("robustness")),
         )
         train_model(config, progress=progress)
         with open(out, "rb") as fh:
@@ -158,3 +159,13 @@ def train_job_finish(*, job_id: int, model_version: ModelVersion | None, error: 
         job.save()
         job.chunks.update(status="done" if model_version else "failed", finished_at=timezone.now(), error=error)
     return job
+
+
+def train_robustness_conditions(value: bool | list | None) -> list[str] | None:
+    """A train job's ``robustness`` param as condition names: ``true`` is the default set, a list names
+    them (clean always first), ``false`` or absent is none."""
+    if not value:
+        return None
+    from workers.pipeline.degrade import parse_conditions
+
+    return parse_conditions(None if value is True else [str(n) for n in value])

@@ -119,17 +119,25 @@ def split_clips(training_data: dict[str, Any], split: str, *, limit: int | None 
                 seed: int = 0) -> tuple[list[np.ndarray], list[str], list[Any]]:
     """The clips of ``split`` (``train``, ``val`` or ``test``) as the checkpoint's training run made it
     (its stored ``training_data["config"]``: the same manifest, label map and seed give the same
-    speaker-disjoint split), optionally only ``corpus``'s, at most ``limit`` of them (a seeded draw,
-    stratified by label). Returns ``(signals [time] each, labels, items)``."""
-    from workers.pipeline.data import load_item_audio
+    speaker-disjoint split); see :func:`config_split_clips`."""
     from workers.pipeline.train_config import TrainConfig
-    from workers.pipeline.train_data import load_items, make_splits
 
     stored = dict(training_data.get("config") or {})
     if not stored.get("manifest"):
         raise ValueError("the checkpoint's training run did not read a manifest; its split cannot be rebuilt here")
     fields = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig(**{k: v for k, v in stored.items() if k in fields and k != "items"})
+    return config_split_clips(config, split, limit=limit, corpus=corpus, seed=seed)
+
+
+def config_split_clips(config: Any, split: str, *, limit: int | None = None, corpus: str | None = None,
+                       seed: int = 0) -> tuple[list[np.ndarray], list[str], list[Any]]:
+    """The clips of ``split`` of the training run ``config`` (a ``TrainConfig``), optionally only
+    ``corpus``'s, at most ``limit`` of them (a seeded draw, stratified by label). Returns
+    ``(signals [time] each at 16 kHz, labels, items)``."""
+    from workers.pipeline.data import load_item_audio
+    from workers.pipeline.train_data import load_items, make_splits
+
     items = load_items(config)
     labels = list(config.labels) if config.labels else sorted({it.label for it in items})
     items = [it for it in items if it.label in labels]
@@ -142,3 +150,20 @@ def split_clips(training_data: dict[str, Any], split: str, *, limit: int | None 
                      for i in rng.choice(v, size=min(len(v), share[label]), replace=False))
     chosen = [items[i] for i in idx]
     return [load_item_audio(it) for it in chosen], [it.label for it in chosen], chosen
+
+
+def training_robustness(config: Any, checkpoint: str | Path, *,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any] | None:
+    """A training run's robustness report (``config.robustness``: condition names) on its test split
+    (at most ``config.robustness_limit`` clips), scored with the checkpoint it just wrote; None when the
+    run asked for none or has no test clips. ``split`` says which split was read."""
+    if not config.robustness:
+        return None
+    signals, y, _items = config_split_clips(config, "test", limit=config.robustness_limit, seed=config.seed)
+    if not signals:
+        return None
+    predict, loaded = checkpoint_predictor(checkpoint)
+    report = evaluate_robustness(predict, signals, y, [str(label) for label in loaded.spec.labels],
+                                 conditions=config.robustness, seed=config.seed, progress=progress)
+    report["split"] = "test"
+    return report

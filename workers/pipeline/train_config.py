@@ -97,6 +97,10 @@ class TrainConfig:
         pretrained speaker encoder's embedding, each + logistic regression, 4 kHz band limit) on
         this run's train + validation recordings, score them on its test split, and compare the
         model with each, paired by recording (``metrics["references"]``).
+    robustness : list of str or None
+        With ``evaluate`` and ``out``: also score the saved model on degraded copies of its test clips
+        under these conditions (``workers.pipeline.degrade.CONDITIONS``; clean is always added), at most
+        ``robustness_limit`` clips; the table goes into ``metrics["robustness"]`` and the model card.
     hold_out_val : bool
         Score the validation split with a model that never saw it (``metrics["val_predictions"]``).
         Families that choose and fit on train + validation together (``whisper_probe``) then fit on
@@ -142,6 +146,8 @@ class TrainConfig:
     n_boot: int = 500
     references: bool = True
     hold_out_val: bool = False
+    robustness: list[str] | None = None
+    robustness_limit: int | None = 300
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``items`` summarised by count)."""

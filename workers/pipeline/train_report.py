@@ -258,6 +258,13 @@ def write_model_card(
                 f"`{c}` P {_fmt(v.get('precision'))} R {_fmt(v.get('recall'))} F1 {_fmt(v.get('f1'))}"
                 for c, v in test["per_class"].items()), ""]
         lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
+    if metrics.get("robustness"):
+        from workers.pipeline.robustness import robustness_caption, robustness_markdown
+
+        rob = metrics["robustness"]
+        lines += ["## Robustness: degraded copies of the test clips", "",
+                  robustness_caption(rob, rob.get("split", "test")) + " Decisions without abstention.", "",
+                  *robustness_markdown(rob), ""]
     emb = metrics.get("test_embedding")
     if emb and "test_embedding_per_corpus" in metrics:
         lines += _embedding_section(metrics, emb)
