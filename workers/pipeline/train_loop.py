@@ -262,10 +262,10 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
     deploy_prior = config.deploy_prior or [1.0 / n_classes] * n_classes
     win_speakers = [utts[i].speaker for i, wl in zip(val_idx, val_logits, strict=True) for _ in range(len(wl))]
     calibration = fit_calibration(win_logits, win_y, train_prior=train_prior, deploy_prior=deploy_prior, speakers=win_speakers)
-    from workers.pipeline.calibration import fit_confidence_threshold
+    from workers.pipeline.calibration import default_threshold
 
     val_proba = _utterance_proba(val_logits, calibration)
-    calibration["threshold"], calibration["coverage_at_threshold"] = fit_confidence_threshold(val_proba, y_val)
+    calibration.update(default_threshold(val_proba, y_val))
     calibration["fitted_on"] = "validation speakers"
 
     metrics: dict[str, Any] = {
