@@ -216,6 +216,7 @@ def test_train_from_the_admin_submits_a_train_job(staff, study, monkeypatch, bos
     services.label_review_create(recording=recs[1], batch=batch, new_label="non_native", reviewer=boss)
     page = _page(staff, f"/admin/recognition/batch/{batch.pk}/train/")
     assert page.index('value="whisper_probe"') < page.index('value="speaker_head"') and "recommended" in page
+    assert '<option value="whisper_probe" selected>' in page  # the family that learns best from few clips starts chosen
     assert 'id="train-corrections">1 corrected by review' in page
     response = staff.post(f"/admin/recognition/batch/{batch.pk}/train/", {
         "family": "whisper_probe", "name": "study-retrained", "label_map": "native = native\nnon_native = non_native", "epochs": ""})

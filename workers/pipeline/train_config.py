@@ -55,6 +55,11 @@ class TrainConfig:
     window_s, hop_s : float or None
         Window length and evaluation hop (family defaults when ``None``).
     epochs, batch_size, steps_per_epoch, lr, weight_decay, patience : training loop settings.
+    min_steps_per_epoch : int
+        The generic loop's floor on batches per epoch when ``steps_per_epoch`` is not set (an epoch is
+        otherwise ``ceil(units / batch_size)`` batches: 5 for 144 clips, so 8 epochs were 40 optimiser
+        steps and a ``cnn`` never left chance; crops and augmentation are random, so more batches per
+        epoch are new examples, not repeats).
     val_fraction, test_fraction : float
         Speaker fractions carved for validation (from train) and test (from unassigned items).
     test_corpora : list of str or None
@@ -123,6 +128,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     steps_per_epoch: int | None = None
+    min_steps_per_epoch: int = 25
     lr: float = 1e-3
     weight_decay: float = 1e-3
     patience: int = 8

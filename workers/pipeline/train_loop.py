@@ -202,7 +202,7 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
     else:
         weights = balanced_sample_weights(unit_labels, unit_groups)
     units = np.arange(len(unit_labels))
-    steps = config.steps_per_epoch or max(1, int(np.ceil(len(unit_labels) / config.batch_size)))
+    steps = config.steps_per_epoch or max(config.min_steps_per_epoch, int(np.ceil(len(unit_labels) / config.batch_size)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = steps * config.epochs
