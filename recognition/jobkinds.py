@@ -209,7 +209,8 @@ def validate_params(name: str, params: Any) -> dict[str, Any]:
     for key, value in params.items():
         if key not in allowed:
             raise ParamsError(f"Unknown parameter '{key}' for {name} jobs; allowed: {sorted(allowed)}.")
-        if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
+        declared = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if isinstance(value, bool) and bool not in declared or not isinstance(value, declared):
             raise ParamsError(f"Parameter '{key}' has the wrong type ({type(value).__name__}).")
     if kind.validate is not None:
         kind.validate(params)

@@ -61,7 +61,12 @@ def test_the_train_kinds_robustness_param_is_declared_checked_and_documented():
     kind = jobkinds.KINDS["train"]
     assert "robustness" in kind.params and "robustness" in _readme_rows()["train"]
     assert "robustness (true (default conditions) or a list of: " + ", ".join(CONDITIONS) in jobkinds.params_help()
-    kind.validate({"robustness": ["pink_10db", "telephone"]})
+    assert jobkinds.validate_params("train", {"robustness": True}) == {"robustness": True}
+    assert jobkinds.validate_params("train", {"robustness": ["pink_10db", "telephone"]})
+    with pytest.raises(ParamsError, match="wrong type"):
+        jobkinds.validate_params("train", {"robustness": 1})
+    with pytest.raises(ParamsError, match="wrong type"):
+        jobkinds.validate_params("train", {"epochs": True})  # a bool is still not an int
     with pytest.raises(ParamsError, match="unknown robustness condition"):
         kind.validate({"robustness": ["pink_11db"]})
     assert train_robustness_conditions(True) == list(DEFAULT_CONDITIONS)
