@@ -45,6 +45,8 @@ SENTENCES = (
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
             "klatt4", "croak", "whisperf")
 ACCENTS = {"us": "en-us", "scottish": "en-gb-scotland"}
+#: every accent this script knows (``--accents``)
+VOICES = {"us": "en-us", "scottish": "en-gb-scotland", "rp": "en-gb-x-rp", "caribbean": "en-029"}
 
 
 def available() -> bool:
@@ -106,24 +108,26 @@ def make_items(cache: str | Path, *, accents: dict[str, str] | None = None, n_tr
 
 def learning_curve(family: str, train_speakers: list[int], *, cache: str, n_test: int = 4, n_sentences: int = 8,
                    seed: int = 0, epochs: int | None = None, threads: int = 1,
-                   hparams: dict[str, Any] | None = None, min_steps_per_epoch: int | None = None) -> list[dict[str, Any]]:
+                   hparams: dict[str, Any] | None = None, min_steps_per_epoch: int | None = None,
+                   accents: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Train ``family`` with each number of training speakers per class; held-out-speaker balanced accuracy."""
     from workers.pipeline.train_config import TrainConfig
     from workers.pipeline.trainers import train_model
 
     rows = []
     for n in train_speakers:
-        items = make_items(cache, n_train=n, n_test=n_test, n_sentences=n_sentences, seed=seed)
+        accents = accents or ACCENTS
+        items = make_items(cache, accents=accents, n_train=n, n_test=n_test, n_sentences=n_sentences, seed=seed)
         kw: dict[str, Any] = {"epochs": epochs} if epochs else {}
         if min_steps_per_epoch is not None:  # 1: the loop as it was before the floor (an epoch = one pass)
             kw["min_steps_per_epoch"] = min_steps_per_epoch
-        config = TrainConfig(name="espeak", family=family, items=items, labels=list(ACCENTS), n_boot=0,
+        config = TrainConfig(name="espeak", family=family, items=items, labels=list(accents), n_boot=0,
                              references=False, num_threads=threads, seed=seed, cache_dir=f"{cache}/features",
                              val_fraction=0.25, hparams=hparams or {}, **kw)
         t0 = time.time()
         result = train_model(config)
         test = result.metrics["test"]
-        rows.append({"family": family, "train_speakers_per_class": n, "min_steps_per_epoch": min_steps_per_epoch,
+        rows.append({"family": family, "classes": list(accents), "train_speakers_per_class": n, "min_steps_per_epoch": min_steps_per_epoch,
                      "train_clips": sum(it.split == "train" for it in items), "test_clips": test["n"],
                      "balanced_accuracy": test["balanced_accuracy"], "best_epoch": result.best_epoch,
                      "seconds": round(time.time() - t0, 1)})
@@ -141,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hparams", default="{}", help="JSON object merged over the family's defaults")
+    p.add_argument("--accents", default="us,scottish", help=f"comma-separated, of {', '.join(VOICES)}")
     p.add_argument("--min-steps-per-epoch", type=int, default=None, help="1: the generic loop before its floor")
     p.add_argument("--cache", default="var/exp/espeak-accents")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     rows = learning_curve(args.family, args.train_speakers, cache=args.cache, n_test=args.test_speakers,
                           n_sentences=args.sentences, seed=args.seed, epochs=args.epochs, threads=args.threads,
-                          hparams=json.loads(args.hparams), min_steps_per_epoch=args.min_steps_per_epoch)
+                          hparams=json.loads(args.hparams), min_steps_per_epoch=args.min_steps_per_epoch,
+                          accents={a: VOICES[a] for a in args.accents.split(",")})
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
