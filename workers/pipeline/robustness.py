@@ -3,7 +3,7 @@ clips (``workers.pipeline.degrade``), beside clean.
 
 :func:`evaluate_robustness` takes any ``predict(signals) -> [predicted label or None]`` (None: no
 answer, e.g. too little speech; counted as a miss); :func:`checkpoint_predictor` makes one from a
-checkpoint through the service's own inference path (``classify_batch``, VAD on, no abstention), and
+checkpoint through the service's own inference path (``classify_batch``, VAD off as a job's default, no abstention), and
 :func:`split_clips` reads the clips of a split a checkpoint's training run made. Pure Python /
 numpy / torch: no Django.
 """
@@ -88,8 +88,8 @@ def robustness_caption(report: dict[str, Any], split: str) -> str:
 
 def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int | None = None) -> tuple[Predictor, Any]:
     """``(predict, loaded)`` for the checkpoint at ``path``: ``predict(signals)`` runs
-    ``classify_batch`` (VAD on as served, threshold 0 so every clip with speech gets a class) and
-    returns each clip's predicted label (None: not enough speech). Whisper probes attach their
+    ``classify_batch`` as a job does by default (VAD off; threshold 0, so every clip gets a class) and
+    returns each clip's predicted label. Whisper probes attach their
     encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe allows it)."""
     import torch
 
@@ -108,7 +108,7 @@ def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int
     def predict(signals: list[np.ndarray]) -> list[str | None]:
         out: list[str | None] = []
         for start in range(0, len(signals), 16):
-            outcomes = classify_batch(loaded, signals[start:start + 16], threshold=0.0, vad=True)
+            outcomes = classify_batch(loaded, signals[start:start + 16], threshold=0.0, vad=False)
             out.extend(o.predicted_class for o in outcomes)
         return out
 

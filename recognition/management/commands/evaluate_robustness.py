@@ -6,7 +6,7 @@
 The split is rebuilt from the checkpoint's stored training configuration (same manifest, label map
 and seed: the same speakers); ``--limit`` draws that many clips, stratified by label. Conditions are
 ``workers.pipeline.degrade.CONDITIONS`` (``--list`` prints them). The model runs through the
-service's inference path (``classify_batch``, VAD on) with no abstention. Prints a Markdown table.
+service's inference path (``classify_batch``, VAD off as in a job by default) with no abstention. Prints a Markdown table.
 """
 from __future__ import annotations
 
