@@ -98,3 +98,34 @@ def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(mani
     assert "babble_10db: babble of 6 other clips" in capsys.readouterr().out
     with pytest.raises(Exception, match="unknown robustness condition"):
         call_command("evaluate_robustness", str(out), "--conditions", "pink_11db")
+
+
+def test_train_batch_passes_robustness_and_defaults_to_the_recommended_family(django_user_model, monkeypatch, capsys):
+    """``manage.py train --batch ID --robustness`` submits a train job asking for the default conditions,
+    of the registry's recommended family when ``--family`` is not given."""
+    import io
+
+    from recognition import services
+    from recognition.models import Batch, Job
+    from tests.factories import audio_bytes, pulse_train
+
+    user = django_user_model.objects.create_user("batcher", password="x")
+    batch = Batch.objects.create(owner=user, name="b")
+    for i in range(2):
+        rec = services.recording_create(owner=user, fileobj=io.BytesIO(audio_bytes(pulse_train(f0=100 + i, seconds=0.6))),
+                                        filename=f"b{i}.wav")[0]
+        batch.recordings.add(rec)
+    seen = {}
+
+    def fake_run(*, job, progress=None):
+        seen["params"] = dict(job.params)
+        return ModelVersion.objects.create(name=job.params["name"], version="1", family=job.params["family"],
+                                           task="classify", owner=user)
+
+    monkeypatch.setattr("recognition.services.training.train_job_run", fake_run)
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    call_command("train", "--batch", str(batch.pk), "--name", "robust-batch", "--robustness")
+    assert seen["params"]["family"] == "whisper_probe" and seen["params"]["robustness"] is True
+    call_command("train", "--batch", str(batch.pk), "--name", "robust-batch-2", "--family", "cnn", "--robustness", "telephone")
+    assert seen["params"]["family"] == "cnn" and seen["params"]["robustness"] == ["telephone"]
+    assert Job.objects.filter(kind="train").count() == 2
