@@ -1,5 +1,5 @@
 """The ``cnn`` family learns an accent from a user-sized label set: two espeak-ng accents (US and
-Scottish English), 6 training voices per class after validation is carved out (96 training clips), scored on 4 held-out
+Scottish English), 6 training voices per class after validation is carved out (72 training clips), scored on 4 held-out
 voices per class that no training clip used. Before the floor on batches per epoch
 (``TrainConfig.min_steps_per_epoch``), such a run took 3 optimiser steps per epoch and stayed at
 chance (balanced accuracy 0.50 on held-out voices after 8 epochs with 8 sentences per voice;
