@@ -106,7 +106,7 @@ FAMILIES: dict[str, Family] = {
                           "on out-of-fold predictions. Without a transcript the window model's output stands."),
         Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
                "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe",
-               trainer="whisper_probe", recommended="recommended: frozen Whisper encoder + logistic head",
+               trainer="whisper_probe", recommended="recommended: learns best from a few labelled clips (docs/models/small-data.md)",
                embeds_class_scores=True,
                card_input="; the {window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
                           "Features: the frozen Whisper encoder's ({encoder}) hidden states, mean-pooled over the "
@@ -128,6 +128,13 @@ FAMILIES: dict[str, Family] = {
 
 #: every family ``manage.py train`` and train jobs can fit (those with a trainer)
 TRAINABLE_FAMILIES: tuple[str, ...] = tuple(name for name, family in FAMILIES.items() if family.trainable)
+
+
+def default_train_family() -> str:
+    """The family a train job gets when it names none, and the one the admin's train form starts on:
+    the trainable family marked ``recommended`` (the one that learns best from a user's few labelled
+    clips: docs/models/small-data.md)."""
+    return next(name for name in TRAINABLE_FAMILIES if FAMILIES[name].recommended)
 
 
 def get_family(name: str) -> Family:

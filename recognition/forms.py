@@ -113,10 +113,16 @@ def _family_choices() -> list[tuple[str, str]]:
     return [(f, f"{f} ({FAMILIES[f].recommended})" if FAMILIES[f].recommended else f) for f in ordered]
 
 
+def _default_family() -> str:
+    from models.registry import default_train_family
+
+    return default_train_family()
+
+
 class TrainForm(forms.Form):
     """The admin's train page: which family, how labels map to classes, the new model's name."""
 
-    family = forms.ChoiceField(choices=_family_choices)
+    family = forms.ChoiceField(choices=_family_choices, initial=lambda: _default_family())
     label_map = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
         help_text="Optional, one per line: <code>batch label = class</code> (e.g. <code>native_english = native</code>). "

@@ -228,7 +228,8 @@ def validate_params(name: str, params: Any) -> dict[str, Any]:
     for key, value in params.items():
         if key not in allowed:
             raise ParamsError(f"Unknown parameter '{key}' for {name} jobs; allowed: {sorted(allowed)}.")
-        if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
+        declared = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if isinstance(value, bool) and bool not in declared or not isinstance(value, declared):
             raise ParamsError(f"Parameter '{key}' has the wrong type ({type(value).__name__}).")
     if kind.validate is not None:
         kind.validate(params)
@@ -241,9 +242,11 @@ def params_help() -> str:
     in order, with their notes) and the extractor and family registries, so it cannot go stale.
     Imports the feature extractors: call it when the text is read (the serializer's help text is lazy)."""
     from models.registry import FAMILIES, TRAINABLE_FAMILIES
+    from workers.pipeline.degrade import CONDITIONS
     from workers.pipeline.features import EXTRACTORS, default_extractors
 
     names = {
+        "conditions": ", ".join(CONDITIONS),
         "extractors": ", ".join(EXTRACTORS),
         "default_extractors": "all" if list(EXTRACTORS) == default_extractors()
         else "all but " + ", ".join(n for n in EXTRACTORS if n not in default_extractors()),
@@ -288,6 +291,13 @@ def _check_train(params: dict[str, Any]) -> None:
         raise ParamsError(f"Unknown family '{params['family']}'; use one of {list(TRAINABLE_FAMILIES)}.")
     if "epochs" in params and not 1 <= params["epochs"] <= 1000:
         raise ParamsError("'epochs' must be between 1 and 1000.")
+    if isinstance(params.get("robustness"), list):
+        from workers.pipeline.degrade import parse_conditions
+
+        try:
+            parse_conditions([str(n) for n in params["robustness"]])
+        except ValueError as exc:
+            raise ParamsError(str(exc)) from exc
 
 
 def _check_whisper(kind: str) -> Callable[[dict[str, Any]], None]:
@@ -364,8 +374,10 @@ register(JobKind(
 register(JobKind(
     name="train", stores="model", task="workers.tasks.run_train_job", queue="gpu", chunk_size=None, needs_recordings=False, makes_model=True,
     params={"family": str, "label_map": dict, "epochs": int, "name": str, "deploy_prior": list, "seed": int,
-            "hparams": dict, "window_s": _NUM, "hop_s": _NUM}, validate=_check_train,
-    param_help={"family": "{families}", "epochs": "1-1000", "deploy_prior": "class priors", "hparams": "object"},
+            "hparams": dict, "window_s": _NUM, "hop_s": _NUM, "robustness": (bool, list)}, validate=_check_train,
+    param_help={"family": "{families}", "epochs": "1-1000", "deploy_prior": "class priors", "hparams": "object",
+                "robustness": "true (default conditions) or a list of: {conditions}; scores the model on degraded "
+                              "copies of its test clips"},
 ))
 # Whisper (faster-whisper): model work on the gpu queue, chunks cut by audio seconds; transcribe chunks hold at
 # most 300 s (decoding is ~0.4 s per second of speech on one CPU thread, and a chunk is what a crash loses) and

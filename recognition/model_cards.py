@@ -117,6 +117,16 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     chosen = metrics.get("chosen") or {}
     if chosen:
         card["chosen"] = scalar_rows(chosen)
+    rob = metrics.get("robustness") or {}
+    if rob.get("conditions"):  # a run asked for robustness: degraded copies of its test clips
+        from workers.pipeline.robustness import robustness_caption
+
+        card["robustness"] = {
+            "caption": robustness_caption(rob, rob.get("split", "test")), "labels": list(rob.get("labels") or []),
+            "rows": [{"condition": "clean" if row["name"] == "clean" else row["description"],
+                      "balanced_accuracy": row.get("balanced_accuracy"), "delta": row.get("delta") if row["name"] != "clean" else None,
+                      "recall": [(row.get("recall") or {}).get(label) for label in rob.get("labels") or []]}
+                     for row in rob["conditions"]]}
     return card
 
 

@@ -119,7 +119,9 @@ def job_submit(
     spec = jobkinds.get(kind)
     params = dict(validate_job_params(kind, params if params is not None else {}))
     if spec.makes_model:  # the model's name is settled now, default or given, not when training ends
-        family = params.get("family", "speaker_head")
+        from models.registry import default_train_family
+
+        family = params.get("family") or default_train_family()
         params.setdefault("name", f"batch-{batch.pk}-{family}" if batch is not None
                           else f"recordings-{timezone.now():%Y%m%d-%H%M%S}-{family}")
         model_name_check(params["name"], owner=owner)

@@ -97,16 +97,20 @@ def train_job_run(*, job: Job, progress=None) -> ModelVersion:
 
     corrections = label_corrections(recordings=recordings, batch=job.batch)
     items = training_items(recordings, label_map=params.get("label_map"), batch=job.batch, corrections=corrections)
-    name = model_name_check(params.get("name") or f"batch-{job.batch_id or job.pk}-{params.get('family', 'speaker_head')}",
+    from models.registry import default_train_family
+
+    family = params.get("family") or default_train_family()
+    name = model_name_check(params.get("name") or f"batch-{job.batch_id or job.pk}-{family}",
                             owner=job.owner)
     version = timezone.now().strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "checkpoint.pt"
         config = TrainConfig(
-            name=name, family=params.get("family", "speaker_head"), items=items, version=version, out=str(out),
+            name=name, family=family, items=items, version=version, out=str(out),
             epochs=params.get("epochs", 30), deploy_prior=params.get("deploy_prior"), seed=params.get("seed", 0),
             hparams=params.get("hparams") or {}, window_s=params.get("window_s"), hop_s=params.get("hop_s"), n_boot=200,
             cache_dir=str(Path(tempfile.gettempdir()) / "accentsite-cache"),
+            robustness=train_robustness_conditions(params.get("robustness")),
         )
         train_model(config, progress=progress)
         with open(out, "rb") as fh:
@@ -158,3 +162,13 @@ def train_job_finish(*, job_id: int, model_version: ModelVersion | None, error: 
         job.save()
         job.chunks.update(status="done" if model_version else "failed", finished_at=timezone.now(), error=error)
     return job
+
+
+def train_robustness_conditions(value: bool | list | None) -> list[str] | None:
+    """A train job's ``robustness`` param as condition names: ``true`` is the default set, a list names
+    them (clean always first), ``false`` or absent is none."""
+    if not value:
+        return None
+    from workers.pipeline.degrade import parse_conditions
+
+    return parse_conditions(None if value is True else [str(n) for n in value])

@@ -84,3 +84,35 @@ def test_the_default_reads_the_stella_passage_and_leaves_other_audio_to_its_wind
     assert read.fused and read.reading["words_read"] >= 7 and read.probabilities != plain.probabilities
     assert not other.fused and other.probabilities == plain.probabilities and "passage" in other.reading["note"]
     assert sum(read.probabilities.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("stem", ["accent-native", "accent-native-2.0.0", "accent-group"])
+def test_each_shipped_classifier_carries_its_default_threshold_by_the_stated_rule(stem) -> None:
+    """The threshold is the rule's on the checkpoint's own validation (out-of-fold) reliability bins,
+    the card states it, and a request without a threshold gets it: under it the answer is uncertain."""
+    from models.checkpoint import load_checkpoint
+    from workers.pipeline.calibration import default_threshold_from_reliability
+
+    path = ROOT / "models" / "checkpoints" / f"{stem}.pt"
+    loaded = load_checkpoint(path)
+    cal = loaded.calibration
+    rule = default_threshold_from_reliability(loaded.meta["metrics"]["val"]["reliability"])
+    assert cal["threshold"] == rule["threshold"] > 1 / len(loaded.spec.labels) and cal["coverage_at_threshold"] >= 0.9
+    card = (ROOT / "docs" / "models" / f"{stem}.md").read_text()
+    assert f"- **Default threshold {cal['threshold']}** (used when a request gives none)" in card
+    assert "at least 90% of the validation predictions" in card
+
+
+def test_the_default_answers_uncertain_under_its_threshold_unless_the_request_sets_one() -> None:
+    from models.checkpoint import load_checkpoint
+    from workers.pipeline.inference import classify_batch
+
+    loaded = load_checkpoint(CHECKPOINT)
+    loaded.model.attach_encoder()
+    rng = np.random.default_rng(0)
+    noise = 0.05 * rng.standard_normal(16000 * 3).astype(np.float32)
+    (res,) = classify_batch(loaded, [noise], vad=False)
+    assert res.threshold == pytest.approx(0.666)
+    assert res.outcome == ("uncertain" if res.confidence < 0.666 else "ok")
+    (forced,) = classify_batch(loaded, [noise], vad=False, threshold=0.0)
+    assert forced.outcome == "ok" and forced.threshold == 0.0 and forced.confidence == pytest.approx(res.confidence)

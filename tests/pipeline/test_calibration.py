@@ -111,3 +111,32 @@ def test_fit_calibration_dict() -> None:
     assert set(cal) >= {"temperature", "train_prior", "deploy_prior", "threshold"}
     assert cal["deploy_prior"] is None and cal["temperature"] > 0
     assert nll(z, y, cal["temperature"]) <= nll(z, y, 1.0) + 1e-9
+
+
+def test_the_default_threshold_is_the_highest_that_still_answers_90_percent() -> None:
+    """The stated rule: of 20 validation predictions with confidences 0.51, 0.53, ..., 0.89, the
+    highest 0.01-grid threshold answering at least 18 of them is 0.55 (0.56 would answer 17)."""
+    from workers.pipeline.calibration import default_threshold
+
+    conf = 0.51 + 0.02 * np.arange(20)
+    proba = np.stack([conf, 1 - conf], axis=1)
+    y = np.array([1, 1, 1] + [0] * 17)  # the three least confident answers are wrong: one of them is answered
+    chosen = default_threshold(proba, y)
+    assert chosen["threshold"] == pytest.approx(0.55) and chosen["coverage_at_threshold"] == pytest.approx(0.9)
+    assert chosen["accuracy_at_threshold"] == pytest.approx(17 / 18)
+    assert "at least 90% of the validation predictions" in chosen["threshold_rule"]
+    assert default_threshold(proba, y, min_coverage=1.0)["threshold"] == pytest.approx(0.51)
+    three = default_threshold(np.full((4, 3), 1 / 3), [0, 1, 2, 0])  # all at chance: the floor 1/C answers all
+    assert three["threshold"] == pytest.approx(0.33) and three["coverage_at_threshold"] == 1.0
+    cal = fit_calibration(np.log(proba), y, train_prior=[0.5, 0.5])
+    assert cal["threshold_min_coverage"] == 0.9 and cal["coverage_at_threshold"] >= 0.9
+
+
+def test_the_default_threshold_from_reliability_bins() -> None:
+    from workers.pipeline.calibration import default_threshold_from_reliability
+
+    bins = {"edges": [0.0, 0.25, 0.5, 0.75, 1.0], "count": [0, 0, 10, 90], "accuracy": [None, None, 0.5, 1.0]}
+    chosen = default_threshold_from_reliability(bins)
+    assert chosen["threshold"] == 0.75 and chosen["coverage_at_threshold"] == 0.9 and chosen["accuracy_at_threshold"] == 1.0
+    bins["count"] = [0, 0, 11, 89]
+    assert default_threshold_from_reliability(bins)["threshold"] == 0.5  # 0.75 would answer 89 %

@@ -284,3 +284,29 @@ def test_manifest_transcripts_and_corpus_prompts(tmp_path: Path) -> None:
                                     "a.flac,x,s1,SAA,train,\nb.flac,x,s2,SAA,train,its own words\nc.flac,y,s3,VCTK,test,\n")
     items = read_manifest(tmp_path / "m.csv", prompts={"SAA": "please call stella"})
     assert [it.transcript for it in items] == ["please call stella", "its own words", ""]
+
+
+def test_a_run_asked_for_robustness_scores_its_test_clips_degraded_and_says_so_in_its_card(tmp_path: Path) -> None:
+    """``robustness``: the saved model is scored on degraded copies of its test clips; the table is in
+    the checkpoint's metrics (saved again: the sidecar's sha256 is the file's) and in the card."""
+    import json
+
+    config = TrainConfig(
+        name="toy", family="cnn", items=_items(), labels=["low", "high"], out=str(tmp_path / "toy.pt"),
+        window_s=1.0, hop_s=0.5, epochs=2, batch_size=8, steps_per_epoch=3, lr=3e-3, hparams=TINY["cnn"],
+        val_fraction=0.25, cache_dir=str(tmp_path / "cache"), n_boot=0, num_threads=1, references=False,
+        robustness=["clean", "white_5db", "telephone"],
+    )
+    stages = []
+    result = train_model(config, progress=lambda stage, d, t, info: stages.append(stage))
+    rob = result.metrics["robustness"]
+    assert "robustness" in stages and rob["n"] == 8 and rob["split"] == "test"
+    assert [row["name"] for row in rob["conditions"]] == ["clean", "white_5db", "telephone"]
+    assert all(set(row["recall"]) == {"low", "high"} for row in rob["conditions"])
+    side = json.loads((tmp_path / "toy.json").read_text())
+    assert side["metrics"]["robustness"] == json.loads(json.dumps(rob)) and side["sha256"] == result.sha256
+    assert load_checkpoint(result.checkpoint, expected_sha256=result.sha256).meta["metrics"]["robustness"]["n"] == 8
+    card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
+                            calibration=result.calibration, sha256=result.sha256)
+    assert "## Robustness: degraded copies of the test clips" in card and "Measured on 8 test clips (4 low, 4 high)" in card
+    assert "| white noise, 5 dB SNR |" in card and "high recall" in card

@@ -216,6 +216,7 @@ def test_train_from_the_admin_submits_a_train_job(staff, study, monkeypatch, bos
     services.label_review_create(recording=recs[1], batch=batch, new_label="non_native", reviewer=boss)
     page = _page(staff, f"/admin/recognition/batch/{batch.pk}/train/")
     assert page.index('value="whisper_probe"') < page.index('value="speaker_head"') and "recommended" in page
+    assert '<option value="whisper_probe" selected>' in page  # the family that learns best from few clips starts chosen
     assert 'id="train-corrections">1 corrected by review' in page
     response = staff.post(f"/admin/recognition/batch/{batch.pk}/train/", {
         "family": "whisper_probe", "name": "study-retrained", "label_map": "native = native\nnon_native = non_native", "epochs": ""})
@@ -307,3 +308,21 @@ def test_the_batch_page_runs_jobs_for_its_owner_only(staff, study, monkeypatch, 
     client.force_login(other_user)
     assert client.post(f"/admin/recognition/batch/{batch.pk}/run/features/").status_code in (403, 404)
     assert Job.objects.filter(kind="features").count() == 1
+
+
+def test_a_model_trained_with_robustness_shows_its_table_on_its_card(staff, settings):
+    """The robustness report a run stored (``metrics["robustness"]``) is a table on the model's page."""
+    meta = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native.json").read_text())
+    rob = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native.robustness.json").read_text())
+    mv = ModelVersion.objects.create(name="card-robust", version="1", family=meta["spec"]["family"], task="classify",
+                                     labels=meta["spec"]["labels"], checkpoint="models/checkpoints/accent-native.pt",
+                                     sha256=meta["sha256"], metrics={**meta["metrics"], "robustness": rob},
+                                     calibration=meta["calibration"], training_data=meta["training_data"])
+    page = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/")
+    section = page.split('id="card-robustness"')[1].split("</section>")[0]
+    assert "Measured on 51 validation clips (21 native, 30 non_native)" in section
+    assert "babble of 6 other clips of the same split, 5 dB SNR" in section and "native recall" in section
+    assert "-0.310" in section and section.count("<tr>") == 1 + len(rob["conditions"])
+    bare = ModelVersion.objects.create(name="card-bare", version="1", family=meta["spec"]["family"], task="classify",
+                                       labels=meta["spec"]["labels"], metrics=meta["metrics"])
+    assert 'id="card-robustness"' not in _page(staff, f"/admin/recognition/modelversion/{bare.pk}/change/")

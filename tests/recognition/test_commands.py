@@ -70,3 +70,62 @@ def test_classify_command_passes_a_transcript_file_to_a_reading_model(tiny_readi
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert row["reading"]["fused"] and row["reading"]["prompt_words"] == 11 and row["outcome"] in ("ok", "uncertain")
     assert set(row["probabilities"]) == set(tiny_reading_classifier.labels) and "all_predictions" not in row
+
+
+def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(manifest, tmp_path, capsys):
+    """``manage.py train --robustness`` puts the table in the card and the registered metrics;
+    ``manage.py evaluate_robustness`` rebuilds a split from the checkpoint's stored configuration."""
+    out, card = tmp_path / "ckpt" / "robust.pt", tmp_path / "robust.md"
+    call_command("train", "--manifest", str(manifest), "--family", "cnn", "--name", "robust", "--out", str(out),
+                 "--card", str(card), "--label-map", "native_english=native,other_l1=non_native", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--window-s", "1.0", "--hop-s", "0.5", "--hparam", "channels=4",
+                 "--hparam", "n_mels=32", "--n-boot", "0", "--no-references", "--robustness", "white_10db,telephone")
+    mv = ModelVersion.objects.get(name="robust")
+    rob = mv.metrics["robustness"]
+    assert [row["name"] for row in rob["conditions"]] == ["clean", "white_10db", "telephone"] and rob["n"] == 8
+    assert mv.sha256 == json.loads(out.with_suffix(".json").read_text())["sha256"]  # the re-saved file is registered
+    assert "## Robustness: degraded copies of the test clips" in card.read_text()
+
+    report = tmp_path / "rob.json"
+    capsys.readouterr()
+    call_command("evaluate_robustness", str(out), "--split", "validation", "--conditions", "level_-30db", "--out", str(report))
+    text = capsys.readouterr().out
+    saved = json.loads(report.read_text())
+    assert saved["split"] == "validation" and saved["n"] >= 2 and saved["sha256"] == mv.sha256
+    assert [row["name"] for row in saved["conditions"]] == ["clean", "level_-30db"]
+    assert f"Measured on {saved['n']} validation clips" in text and "| 30 dB quieter, 16-bit PCM |" in text
+    call_command("evaluate_robustness", "--list")
+    assert "babble_10db: babble of 6 other clips" in capsys.readouterr().out
+    with pytest.raises(Exception, match="unknown robustness condition"):
+        call_command("evaluate_robustness", str(out), "--conditions", "pink_11db")
+
+
+def test_train_batch_passes_robustness_and_defaults_to_the_recommended_family(django_user_model, monkeypatch, capsys):
+    """``manage.py train --batch ID --robustness`` submits a train job asking for the default conditions,
+    of the registry's recommended family when ``--family`` is not given."""
+    import io
+
+    from recognition import services
+    from recognition.models import Batch, Job
+    from tests.factories import audio_bytes, pulse_train
+
+    user = django_user_model.objects.create_user("batcher", password="x")
+    batch = Batch.objects.create(owner=user, name="b")
+    for i in range(2):
+        rec = services.recording_create(owner=user, fileobj=io.BytesIO(audio_bytes(pulse_train(f0=100 + i, seconds=0.6))),
+                                        filename=f"b{i}.wav")[0]
+        batch.recordings.add(rec)
+    seen = {}
+
+    def fake_run(*, job, progress=None):
+        seen["params"] = dict(job.params)
+        return ModelVersion.objects.create(name=job.params["name"], version="1", family=job.params["family"],
+                                           task="classify", owner=user)
+
+    monkeypatch.setattr("recognition.services.training.train_job_run", fake_run)
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    call_command("train", "--batch", str(batch.pk), "--name", "robust-batch", "--robustness")
+    assert seen["params"]["family"] == "whisper_probe" and seen["params"]["robustness"] is True
+    call_command("train", "--batch", str(batch.pk), "--name", "robust-batch-2", "--family", "cnn", "--robustness", "telephone")
+    assert seen["params"]["family"] == "cnn" and seen["params"]["robustness"] == ["telephone"]
+    assert Job.objects.filter(kind="train").count() == 2

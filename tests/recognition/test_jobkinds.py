@@ -100,6 +100,22 @@ def test_a_train_job_is_one_chunk_over_all_its_recordings(user, monkeypatch):
     assert [len(c.recording_ids) for c in job.chunks.all()] == [20]
 
 
+def test_a_train_job_that_names_no_family_gets_the_one_that_learns_best_on_little_data(user, monkeypatch):
+    """The registry's recommended family (whisper_probe: docs/models/small-data.md), not speaker_head as before."""
+    import io
+
+    from models.registry import default_train_family
+    from recognition import services
+    from tests.factories import audio_bytes, pulse_train
+
+    assert default_train_family() == "whisper_probe"
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    recs = [services.recording_create(owner=user, fileobj=io.BytesIO(audio_bytes(pulse_train(f0=100 + i, seconds=0.6))),
+                                      filename=f"d{i}.wav")[0] for i in range(2)]
+    job = services.job_submit(owner=user, kind="train", recordings=recs, params={})
+    assert job.params["name"].endswith("-whisper_probe")
+
+
 def test_admin_actions_come_from_the_declarations(monkeypatch):
     """The batch and recording change lists offer one action per kind that declares ``admin_action``
     (and a chosen-model action for model kinds); a new declaration adds its action, nothing else does."""

@@ -47,3 +47,28 @@ def test_the_readme_table_lists_every_kind_parameter_extractor_and_family():
     assert sorted(listed) == sorted(EXTRACTORS)
     families = re.findall(r"`(\w+)`", rows["train"].split("`label_map`")[0])
     assert set(families) - {"family", "name"} == set(TRAINABLE_FAMILIES)
+
+
+def test_the_train_kinds_robustness_param_is_declared_checked_and_documented():
+    """``robustness`` is a train param (registry, help text, README row), its condition names are
+    checked at submission, and a train job turns it into the conditions its run scores."""
+    import pytest
+
+    from recognition.jobkinds import ParamsError
+    from recognition.services.training import train_robustness_conditions
+    from workers.pipeline.degrade import CONDITIONS, DEFAULT_CONDITIONS
+
+    kind = jobkinds.KINDS["train"]
+    assert "robustness" in kind.params and "robustness" in _readme_rows()["train"]
+    assert "robustness (true (default conditions) or a list of: " + ", ".join(CONDITIONS) in jobkinds.params_help()
+    assert jobkinds.validate_params("train", {"robustness": True}) == {"robustness": True}
+    assert jobkinds.validate_params("train", {"robustness": ["pink_10db", "telephone"]})
+    with pytest.raises(ParamsError, match="wrong type"):
+        jobkinds.validate_params("train", {"robustness": 1})
+    with pytest.raises(ParamsError, match="wrong type"):
+        jobkinds.validate_params("train", {"epochs": True})  # a bool is still not an int
+    with pytest.raises(ParamsError, match="unknown robustness condition"):
+        kind.validate({"robustness": ["pink_11db"]})
+    assert train_robustness_conditions(True) == list(DEFAULT_CONDITIONS)
+    assert train_robustness_conditions(["telephone"]) == ["clean", "telephone"]
+    assert train_robustness_conditions(False) is None and train_robustness_conditions(None) is None

@@ -24,6 +24,7 @@ predictions, errors and speakers the fit saw (``n``, ``errors``, ``speakers``), 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -213,6 +214,62 @@ def fit_confidence_threshold(
     return best[0], best[2]
 
 
+#: the share of validation predictions a model's default threshold must still answer (the rest are ``uncertain``)
+DEFAULT_MIN_COVERAGE = 0.9
+#: the rule, as model cards state it
+DEFAULT_THRESHOLD_RULE = ("the highest confidence threshold (0.01 grid) that still answers at least {cov:.0%} of the "
+                          "validation predictions; answers under it are 'uncertain'")
+
+
+def default_threshold(proba: np.ndarray, y: Sequence[int], *, min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict[str, Any]:
+    """A model's default threshold: the highest top-class confidence ``t`` on a 0.01 grid (from ``1 / C``)
+    such that at least ``min_coverage`` of the validation predictions ``proba [n, C]`` have confidence
+    ``>= t``. It trades a fixed, stated share of answers for accuracy on the rest.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``coverage_at_threshold`` and ``accuracy_at_threshold`` (of the answered ones, on
+        these predictions; None without labels), ``threshold_rule`` (the sentence) and
+        ``threshold_min_coverage``.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y, dtype=int)
+    rule = {"threshold_rule": DEFAULT_THRESHOLD_RULE.format(cov=min_coverage), "threshold_min_coverage": min_coverage}
+    if len(y) == 0:
+        return {"threshold": 0.5, "coverage_at_threshold": 1.0, "accuracy_at_threshold": None, **rule}
+    conf = proba.max(axis=1)
+    right = proba.argmax(axis=1) == y
+    best = float(np.floor(100.0 / proba.shape[1]) / 100)
+    for t in np.round(np.arange(best, 0.995, 0.01), 4):
+        if float(np.mean(conf >= t - 1e-9)) >= min_coverage:
+            best = float(t)
+    keep = conf >= best - 1e-9
+    return {"threshold": best, "coverage_at_threshold": float(keep.mean()),
+            "accuracy_at_threshold": float(right[keep].mean()) if keep.any() else None, **rule}
+
+
+def default_threshold_from_reliability(reliability: dict[str, Any], *,
+                                       min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict[str, Any]:
+    """:func:`default_threshold` from an evaluation report's ``reliability`` bins (``edges``, ``count``,
+    ``accuracy`` over top-class confidence) when the predictions themselves were not kept: the highest
+    bin edge that keeps at least ``min_coverage`` of them (coarser than the 0.01 grid)."""
+    edges, counts = reliability["edges"], [int(c or 0) for c in reliability["count"]]
+    accs = [a or 0.0 for a in reliability["accuracy"]]
+    total = sum(counts)
+    best = 0
+    for k in range(len(counts)):
+        if total and sum(counts[k:]) / total >= min_coverage:
+            best = k
+    kept = sum(counts[best:])
+    return {"threshold": math.floor(float(edges[best]) * 1000) / 1000,  # rounded down: every bin counted is answered
+            "coverage_at_threshold": kept / total if total else 1.0,
+            "accuracy_at_threshold": sum(a * c for a, c in zip(accs[best:], counts[best:], strict=True)) / kept if kept else None,
+            "threshold_rule": DEFAULT_THRESHOLD_RULE.format(cov=min_coverage).replace(
+                "(0.01 grid)", f"(edges of the {len(counts)} reliability bins)"),
+            "threshold_min_coverage": min_coverage}
+
+
 def fit_calibration(
     logits: np.ndarray,
     y: Sequence[int],
@@ -227,10 +284,12 @@ def fit_calibration(
 
     ``temperature`` minimises the NLL (bounded at 1 from below without :data:`MIN_ERRORS_TO_SHARPEN`
     errors, :func:`fit_temperature`); ``n``, ``errors`` and ``speakers`` (distinct names in
-    ``speakers [n]``, the speaker of each row; None when not given) say what the fit saw; ``threshold`` is the confidence threshold of
-    :func:`fit_confidence_threshold` on the calibrated probabilities of ``utterance_proba_fn``
-    (or of the rows themselves); ``decision_threshold`` (binary only) is the balanced-accuracy
-    optimal cut on ``p[:, positive]``, kept for reference.
+    ``speakers [n]``, the speaker of each row; None when not given) say what the fit saw; ``threshold``
+    (with its coverage, accuracy and rule) is :func:`default_threshold` of the calibrated rows (the
+    trainers refit it on utterance probabilities); ``decision_threshold`` (binary only) is the
+    balanced-accuracy optimal cut on ``p[:, positive]``, kept for reference. ``target_accuracy`` is
+    no longer read (the old rule, :func:`fit_confidence_threshold`, chased an accuracy instead of
+    stating a coverage).
     """
     temperature = fit_temperature(logits, y)
     errors = count_errors(logits, y)
@@ -245,7 +304,7 @@ def fit_calibration(
         "threshold": 0.5,
     }
     proba = calibrate(logits, cal)
-    cal["threshold"], cal["coverage_at_threshold"] = fit_confidence_threshold(proba, y, target_accuracy=target_accuracy)
+    cal.update(default_threshold(proba, y))
     if proba.shape[1] == 2:
         cal["decision_threshold"] = fit_threshold(proba, y, positive=positive)
     return cal

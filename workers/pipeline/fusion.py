@@ -224,7 +224,7 @@ def train_fusion(config: TrainConfig, *, train: Callable[..., TrainResult], prog
     from models.checkpoint import save_checkpoint
     from models.phonetic_fusion import FUSION_CLASSES, fusion_inputs
     from models.specs import ModelSpec
-    from workers.pipeline.calibration import fit_confidence_threshold
+    from workers.pipeline.calibration import default_threshold
     from workers.pipeline.evaluation import evaluation_report
     from workers.pipeline.reading import passage_matches
     from workers.pipeline.train_data import make_splits
@@ -321,7 +321,8 @@ def train_fusion(config: TrainConfig, *, train: Callable[..., TrainResult], prog
     best_c = max(C_GRID, key=c_scores.get)
     fused_cv = _scores(by_c[best_c], y, corpora, n_classes)
     alone_cv = _scores([p_oof], y, corpora, n_classes)
-    threshold, coverage = fit_confidence_threshold(by_c[best_c][0], y)
+    chosen_threshold = default_threshold(by_c[best_c][0], y)
+    threshold, coverage = chosen_threshold["threshold"], chosen_threshold["coverage_at_threshold"]
     lr = _fit(best_c, config.seed, x, y)
     scaler, logreg = lr.named_steps["standardscaler"], lr.named_steps["logisticregression"]
 

@@ -55,6 +55,11 @@ class TrainConfig:
     window_s, hop_s : float or None
         Window length and evaluation hop (family defaults when ``None``).
     epochs, batch_size, steps_per_epoch, lr, weight_decay, patience : training loop settings.
+    min_steps_per_epoch : int
+        The generic loop's floor on batches per epoch when ``steps_per_epoch`` is not set (an epoch is
+        otherwise ``ceil(units / batch_size)`` batches: 5 for 144 clips, so 8 epochs were 40 optimiser
+        steps and a ``cnn`` never left chance; crops and augmentation are random, so more batches per
+        epoch are new examples, not repeats).
     val_fraction, test_fraction : float
         Speaker fractions carved for validation (from train) and test (from unassigned items).
     test_corpora : list of str or None
@@ -97,6 +102,10 @@ class TrainConfig:
         pretrained speaker encoder's embedding, each + logistic regression, 4 kHz band limit) on
         this run's train + validation recordings, score them on its test split, and compare the
         model with each, paired by recording (``metrics["references"]``).
+    robustness : list of str or None
+        With ``evaluate`` and ``out``: also score the saved model on degraded copies of its test clips
+        under these conditions (``workers.pipeline.degrade.CONDITIONS``; clean is always added), at most
+        ``robustness_limit`` clips; the table goes into ``metrics["robustness"]`` and the model card.
     hold_out_val : bool
         Score the validation split with a model that never saw it (``metrics["val_predictions"]``).
         Families that choose and fit on train + validation together (``whisper_probe``) then fit on
@@ -119,6 +128,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     steps_per_epoch: int | None = None
+    min_steps_per_epoch: int = 25
     lr: float = 1e-3
     weight_decay: float = 1e-3
     patience: int = 8
@@ -142,6 +152,8 @@ class TrainConfig:
     n_boot: int = 500
     references: bool = True
     hold_out_val: bool = False
+    robustness: list[str] | None = None
+    robustness_limit: int | None = 300
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``items`` summarised by count)."""

@@ -202,7 +202,7 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
     else:
         weights = balanced_sample_weights(unit_labels, unit_groups)
     units = np.arange(len(unit_labels))
-    steps = config.steps_per_epoch or max(1, int(np.ceil(len(unit_labels) / config.batch_size)))
+    steps = config.steps_per_epoch or max(config.min_steps_per_epoch, int(np.ceil(len(unit_labels) / config.batch_size)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = steps * config.epochs
@@ -262,10 +262,10 @@ def train_window_model(config: TrainConfig, *, progress: ProgressFn | None = Non
     deploy_prior = config.deploy_prior or [1.0 / n_classes] * n_classes
     win_speakers = [utts[i].speaker for i, wl in zip(val_idx, val_logits, strict=True) for _ in range(len(wl))]
     calibration = fit_calibration(win_logits, win_y, train_prior=train_prior, deploy_prior=deploy_prior, speakers=win_speakers)
-    from workers.pipeline.calibration import fit_confidence_threshold
+    from workers.pipeline.calibration import default_threshold
 
     val_proba = _utterance_proba(val_logits, calibration)
-    calibration["threshold"], calibration["coverage_at_threshold"] = fit_confidence_threshold(val_proba, y_val)
+    calibration.update(default_threshold(val_proba, y_val))
     calibration["fitted_on"] = "validation speakers"
 
     metrics: dict[str, Any] = {

@@ -161,6 +161,19 @@ def _embedding_section(metrics: dict[str, Any], emb: dict[str, Any]) -> list[str
     return [*out, ""]
 
 
+def default_threshold_lines(calibration: dict[str, Any]) -> list[str]:
+    """The card's line for a classifier's default threshold and the rule that chose it (none for a
+    calibration from before the rule)."""
+    if not calibration.get("threshold_rule"):
+        return []
+    acc = calibration.get("accuracy_at_threshold")
+    seen = calibration.get("threshold_fitted_on") or calibration.get("fitted_on") or "validation predictions"
+    return [f"- **Default threshold {calibration['threshold']}** (used when a request gives none): "
+            f"{calibration['threshold_rule']}. On {seen} it answers {calibration.get('coverage_at_threshold', 1):.1%} "
+            + (f"and {acc:.1%} of those answers are right. " if acc is not None else ". ")
+            + "A request's `threshold` overrides it (0: always answer)."]
+
+
 def write_model_card(
     metrics: dict[str, Any],
     *,
@@ -221,6 +234,7 @@ def write_model_card(
         lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
                      f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
+        lines += default_threshold_lines(calibration)
         if calibration.get("n") is not None:  # what the fit saw (checkpoints before 2026-12-07 do not say)
             seen = f"{calibration['speakers']} speakers, " if calibration.get("speakers") is not None else ""
             lines.append(f"- Calibration evidence: {seen}{calibration['n']} predictions, {calibration.get('errors')} of them "
@@ -258,6 +272,13 @@ def write_model_card(
                 f"`{c}` P {_fmt(v.get('precision'))} R {_fmt(v.get('recall'))} F1 {_fmt(v.get('f1'))}"
                 for c, v in test["per_class"].items()), ""]
         lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
+    if metrics.get("robustness"):
+        from workers.pipeline.robustness import robustness_caption, robustness_markdown
+
+        rob = metrics["robustness"]
+        lines += ["## Robustness: degraded copies of the test clips", "",
+                  robustness_caption(rob, rob.get("split", "test")) + " Decisions without abstention.", "",
+                  *robustness_markdown(rob), ""]
     emb = metrics.get("test_embedding")
     if emb and "test_embedding_per_corpus" in metrics:
         lines += _embedding_section(metrics, emb)

@@ -35,7 +35,31 @@ def train_model(config: TrainConfig, *, progress: ProgressFn | None = None) -> T
     family = get_family(config.family)
     if family.trainer is None:
         raise ValueError(f"model family {config.family!r} is not trained here")
-    return TRAINERS[family.trainer](config, progress=progress)
+    result = TRAINERS[family.trainer](config, progress=progress)
+    if config.robustness and config.evaluate and result.checkpoint:
+        result = _with_robustness(config, result, progress)
+    return result
+
+
+def _with_robustness(config: TrainConfig, result: TrainResult, progress: ProgressFn | None) -> TrainResult:
+    """Score the saved checkpoint on degraded copies of its test clips and write the table into its
+    metrics (the checkpoint is saved again, so ``sha256`` changes; the weights do not)."""
+    from models.checkpoint import read_checkpoint, save_checkpoint
+    from workers.pipeline.robustness import training_robustness
+    from workers.pipeline.train_config import emit_progress
+
+    report = training_robustness(config, result.checkpoint,
+                                 progress=lambda name, k, n: emit_progress(progress, "robustness", k, n, {"condition": name}))
+    if report is None:
+        return result
+    saved = read_checkpoint(result.checkpoint)
+    metrics = {**saved["metrics"], "robustness": report}
+    sha = save_checkpoint(result.checkpoint, model=saved["model"], spec=saved["spec"], calibration=saved["calibration"],
+                          hparams=saved["hparams"], metrics=metrics, training_data=saved["training_data"])
+    emit_progress(progress, "robustness", len(report["conditions"]), len(report["conditions"]))
+    result.metrics["robustness"] = report
+    result.sha256 = sha
+    return result
 
 
 def cross_validate(config: TrainConfig, k: int = 5, *, progress: ProgressFn | None = None) -> dict[str, Any]:

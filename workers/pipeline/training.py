@@ -28,6 +28,7 @@ from typing import Any
 from workers.pipeline.data import (
     parse_label_map,
 )
+from workers.pipeline.degrade import parse_conditions
 from workers.pipeline.train_config import (  # noqa: F401 - the package's training API, re-exported
     DEFAULT_HPARAMS,
     DEFAULT_WINDOW,
@@ -107,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cv-folds", type=int, default=0,
                    help="instead of training one model: speaker-grouped k-fold cross-validation over train+val "
                         "(the test split is not touched), to compare configurations; prints the fold scores")
+    p.add_argument("--robustness", nargs="?", const="", default=None, metavar="CONDITIONS",
+                   help="also score the saved model on degraded copies of its test clips: comma-separated condition "
+                        "names of workers/pipeline/degrade.py (alone: its default set); the table goes into the card")
+    p.add_argument("--robustness-limit", type=int, default=300, help="at most this many test clips for --robustness")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     prompts = {}
@@ -128,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         balance=args.balance, select_corpus=args.select_corpus, device=args.device,
         num_threads=args.threads, cache_dir=args.cache_dir, n_boot=args.n_boot, references=not args.no_references, prompts=prompts or None,
         evaluate=not args.no_test,
+        robustness=parse_conditions(args.robustness) if args.robustness is not None else None,
+        robustness_limit=args.robustness_limit,
     )
     bar = tqdm_progress()
     if args.cv_folds:
@@ -149,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "test_balanced_accuracy": test.get("balanced_accuracy"),
                "per_corpus": {k: v.get("balanced_accuracy") for k, v in (test.get("per_corpus") or {}).items()},
                "loco": {k: v.get("balanced_accuracy") for k, v in loco.items()}}
+    if result.metrics.get("robustness"):
+        summary["robustness"] = {row["name"]: row["balanced_accuracy"] for row in result.metrics["robustness"]["conditions"]}
     if args.out and loco:
         side = Path(args.out).with_suffix(".loco.json")
         side.write_text(json.dumps(loco, indent=1, default=str))

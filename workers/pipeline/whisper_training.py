@@ -344,7 +344,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     from models.checkpoint import save_checkpoint
     from models.specs import ModelSpec
     from models.whisper_probe import WhisperProbe, build_whisper_probe, find_encoder_dir
-    from workers.pipeline.calibration import fit_calibration, fit_confidence_threshold
+    from workers.pipeline.calibration import default_threshold, fit_calibration
     from workers.pipeline.train_config import TrainResult
     from workers.pipeline.train_data import load_items, make_splits
     from workers.pipeline.train_report import evaluation_rows, reference_reports, report_for, training_data_summary
@@ -409,7 +409,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
         calibration = fit_calibration(chosen["oof_logits"], y_win, train_prior=train_prior, deploy_prior=deploy_prior,
                                       speakers=[utts[i].speaker for i in chosen["oof_owner"]])
         oof_proba = _utt_proba(chosen["oof_logits"], chosen["oof_owner"], pool, calibration)
-        calibration["threshold"], calibration["coverage_at_threshold"] = fit_confidence_threshold(oof_proba, y_pool)
+        calibration.update(default_threshold(oof_proba, y_pool))
         calibration["fitted_on"] = "out-of-fold predictions of the selection cross-validation (train + validation speakers)"
         spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="classify",
                          labels=tuple(labels), sample_rate=16000, window_s=window_s, hop_s=hop_s,

@@ -4,7 +4,7 @@
         --name accent-native --label-map native_english=native,mandarin_l1=non_native,other_l1=non_native \\
         --out models/checkpoints/accent-native.pt [--card docs/models/accent-native.md] [any training option]
     manage.py train --manifest ... --family speaker_head --name x --cv-folds 5 [options]   # compare configurations
-    manage.py train --batch 12 --family speaker_head --name my-model [--label-map a=b,...] [--epochs 20]
+    manage.py train --batch 12 [--family whisper_probe] --name my-model [--label-map a=b,...] [--epochs 20] [--robustness]
 
 With ``--manifest`` every option of ``python -m workers.pipeline.training`` is accepted (the same
 function trains); the checkpoint is then registered. With ``--batch`` the batch's labelled
@@ -73,10 +73,14 @@ class Command(BaseCommand):
         from recognition.services.training import train_job_finish, train_job_run
 
         parser = argparse.ArgumentParser(prog="manage.py train --batch ID")
-        parser.add_argument("--family", default="speaker_head")
+        from models.registry import default_train_family
+
+        parser.add_argument("--family", default=default_train_family())
         parser.add_argument("--name", required=True)
         parser.add_argument("--label-map", default=None)
         parser.add_argument("--epochs", type=int, default=30)
+        parser.add_argument("--robustness", nargs="?", const="", default=None, metavar="CONDITIONS",
+                            help="score the model on degraded copies of its test clips (comma-separated; alone: the default set)")
         args = parser.parse_args(rest)
         batch = Batch.objects.filter(pk=batch_id).first()
         if batch is None:
@@ -85,6 +89,8 @@ class Command(BaseCommand):
         params = {"family": args.family, "name": args.name, "epochs": args.epochs}
         if label_map:
             params["label_map"] = label_map
+        if args.robustness is not None:
+            params["robustness"] = [n for n in args.robustness.split(",") if n] or True
         job = services.job_submit(owner=batch.owner, kind="train", batch=batch, params=params, enqueue=False)
         services.chunk_start(chunk_id=job.chunks.get().pk, worker="manage.py train")
         job.refresh_from_db()

@@ -1,0 +1,96 @@
+"""Score a classifier on degraded copies of a split of its own training data, beside clean.
+
+    manage.py evaluate_robustness accent-native@2.1.0 --split validation --corpus SAA --limit 60 \\
+        [--conditions pink_10db,babble_10db,telephone] [--seed 0] [--engine auto] [--out report.json]
+
+The split is rebuilt from the checkpoint's stored training configuration (same manifest, label map
+and seed: the same speakers); ``--limit`` draws that many clips, stratified by label. Conditions are
+``workers.pipeline.degrade.CONDITIONS`` (``--list`` prints them). The model runs through the
+service's inference path (``classify_batch``, VAD off as in a job by default) with no abstention. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from recognition.errors import ServiceError
+
+SPLITS = {"test": "test", "validation": "val", "train": "train"}
+
+
+class Command(BaseCommand):
+    help = __doc__.split("\n")[0]
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", nargs="?", default=None, help="name, name@version or a checkpoint .pt path")
+        parser.add_argument("--split", choices=sorted(SPLITS), default="validation")
+        parser.add_argument("--limit", type=int, default=None, help="at most this many clips (stratified by label)")
+        parser.add_argument("--corpus", default=None, help="only this corpus's clips (e.g. SAA)")
+        parser.add_argument("--conditions", default=None, help="comma-separated condition names (default: a short set)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--engine", default="auto", help="whisper_probe encoder engine: auto, torch or ctranslate2")
+        parser.add_argument("--out", default=None, help="write the report as JSON here")
+        parser.add_argument("--list", action="store_true", help="print the conditions and exit")
+
+    def handle(self, *args, model, split, limit, corpus, conditions, seed, engine, out, list=False, **options):
+        from workers.pipeline.degrade import condition_table, parse_conditions
+        from workers.pipeline.robustness import (
+            checkpoint_predictor,
+            evaluate_robustness,
+            robustness_caption,
+            robustness_markdown,
+            split_clips,
+        )
+
+        if list:
+            for row in condition_table():
+                self.stdout.write(f"{row['name']}: {row['description']}")
+            return
+        try:
+            names = parse_conditions(conditions)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        path = self._checkpoint(model)
+        from workers import runtime
+
+        runtime.configure_threads()
+        predict, loaded = checkpoint_predictor(path, engine=engine)
+        if loaded.spec.task != "classify":
+            raise CommandError(f"{loaded.spec.name} is not a classifier")
+        try:
+            signals, y, _items = split_clips(loaded.meta.get("training_data") or {}, SPLITS[split], limit=limit,
+                                             corpus=corpus, seed=seed)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from exc
+        if not signals:
+            raise CommandError(f"no {split} clips" + (f" from {corpus}" if corpus else ""))
+        labels = [str(label) for label in loaded.spec.labels]
+        report = evaluate_robustness(predict, signals, y, labels, conditions=names, seed=seed,
+                                     progress=lambda name, k, n: print(f"[{k + 1}/{n}] {name}", file=sys.stderr))
+        report.update(model=f"{loaded.spec.name}@{loaded.spec.version}", sha256=loaded.sha256, split=split,
+                      corpus=corpus, engine=engine)
+        where = f"{split}" + (f" {corpus}" if corpus else "")
+        self.stdout.write(robustness_caption(report, where))
+        self.stdout.write("\n".join(robustness_markdown(report)))
+        if out:
+            Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+    def _checkpoint(self, model: str | None) -> Path:
+        """A .pt path as given, or the registered model's checkpoint file."""
+        if model and model.endswith(".pt"):
+            if not Path(model).exists():
+                raise CommandError(f"no checkpoint {model}")
+            return Path(model)
+        from django.conf import settings
+
+        from recognition.services.models import model_resolve
+        from workers.runtime import _checkpoint_path
+
+        try:
+            mv = model_resolve(model, task="classify")
+        except ServiceError as exc:
+            raise CommandError(exc.message) from exc
+        return _checkpoint_path(mv.checkpoint, Path(settings.MODELS_DIR))

@@ -1,0 +1,169 @@
+"""Robustness of a classifier: balanced accuracy and per-class recall on degraded copies of the same
+clips (``workers.pipeline.degrade``), beside clean.
+
+:func:`evaluate_robustness` takes any ``predict(signals) -> [predicted label or None]`` (None: no
+answer, e.g. too little speech; counted as a miss); :func:`checkpoint_predictor` makes one from a
+checkpoint through the service's own inference path (``classify_batch``, VAD off as a job's default, no abstention), and
+:func:`split_clips` reads the clips of a split a checkpoint's training run made. Pure Python /
+numpy / torch: no Django.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.pipeline.degrade import CONDITIONS, degrade_all, parse_conditions
+
+Predictor = Callable[[list[np.ndarray]], list[str | None]]
+
+
+def _recalls(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequence[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for label in labels:
+        idx = [i for i, y in enumerate(y_true) if y == label]
+        out[label] = float(np.mean([y_pred[i] == label for i in idx])) if idx else None
+    return out
+
+
+def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_true: Sequence[str],
+                        labels: Sequence[str], *, conditions: Sequence[str] | str | None = None, seed: int = 0,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Score ``signals`` (``[time]`` each, 16 kHz) clean and under each condition.
+
+    Returns
+    -------
+    dict
+        ``n``, ``seed``, ``labels``, ``class_counts`` and ``conditions``: one row per condition (clean
+        first) with ``name``, ``description``, ``balanced_accuracy`` (mean recall over the classes
+        present), ``delta`` (minus clean), ``recall`` ``{label: recall}``, ``no_answer`` (clips
+        without a prediction) and ``seconds``.
+    """
+    names = parse_conditions(conditions)
+    present = [label for label in labels if label in set(y_true)]
+    rows = []
+    for k, name in enumerate(names):
+        if progress is not None:
+            progress(name, k, len(names))
+        t0 = time.time()
+        pred = list(predict(degrade_all(signals, name, seed=seed)))
+        rec = _recalls(y_true, pred, labels)
+        bacc = float(np.mean([rec[label] for label in present])) if present else None
+        rows.append({"name": name, "description": CONDITIONS[name].description, "balanced_accuracy": bacc,
+                     "recall": rec, "no_answer": sum(p is None for p in pred), "seconds": round(time.time() - t0, 1)})
+    clean = rows[0]["balanced_accuracy"]
+    for row in rows:
+        row["delta"] = None if clean is None or row["balanced_accuracy"] is None else row["balanced_accuracy"] - clean
+    return {"n": len(signals), "seed": seed, "labels": list(labels),
+            "class_counts": {label: sum(y == label for y in y_true) for label in labels}, "conditions": rows}
+
+
+def robustness_markdown(report: dict[str, Any]) -> list[str]:
+    """The report as a Markdown table (condition, balanced accuracy, change from clean, recall per class)."""
+    labels = report["labels"]
+
+    def f(x: float | None, sign: bool = False) -> str:
+        return "-" if x is None else (f"{x:+.3f}" if sign else f"{x:.3f}")
+
+    lines = ["| condition | balanced acc. | change from clean | " + " | ".join(f"{label} recall" for label in labels) + " |",
+             "|---|---|---|" + "---|" * len(labels)]
+    for row in report["conditions"]:
+        lines.append(f"| {row['description'] if row['name'] != 'clean' else 'clean'} | {f(row['balanced_accuracy'])} | "
+                     f"{f(row['delta'], True) if row['name'] != 'clean' else ''} | "
+                     + " | ".join(f(row["recall"].get(label)) for label in labels) + " |")
+    return lines
+
+
+def robustness_caption(report: dict[str, Any], split: str) -> str:
+    """One sentence: on how many clips of which split, per class, with which seed; warns when small."""
+    counts = ", ".join(f"{n} {label}" for label, n in report["class_counts"].items())
+    small = " Few clips: differences under about 0.05 are within noise." if report["n"] < 200 else ""
+    return (f"Measured on {report['n']} {split} clips ({counts}); degraded copies made with seed {report['seed']} "
+            f"(`workers/pipeline/degrade.py`).{small}")
+
+
+def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int | None = None) -> tuple[Predictor, Any]:
+    """``(predict, loaded)`` for the checkpoint at ``path``: ``predict(signals)`` runs
+    ``classify_batch`` as a job does by default (VAD off; threshold 0, so every clip gets a class) and
+    returns each clip's predicted label. Whisper probes attach their
+    encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe allows it)."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.hooks import model_hook
+    from workers.pipeline.inference import classify_batch
+
+    loaded = load_checkpoint(path)
+    attach = model_hook(loaded.model, "attach_encoder")
+    if attach is not None:
+        attach()
+    choose = model_hook(loaded.model, "use_engine")
+    if choose is not None:
+        choose(engine, threads=threads or torch.get_num_threads())
+
+    def predict(signals: list[np.ndarray]) -> list[str | None]:
+        out: list[str | None] = []
+        for start in range(0, len(signals), 16):
+            outcomes = classify_batch(loaded, signals[start:start + 16], threshold=0.0, vad=False)
+            out.extend(o.predicted_class for o in outcomes)
+        return out
+
+    return predict, loaded
+
+
+def split_clips(training_data: dict[str, Any], split: str, *, limit: int | None = None, corpus: str | None = None,
+                seed: int = 0) -> tuple[list[np.ndarray], list[str], list[Any]]:
+    """The clips of ``split`` (``train``, ``val`` or ``test``) as the checkpoint's training run made it
+    (its stored ``training_data["config"]``: the same manifest, label map and seed give the same
+    speaker-disjoint split); see :func:`config_split_clips`."""
+    from workers.pipeline.train_config import TrainConfig
+
+    stored = dict(training_data.get("config") or {})
+    if not stored.get("manifest"):
+        raise ValueError("the checkpoint's training run did not read a manifest; its split cannot be rebuilt here")
+    fields = set(TrainConfig.__dataclass_fields__)
+    config = TrainConfig(**{k: v for k, v in stored.items() if k in fields and k != "items"})
+    return config_split_clips(config, split, limit=limit, corpus=corpus, seed=seed)
+
+
+def config_split_clips(config: Any, split: str, *, limit: int | None = None, corpus: str | None = None,
+                       seed: int = 0) -> tuple[list[np.ndarray], list[str], list[Any]]:
+    """The clips of ``split`` of the training run ``config`` (a ``TrainConfig``), optionally only
+    ``corpus``'s, at most ``limit`` of them (a seeded draw, stratified by label). Returns
+    ``(signals [time] each at 16 kHz, labels, items)``."""
+    from workers.pipeline.data import load_item_audio
+    from workers.pipeline.train_data import load_items, make_splits
+
+    items = load_items(config)
+    labels = list(config.labels) if config.labels else sorted({it.label for it in items})
+    items = [it for it in items if it.label in labels]
+    idx = [i for i in make_splits(items, config)[split] if corpus is None or items[i].corpus == corpus]
+    if limit is not None and len(idx) > limit:
+        rng = np.random.default_rng(seed)
+        by_label = {label: [i for i in idx if items[i].label == label] for label in labels}
+        share = {label: round(limit * len(v) / len(idx)) for label, v in by_label.items()}
+        idx = sorted(int(i) for label, v in by_label.items() if v
+                     for i in rng.choice(v, size=min(len(v), share[label]), replace=False))
+    chosen = [items[i] for i in idx]
+    return [load_item_audio(it) for it in chosen], [it.label for it in chosen], chosen
+
+
+def training_robustness(config: Any, checkpoint: str | Path, *,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any] | None:
+    """A training run's robustness report (``config.robustness``: condition names) on its test split
+    (at most ``config.robustness_limit`` clips), scored with the checkpoint it just wrote; None when the
+    run asked for none or has no test clips. ``split`` says which split was read."""
+    if not config.robustness:
+        return None
+    signals, y, _items = config_split_clips(config, "test", limit=config.robustness_limit, seed=config.seed)
+    if not signals:
+        return None
+    predict, loaded = checkpoint_predictor(checkpoint)
+    report = evaluate_robustness(predict, signals, y, [str(label) for label in loaded.spec.labels],
+                                 conditions=config.robustness, seed=config.seed, progress=progress)
+    report["split"] = "test"
+    return report
