@@ -26,9 +26,10 @@ bench: setup
 bench-full: setup
 	.venv/bin/python -m bench.run --full
 
-# pages, lists and job submission at 1,000 and 20,000 recordings (SIZES=1000,100000 for a 100k batch)
+# pages, lists and job submission at 1,000 and 20,000 recordings (SIZES=1000,100000 for a 100k batch;
+# ARGS=--pgvector: in a PostgreSQL with pgvector, started for the run)
 bench-scale: setup
-	.venv/bin/python -m bench.scale --sizes $(or $(SIZES),1000,20000)
+	.venv/bin/python -m bench.scale --sizes $(or $(SIZES),1000,20000) $(ARGS)
 
 bench-features: setup
 	.venv/bin/python -m bench.features --cold --write

@@ -418,8 +418,9 @@ def write_section(path: Path, mode: str, text: str) -> None:
     start, end = f"<!-- bench:{mode} -->", f"<!-- /bench:{mode} -->"
     old = path.read_text() if path.exists() else ""
     sections = {}
-    order = ("quick", "full", "whisper", "spoken-words", "language_id", "asr-train", "asr-test", "scale", "features", "history")
-    # whisper, spoken-words, language_id, asr-*, scale, features: the sections of bench/whisper.py, bench/spoken_words.py,
+    order = ("quick", "full", "whisper", "spoken-words", "language_id", "asr-train", "asr-test", "scale", "scale-pgvector",
+             "features", "history")
+    # whisper, spoken-words, language_id, asr-*, scale*, features: the sections of bench/whisper.py, bench/spoken_words.py,
     # bench/language_id.py, bench/asr.py, bench/scale.py and bench/features.py, kept as they are
     for m in order:
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"

