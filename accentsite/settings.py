@@ -99,6 +99,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, moto, Ceph...; empty: AWS itself
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+AWS_S3_ADDRESSING_STYLE = env.str("AWS_S3_ADDRESSING_STYLE", default="path" if AWS_S3_ENDPOINT_URL else "auto")
+# (the storage bucket below, and `manage.py import_recordings s3://bucket/prefix`'s source, use these three)
 if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (django-storages + boto3)
     # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile,
     # an instance role). The bucket stays private: audio is served through recognition.views.media.
@@ -107,9 +110,9 @@ if AWS_STORAGE_BUCKET_NAME:  # optional: S3-compatible object store (django-stor
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
             "endpoint_url": AWS_S3_ENDPOINT_URL or None,
-            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "region_name": AWS_S3_REGION_NAME or None,
             # S3-compatible servers on a plain host name need path-style URLs (bucket not in the host)
-            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path" if AWS_S3_ENDPOINT_URL else "auto"),
+            "addressing_style": AWS_S3_ADDRESSING_STYLE,
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,  # like FileSystemStorage: a taken key gets a new name, never replaced

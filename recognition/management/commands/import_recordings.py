@@ -1,12 +1,17 @@
-"""Stream a server folder or a manifest CSV of audio files into a batch, a group of files at a time.
+"""Stream a server folder, an S3 prefix or a manifest CSV of audio files into a batch, a group of files at a time.
 
     manage.py import_recordings /data/study1 --batch study1 --owner alice
     manage.py import_recordings /data/study1/manifest.csv --batch study1 --owner alice [--group 200]
+    manage.py import_recordings s3://bucket/study1 --batch study1 --owner alice
+    manage.py import_recordings s3://bucket/study1/manifest.csv --batch study1 --owner alice
 
 A folder: every file under it (walked with ``os.scandir``, one directory's iterator at a time, never a
 list of the whole tree), named by its path below the folder. A manifest: a labels CSV with a header
 (``filename,label[,speaker][,corpus][,...]``, the upload's format) whose ``filename`` is a path below
-the manifest's folder; read row by row. Each group of ``--group`` files is one call of
+the manifest's folder; read row by row. An ``s3://bucket/prefix``: every object below the prefix,
+listed a page (``--group`` keys, at most 1,000) at a time, or an ``s3://.../manifest.csv`` object read
+row by row, its paths below its folder; each object is fetched only when its group is stored
+(``_s3.py``: the endpoint, region and credentials it uses). Each group of ``--group`` files is one call of
 ``services.batch_append`` (one transaction): the same per-file checks and rejections as an upload. The
 batch is the owner's newest of that name, made empty first when there is none. Progress and every
 rejection are printed as they happen.
@@ -89,7 +94,8 @@ class Command(BaseCommand):
     help = __doc__.split("\n")[0]
 
     def add_arguments(self, parser):
-        parser.add_argument("source", help="a folder of audio files, or a manifest .csv (paths below its folder)")
+        parser.add_argument("source", help="a folder of audio files, an s3://bucket/prefix, or a manifest .csv (a file or an "
+                                           "s3:// object; paths below its folder)")
         parser.add_argument("--batch", required=True, help="the batch's name: the owner's newest of that name, else a new one")
         parser.add_argument("--owner", required=True, help="username of the batch's owner")
         parser.add_argument("--group", type=int, default=200, help="files per transaction and progress line (200)")
@@ -98,14 +104,27 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=owner).first()
         if user is None:
             raise CommandError(f"No user named {owner!r}.")
-        src = Path(source)
-        if src.is_dir():
-            root, header, rows = src, None, ([name] for name in _walk(src))
-        elif src.is_file():
-            root = src.parent
-            header, rows = _manifest(src)
+        s3 = None
+        if source.startswith("s3://"):
+            from recognition.management.commands._s3 import S3Source
+
+            s3 = S3Source(source, page_size=group)
+            header, rows, refusal, opened = s3.header, s3.rows(), s3.refusal, s3.opened
         else:
-            raise CommandError(f"{source}: no such folder or manifest.")
+            src = Path(source)
+            if src.is_dir():
+                root, header, rows = src, None, ([name] for name in _walk(src))
+            elif src.is_file():
+                root = src.parent
+                header, rows = _manifest(src)
+            else:
+                raise CommandError(f"{source}: no such folder or manifest.")
+
+            def refusal(name: str) -> services.Rejection | None:
+                return _refusal(root, name)
+
+            def opened(names: list[str]) -> Iterator[tuple[str, io.BufferedReader]]:
+                return _opened(root, names)
         target = Batch.objects.filter(owner=user, name=batch).order_by("-created_at", "-id").first()
         if target is None:
             target = services.batch_create(owner=user, name=batch)[0]
@@ -121,12 +140,14 @@ class Command(BaseCommand):
                 text = io.StringIO()
                 csv.writer(text).writerows([header, *chunk])
                 labels = text.getvalue().encode()
-            refused = {n: r for n in names if (r := _refusal(root, n)) is not None}
+            refused = {n: r for n in names if (r := refusal(n)) is not None}
             try:
                 accepted, rejected = services.batch_append(owner=user, batch=target, labels_csv=labels,
-                                                           files=_opened(root, [n for n in names if n not in refused]))
+                                                           files=opened([n for n in names if n not in refused]))
             except ServiceError as exc:
                 raise CommandError(f"files {seen + 1}-{seen + len(chunk)}: {exc.message}") from exc
+            if s3 is not None:  # objects that could not be fetched: refused like a missing file
+                refused.update((r.filename, r) for r in s3.failures())
             # a refused file's labels row is not "a file that was not uploaded": its refusal says why
             rejected = [*refused.values(), *(r for r in rejected if not (r.code == "unknown_filename" and r.filename in refused))]
             for r in rejected:
@@ -136,5 +157,7 @@ class Command(BaseCommand):
             codes.update(r.code for r in rejected)
             self.stdout.write(f"{seen:,} read: {stored:,} in the batch, {sum(codes.values()):,} rejected "
                               f"({time.monotonic() - start:.0f} s)")
+        if s3 is not None:
+            s3.close()
         self.stdout.write(f"Batch #{target.pk} '{target.name}': {target.recordings.count():,} recordings; "
                           f"rejected {dict(codes) or 'none'}.")
