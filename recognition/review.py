@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db.models import QuerySet
 
 from recognition import jobkinds, selectors
@@ -350,6 +351,7 @@ def job_projection(*, job: Job, method: str = "auto", limit: int | None = None) 
         "model": _model_name(job),
         "method": used,
         "total": total,
+        "sampled": len(rows) < total,
         "points": [
             {"recording": r.recording.pk, "filename": r.recording.original_filename, "label": r.recording.label,
              "speaker": r.recording.speaker, "x": float(x), "y": float(y)}
@@ -625,11 +627,12 @@ def recording_review(*, recording: Recording, k: int = 8, limit: int = 10) -> di
         for p in predictions
     ]
     try:
-        pairs = selectors.similar_recordings(user=recording.owner, recording=recording, k=k, scan_limit=SIMILAR_SCAN_LIMIT)
+        found = selectors.similar_search(user=recording.owner, recording=recording, k=k, limit=SIMILAR_SCAN_LIMIT)
+        pairs = found.pairs
         note = "" if pairs else "No other recording has an embedding from the same model yet."
-        if pairs and selectors.similar_scan_capped(user=recording.owner, recording=recording, scan_limit=SIMILAR_SCAN_LIMIT):
+        if pairs and found.backend == "exact" and not found.exact:
             note = (f"Nearest among the newest {SIMILAR_SCAN_LIMIT:,} embeddings only: without pgvector this page does not "
-                    "search them all (the API's similar/ does).")
+                    f"search them all (the API's similar/ reads up to {settings.SIMILAR_EXACT_MAX:,}).")
     except NotFound as exc:
         pairs, note = [], exc.message
     languages, transcripts = _whisper_reviews(recording, limit)

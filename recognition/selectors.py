@@ -1,7 +1,10 @@
 """Reads: every query the API and admin make goes through here, owner-scoped."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -126,18 +129,38 @@ def model_report(*, user: AbstractBaseUser | None, model_version: ModelVersion) 
     return {"metrics": public_metrics, "hyperparameters": {}, "training_data": public_training, "details": False}
 
 
-def similar_recordings(
+@dataclass(frozen=True)
+class Neighbours:
+    """What a similarity search found and how far it looked.
+
+    ``pairs``: ``(recording, cosine similarity)``, best first. ``backend``: ``pgvector-hnsw`` or
+    ``exact``. ``exact``: every one of the user's embeddings of that model was compared (the exact
+    search read them all); false through the HNSW index (approximate in principle) or when the exact
+    search stopped at its cap. ``searched``: the embeddings the exact search compared (``None``:
+    the index chose its candidates)."""
+
+    pairs: list[tuple[Recording, float]]
+    backend: str
+    exact: bool
+    searched: int | None
+
+
+#: embeddings scored per numpy slice of the exact search (a running top-k is kept between slices)
+EXACT_SLICE = 2000
+
+
+def similar_search(
     *, user: AbstractBaseUser, recording: Recording, model_version: ModelVersion | None = None, k: int = 10,
-    scan_limit: int | None = None,
-) -> list[tuple[Recording, float]]:
+    limit: int | None = None,
+) -> Neighbours:
     """The ``k`` nearest of the user's recordings to ``recording`` by cosine similarity.
 
     Uses the newest embedding per recording of one model version. On a PostgreSQL with pgvector
     the HNSW index answers (:mod:`recognition.vectorindex`); elsewhere an exact search in numpy
-    (the vectors are L2-normalised, so cosine is a dot product). ``scan_limit``: the exact search
-    reads only the newest ``scan_limit`` embeddings (a page that must answer fast whatever the
-    user's size: :func:`similar_scan_capped` says whether it cut). Never returns another user's
-    recordings.
+    (the vectors are L2-normalised, so cosine is a dot product) over the user's newest ``limit``
+    embeddings (default ``SIMILAR_EXACT_MAX``): one query streamed in slices of :data:`EXACT_SLICE`
+    rows, a running top-k kept between them, so neither time nor memory grows past the cap whatever
+    the user holds. Never returns another user's recordings.
     """
     mine = Embedding.objects.filter(recording__owner=user)
     query = mine.filter(recording=recording)
@@ -150,33 +173,53 @@ def similar_recordings(
         pairs = vectorindex.nearest(vector=anchor.vector, model_version_id=anchor.model_version_id, owner_id=user.pk,
                                     exclude_recording_id=recording.pk, k=k)
         recs = Recording.objects.in_bulk([r for r, _ in pairs])
-        return [(recs[r], sim) for r, sim in pairs if r in recs]
-    return _similar_exact(mine, anchor, recording, k, scan_limit)
+        return Neighbours([(recs[r], sim) for r, sim in pairs if r in recs], "pgvector-hnsw", False, None)
+    limit = settings.SIMILAR_EXACT_MAX if limit is None else limit
+    rows = mine.filter(model_version_id=anchor.model_version_id).exclude(recording=recording)
+    return _similar_exact(rows, np.asarray(anchor.vector, dtype=np.float32), k, max(1, limit))
 
 
-def similar_scan_capped(*, user: AbstractBaseUser, recording: Recording, scan_limit: int) -> bool:
-    """Whether :func:`similar_recordings` with ``scan_limit`` left some of the user's embeddings unread
-    (no pgvector, and more than ``scan_limit`` of them): one query that stops at ``scan_limit + 1`` rows."""
-    if vectorindex.backend() == "pgvector-hnsw":
-        return False
-    anchor = Embedding.objects.filter(recording=recording).order_by("-id").values_list("model_version_id", flat=True).first()
-    mine = Embedding.objects.filter(recording__owner=user, model_version_id=anchor).exclude(recording=recording)
-    return anchor is not None and mine.order_by()[scan_limit : scan_limit + 1].exists()
+def similar_recordings(**kwargs) -> list[tuple[Recording, float]]:
+    """:func:`similar_search`'s neighbours alone."""
+    return similar_search(**kwargs).pairs
 
 
-def _similar_exact(mine: QuerySet[Embedding], anchor: Embedding, recording: Recording, k: int,
-                   scan_limit: int | None = None) -> list[tuple[Recording, float]]:
-    latest: dict[int, list[float]] = {}
-    rows = mine.filter(model_version=anchor.model_version).exclude(recording=recording)
-    if scan_limit is not None:  # the newest scan_limit rows, then in id order so the newest per recording wins
-        rows = rows.filter(pk__in=rows.order_by("-id").values("pk")[:scan_limit])
-    for rec_id, vector in rows.order_by("id").values_list("recording_id", "vector"):
-        latest[rec_id] = vector
-    if not latest:
-        return []
-    ids = list(latest)
-    matrix = np.asarray([latest[i] for i in ids], dtype=np.float32)
-    scores = matrix @ np.asarray(anchor.vector, dtype=np.float32)
-    order = np.argsort(-scores, kind="stable")[:k]
-    recs = Recording.objects.in_bulk([ids[i] for i in order])
-    return [(recs[ids[i]], float(scores[i])) for i in order]
+def _similar_exact(rows: QuerySet[Embedding], query: np.ndarray, k: int, limit: int) -> Neighbours:
+    """Exact top-``k`` among the newest ``limit`` rows, newest first so the newest embedding of a
+    recording is the one compared; a ``limit + 1``-th row read says the search was capped."""
+    best_ids = np.empty(0, dtype=np.int64)
+    best_scores = np.empty(0, dtype=np.float32)
+    seen: set[int] = set()
+    searched = read = 0
+    ids: list[int] = []
+    vectors: list[list[float]] = []
+
+    def fold() -> None:
+        nonlocal best_ids, best_scores
+        if not ids:
+            return
+        scores = np.asarray(vectors, dtype=np.float32) @ query
+        all_ids = np.concatenate([best_ids, np.asarray(ids, dtype=np.int64)])
+        all_scores = np.concatenate([best_scores, scores])
+        keep = np.lexsort((all_ids, -all_scores))[:k]  # best first; ties by recording id
+        best_ids, best_scores = all_ids[keep], all_scores[keep]
+        ids.clear()
+        vectors.clear()
+
+    stream = rows.order_by("-id").values_list("recording_id", "vector")[: limit + 1].iterator(chunk_size=EXACT_SLICE)
+    for rec_id, vector in stream:
+        read += 1
+        if read > limit:
+            break
+        if rec_id in seen:  # an older embedding of a recording already compared
+            continue
+        seen.add(rec_id)
+        ids.append(rec_id)
+        vectors.append(vector)
+        searched += 1
+        if len(ids) >= EXACT_SLICE:
+            fold()
+    fold()
+    recs = Recording.objects.in_bulk([int(i) for i in best_ids]) if len(best_ids) else {}
+    pairs = [(recs[int(i)], float(sc)) for i, sc in zip(best_ids, best_scores, strict=True) if int(i) in recs]
+    return Neighbours(pairs, "exact", read <= limit, searched)

@@ -14,7 +14,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recognition import exports, review, selectors, services, vectorindex
+from recognition import exports, review, selectors, services
 from recognition.api import serializers as s
 from recognition.api.parsers import SafeJSONParser as JSONParser
 from recognition.api.throttling import UploadThrottle
@@ -103,7 +103,12 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
     )
     @action(detail=True, methods=["get"])
     def similar(self, request, pk=None):
-        """Nearest recordings (yours only) by cosine similarity of their embeddings."""
+        """Nearest recordings (yours only) by cosine similarity of their embeddings.
+
+        Besides the page, the answer says how far the search looked: ``backend`` (``pgvector-hnsw`` or
+        ``exact``), ``exact`` (true: every one of your embeddings of that model was compared) and
+        ``searched`` (how many the exact search compared; ``null`` through the index). Without pgvector
+        the search reads your newest ``SIMILAR_EXACT_MAX`` embeddings at most."""
         recording = self.get_object()
         try:
             k = max(1, min(int(request.query_params.get("k", 10)), 100))
@@ -111,10 +116,12 @@ class RecordingViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelM
             raise ServiceError("invalid_params", "'k' must be an integer.") from exc
         model = request.query_params.get("model")
         mv = services.model_resolve(model, task="embed", user=request.user) if model else None
-        pairs = selectors.similar_recordings(user=request.user, recording=recording, model_version=mv, k=k)
-        page = self.paginate_queryset([{"recording": r, "similarity": sim} for r, sim in pairs])
+        found = selectors.similar_search(user=request.user, recording=recording, model_version=mv, k=k)
+        page = self.paginate_queryset([{"recording": r, "similarity": sim} for r, sim in found.pairs])
         response = self.get_paginated_response(s.SimilarSerializer(page, many=True).data)
-        response["X-Similarity-Backend"] = vectorindex.backend()
+        # how far the search looked: without pgvector, the newest SIMILAR_EXACT_MAX embeddings at most
+        response.data.update(backend=found.backend, exact=found.exact, searched=found.searched)
+        response["X-Similarity-Backend"] = found.backend
         return response
 
 
@@ -317,11 +324,13 @@ class JobViewSet(OwnerScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     )
     @action(detail=True, methods=["get"])
     def projection(self, request, pk=None):
-        """2-D projection of an embed job's vectors, one point per recording with its label."""
+        """2-D projection of an embed job's vectors, one point per recording with its label: an even sample
+        of at most ``PROJECTION_MAX_POINTS`` of them (``total``: how many the job has; ``sampled``: whether
+        the points are a sample)."""
         method = request.query_params.get("method", "auto")
         if method not in ("auto", "pca", "umap"):
             raise ServiceError("invalid_params", "'method' must be auto, pca or umap.")
-        return Response(review.job_projection(job=self.get_object(), method=method))
+        return Response(review.job_projection(job=self.get_object(), method=method, limit=settings.PROJECTION_MAX_POINTS))
 
     @extend_schema(parameters=[OpenApiParameter("other_id", int, OpenApiParameter.PATH, description="The job to compare with")],
                    responses=dict)
