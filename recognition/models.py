@@ -278,6 +278,8 @@ class RecordingResult(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["job", "recording"], name="result_unique_job_recording"),
         ]
+        # a job's results in id order from any id on (the API's ?after= keyset pages)
+        indexes = [models.Index(fields=["job", "id"], name="result_job_id")]
 
 
 class FeatureSet(models.Model):

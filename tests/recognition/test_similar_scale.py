@@ -90,6 +90,8 @@ def test_the_api_says_how_far_the_search_looked(api, settings):
     settings.SIMILAR_EXACT_MAX = 1000
     body = api.get(f"/api/v1/recordings/{recs[0].pk}/similar/?k=5&page_size=2").json()
     assert (body["exact"], body["searched"], len(body["results"])) == (True, 29, 2) and body["next"]
+    ranked = api.get(f"/api/v1/recordings/{recs[0].pk}/similar/?k=5&after=")  # a ranked list has no id order to page by
+    assert ranked.status_code == 400 and ranked.json()["error"]["code"] == "invalid_params"
 
 
 def test_the_api_projection_draws_a_bounded_sample_at_two_sizes(api, settings):
