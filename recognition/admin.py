@@ -460,11 +460,11 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (same recordings, model and params)")
     def rerun(self, request, queryset):
-        for job in queryset:
-            model = f"{job.model_version.name}@{job.model_version.version}" if job.model_version else None
+        # the recordings are counted and read by the planning service in the database, never loaded here
+        for job in queryset.select_related("model_version", "batch", "owner"):
             try:
-                services.job_submit(owner=job.owner, kind=job.kind, recordings=list(job.recordings.all()),
-                                    params=job.params, model=model)
+                new = services.job_rerun(job=job)
+                self.message_user(request, f"Job #{job.pk}: re-run as job #{new.pk}.")
             except ServiceError as exc:
                 self.message_user(request, f"Job #{job.pk}: {exc.message}", messages.WARNING)
 

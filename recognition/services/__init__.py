@@ -14,6 +14,7 @@ from recognition.services.jobs import (  # noqa: F401  (re-exported API)
     job_finalize,
     job_is_cancelled,
     job_requeue_stuck,
+    job_rerun,
     job_retry_failed,
     job_submit,
     result_fail,

@@ -102,8 +102,12 @@ def job_submit(
     params: dict[str, Any] | None = None,
     model: str | None = None,
     enqueue: bool = True,
+    rerun_of: Job | None = None,
 ) -> Job:
     """Create a job over a batch or recordings, split it into chunks and enqueue them on commit.
+
+    ``rerun_of``: over the recordings of that earlier job instead (still there, the owner's), counted and
+    read by the database, never loaded as rows here (the admin's "Re-run"; ``batch`` then gives the labels).
 
     A job of more than ``JOB_PLAN_INLINE_MAX`` recordings is only counted and saved with a ``plan``:
     one task writes its chunks (``services.planning``), so this costs the same whatever its size.
@@ -131,8 +135,12 @@ def job_submit(
     # those recordings, read with the batch's labels (retry-failed keeps its job's batch, so its report
     # keeps the batch's labels)
     upto = None
-    whole_batch = batch is not None and recordings is None
-    if whole_batch:
+    whole_batch = batch is not None and recordings is None and rerun_of is None
+    if rerun_of is not None:
+        total, foreign = planning.job_count(job_id=rerun_of.pk, owner_id=owner.pk)
+        if foreign or rerun_of.owner_id != owner.pk:
+            raise ServiceError("not_found", "No such job.", status_code=404)
+    elif whole_batch:
         total, foreign, upto = planning.batch_count(batch=batch, owner_id=owner.pk)
         if foreign:
             raise ServiceError("not_found", "No such recording.", status_code=404)
@@ -157,11 +165,13 @@ def job_submit(
     with transaction.atomic():
         job = Job(owner=owner, kind=kind, batch=batch, params=params, model_version=model_version, total=total)
         if not inline:
-            job.plan = {"batch_upto": upto} if whole_batch else {"recordings": sorted({r.pk for r in targets})}
+            job.plan = ({"job": rerun_of.pk} if rerun_of is not None else {"batch_upto": upto} if whole_batch
+                        else {"recordings": sorted({r.pk for r in targets})})
         job.full_clean()
         job.save()
         if inline:
-            rows = (planning.batch_rows(batch_id=batch.pk, owner_id=owner.pk, upto=upto) if whole_batch
+            rows = (planning.job_rows(job_id=rerun_of.pk, owner_id=owner.pk) if rerun_of is not None
+                    else planning.batch_rows(batch_id=batch.pk, owner_id=owner.pk, upto=upto) if whole_batch
                     else sorted({r.pk: r.duration_s for r in targets}.items()))
             chunk_ids = planning.job_chunks_write(job, rows)
             job.save(update_fields=["total"])
@@ -556,6 +566,13 @@ def _revoke_chunks(job: Job) -> None:
             app.control.revoke(task_id)
         except Exception:  # the broker being down must not make cancel fail; chunks check status too
             logger.warning("could not revoke task %s", task_id, extra={"job_id": job.pk})
+
+
+def job_rerun(*, job: Job) -> Job:
+    """A new job of the same kind, model, params and batch over the recordings of ``job`` (those still
+    there): counted and read by the database, so the request costs the same for 10 or 100,000."""
+    model = f"{job.model_version.name}@{job.model_version.version}" if job.model_version else None
+    return job_submit(owner=job.owner, kind=job.kind, batch=job.batch, rerun_of=job, params=dict(job.params), model=model)
 
 
 def job_retry_failed(*, job: Job) -> Job:

@@ -63,6 +63,20 @@ def batch_rows(*, batch_id: int, owner_id: int, upto: int | None) -> list[Row]:
     return list(rows.iterator(chunk_size=PAGE_SIZE))
 
 
+def job_count(*, job_id: int, owner_id: int) -> tuple[int, int]:
+    """``(recordings, recordings of another owner)`` of an earlier job, counted in one query (a re-run)."""
+    counts = Job.recordings.through.objects.filter(job_id=job_id).aggregate(
+        n=Count("id"), foreign=Count("id", filter=~Q(recording__owner_id=owner_id)))
+    return counts["n"], counts["foreign"]
+
+
+def job_rows(*, job_id: int, owner_id: int) -> list[Row]:
+    """An earlier job's recordings that still exist as ``(id, duration_s)``, by id, read in pages."""
+    rows = (Job.recordings.through.objects.filter(job_id=job_id, recording__owner_id=owner_id)
+            .order_by("recording_id").values_list("recording_id", "recording__duration_s"))
+    return list(rows.iterator(chunk_size=PAGE_SIZE))
+
+
 def recording_rows(*, ids: list[int], owner_id: int) -> list[Row]:
     """``(id, duration_s)`` of the recordings ``ids`` that still exist, by id, ``PAGE_SIZE`` ids per query."""
     ids = sorted(set(ids))
@@ -211,6 +225,8 @@ def job_plan(*, job_id: int) -> Job | None:
             return job
         if "recordings" in plan:
             rows = recording_rows(ids=plan["recordings"], owner_id=job.owner_id)
+        elif "job" in plan:  # a re-run: the recordings of the earlier job, read in the database
+            rows = job_rows(job_id=plan["job"], owner_id=job.owner_id)
         elif job.batch_id is not None:
             rows = batch_rows(batch_id=job.batch_id, owner_id=job.owner_id, upto=plan.get("batch_upto"))
         else:
