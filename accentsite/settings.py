@@ -206,6 +206,10 @@ JOB_UNSENT_GRACE_S = env.int("JOB_UNSENT_GRACE_S", default=10)
 # job). A plan task sent this long ago whose job is still planning is sent again by the reaper.
 JOB_PLAN_INLINE_MAX = env.int("JOB_PLAN_INLINE_MAX", default=500)
 JOB_PLAN_LOST_AFTER_S = env.int("JOB_PLAN_LOST_AFTER_S", default=300)
+# A plan task plans at most JOB_PLAN_SLICE recordings (rows read, rows and chunks written, chunks sent:
+# about a second) and sends the task of the next slice, so a 100,000-recording plan never holds the
+# interactive worker for long (it took 15.8 s in one task); the slice size is fixed in the plan at submit.
+JOB_PLAN_SLICE = env.int("JOB_PLAN_SLICE", default=5000)
 # A running training checks whether its job was cancelled at each progress step, at most this often.
 TRAIN_CANCEL_CHECK_S = env.float("TRAIN_CANCEL_CHECK_S", default=2.0)
 # A chunk delivered this many times without finishing (its worker died each time: a file that

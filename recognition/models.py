@@ -206,7 +206,7 @@ class Job(models.Model):
 
     @property
     def planning(self) -> bool:
-        """Queued and waiting for its plan task to write its chunks (``total`` is known already)."""
+        """Waiting for its plan task to write its chunks, or its later slices' chunks (``total`` is known already)."""
         return self.plan is not None and not self.is_terminal
 
     @property

@@ -174,13 +174,14 @@ def run_train_job(self, chunk_id: int) -> None:
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, max_retries=5)
-def plan_job(self, job_id: int) -> None:
-    """Plan a large job (``services.planning.job_plan``): write its recording rows and chunks in bulk
-    and send the chunks. Idempotent, so a redelivered or resent task makes no duplicates."""
+def plan_job(self, job_id: int, step: int | None = None) -> None:
+    """Plan a slice of a large job (``services.planning.job_plan``): write its recording rows and chunks
+    in bulk, send the chunks and the task of the next slice. Idempotent, so a redelivered or resent task
+    makes no duplicates (``step``: the slice it was sent for; ``None``: the next one)."""
     from recognition.services import planning
 
     close_old_connections()
-    planning.job_plan(job_id=job_id)
+    planning.job_plan(job_id=job_id, step=step)
 
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)  # a person waits: a lost message shows as a lapsed request

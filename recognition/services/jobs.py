@@ -167,6 +167,7 @@ def job_submit(
         if not inline:
             job.plan = ({"job": rerun_of.pk} if rerun_of is not None else {"batch_upto": upto} if whole_batch
                         else {"recordings": sorted({r.pk for r in targets})})
+            job.plan["slice"] = settings.JOB_PLAN_SLICE  # recordings per plan task (planning.job_plan)
         job.full_clean()
         job.save()
         if inline:
@@ -332,7 +333,7 @@ def chunk_give_up(*, chunk_id: int) -> Job | None:
         job.save(update_fields=["done", "failed"])
         open_chunks = job.chunks.filter(status__in=[JobChunk.Status.QUEUED, JobChunk.Status.RUNNING]).exists()
     logger.error("chunk %s gave up after %d deliveries", chunk_id, chunk.attempts, extra={"job_id": job.pk})
-    if not open_chunks and not job.is_terminal:
+    if not open_chunks and not job.is_terminal and job.plan is None:  # a job still planning has chunks to come
         return job_finalize(job_id=job.pk)
     return job
 
@@ -510,7 +511,7 @@ def chunk_finish(*, chunk_id: int, timings: dict[str, float], error: str = "") -
         _recount(job)
         job.save(update_fields=["done", "failed", "timings"])
         open_chunks = job.chunks.filter(status__in=[JobChunk.Status.QUEUED, JobChunk.Status.RUNNING]).exists()
-    if not open_chunks and not job.is_terminal:
+    if not open_chunks and not job.is_terminal and job.plan is None:  # a job still planning has chunks to come
         return job_finalize(job_id=job.pk)
     return job
 

@@ -2,18 +2,19 @@
 
 A job of at most ``JOB_PLAN_INLINE_MAX`` recordings is planned inside the request that submits it
 (``services.jobs.job_submit``), so a person waiting on a one-recording job waits for no extra task.
-A larger job is planned by one task: the request counts its recordings (one ``COUNT``, no rows
-loaded), saves the job with a ``plan`` (what the task must resolve) and sends
-``workers.tasks.plan_job`` on commit; the task (:func:`job_plan`) reads ``(id, duration_s)`` pairs
-in pages, writes the job's recording rows and its chunks in bulk and sends the chunks through one
-producer connection. The request's cost no longer grows with the job.
+A larger job is planned by tasks: the request counts its recordings (one ``COUNT``, no rows
+loaded), saves the job with a ``plan`` (what the task must resolve, and its slice size) and sends
+``workers.tasks.plan_job`` on commit; each task (:func:`job_plan`) reads the next ``JOB_PLAN_SLICE``
+``(id, duration_s)`` pairs, writes their recording rows and chunks in bulk, sends the chunks through
+one producer connection and sends the task of the next slice. The request's cost no longer grows with
+the job, and no plan task holds the interactive worker for long.
 
-Both paths cut chunks with the same function (:func:`chunk_groups`) and write them with the same one
-(:func:`job_chunks_write`), so a planned job's chunks are those the inline path would have made.
+Both paths cut chunks with the same function (:func:`chunk_groups`), and a slice ends on a chunk
+boundary, so a planned job's chunks are those the inline path would have made.
 
-Delivery is at least once: :func:`job_plan` locks the job row and does nothing once ``plan`` is
-cleared (in the same transaction as the chunks are written), so a redelivered task makes no
-duplicates. Chunks written but never sent (the worker or the broker went away between the commit
+Delivery is at least once: :func:`job_plan` locks the job row and does nothing once the plan's step
+has moved past the task's (in the same transaction as the slice's chunks are written) or ``plan`` is
+cleared, so a redelivered task makes no duplicates. Chunks written but never sent (the worker or the broker went away between the commit
 and the publish) are sent by the reaper ``JOB_PLAN_LOST_AFTER_S`` after ``Job.planned_at`` (sooner
 would race the task's own sending of thousands of chunks); a plan task lost before it ran is
 sent again by the reaper after ``JOB_PLAN_LOST_AFTER_S`` (:func:`plans_resend`).
@@ -130,18 +131,24 @@ def chunk_groups(rows: Iterable[Row], *, kind: str, chunk_size: int | None, cap:
 def job_chunks_write(job: Job, rows: list[Row]) -> list[int]:
     """Write a saved job's recording rows and its chunks in bulk (the caller holds a transaction);
     the chunks' ids, by index. The job's ``total`` is set to ``len(rows)`` (the caller saves it)."""
+    chunk_size, cap = chunking(job.kind, job.params, len(rows))
+    groups = chunk_groups(rows, kind=job.kind, chunk_size=chunk_size, cap=cap)
+    queue = jobkinds.queue_for(job.kind, len(rows), sum(duration or 0.0 for _, duration in rows))
+    job.total = len(rows)
+    return _rows_write(job, rows, groups, queue=queue, first=0)
+
+
+def _rows_write(job: Job, rows: list[Row], groups: list[list[int]], *, queue: str, first: int) -> list[int]:
+    """Write ``rows`` as the job's recording rows and ``groups`` as its chunks numbered from ``first``
+    (one empty chunk when there is no group: it closes the job like any other); their ids, by index."""
     Job.recordings.through.objects.bulk_create(
         [Job.recordings.through(job_id=job.pk, recording_id=rid) for rid, _ in rows], batch_size=PAGE_SIZE,
         ignore_conflicts=True)
-    chunk_size, cap = chunking(job.kind, job.params, len(rows))
-    groups = chunk_groups(rows, kind=job.kind, chunk_size=chunk_size, cap=cap)
     seconds = {rid: duration or 0.0 for rid, duration in rows}
-    queue = jobkinds.queue_for(job.kind, len(rows), sum(seconds.values()))
-    chunks = [JobChunk(job=job, index=i, recording_ids=ids, queue=queue, audio_s=sum(seconds[r] for r in ids))
-              for i, ids in enumerate(groups)] or [JobChunk(job=job, index=0, recording_ids=[], queue=queue)]
+    chunks = [JobChunk(job=job, index=first + i, recording_ids=ids, queue=queue, audio_s=sum(seconds[r] for r in ids))
+              for i, ids in enumerate(groups)] or [JobChunk(job=job, index=first, recording_ids=[], queue=queue)]
     JobChunk.objects.bulk_create(chunks, batch_size=PAGE_SIZE)
-    job.total = len(rows)
-    return list(job.chunks.order_by("index").values_list("id", flat=True))
+    return list(job.chunks.filter(index__gte=first).order_by("index").values_list("id", flat=True))
 
 
 def chunk_queue(chunk: JobChunk) -> str:
@@ -189,13 +196,15 @@ def chunks_send(job: Job, chunk_ids: list[int]) -> None:
                 task_id=Concat(Value(prefix), Cast("id", output_field=CharField())), enqueued_at=now)
 
 
-def plan_send(job_id: int) -> bool:
+def plan_send(job_id: int, step: int | None = None) -> bool:
     """Send the job's plan task (``jobkinds.PLAN_TASK`` on ``jobkinds.PLAN_QUEUE``) and note when in
-    ``Job.plan``; ``False`` when the broker could not take it (the reaper sends it later)."""
+    ``Job.plan``; ``False`` when the broker could not take it (the reaper sends it later). ``step``: the
+    slice it is for (a task for a slice already planned does nothing); ``None``: whichever is next."""
     from kombu.utils.imports import symbol_by_name
 
     try:
-        symbol_by_name(jobkinds.PLAN_TASK).apply_async((job_id,), queue=jobkinds.PLAN_QUEUE, retry_policy=QUICK_PUBLISH)
+        symbol_by_name(jobkinds.PLAN_TASK).apply_async((job_id,), {} if step is None else {"step": step},
+                                                       queue=jobkinds.PLAN_QUEUE, retry_policy=QUICK_PUBLISH)
     except Exception:  # broker down: the job stays planning; plans_resend sends it at a later pass
         logger.exception("could not send the plan task; the reaper sends it", extra={"job_id": job_id})
         return False
@@ -207,37 +216,77 @@ def plan_send(job_id: int) -> bool:
     return True
 
 
-def job_plan(*, job_id: int) -> Job | None:
-    """Resolve a planning job's recordings, write its recording rows and chunks, send the chunks.
+def _slice_rows(job: Job, plan: dict[str, Any], after: int, limit: int) -> tuple[list[Row], bool]:
+    """The next ``limit`` recordings of a planning job after recording id ``after``, as ``(id,
+    duration_s)`` by id, and whether more come after them: one query (an index range from ``after``)."""
+    if "recordings" in plan:
+        ids = [i for i in plan["recordings"] if i > after]  # sorted at submit; bounded by the request that sent them
+        return recording_rows(ids=ids[:limit], owner_id=job.owner_id), len(ids) > limit
+    through = Job.recordings.through if "job" in plan else Batch.recordings.through
+    rows = through.objects.filter(recording__owner_id=job.owner_id, recording_id__gt=after)
+    if "job" in plan:  # a re-run: the recordings of the earlier job
+        rows = rows.filter(job_id=plan["job"])
+    else:
+        rows = rows.filter(batch_id=job.batch_id, id__lte=plan.get("batch_upto") or 0)
+    rows = list(rows.order_by("recording_id").values_list("recording_id", "recording__duration_s")[: limit + 1])
+    return rows[:limit], len(rows) > limit
 
-    Idempotent: the job row is locked and ``plan`` cleared in the transaction that writes the chunks,
-    so a second delivery finds nothing to do. A job cancelled while planning gets no chunks."""
+
+def job_plan(*, job_id: int, step: int | None = None) -> Job | None:
+    """Plan the next slice of a planning job: resolve up to ``plan["slice"]`` (``JOB_PLAN_SLICE`` at
+    submit) of its recordings, write their recording rows and chunks, send the chunks, and send the plan
+    task of the next slice; the last slice clears ``plan``. One slice holds a worker for about a second,
+    so a 100,000-recording plan never holds the interactive worker for long.
+
+    A slice ends on a chunk boundary (its last, still open chunk is left to the next slice), so a job
+    planned in slices gets the chunks the inline path would have made. Idempotent: the job row is locked
+    and ``plan``'s step and cursor move in the transaction that writes the slice, so a redelivered task
+    (``step`` behind the plan's) does nothing; ``step=None`` (the reaper's resend) plans whichever slice is
+    next. A job cancelled while planning gets no more chunks. Chunks of earlier slices run meanwhile: the
+    job does not finish while ``plan`` is set (``services.jobs.chunk_finish``)."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
             logger.warning("job %s to plan no longer exists", job_id)
             return None
-        if job.plan is None:  # planned already: a redelivered or resent task
+        plan = job.plan
+        if plan is None or (step is not None and step != plan.get("step", 0)):  # planned already, or a stale slice
             return job
-        plan, job.plan = job.plan, None
         if job.is_terminal:  # cancelled while it waited to be planned
+            job.plan = None
             job.save(update_fields=["plan"])
             return job
-        if "recordings" in plan:
-            rows = recording_rows(ids=plan["recordings"], owner_id=job.owner_id)
-        elif "job" in plan:  # a re-run: the recordings of the earlier job, read in the database
-            rows = job_rows(job_id=plan["job"], owner_id=job.owner_id)
-        elif job.batch_id is not None:
-            rows = batch_rows(batch_id=job.batch_id, owner_id=job.owner_id, upto=plan.get("batch_upto"))
-        else:
+        if not any(key in plan for key in ("recordings", "job", "batch_upto")) or ("batch_upto" in plan and job.batch_id is None):
+            job.plan = None
             job.mark_finished(Job.Status.FAILED, error="The batch was deleted before the job was planned.")
             job.save(update_fields=["plan", "status", "error", "finished_at"])
             return job
-        chunk_ids = job_chunks_write(job, rows)
+        chunk_size, cap = chunking(job.kind, job.params, job.total)
+        limit = max(int(plan.get("slice") or settings.JOB_PLAN_SLICE), chunk_size or cap, 1)
+        first, done = int(plan.get("chunks", 0)), int(plan.get("rows", 0))
+        rows, more = _slice_rows(job, plan, int(plan.get("after", 0)), limit)
+        groups = chunk_groups(rows, kind=job.kind, chunk_size=chunk_size, cap=cap)
+        if more and len(groups) > 1 and len(groups[-1]) < (chunk_size or cap):
+            groups.pop()  # may still be open: the next slice's rows may join it
+            rows = rows[: sum(len(g) for g in groups)]
+        if not more and first == 0:  # the whole job in one slice: the inline path's queue rule exactly
+            queue = jobkinds.queue_for(job.kind, len(rows), sum(d or 0.0 for _, d in rows))
+        else:
+            queue = jobkinds.queue_for(job.kind, max(job.total, done + len(rows)), sum(d or 0.0 for _, d in rows))
+        chunk_ids = _rows_write(job, rows, groups, queue=queue, first=first) if rows or not more else []
+        if more:
+            job.plan = {**plan, "step": int(plan.get("step", 0)) + 1, "after": rows[-1][0] if rows else plan.get("after", 0),
+                        "chunks": first + len(chunk_ids), "rows": done + len(rows)}
+        else:
+            job.plan, job.total = None, done + len(rows)
         job.planned_at = timezone.now()  # the reaper leaves its unsent chunks to chunks_send for a while
         job.save(update_fields=["plan", "total", "planned_at"])
+        following = job.plan["step"] if more else None
         transaction.on_commit(lambda: chunks_send(job, chunk_ids))
-    logger.info("job planned: %s over %d recordings in %d chunks", job.kind, job.total, len(chunk_ids), extra={"job_id": job.pk})
+        if more:
+            transaction.on_commit(lambda: plan_send(job.pk, following))
+    logger.info("job planned: %s, %d recordings in %d chunks so far%s", job.kind, done + len(rows), first + len(chunk_ids),
+                "; next slice sent" if more else "", extra={"job_id": job.pk})
     return job
 
 
@@ -250,8 +299,9 @@ def plans_resend(*, now=None) -> list[int]:
     unsent = now - timedelta(seconds=settings.JOB_UNSENT_GRACE_S)
     lost = now - timedelta(seconds=settings.JOB_PLAN_LOST_AFTER_S)
     resent = []
-    for job_id, plan, created_at in Job.objects.filter(status=Job.Status.QUEUED, plan__isnull=False) \
-            .values_list("id", "plan", "created_at"):
+    # a job planned in slices may be running already (its first slices' chunks) while later slices wait
+    for job_id, plan, created_at in Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+                                                       plan__isnull=False).values_list("id", "plan", "created_at"):
         sent_at = plan.get("sent_at")
         if (created_at < unsent) if not sent_at else (datetime.fromisoformat(sent_at) < lost):
             if plan_send(job_id):

@@ -9,8 +9,10 @@ from tests.factories import audio_bytes, pulse_train, upload
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_planned_job_completes_on_a_real_worker(api, celery_worker, settings):
+@pytest.mark.parametrize("plan_slice", [5000, 2])  # one plan task, or three (2 recordings a slice, each sending the next)
+def test_a_planned_job_completes_on_a_real_worker(api, celery_worker, settings, plan_slice):
     settings.JOB_PLAN_INLINE_MAX = 2
+    settings.JOB_PLAN_SLICE = plan_slice  # fixed in the plan at submit: the worker reads it there
     files = [upload(f"p{f0}.wav", audio_bytes(pulse_train(f0=f0, seconds=1.0, seed=f0))) for f0 in (110, 130, 150, 170, 190)]
     batch = api.post("/api/v1/batches/", {"name": "planned", "files": files}, format="multipart").json()
     assert len(batch["recordings"]) == 5, batch

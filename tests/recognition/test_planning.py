@@ -210,3 +210,68 @@ def test_the_plan_task_goes_to_the_interactive_queue_or_waits_for_the_reaper(use
     assert planning.plan_send(other.pk) is False
     other.refresh_from_db()
     assert other.planning and "sent_at" not in other.plan
+
+
+@pytest.mark.parametrize("kind, params", [("features", {}), ("classify", {}), ("embed", {"chunk_size": 5})])
+def test_a_plan_in_slices_writes_the_inline_chunks_and_each_slice_costs_the_same(user, settings, monkeypatch, kind, params,
+                                                                                 django_capture_on_commit_callbacks):
+    """JOB_PLAN_SLICE recordings per plan task, each sending the next slice's task: the same chunks as
+    the inline path (a slice ends on a chunk boundary), a constant number of queries per slice, and a
+    redelivered slice does nothing."""
+    from recognition.services.models import shipped_models_register
+
+    if kind in ("classify", "embed"):
+        shipped_models_register()
+    monkeypatch.setattr("recognition.services.jobs._enqueue_chunks", lambda job, ids: None)
+    sent, steps = [], []
+    monkeypatch.setattr(planning, "chunks_send", lambda job, ids: sent.append(list(ids)))
+    monkeypatch.setattr(planning, "plan_send", lambda job_id, step=None: steps.append(step) or True)
+    batch = _batch(user, 137, tag=f"s{kind[:2]}")
+    settings.JOB_PLAN_INLINE_MAX = 1000
+    inline = services.job_submit(owner=user, kind=kind, batch=batch, params=dict(params))
+    settings.JOB_PLAN_INLINE_MAX, settings.JOB_PLAN_SLICE = 10, 20
+    planned = services.job_submit(owner=user, kind=kind, batch=batch, params=dict(params))
+    settings.JOB_PLAN_SLICE = 5000  # the slice was fixed at submit: the plan carries it
+    assert planned.plan["slice"] == 20
+
+    costs, step = [], None
+    while True:
+        with CaptureQueriesContext(connection) as ctx, django_capture_on_commit_callbacks(execute=True):
+            planning.job_plan(job_id=planned.pk, step=step)
+        costs.append(len(ctx.captured_queries))
+        planned.refresh_from_db()
+        if planned.plan is None:
+            break
+        assert planned.planning and steps[-1] == planned.plan["step"] == len(costs)  # the next slice's task was sent
+        if len(costs) == 2:  # the task of slice 1 delivered again: nothing happens
+            before = _chunks(planned)
+            planning.job_plan(job_id=planned.pk, step=1)
+            assert _chunks(planned) == before
+        step = steps[-1]
+    assert len(costs) >= 3 and len(set(costs[:-1])) == 1, costs  # 137 recordings, 20 (or a chunk cap) a slice; same queries each
+    assert _chunks(planned) == _chunks(inline) and planned.total == inline.total == 137
+    assert [i for ids in sent for i in ids] == list(planned.chunks.order_by("index").values_list("id", flat=True))
+    assert planned.recordings.count() == 137
+
+
+def test_a_job_planned_in_slices_does_not_finish_before_its_last_slice(user, small_cap, monkeypatch):
+    """Chunks of the first slices run while later slices wait: closing them all does not finish the job."""
+    monkeypatch.setattr(planning, "chunks_send", lambda job, ids: None)
+    monkeypatch.setattr(planning, "plan_send", lambda job_id, step=None: True)
+    small_cap.JOB_PLAN_SLICE = 16
+    job = services.job_submit(owner=user, kind="features", batch=_batch(user, 30, tag="fin"))
+    planning.job_plan(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.planning and job.chunks.count() == 2  # 16 recordings: two chunks of 8
+    for chunk in job.chunks.all():
+        services.chunk_finish(chunk_id=chunk.pk, timings={})
+    job.refresh_from_db()
+    assert job.status == "queued" and job.planning
+    assert planning.plans_resend(now=timezone.now() + timedelta(seconds=small_cap.JOB_UNSENT_GRACE_S + 1)) == [job.pk]
+    planning.job_plan(job_id=job.pk)  # the resent task (no step): the next slice, here the last
+    job.refresh_from_db()
+    assert not job.planning and job.total == 30 and job.chunks.count() == 4
+    for chunk in job.chunks.filter(status="queued"):
+        services.chunk_finish(chunk_id=chunk.pk, timings={})
+    job.refresh_from_db()
+    assert job.status == "succeeded"
