@@ -247,11 +247,13 @@ CLASSIFY_VAD_DEFAULT = env.bool("CLASSIFY_VAD_DEFAULT", default=False)
 SIMILARITY_BACKEND = env.str("SIMILARITY_BACKEND", default="auto")  # auto | exact | pgvector
 # The exact fallback (no pgvector) compares at most the user's newest SIMILAR_EXACT_MAX embeddings per
 # query, streamed in slices with a running top-k (recognition.selectors.similar_search): the API's
-# similar/ says "exact": false and "searched": N when it stopped there. 10,000 is about 1 s on a 2-core
-# machine under load (docs/benchmarks.md, Scale); with pgvector the HNSW index searches them all.
-SIMILAR_EXACT_MAX = env.int("SIMILAR_EXACT_MAX", default=10_000)
-# The API's projection/ of an embed job draws an even sample of at most this many vectors (total says how many).
-PROJECTION_MAX_POINTS = env.int("PROJECTION_MAX_POINTS", default=5_000)
+# similar/ says "exact": false and "searched": N when it stopped there. Decoding the stored JSON vectors
+# is the cost: 5,000 256-d ones took 0.65 s and 10,000 1.4 s on the 2-core machine at load 6
+# (docs/benchmarks.md, Scale); with pgvector the HNSW index searches them all.
+SIMILAR_EXACT_MAX = env.int("SIMILAR_EXACT_MAX", default=5_000)
+# The API's projection/ of an embed job draws an even sample of at most this many vectors (total says
+# how many; the admin page draws 2,000 too).
+PROJECTION_MAX_POINTS = env.int("PROJECTION_MAX_POINTS", default=2_000)
 # Window overlap at inference (fraction of the model's window; 0 = windows touch). Overlap costs
 # forward passes and bought no accuracy on accent-mini (runtime.window_params).
 INFERENCE_OVERLAP = env.float("INFERENCE_OVERLAP", default=0.0)

@@ -235,7 +235,7 @@ def _slice_rows(job: Job, plan: dict[str, Any], after: int, limit: int) -> tuple
 def job_plan(*, job_id: int, step: int | None = None) -> Job | None:
     """Plan the next slice of a planning job: resolve up to ``plan["slice"]`` (``JOB_PLAN_SLICE`` at
     submit) of its recordings, write their recording rows and chunks, send the chunks, and send the plan
-    task of the next slice; the last slice clears ``plan``. One slice holds a worker for about a second,
+    task of the next slice; the last slice clears ``plan``. One slice holds a worker for a second or two,
     so a 100,000-recording plan never holds the interactive worker for long.
 
     A slice ends on a chunk boundary (its last, still open chunk is left to the next slice), so a job
