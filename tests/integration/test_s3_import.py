@@ -104,3 +104,19 @@ def test_an_unreadable_bucket_fails_before_any_batch_is_made(source, user):
         call_command("import_recordings", "s3://no-such-bucket/x", batch="none", owner=user.username,
                      stdout=io.StringIO(), stderr=io.StringIO())
     assert not Batch.objects.filter(owner=user, name="none").exists()
+
+
+def test_an_object_that_cannot_be_fetched_is_refused_alone(source):
+    """Gone between the listing and its group's turn: ``fetch_failed`` for it, the others are offered."""
+    from recognition.management.commands._s3 import S3Source
+
+    source.put_object(Bucket=SOURCE, Key="f/a.wav", Body=_wav(1))
+    source.put_object(Bucket=SOURCE, Key="f/b.wav", Body=_wav(2))
+    s3 = S3Source(f"s3://{SOURCE}/f", page_size=10)
+    names = [row[0] for row in s3.rows()]
+    assert names == ["a.wav", "b.wav"] and all(s3.refusal(n) is None for n in names)
+    source.delete_object(Bucket=SOURCE, Key="f/a.wav")
+    offered = [(name, fh.read()) for name, fh in s3.opened(names)]
+    assert offered == [("b.wav", _wav(2))]
+    assert [(r.filename, r.code) for r in s3.failures()] == [("a.wav", "fetch_failed")] and s3.failures() == []
+    s3.close()
