@@ -6,7 +6,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from django.core.wsgi import get_wsgi_application
+from django.core.wsgi import get_wsgi_application  # noqa: E402 (after the thread limits)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "accentsite.settings")
 application = get_wsgi_application()
