@@ -65,6 +65,14 @@ def user(django_user_model):
 
 
 @pytest.fixture
+def logged_in_superuser(client, django_user_model):
+    """A superuser, logged in on the test ``client`` (the admin pages' reader)."""
+    admin = django_user_model.objects.create_superuser(username="staff-reader", password="pw-123456789")
+    client.force_login(admin)
+    return admin
+
+
+@pytest.fixture
 def other_user(django_user_model):
     return django_user_model.objects.create_user(username=f"o-{uuid.uuid4().hex[:8]}", password="pw-123456789")
 

@@ -13,10 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(client, django_user_model):
-    user = django_user_model.objects.create_superuser(username="rerunner", password="pw-123456789")
-    client.force_login(user)
-    return user
+def staff(logged_in_superuser):
+    return logged_in_superuser
 
 
 def _rerun(client, job: Job) -> tuple[Job, int]:
