@@ -204,3 +204,8 @@ def test_augmented_copies_and_a_noisy_selection_train_a_last_state_probe(items, 
     loaded = load_checkpoint(out)
     assert loaded.meta["hparams"]["augment"]["made"] == 1 and loaded.meta["hparams"]["states"] == [6]
     assert "pink_10db" in loaded.meta["hparams"]["selection"]["rule"]
+    from workers.pipeline.training import write_model_card
+
+    card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x")
+    assert "| copies | C | CV clean | CV pink_10db | mean | scot recall clean | scot recall pink_10db |" in card
+    assert card.count("| 0 | 0.1 |") == 1 and card.count("| 1 | 0.1 |") == 1
