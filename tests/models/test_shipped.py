@@ -1,5 +1,5 @@
 """The shipped models as committed: each card matches its file; the default (accent-native
-2.1.0) is a Whisper probe whose encoder is the bundled Whisper folder; 1.1.0, still shipped as
+3.0.0) is a Whisper probe whose encoder is the bundled Whisper folder; 1.1.0, still shipped as
 accent-native@1.1.0, uses a recording's transcript only when that is the passage it was trained on."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "accent-native.pt"
 READING = ROOT / "models" / "checkpoints" / "accent-native-1.1.0.pt"
 
 
-SHIPPED = ["accent-native", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0",
+SHIPPED = ["accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0",
            "spoken-words"]
 
 
@@ -57,7 +57,8 @@ def test_the_default_is_a_whisper_probe_on_the_bundled_encoder() -> None:
     from workers.pipeline.inference import classify_batch
 
     loaded = load_checkpoint(CHECKPOINT)
-    assert loaded.spec.family == "whisper_probe" and loaded.spec.version == "2.1.0" and loaded.spec.window_s == 8.0
+    assert loaded.spec.family == "whisper_probe" and loaded.spec.version == "3.0.0" and loaded.spec.window_s == 8.0
+    assert loaded.meta["hparams"]["states"] == [6] and loaded.meta["hparams"]["pooling"] == "mean"  # the int8 engine serves it
     assert loaded.meta["hparams"]["encoder_sha256"] == file_sha256(find_encoder_dir() / "model.bin")
     assert CHECKPOINT.stat().st_size < 1_000_000  # the head only
     side = json.loads(CHECKPOINT.with_suffix(".json").read_text())
@@ -86,7 +87,7 @@ def test_the_default_reads_the_stella_passage_and_leaves_other_audio_to_its_wind
     assert sum(read.probabilities.values()) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("stem", ["accent-native", "accent-native-2.0.0", "accent-group"])
+@pytest.mark.parametrize("stem", ["accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-group"])
 def test_each_shipped_classifier_carries_its_default_threshold_by_the_stated_rule(stem) -> None:
     """The threshold is the rule's on the checkpoint's own validation (out-of-fold) reliability bins,
     the card states it, and a request without a threshold gets it: under it the answer is uncertain."""

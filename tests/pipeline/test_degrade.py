@@ -136,3 +136,31 @@ def test_the_evaluation_reports_each_condition_beside_clean() -> None:
     table = "\n".join(robustness_markdown(report))
     assert "| clean | 1.000 |" in table and "low recall" in table and "8-kHz telephone band" in table
     assert "Measured on 6 validation clips (3 low, 3 high)" in robustness_caption(report, "validation")
+
+
+def _report(y: list[str], predicted: dict[str, list[str | None]]) -> dict:
+    return {"labels": ["native", "non_native"], "y_true": y,
+            "conditions": [{"name": name, "predicted": pred} for name, pred in predicted.items()]}
+
+
+def test_paired_condition_difference_scores_both_models_on_one_draw_of_speakers() -> None:
+    from workers.pipeline.robustness import paired_condition_difference
+
+    y = ["native"] * 20 + ["non_native"] * 20
+    speakers = [f"s{k}" for k in range(40)]
+    good = _report(y, {"pink_10db": list(y), "babble_10db": list(y)})
+    # the old model calls half the native speakers non-native under babble, a quarter under pink
+    pink = ["non_native" if k < 5 else t for k, t in enumerate(y)]
+    babble = ["non_native" if k < 10 else t for k, t in enumerate(y)]
+    old = _report(y, {"pink_10db": pink, "babble_10db": babble})
+    out = paired_condition_difference(good, old, ["pink_10db", "babble_10db"], speakers=speakers, n_boot=400)
+    assert out["a"] == 1.0 and out["b"] == pytest.approx(((0.75 + 1) / 2 + (0.5 + 1) / 2) / 2)
+    assert out["difference"] == pytest.approx(1.0 - out["b"]) and 0 < out["low"] <= out["difference"] <= out["high"]
+    assert out["share_not_better"] == 0.0 and out["per_condition"]["babble_10db"] == {"a": 1.0, "b": 0.75}
+    same = paired_condition_difference(old, old, ["pink_10db", "babble_10db"], speakers=speakers, n_boot=200)
+    assert same["difference"] == 0.0 and same["low"] == same["high"] == 0.0 and same["share_not_better"] == 1.0
+    # a missed answer (None) counts as wrong; other clips cannot be compared
+    none = _report(y, {"pink_10db": [None] + y[1:], "babble_10db": list(y)})
+    assert paired_condition_difference(none, good, ["pink_10db"], n_boot=0)["difference"] == pytest.approx(-0.025)
+    with pytest.raises(ValueError, match="same clips"):
+        paired_condition_difference(good, _report(y[::-1], {"pink_10db": y}), ["pink_10db"])

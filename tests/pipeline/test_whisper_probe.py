@@ -181,3 +181,31 @@ def test_cross_validation_folds_fit_without_their_held_out_speakers(items, tmp_p
                        split=it.split, key=it.key) for it in pooled]
     shuffled = cross_validate(TrainConfig(**{**config.__dict__, "items": noisy}), 3)
     assert shuffled["mean"] < 0.75
+
+
+def test_augmented_copies_and_a_noisy_selection_train_a_last_state_probe(items, tmp_path):
+    """``augment_copies`` caches K noisy copies of every pooled clip, CV compares K = 0 and K = 1 and
+    scores each held-out fold under a degrade.py condition too; the chosen K trains the final probe."""
+    out = tmp_path / "aug.pt"
+    config = TrainConfig(name="probe", family="whisper_probe", items=items, out=str(out), cache_dir=str(tmp_path / "c"),
+                         labels=["scot", "us"], references=False, n_boot=0, evaluate=False,
+                         hparams={"cv_folds": 3, "states": [6], "C_grid": [0.1], "augment_copies": 1,
+                                  "augment_grid": [0, 1], "select_conditions": ["pink_10db"], "select_min_clean": 0.5})
+    result = train_model(config)
+    table = result.metrics["selection"]["table"]
+    assert [row["augment_copies"] for row in table] == [0, 1]
+    assert all(set(row["cv_conditions"]) == {"pink_10db"} and row["cv_conditions"]["pink_10db"]["n"] == 32
+               for row in table)
+    best = max(table, key=lambda r: (r["cv_selection_score"], -r["augment_copies"]))
+    assert result.metrics["chosen"]["augment_copies"] == best["augment_copies"]
+    pooled = sum(it.split == "train" for it in items)
+    cached = list((tmp_path / "c" / "whisper").rglob("*.npy"))
+    assert len(cached) == pooled * 3  # clean, one copy, one pink copy of each pooled clip (the test split unread)
+    loaded = load_checkpoint(out)
+    assert loaded.meta["hparams"]["augment"]["made"] == 1 and loaded.meta["hparams"]["states"] == [6]
+    assert "pink_10db" in loaded.meta["hparams"]["selection"]["rule"]
+    from workers.pipeline.training import write_model_card
+
+    card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x")
+    assert "| copies | C | CV clean | CV pink_10db | mean | scot recall clean | scot recall pink_10db |" in card
+    assert card.count("| 0 | 0.1 |") == 1 and card.count("| 1 | 0.1 |") == 1

@@ -312,10 +312,10 @@ def test_the_batch_page_runs_jobs_for_its_owner_only(staff, study, monkeypatch, 
 
 def test_a_model_trained_with_robustness_shows_its_table_on_its_card(staff, settings):
     """The robustness report a run stored (``metrics["robustness"]``) is a table on the model's page."""
-    meta = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native.json").read_text())
-    rob = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native.robustness.json").read_text())
+    meta = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native-2.1.0.json").read_text())
+    rob = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native-2.1.0.robustness.json").read_text())
     mv = ModelVersion.objects.create(name="card-robust", version="1", family=meta["spec"]["family"], task="classify",
-                                     labels=meta["spec"]["labels"], checkpoint="models/checkpoints/accent-native.pt",
+                                     labels=meta["spec"]["labels"], checkpoint="models/checkpoints/accent-native-2.1.0.pt",
                                      sha256=meta["sha256"], metrics={**meta["metrics"], "robustness": rob},
                                      calibration=meta["calibration"], training_data=meta["training_data"])
     page = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/")

@@ -3,15 +3,26 @@
 Each function takes ``[time]`` float32 samples at 16 kHz and a ``numpy.random.Generator`` and
 returns a new ``[time]`` array (same length unless stated). SpecAugment lives in
 ``models.frontends.SpecAugment`` because it acts on spectrograms inside the model.
+
+:func:`noisy_copy` is the diverse degradation recipe the ``whisper_probe`` trainer makes its cached
+augmented copies with (``augment_copies``): noise of several colours or babble at a random SNR,
+channels, codecs, reverberation and levels, built on ``workers.pipeline.degrade``'s primitives but
+deliberately not its fixed evaluation conditions.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfilt
+
+from workers.pipeline import degrade as dg
 
 SR = 16000
 
@@ -122,3 +133,107 @@ def augment(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig | Non
     if rng.random() < cfg.p_gain:
         y = random_gain(y, rng)
     return y.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The noisy-copy recipe (cached training copies of the whisper_probe trainer)
+# ---------------------------------------------------------------------------------------------
+
+
+def brown_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Brown (1/f^2 power) noise ``[n]``, unit RMS: white noise shaped by ``1 / f`` in the frequency
+    domain (no DC, so it does not drift)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    spec[0] = 0.0
+    f[0] = 1.0
+    y = np.fft.irfft(spec / f, n)
+    return (y / (np.std(y) + 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NoisyRecipe:
+    """What :func:`noisy_copy` draws from. Each stage happens with its probability, in this order:
+    reverberation (the room), additive noise (white, pink, brown or babble of ``babble_talkers``
+    other clips, SNR uniform in ``snr_db``), a channel (telephone band, G.711 mu-law, a random
+    band-pass with tilt, MP3 or Opus at a random low bit rate when ffmpeg has the encoder), a level
+    change (uniform in ``level_db``, 16-bit PCM)."""
+
+    name: str = "noisy-v1"
+    p_reverb: float = 0.25
+    rt60_s: tuple[float, float] = (0.2, 0.8)
+    p_noise: float = 0.85
+    noise_kinds: tuple[str, ...] = ("white", "pink", "brown", "babble")
+    snr_db: tuple[float, float] = (0.0, 25.0)
+    babble_talkers: tuple[int, int] = (3, 8)
+    p_channel: float = 0.4
+    channels: tuple[str, ...] = ("telephone", "mulaw", "bandpass", "mp3", "opus")
+    mp3_bitrates: tuple[str, ...] = ("16k", "24k", "32k")
+    opus_bitrates: tuple[str, ...] = ("8k", "12k", "16k")
+    p_level: float = 0.4
+    level_db: tuple[float, float] = (-35.0, 6.0)
+
+    @property
+    def tag(self) -> str:
+        """Short stable id of every setting (feature caches key on it)."""
+        return f"{self.name}-" + hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _has_encoder(codec: str) -> bool:
+    return dg.ffmpeg_codec_available(codec)
+
+
+def _channel(y: np.ndarray, kind: str, rng: np.random.Generator, recipe: NoisyRecipe) -> tuple[np.ndarray, str]:
+    if kind == "telephone":
+        return dg.telephone_band(y), kind
+    if kind == "mulaw":
+        return dg.mu_law_8k(y), kind
+    if kind == "mp3":
+        rate = str(rng.choice(recipe.mp3_bitrates))
+        return dg.ffmpeg_codec(y, "libmp3lame", rate, ".mp3"), f"mp3_{rate}"
+    if kind == "opus":
+        rate = str(rng.choice(recipe.opus_bitrates))
+        return dg.ffmpeg_codec(y, "libopus", rate, ".ogg", 48000), f"opus_{rate}"
+    return channel_sim(y, rng), "bandpass"
+
+
+def noisy_copy(x: np.ndarray, rng: np.random.Generator, others: Sequence[np.ndarray] = (),
+               recipe: NoisyRecipe | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One degraded copy of ``x`` ``[time]`` (16 kHz) drawn from ``recipe``; same length, float32.
+
+    ``others``: clips babble may mix (other speakers'; without them babble is not drawn). The same
+    ``rng`` state gives the same copy (codecs need ffmpeg's encoders: a machine without one draws
+    among the other channels). Returns ``(copy, info)``: what was applied, e.g. ``{"noise": "pink",
+    "snr_db": 7.3, "channel": "mp3_24k"}``; ``snr_db`` is exact against the signal the noise was
+    added to (after any reverberation)."""
+    cfg = recipe or NoisyRecipe()
+    n = len(x)
+    y = np.asarray(x, dtype=np.float32).copy()
+    info: dict[str, Any] = {"recipe": cfg.tag}
+    if rng.random() < cfg.p_reverb:
+        rt60 = float(rng.uniform(*cfg.rt60_s))
+        y = dg.reverberate(y, rt60, rng)
+        info["rt60_s"] = round(rt60, 3)
+    if rng.random() < cfg.p_noise:
+        kinds = [k for k in cfg.noise_kinds if k != "babble" or len(others) > 0]
+        kind = str(rng.choice(kinds))
+        snr = float(rng.uniform(*cfg.snr_db))
+        if kind == "babble":
+            talkers = int(rng.integers(cfg.babble_talkers[0], cfg.babble_talkers[1] + 1))
+            noise = dg.babble_noise(n, others, rng, talkers=talkers)
+            info["talkers"] = talkers
+        else:
+            noise = {"white": dg.white_noise, "pink": dg.pink_noise, "brown": brown_noise}[kind](n, rng)
+        y = dg.mix_at_snr(y, noise, snr)
+        info.update(noise=kind, snr_db=snr)
+    if rng.random() < cfg.p_channel:
+        kinds = [k for k in cfg.channels if k not in ("mp3", "opus")
+                 or _has_encoder({"mp3": "libmp3lame", "opus": "libopus"}[k])]
+        y, info["channel"] = _channel(y, str(rng.choice(kinds)), rng, cfg)
+    if rng.random() < cfg.p_level:
+        gain = float(rng.uniform(*cfg.level_db))
+        y = dg.level(y, gain)
+        info["level_db"] = round(gain, 2)
+    assert len(y) == n, (info, n, len(y))  # every stage keeps the length
+    return np.asarray(y, dtype=np.float32), info

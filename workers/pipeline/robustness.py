@@ -41,7 +41,8 @@ def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_tru
         ``n``, ``seed``, ``labels``, ``class_counts`` and ``conditions``: one row per condition (clean
         first) with ``name``, ``description``, ``balanced_accuracy`` (mean recall over the classes
         present), ``delta`` (minus clean), ``recall`` ``{label: recall}``, ``no_answer`` (clips
-        without a prediction) and ``seconds``.
+        without a prediction), ``seconds`` and ``predicted`` (each clip's label or None, in order);
+        ``y_true``.
     """
     names = parse_conditions(conditions)
     present = [label for label in labels if label in set(y_true)]
@@ -54,12 +55,64 @@ def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_tru
         rec = _recalls(y_true, pred, labels)
         bacc = float(np.mean([rec[label] for label in present])) if present else None
         rows.append({"name": name, "description": CONDITIONS[name].description, "balanced_accuracy": bacc,
-                     "recall": rec, "no_answer": sum(p is None for p in pred), "seconds": round(time.time() - t0, 1)})
+                     "recall": rec, "no_answer": sum(p is None for p in pred), "seconds": round(time.time() - t0, 1),
+                     "predicted": pred})
     clean = rows[0]["balanced_accuracy"]
     for row in rows:
         row["delta"] = None if clean is None or row["balanced_accuracy"] is None else row["balanced_accuracy"] - clean
-    return {"n": len(signals), "seed": seed, "labels": list(labels),
+    return {"n": len(signals), "seed": seed, "labels": list(labels), "y_true": list(y_true),
             "class_counts": {label: sum(y == label for y in y_true) for label in labels}, "conditions": rows}
+
+
+def paired_condition_difference(report_a: dict[str, Any], report_b: dict[str, Any], conditions: Sequence[str], *,
+                                speakers: Sequence[str] | None = None, n_boot: int = 2000,
+                                seed: int = 0) -> dict[str, Any]:
+    """Model ``a`` minus model ``b``: the mean over ``conditions`` of balanced accuracy, on the same clips
+    (two :func:`evaluate_robustness` reports with per-clip ``predicted``), with a paired speaker
+    bootstrap: each replicate draws speakers with replacement (``speakers``: one per clip, in order;
+    each clip its own speaker when None) and scores both models under every condition on that draw.
+
+    Returns ``a``, ``b``, ``difference`` (point values), ``low`` / ``high`` (95 % percentile interval),
+    ``share_not_better`` (replicates where ``a`` does not beat ``b``), ``per_condition`` (``{name:
+    {"a", "b"}}``), ``n``, ``n_units``, ``n_boot``."""
+    y = list(report_a["y_true"])
+    if list(report_b["y_true"]) != y:
+        raise ValueError("the two reports are not on the same clips")
+    labels = list(report_a["labels"])
+    present = [k for k, label in enumerate(labels) if label in set(y)]
+    y_idx = np.array([labels.index(v) for v in y])
+    groups = np.asarray([str(g) for g in (speakers if speakers is not None else range(len(y)))])
+    _, g_idx = np.unique(groups, return_inverse=True)
+    n_groups = int(g_idx.max()) + 1
+    total = np.stack([np.bincount(g_idx[y_idx == c], minlength=n_groups) for c in present]).astype(float)  # [C, G]
+
+    def correct(report: dict[str, Any], name: str) -> np.ndarray:
+        row = next(r for r in report["conditions"] if r["name"] == name)
+        hit = np.array([p == t for p, t in zip(row["predicted"], y, strict=True)])
+        return np.stack([np.bincount(g_idx[(y_idx == c) & hit], minlength=n_groups) for c in present]).astype(float)
+
+    hits = {(m, c): correct(r, c) for m, r in (("a", report_a), ("b", report_b)) for c in conditions}
+
+    def score(counts: np.ndarray, model: str) -> np.ndarray:  # counts [B, G] -> mean balanced accuracy [B]
+        return np.mean([np.mean((counts @ hits[model, c].T) / np.maximum(counts @ total.T, 1e-12), axis=1)
+                        for c in conditions], axis=0)
+
+    ones = np.ones((1, n_groups))
+    point = {m: float(score(ones, m)[0]) for m in ("a", "b")}
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, 500):
+        b = min(500, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        counts = np.stack([np.bincount(d, minlength=n_groups) for d in draws]).astype(float)
+        diffs.append(score(counts, "a") - score(counts, "b"))
+    d = np.concatenate(diffs) if diffs else np.array([])
+    low, high = np.percentile(d, [2.5, 97.5]) if len(d) else (None, None)
+    per = {c: {m: float(np.mean(hits[m, c].sum(axis=1) / total.sum(axis=1))) for m in ("a", "b")} for c in conditions}
+    return {"conditions": list(conditions), "a": point["a"], "b": point["b"], "difference": point["a"] - point["b"],
+            "low": None if low is None else float(low), "high": None if high is None else float(high),
+            "share_not_better": float(np.mean(d <= 0)) if len(d) else None, "per_condition": per,
+            "n": len(y), "n_units": n_groups, "n_boot": int(n_boot), "seed": seed}
 
 
 def robustness_markdown(report: dict[str, Any]) -> list[str]:

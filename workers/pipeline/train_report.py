@@ -174,6 +174,32 @@ def default_threshold_lines(calibration: dict[str, Any]) -> list[str]:
             + "A request's `threshold` overrides it (0: always answer)."]
 
 
+def _noisy_selection_lines(sel: dict[str, Any], chosen: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """The selection section of a run with augmented copies or degraded held-out folds: every candidate."""
+    table = sel.get("table") or []
+    conds = list(sel.get("conditions") or [])
+    first = labels[0] if labels else "class 0"
+    lines = ["## Selection (cross-validation over train + validation speakers; test untouched)", "",
+             f"Rule: {sel.get('rule')}; speaker-grouped {sel.get('folds')}-fold CV, out-of-fold recording predictions "
+             f"(held-out folds scored clean and under {', '.join(conds) or 'no degradation'}, degrade.py seed "
+             f"{sel.get('conditions_seed', 0)}); ties to fewer copies, then smaller C. Chosen: states "
+             f"{chosen.get('states')}, C = {chosen.get('C')}, {chosen.get('augment_copies', 0)} augmented copies per "
+             f"utterance" + ("" if sel.get("meets_clean_floor") in (None, True) else " (**no candidate reached the clean floor**)")
+             + ". Every candidate:", ""]
+    head = ["copies", "C", "CV clean"] + [f"CV {c}" for c in conds] + (["mean"] if conds else []) + \
+        [f"{first} recall clean"] + [f"{first} recall {c}" for c in conds]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        cv = row.get("cv_conditions") or {}
+        recall = row.get("cv_recall") or [None]
+        cells = [str(row.get("augment_copies", 0)), str(row["C"]), _fmt(row["cv_balanced_accuracy"])]
+        cells += [_fmt((cv.get(c) or {}).get("balanced_accuracy")) for c in conds]
+        cells += [_fmt(row.get("cv_selection_score"))] if conds else []
+        cells += [_fmt(recall[0])] + [_fmt(((cv.get(c) or {}).get("recall") or [None])[0]) for c in conds]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_model_card(
     metrics: dict[str, Any],
     *,
@@ -307,7 +333,9 @@ def write_model_card(
                          f"{_fmt((wm.get('test_per_corpus') or {}).get(name))} | {_fmt((test_pc.get(name) or {}).get('balanced_accuracy'))} |")
         lines.append("")
     sel = metrics.get("selection")
-    if sel:
+    if sel and any("augment_copies" in row or "cv_conditions" in row for row in sel.get("table") or []):
+        lines += _noisy_selection_lines(sel, metrics.get("chosen") or {}, list(spec.labels))
+    elif sel:
         best: dict[str, dict[str, Any]] = {}
         for row in sel.get("table") or []:
             name = "all states" if len(row["states"]) > 1 else f"state {row['states'][0]}"

@@ -17,6 +17,14 @@ configuration chosen by speaker-grouped cross-validation, a logistic-regression 
    fitted on the out-of-fold logits of step 2 (honest held-out predictions, no separate split).
 4. With ``evaluate``: the test split is scored once, with the run's two reference baselines.
 
+Augmentation and a selection that sees noise (``workers.pipeline.whisper_augment``; off by default, so
+a run without these hparams is the run it always was): ``augment_copies`` K gives every train /
+validation utterance K cached noisy copies (``augment.noisy_copy``) that carry its speaker and label; a
+CV fold trains on its training speakers' copies only and the final fit on all. ``augment_grid`` lists
+the K values CV compares. ``select_conditions`` (degrade.py names) also scores each held-out fold on
+degraded copies of its selection-slice clips; the rule then maximises the mean of the clean and
+degraded CV scores among candidates whose clean score is at least ``select_min_clean``.
+
 With ``hold_out_val`` (a fold of :func:`workers.pipeline.train_loop.cross_validate`), steps 2-3 use
 the train split alone and the validation split is scored like a test split: the fold's speakers
 take no part in choosing or fitting the probe it is scored by.
@@ -58,6 +66,17 @@ DEFAULTS: dict[str, Any] = {
     "axes_column": "l1",
     "axes_map": {"english(presumed)": "english"},
     "axes_min_speakers": 5,
+    # augmentation (workers.pipeline.whisper_augment): K cached noisy copies of every train/validation
+    # utterance; ``augment_grid`` lists the K values CV compares (the first K copies; default [K])
+    "augment_copies": 0,
+    "augment_grid": None,
+    "augment_seed": 0,
+    # selection that sees noise: held-out folds are also scored under these degrade.py conditions
+    # (on the selection slice); with any, the score is the mean of clean and these, among candidates
+    # whose clean CV score is at least ``select_min_clean`` (when set)
+    "select_conditions": [],
+    "select_conditions_seed": 0,
+    "select_min_clean": None,
 }
 WINDOW_S, HOP_S = 20.0, 10.0
 
@@ -180,16 +199,37 @@ def _bacc(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(balanced_accuracy(y, pred, n_classes))
 
 
+def _copy_design(copies: dict[int, list[np.ndarray]], idx: list[int], k: int, states: tuple[int, ...],
+                 pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Window rows of the first ``k`` copies of each utterance of ``idx`` (owner: the utterance)."""
+    feats = [c for i in idx for c in copies[i][:k]]
+    X, pos = _design(feats, list(range(len(feats))), states, pooling)
+    return X, np.repeat(np.asarray(idx), k)[pos]
+
+
+def _recalls(y: np.ndarray, pred: np.ndarray, n_classes: int) -> list[float | None]:
+    return [float(np.mean(pred[y == c] == c)) if np.any(y == c) else None for c in range(n_classes)]
+
+
 def select_probe(feats: list[np.ndarray], utts: list[Any], items: list[Any], pool: list[int], n_classes: int,
-                 hp: dict[str, Any], *, select_corpus: str | None, seed: int, progress: Any = None) -> dict[str, Any]:
-    """Step 2 of the module docstring: the CV table, the chosen ``states`` / ``C`` and the chosen
-    configuration's out-of-fold window logits (for calibration)."""
+                 hp: dict[str, Any], *, select_corpus: str | None, seed: int, progress: Any = None,
+                 copies: dict[int, list[np.ndarray]] | None = None,
+                 noisy: dict[str, dict[int, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Step 2 of the module docstring: the CV table, the chosen ``states`` / ``C`` (and number of
+    augmented copies) and the chosen configuration's clean out-of-fold window logits (for calibration).
+
+    ``copies``: augmented copies per pool utterance (a fold trains on its training speakers' copies
+    only); ``noisy``: per condition, degraded copies of the selection slice's utterances, scored
+    out-of-fold beside clean (``hp["select_conditions"]``, ``hp["select_min_clean"]``)."""
     n_states = feats[pool[0]].shape[1]
     if hp["states"] == "cv":
         candidates = [(s,) for s in range(n_states)] + [tuple(range(n_states))]
     else:
         candidates = [tuple(int(s) for s in hp["states"])]
     grid = [float(c) for c in hp["C_grid"]] if hp["C"] == "cv" else [float(hp["C"])]
+    k_grid = [int(k) for k in (hp.get("augment_grid") or [hp.get("augment_copies") or 0])] if copies else [0]
+    noisy = noisy or {}
+    floor = hp.get("select_min_clean")
     folds = speaker_folds(items, pool, int(hp["cv_folds"]), seed=seed)
     y_utt = np.array([utts[i].label for i in pool])
     sel = np.array([select_corpus is None or utts[i].corpus == select_corpus for i in pool])
@@ -197,31 +237,73 @@ def select_probe(feats: list[np.ndarray], utts: list[Any], items: list[Any], poo
         raise ValueError(f"no train/validation items from corpus {select_corpus!r}")
     table: list[dict[str, Any]] = []
     best: tuple | None = None
-    total, done = len(candidates) * len(grid), 0
-    for states in candidates:
-        X, owner = _design(feats, pool, states, hp["pooling"])
-        y_win = np.array([utts[i].label for i in owner])
-        spk = [utts[i].speaker for i in owner]
-        for C in grid:
-            oof = np.zeros((len(X), n_classes))
-            for held in folds:
-                test_rows = np.isin(owner, held)
-                w = balanced_sample_weights(y_win[~test_rows], [spk[r] for r in np.flatnonzero(~test_rows)])
-                params = _fit(X[~test_rows], y_win[~test_rows], w, C, n_classes, seed)
-                oof[test_rows] = _logits(X[test_rows], params)
-            proba = _utt_proba(oof, owner, pool, None)
-            score = _bacc(y_utt[sel], proba[sel].argmax(1), n_classes)
-            score_all = _bacc(y_utt, proba.argmax(1), n_classes)
-            table.append({"states": list(states), "C": C, "cv_balanced_accuracy": score, "cv_all_balanced_accuracy": score_all})
-            key = (round(score, 6), -len(states), -C)
-            if best is None or key > best[0]:
-                best = (key, states, C, oof, owner)
-            done += 1
-            _emit(progress, "select", done, total, table[-1])
-            logger.info("cv %s", table[-1])
+    total, done = len(k_grid) * len(candidates) * len(grid), 0
+    for k in k_grid:
+        for states in candidates:
+            X, owner = _design(feats, pool, states, hp["pooling"])
+            y_win = np.array([utts[i].label for i in owner])
+            spk = [utts[i].speaker for i in owner]
+            if k:
+                Xa, owner_a = _copy_design(copies, pool, k, states, hp["pooling"])
+                y_a = np.array([utts[i].label for i in owner_a])
+                spk_a = [utts[i].speaker for i in owner_a]
+            cond_rows = {}
+            for cond, per in noisy.items():
+                idx_c = [i for i in pool if i in per]
+                Xc, owner_c = _design(per, idx_c, states, hp["pooling"])
+                cond_rows[cond] = (Xc, owner_c, idx_c)
+            for C in grid:
+                oof = np.zeros((len(X), n_classes))
+                oof_c = {cond: np.zeros((len(r[0]), n_classes)) for cond, r in cond_rows.items()}
+                for held in folds:
+                    test_rows = np.isin(owner, held)
+                    Xtr, ytr, spk_tr = X[~test_rows], y_win[~test_rows], [spk[r] for r in np.flatnonzero(~test_rows)]
+                    if k:  # the training speakers' copies; a held-out speaker's copies never train
+                        keep_a = ~np.isin(owner_a, held)
+                        Xtr = np.concatenate([Xtr, Xa[keep_a]])
+                        ytr = np.concatenate([ytr, y_a[keep_a]])
+                        spk_tr = spk_tr + [spk_a[r] for r in np.flatnonzero(keep_a)]
+                    w = balanced_sample_weights(ytr, spk_tr)
+                    params = _fit(Xtr, ytr, w, C, n_classes, seed)
+                    oof[test_rows] = _logits(X[test_rows], params)
+                    for cond, (Xc, owner_c, _) in cond_rows.items():
+                        rows = np.isin(owner_c, held)
+                        oof_c[cond][rows] = _logits(Xc[rows], params)
+                proba = _utt_proba(oof, owner, pool, None)
+                score = _bacc(y_utt[sel], proba[sel].argmax(1), n_classes)
+                score_all = _bacc(y_utt, proba.argmax(1), n_classes)
+                row: dict[str, Any] = {"states": list(states), "C": C, "cv_balanced_accuracy": score,
+                                       "cv_all_balanced_accuracy": score_all}
+                if copies:
+                    row["augment_copies"] = k
+                if cond_rows:
+                    row["cv_recall"] = _recalls(y_utt[sel], proba[sel].argmax(1), n_classes)
+                    row["cv_conditions"] = {}
+                    for cond, (_, owner_c, idx_c) in cond_rows.items():
+                        y_c = np.array([utts[i].label for i in idx_c])
+                        pred_c = _utt_proba(oof_c[cond], owner_c, idx_c, None).argmax(1)
+                        row["cv_conditions"][cond] = {"balanced_accuracy": _bacc(y_c, pred_c, n_classes),
+                                                      "recall": _recalls(y_c, pred_c, n_classes), "n": len(idx_c)}
+                    scores = [score] + [v["balanced_accuracy"] for v in row["cv_conditions"].values()]
+                    row["cv_selection_score"] = float(np.mean(scores))
+                eligible = floor is None or score >= float(floor)
+                if floor is not None:
+                    row["meets_clean_floor"] = bool(eligible)
+                table.append(row)
+                key = (eligible, round(row.get("cv_selection_score", score), 6), -len(states), -k, -C)
+                if best is None or key > best[0]:
+                    best = (key, states, C, oof, owner, k)
+                done += 1
+                _emit(progress, "select", done, total, row)
+                logger.info("cv %s", row)
     assert best is not None
-    _, states, C, oof, owner = best
-    return {"table": table, "states": list(states), "C": C, "oof_logits": oof, "oof_owner": owner, "folds": len(folds)}
+    key, states, C, oof, owner, k = best
+    out = {"table": table, "states": list(states), "C": C, "oof_logits": oof, "oof_owner": owner, "folds": len(folds)}
+    if copies:
+        out["augment_copies"] = k
+    if floor is not None:
+        out["meets_clean_floor"] = bool(key[0])
+    return out
 
 
 def _lda_axes(X: np.ndarray, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,6 +418,37 @@ def select_axes(feats: list[np.ndarray], utts: list[Any], items: list[Any], pool
     return {"table": table, "axes": best["axes"], "folds": len(folds)}
 
 
+def _degraded_features(reader: Any, utts: list[Any], items: list[Any], pool: list[int], hp: dict[str, Any], config: Any,
+                       window_s: float, hop_s: float, tag: str, task: str,
+                       progress: Any) -> tuple[dict[int, list[np.ndarray]] | None, dict[str, dict[int, np.ndarray]] | None]:
+    """The augmented copies (``augment_copies``) and the selection's degraded held-out copies
+    (``select_conditions``) of the pool, encoded and cached (``workers.pipeline.whisper_augment``)."""
+    k = int(hp.get("augment_copies") or 0)
+    conditions = list(hp.get("select_conditions") or [])
+    if not k and not conditions:
+        return None, None
+    if task != "classify":
+        raise ValueError("augment_copies and select_conditions apply to classify whisper_probe models")
+    if k and max(int(g) for g in (hp.get("augment_grid") or [k])) > k:
+        raise ValueError(f"augment_grid {hp['augment_grid']} asks for more copies than augment_copies={k}")
+    from workers.pipeline.whisper_augment import condition_features, copy_features
+
+    folds = speaker_folds(items, pool, int(hp["cv_folds"]), seed=config.seed)
+
+    def encode(lazies: list[Any]) -> list[np.ndarray]:
+        return cached_features(reader, lazies, window_s, hop_s, config.cache_dir, tag,
+                               batch_size=int(hp["batch_size"]), progress=progress)
+
+    copies = copy_features(utts, folds, k, int(hp["augment_seed"]), encode=encode) if k else None
+    noisy = None
+    if conditions:
+        def keep(i: int) -> bool:
+            return config.select_corpus is None or utts[i].corpus == config.select_corpus
+
+        noisy = condition_features(utts, folds, conditions, int(hp["select_conditions_seed"]), keep=keep, encode=encode)
+    return copies, noisy
+
+
 def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     """Train one ``whisper_probe`` model as :func:`workers.pipeline.training.train_model` does for
     the other families; returns a ``TrainResult``."""
@@ -390,10 +503,16 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     for i, f in zip(need, cached, strict=True):
         feats[i] = f
 
+    copies, noisy = _degraded_features(reader, utts, items, pool, hp, config, window_s, hop_s, tag, task, progress)
     chosen = select_probe(feats, utts, items, pool, n_classes, hp, select_corpus=config.select_corpus,
-                          seed=config.seed, progress=progress)
+                          seed=config.seed, progress=progress, copies=copies, noisy=noisy)
     states = tuple(chosen["states"])
     X, owner = _design(feats, pool, states, hp["pooling"])
+    y_oof = np.array([utts[i].label for i in owner])  # the clean rows: what the out-of-fold logits score
+    k_chosen = int(chosen.get("augment_copies") or 0)
+    if k_chosen:  # the final fit trains on the chosen number of copies too
+        Xa, owner_a = _copy_design(copies, pool, k_chosen, states, hp["pooling"])
+        X, owner = np.concatenate([X, Xa]), np.concatenate([owner, owner_a])
     y_win = np.array([utts[i].label for i in owner])
     w = balanced_sample_weights(y_win, [utts[i].speaker for i in owner])
     deploy_prior = config.deploy_prior or [1.0 / n_classes] * n_classes
@@ -404,9 +523,21 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                "encoder_sha256": encoder_sha, "encoder": Path(info.model_dir).name, "C": chosen["C"],
                "selection": {"rule": "max CV balanced accuracy" + (f" on {config.select_corpus}" if config.select_corpus else ""),
                              "folds": chosen["folds"], "table": chosen["table"]}}
+    if copies:
+        from workers.pipeline.augment import NoisyRecipe
+
+        hparams["augment"] = {"copies": k_chosen, "made": int(hp["augment_copies"]), "seed": int(hp["augment_seed"]),
+                              "recipe": NoisyRecipe().tag, "grid": [int(k) for k in (hp["augment_grid"] or [hp["augment_copies"]])]}
+    if noisy:
+        hparams["selection"].update(conditions=list(noisy), conditions_seed=int(hp["select_conditions_seed"]),
+                                    min_clean=hp["select_min_clean"], meets_clean_floor=chosen.get("meets_clean_floor"))
+        hparams["selection"]["rule"] = (f"max mean CV balanced accuracy (clean, {', '.join(noisy)})"
+                                        + (f" on {config.select_corpus}" if config.select_corpus else "")
+                                        + (f" among candidates with clean >= {hp['select_min_clean']}"
+                                           if hp["select_min_clean"] is not None else ""))
     if task == "classify":
         params = _fit(X, y_win, w, chosen["C"], n_classes, config.seed)
-        calibration = fit_calibration(chosen["oof_logits"], y_win, train_prior=train_prior, deploy_prior=deploy_prior,
+        calibration = fit_calibration(chosen["oof_logits"], y_oof, train_prior=train_prior, deploy_prior=deploy_prior,
                                       speakers=[utts[i].speaker for i in chosen["oof_owner"]])
         oof_proba = _utt_proba(chosen["oof_logits"], chosen["oof_owner"], pool, calibration)
         calibration.update(default_threshold(oof_proba, y_pool))
@@ -442,12 +573,17 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
     model.eval()
 
     metrics: dict[str, Any] = {"selection": hparams["selection"], "chosen": {"states": list(states), "C": chosen["C"]}}
+    if copies:
+        metrics["chosen"]["augment_copies"] = k_chosen
+        metrics["augment"] = hparams["augment"]
     if task != "classify":
         metrics["chosen"]["axes"] = hparams["axes"]
         metrics["axes_selection"] = hparams["axes_selection"]
     if task == "classify" and not held_val:
         metrics["val"] = report_for([labels[k] for k in y_pool], oof_proba, labels, [utts[i] for i in pool], n_boot=0)
-        metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"])
+        metrics["val_balanced_accuracy"] = max(r["cv_balanced_accuracy"] for r in chosen["table"]
+                                               if r["states"] == list(states) and r["C"] == chosen["C"]
+                                               and r.get("augment_copies", 0) == k_chosen)
         metrics["val_note"] = "out-of-fold predictions of the chosen configuration over train + validation speakers"
     elif held_val:  # the held-out speakers, scored by the probe fitted without them
         Xv, owner_v = _design(feats, held_val, states, hp["pooling"])

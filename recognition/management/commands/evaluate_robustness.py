@@ -71,7 +71,7 @@ class Command(BaseCommand):
         report = evaluate_robustness(predict, signals, y, labels, conditions=names, seed=seed,
                                      progress=lambda name, k, n: print(f"[{k + 1}/{n}] {name}", file=sys.stderr))
         report.update(model=f"{loaded.spec.name}@{loaded.spec.version}", sha256=loaded.sha256, split=split,
-                      corpus=corpus, engine=engine)
+                      corpus=corpus, engine=engine, speakers=[it.speaker for it in _items], keys=[it.key for it in _items])
         where = f"{split}" + (f" {corpus}" if corpus else "")
         self.stdout.write(robustness_caption(report, where))
         self.stdout.write("\n".join(robustness_markdown(report)))
