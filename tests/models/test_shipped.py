@@ -17,7 +17,8 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "accent-native.pt"
 READING = ROOT / "models" / "checkpoints" / "accent-native-1.1.0.pt"
 
 
-SHIPPED = ["accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group", "accent-embed", "accent-embed-1.1.0",
+SHIPPED = ["accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group", "accent-embed",
+           "accent-embed-1.1.0",
            "spoken-words"]
 
 
