@@ -273,12 +273,15 @@ def write_model_card(
                 for c, v in test["per_class"].items()), ""]
         lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
     if metrics.get("robustness"):
-        from workers.pipeline.robustness import robustness_caption, robustness_markdown
+        from workers.pipeline.robustness import robustness_caption, robustness_markdown, robustness_threshold_markdown
 
         rob = metrics["robustness"]
         lines += ["## Robustness: degraded copies of the test clips", "",
                   robustness_caption(rob, rob.get("split", "test")) + " Decisions without abstention.", "",
                   *robustness_markdown(rob), ""]
+        at = robustness_threshold_markdown(rob)
+        if at:
+            lines += ["The default threshold under the same conditions (answers under it are `uncertain`):", "", *at, ""]
     emb = metrics.get("test_embedding")
     if emb and "test_embedding_per_corpus" in metrics:
         lines += _embedding_section(metrics, emb)

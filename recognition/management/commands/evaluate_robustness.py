@@ -6,7 +6,9 @@
 The split is rebuilt from the checkpoint's stored training configuration (same manifest, label map
 and seed: the same speakers); ``--limit`` draws that many clips, stratified by label. Conditions are
 ``workers.pipeline.degrade.CONDITIONS`` (``--list`` prints them). The model runs through the
-service's inference path (``classify_batch``, VAD off as in a job by default) with no abstention. Prints a Markdown table.
+service's inference path (``classify_batch``, VAD off as in a job by default): the first table gives
+every clip its top class (no abstention), the second the share answered at the checkpoint's default
+threshold and the accuracy of those answers, per condition. Prints Markdown tables.
 """
 from __future__ import annotations
 
@@ -39,9 +41,11 @@ class Command(BaseCommand):
         from workers.pipeline.degrade import condition_table, parse_conditions
         from workers.pipeline.robustness import (
             checkpoint_predictor,
+            default_threshold,
             evaluate_robustness,
             robustness_caption,
             robustness_markdown,
+            robustness_threshold_markdown,
             split_clips,
         )
 
@@ -71,10 +75,13 @@ class Command(BaseCommand):
         report = evaluate_robustness(predict, signals, y, labels, conditions=names, seed=seed,
                                      progress=lambda name, k, n: print(f"[{k + 1}/{n}] {name}", file=sys.stderr))
         report.update(model=f"{loaded.spec.name}@{loaded.spec.version}", sha256=loaded.sha256, split=split,
-                      corpus=corpus, engine=engine)
+                      corpus=corpus, engine=engine, threshold=default_threshold(loaded))
         where = f"{split}" + (f" {corpus}" if corpus else "")
         self.stdout.write(robustness_caption(report, where))
         self.stdout.write("\n".join(robustness_markdown(report)))
+        at = robustness_threshold_markdown(report)
+        if at:
+            self.stdout.write("\n" + "\n".join(at))
         if out:
             Path(out).write_text(json.dumps(report, indent=2) + "\n")
 
