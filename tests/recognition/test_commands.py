@@ -100,6 +100,29 @@ def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(mani
         call_command("evaluate_robustness", str(out), "--conditions", "pink_11db")
 
 
+def test_evaluate_robustness_scores_an_embedding_model_against_clean_centroids_of_other_speakers(manifest, tmp_path, capsys):
+    """An embed checkpoint: the validation clips, degraded, are placed by the clean centroids of the train
+    split's clips; the report gives centroid and k-NN accuracy and the cosine to each clip's clean vector."""
+    out = tmp_path / "ckpt" / "emb.pt"
+    call_command("train", "--manifest", str(manifest), "--family", "accent_embed", "--task", "embed", "--name", "emb",
+                 "--out", str(out), "--label-map", "native_english=native,other_l1=non_native", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--window-s", "1.0", "--hop-s", "0.5", "--hparam", "d_model=32",
+                 "--hparam", "n_layers=1", "--hparam", "n_heads=2", "--hparam", "n_mels=32", "--hparam", "n_mfcc=13",
+                 "--n-boot", "0", "--no-references")
+    report = tmp_path / "emb-rob.json"
+    capsys.readouterr()
+    call_command("evaluate_robustness", str(out), "--split", "test", "--conditions", "white_10db", "--out", str(report))
+    text = capsys.readouterr().out
+    saved = json.loads(report.read_text())
+    assert saved["split"] == "test" and saved["reference_split"] == "train" and saved["n"] == 8
+    assert saved["n_reference"] >= 8 and set(saved["reference_class_counts"]) == {"native", "non_native"}
+    clean, noisy = saved["conditions"]
+    assert abs(clean["cosine_to_clean_mean"] - 1.0) < 1e-6 and noisy["cosine_to_clean_mean"] < 1.0
+    assert "centroid balanced acc." in text and "| white noise, 10 dB SNR |" in text and "clean centroids of" in text
+    with pytest.raises(Exception, match="must differ"):
+        call_command("evaluate_robustness", str(out), "--split", "train", "--reference-split", "train")
+
+
 def test_train_batch_passes_robustness_and_defaults_to_the_recommended_family(django_user_model, monkeypatch, capsys):
     """``manage.py train --batch ID --robustness`` submits a train job asking for the default conditions,
     of the registry's recommended family when ``--family`` is not given."""
