@@ -170,7 +170,7 @@ def test_the_default_threshold_under_degradation_counts_answers_and_uncertain_pe
 
     table = "\n".join(robustness_threshold_markdown(report))
     assert "at the default threshold 0.7: answered" in table and "high uncertain" in table
-    assert "| white noise, 5 dB SNR | 0.500 | 0.500 | 1.000 | 0.000 | 1.000 |" in table
+    assert "| white noise, 5 dB SNR | 0.500 | 0.500 | 1.000 | 1.000 | 0.000 | 0.000 | 1.000 |" in table
 
 
 def test_bare_labels_give_no_threshold_table() -> None:

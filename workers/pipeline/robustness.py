@@ -118,8 +118,9 @@ def robustness_markdown(report: dict[str, Any]) -> list[str]:
 
 def robustness_threshold_markdown(report: dict[str, Any]) -> list[str]:
     """The default threshold under degradation, as a Markdown table: per condition, accuracy when every
-    clip is answered beside the share answered at the threshold, the accuracy of those answers and
-    each class's ``uncertain`` share. Empty when the report has no ``at_threshold`` rows."""
+    clip is answered beside the share answered at the threshold, the accuracy of those answers, each
+    class's recall at the threshold (answered and right) and each class's ``uncertain`` share. Empty
+    when the report has no ``at_threshold`` rows."""
     rows = [row for row in report["conditions"] if "at_threshold" in row]
     if not rows:
         return []
@@ -131,12 +132,14 @@ def robustness_threshold_markdown(report: dict[str, Any]) -> list[str]:
         return "-" if x is None else f"{x:.3f}"
 
     lines = [f"| condition | answer all: accuracy | {at}: answered | accuracy of the answered | "
+             + " | ".join(f"{label} recall" for label in labels) + " | "
              + " | ".join(f"{label} uncertain" for label in labels) + " |",
-             "|---|---|---|---|" + "---|" * len(labels)]
+             "|---|---|---|---|" + "---|" * (2 * len(labels))]
     for row in rows:
         t = row["at_threshold"]
         lines.append(f"| {row['description'] if row['name'] != 'clean' else 'clean'} | {f(row.get('accuracy'))} | "
                      f"{f(t['coverage'])} | {f(t['accuracy_answered'])} | "
+                     + " | ".join(f(t["recall"].get(label)) for label in labels) + " | "
                      + " | ".join(f(t["uncertain"].get(label)) for label in labels) + " |")
     return lines
 
