@@ -72,6 +72,29 @@ def test_classify_command_passes_a_transcript_file_to_a_reading_model(tiny_readi
     assert set(row["probabilities"]) == set(tiny_reading_classifier.labels) and "all_predictions" not in row
 
 
+def test_the_robustness_predictor_hands_each_clip_its_transcript_to_a_reading_model(tiny_reading_classifier, tmp_path):
+    """``checkpoint_predictor(...)(signals, transcripts)`` (``evaluate_robustness --with-transcripts``): a
+    reading fusion fuses where it can follow the text and then applies its ``fused_threshold``. Here that
+    threshold is out of reach (1.01) and the window model's is 0: a fused answer is ``uncertain``, the window
+    model's alone is answered."""
+    from models.checkpoint import read_checkpoint, save_checkpoint
+    from workers.pipeline.audio import load_audio
+    from workers.pipeline.robustness import checkpoint_predictor
+
+    saved = read_checkpoint(next(tmp_path.glob("tiny-reading-*.pt")))
+    path = tmp_path / "strict" / "reading.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, model=saved["model"], spec=saved["spec"], hparams=saved["hparams"], metrics=saved["metrics"],
+                    training_data=saved["training_data"], calibration={**saved["calibration"], "fused_threshold": 1.01})
+    text = "Ask her to bring these things with her from the store."
+    (tmp_path / "r.wav").write_bytes(speech(text))
+    x = load_audio(str(tmp_path / "r.wav"), sample_rate=16000).samples
+    predict, _loaded = checkpoint_predictor(path)
+    (fused,), (alone,) = predict([x], [text]), predict([x])
+    assert fused[1] is False and alone[1] is True and fused[0] in ("native", "non_native")
+    assert predict([x, x], [None, text]) == [alone, fused]
+
+
 def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(manifest, tmp_path, capsys):
     """``manage.py train --robustness`` puts the table in the card and the registered metrics;
     ``manage.py evaluate_robustness`` rebuilds a split from the checkpoint's stored configuration."""

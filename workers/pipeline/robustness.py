@@ -158,7 +158,8 @@ def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int
     returns each clip's ``(top class, answered)``: the class whatever its confidence (so "answer all"
     gives every clip a class), ``answered`` False where the outcome is ``uncertain``. Whisper probes
     attach their encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe
-    allows it)."""
+    allows it). ``predict(signals, transcripts)`` hands a transcript per clip to a model that reads one
+    (a reading fusion fuses where it can follow it, with its ``fused_threshold``)."""
     import torch
 
     from models.checkpoint import load_checkpoint
@@ -173,10 +174,11 @@ def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int
     if choose is not None:
         choose(engine, threads=threads or torch.get_num_threads())
 
-    def predict(signals: list[np.ndarray]) -> list[Answer]:
+    def predict(signals: list[np.ndarray], transcripts: Sequence[str | None] | None = None) -> list[Answer]:
         out: list[Answer] = []
         for start in range(0, len(signals), 16):
-            outcomes = classify_batch(loaded, signals[start:start + 16], vad=False)
+            said = None if transcripts is None else list(transcripts[start:start + 16])
+            outcomes = classify_batch(loaded, signals[start:start + 16], vad=False, transcripts=said)
             out.extend((o.predicted_class, o.outcome == "ok") for o in outcomes)
         return out
 

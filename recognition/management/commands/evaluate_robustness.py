@@ -41,11 +41,13 @@ class Command(BaseCommand):
         parser.add_argument("--engine", default="auto", help="whisper_probe encoder engine: auto, torch or ctranslate2")
         parser.add_argument("--reference-split", choices=sorted(SPLITS), default="train",
                             help="embedding models: the split whose clean clips give the centroids and neighbours")
+        parser.add_argument("--with-transcripts", action="store_true",
+                            help="hand each clip its transcript (the manifest's, or its corpus prompt) to a model that reads one")
         parser.add_argument("--out", default=None, help="write the report as JSON here")
         parser.add_argument("--list", action="store_true", help="print the conditions and exit")
 
     def handle(self, *args, model, split, limit, corpus, conditions, seed, engine, out, list=False,
-               reference_split="train", **options):
+               reference_split="train", with_transcripts=False, **options):
         from workers.pipeline.degrade import condition_table, parse_conditions
         from workers.pipeline.robustness import (
             checkpoint_predictor,
@@ -78,17 +80,24 @@ class Command(BaseCommand):
         if loaded.spec.task != "classify":
             raise CommandError(f"{loaded.spec.name} is neither a classifier nor an embedding model")
         try:
-            signals, y, _items = split_clips(loaded.meta.get("training_data") or {}, SPLITS[split], limit=limit,
-                                             corpus=corpus, seed=seed)
+            signals, y, items = split_clips(loaded.meta.get("training_data") or {}, SPLITS[split], limit=limit,
+                                            corpus=corpus, seed=seed)
         except (ValueError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from exc
         if not signals:
             raise CommandError(f"no {split} clips" + (f" from {corpus}" if corpus else ""))
         labels = [str(label) for label in loaded.spec.labels]
+        if with_transcripts:  # degrade_all keeps the clips' order, so the k-th transcript is the k-th clip's
+            said = [it.transcript or None for it in items]
+            base_predict = predict
+
+            def predict(batch):
+                return base_predict(batch, said)
+
         report = evaluate_robustness(predict, signals, y, labels, conditions=names, seed=seed,
                                      progress=lambda name, k, n: print(f"[{k + 1}/{n}] {name}", file=sys.stderr))
         report.update(model=f"{loaded.spec.name}@{loaded.spec.version}", sha256=loaded.sha256, split=split,
-                      corpus=corpus, engine=engine, threshold=default_threshold(loaded))
+                      corpus=corpus, engine=engine, threshold=default_threshold(loaded), with_transcripts=with_transcripts)
         where = f"{split}" + (f" {corpus}" if corpus else "")
         self.stdout.write(robustness_caption(report, where))
         self.stdout.write("\n".join(robustness_markdown(report)))
