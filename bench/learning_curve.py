@@ -93,7 +93,7 @@ def run(family: str, sizes: list[int], seeds: list[int], *, checkpoint: str, cac
                          "train_clips": sum(it.split == "train" for it in items), "eval_clips": test["n"],
                          "eval_speakers": len({it.speaker for it in evaluation}),
                          "balanced_accuracy": test["balanced_accuracy"],
-                         "recall": test.get("recall"), "seconds": round(time.time() - t0, 1),
+                         "recall": {c: v.get("recall") for c, v in (test.get("per_class") or {}).items()}, "seconds": round(time.time() - t0, 1),
                          "load": os.getloadavg()[0]})
             print(json.dumps(rows[-1]), flush=True)
     return rows
