@@ -108,7 +108,12 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         cells = []
         for n in sizes:
             v = [r["balanced_accuracy"] for r in rows if r["family"] == fam and r["speakers_per_class"] == n]
-            cells.append("-" if not v else f"{np.mean(v):.3f} ({min(v):.2f}-{max(v):.2f}, {len(v)} seeds)")
+            if not v:
+                cells.append("-")
+            elif len(v) == 1:
+                cells.append(f"{v[0]:.3f} (1 seed)")
+            else:
+                cells.append(f"{np.mean(v):.3f} ({min(v):.2f}-{max(v):.2f}, {len(v)} seeds)")
         lines.append(f"| `{fam}` | " + " | ".join(cells) + " |")
     return lines
 

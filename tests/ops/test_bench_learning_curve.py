@@ -47,4 +47,4 @@ def test_table_gives_mean_and_range_over_seeds() -> None:
     lines = table(rows)
     assert lines[0] == "| family | 4 per class | 8 per class |"
     assert "| `cnn` | 0.600 (0.50-0.70, 2 seeds) | - |" in lines
-    assert "| `whisper_probe` | - | 0.900 (0.90-0.90, 1 seeds) |" in lines
+    assert "| `whisper_probe` | - | 0.900 (1 seed) |" in lines
