@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from recognition.review import _ci_text, _per_corpus_rows, confusion_matrix_png, data_uri, reliability_png
+from workers.pipeline.train_report import evaluation_warning
 
 
 def _paired_text(d: Mapping[str, Any] | None) -> str:
@@ -31,18 +32,6 @@ def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
         elif isinstance(value, list) and len(value) <= 8 and all(isinstance(v, (int, float, str)) and "/" not in str(v) for v in value):
             out.append((key, ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)))
     return out
-
-
-MIN_EVALUATION_SPEAKERS = 10
-
-
-def evaluation_warning(test_speakers: int | None) -> str:
-    """What a card says when its test result rests on too few speakers to mean much ("" otherwise)."""
-    if test_speakers is None or test_speakers >= MIN_EVALUATION_SPEAKERS:
-        return ""
-    return (f"The test result rests on {test_speakers} speaker{'s' if test_speakers != 1 else ''}: too few to trust (a few "
-            f"speakers more or less can move it by tens of points). Evaluate on at least {MIN_EVALUATION_SPEAKERS} "
-            "speakers the model never heard before relying on it.")
 
 
 def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:

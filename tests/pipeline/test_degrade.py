@@ -164,3 +164,48 @@ def test_paired_condition_difference_scores_both_models_on_one_draw_of_speakers(
     assert paired_condition_difference(none, good, ["pink_10db"], n_boot=0)["difference"] == pytest.approx(-0.025)
     with pytest.raises(ValueError, match="same clips"):
         paired_condition_difference(good, _report(y[::-1], {"pink_10db": y}), ["pink_10db"])
+
+
+def test_the_default_threshold_under_degradation_counts_answers_and_uncertain_per_class() -> None:
+    """A predictor that returns ``(label, answered)``: clean, it answers all six right; under white noise
+    at 5 dB it still gives every clip a class but answers only where its cue stays clear, so coverage
+    falls while the accuracy of what it answers stays 1.0 and "answer all" loses."""
+    signals = [_voice(f, 1.0, seed=i) for i, f in enumerate([110, 120, 130, 240, 260, 280])]
+    y = ["low", "low", "low", "high", "high", "high"]
+    clean_power = [float(np.mean(x.astype(np.float64) ** 2)) for x in signals]
+
+    def predict(batch: list[np.ndarray]) -> list[tuple[str | None, bool]]:
+        out = []
+        for k, x in enumerate(batch):
+            noisy = float(np.mean(x.astype(np.float64) ** 2)) > 1.2 * clean_power[k]
+            truth = y[k]
+            if not noisy:
+                out.append((truth, True))
+            else:  # the high clips are heard as low, and it knows it is unsure of them
+                out.append(("low", truth == "low"))
+        return out
+
+    report = evaluate_robustness(predict, signals, y, ["low", "high"], conditions=["white_5db"], seed=0)
+    report["threshold"] = 0.7
+    clean, noisy = report["conditions"]
+    assert clean["at_threshold"] == {"coverage": 1.0, "accuracy_answered": 1.0, "recall": {"low": 1.0, "high": 1.0},
+                                     "uncertain": {"low": 0.0, "high": 0.0}}
+    assert clean["accuracy"] == 1.0 and noisy["accuracy"] == 0.5 and noisy["balanced_accuracy"] == 0.5
+    t = noisy["at_threshold"]
+    assert t["coverage"] == 0.5 and t["accuracy_answered"] == 1.0
+    assert t["uncertain"] == {"low": 0.0, "high": 1.0} and t["recall"] == {"low": 1.0, "high": 0.0}
+    from workers.pipeline.robustness import robustness_threshold_markdown
+
+    table = "\n".join(robustness_threshold_markdown(report))
+    assert "at the default threshold 0.7: answered" in table and "high uncertain" in table
+    assert "| white noise, 5 dB SNR | 0.500 | 0.500 | 1.000 | 1.000 | 0.000 | 0.000 | 1.000 |" in table
+
+
+def test_bare_labels_give_no_threshold_table() -> None:
+    """A predictor of bare labels (None: no answer) gives the answer-all table only."""
+    from workers.pipeline.robustness import robustness_threshold_markdown
+
+    signals = [_voice(f, 1.0, seed=i) for i, f in enumerate([110, 240])]
+    report = evaluate_robustness(lambda b: ["low", None], signals, ["low", "high"], ["low", "high"], conditions=["clean"], seed=0)
+    assert "at_threshold" not in report["conditions"][0] and report["conditions"][0]["no_answer"] == 1
+    assert robustness_threshold_markdown(report) == []

@@ -307,6 +307,22 @@ def test_a_run_asked_for_robustness_scores_its_test_clips_degraded_and_says_so_i
     assert side["metrics"]["robustness"] == json.loads(json.dumps(rob)) and side["sha256"] == result.sha256
     assert load_checkpoint(result.checkpoint, expected_sha256=result.sha256).meta["metrics"]["robustness"]["n"] == 8
     card = write_model_card(result.metrics, spec=result.spec, path=tmp_path / "card.md", command="python -m x",
-                            calibration=result.calibration, sha256=result.sha256)
+                            calibration=result.calibration, sha256=result.sha256, training_data=side["training_data"])
     assert "## Robustness: degraded copies of the test clips" in card and "Measured on 8 test clips (4 low, 4 high)" in card
     assert "| white noise, 5 dB SNR |" in card and "high recall" in card
+    # the default threshold under the same conditions, and the speakers the numbers rest on
+    assert rob["threshold"] == result.calibration["threshold"] and "at_threshold" in rob["conditions"][1]
+    assert f"at the default threshold {rob['threshold']:g}: answered" in card and "high uncertain" in card
+    n_test = side["training_data"]["splits"]["test"]["speakers"]
+    assert n_test < 10 and f"{n_test} test speakers. **Warning:** The test result rests on {n_test} speakers" in card
+
+
+def test_a_card_states_its_speaker_counts_and_warns_under_10() -> None:
+    from workers.pipeline.train_report import speaker_count_lines
+
+    few = speaker_count_lines({"splits": {"train": {"speakers": 9}, "val": {"speakers": 3}, "test": {"speakers": 3}}})
+    assert few[0].startswith("Speakers: 9 training speakers, 3 validation speakers, 3 test speakers.")
+    assert "rests on 3 speakers: too few to trust" in few[0] and "trained on 9 speakers" in few[0]
+    many = speaker_count_lines({"splits": {"train": {"speakers": 588}, "val": {"speakers": 103}, "test": {"speakers": 244}}})
+    assert many == ["Speakers: 588 training speakers, 103 validation speakers, 244 test speakers.", ""]
+    assert speaker_count_lines({}) == []

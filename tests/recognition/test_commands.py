@@ -72,6 +72,29 @@ def test_classify_command_passes_a_transcript_file_to_a_reading_model(tiny_readi
     assert set(row["probabilities"]) == set(tiny_reading_classifier.labels) and "all_predictions" not in row
 
 
+def test_the_robustness_predictor_hands_each_clip_its_transcript_to_a_reading_model(tiny_reading_classifier, tmp_path):
+    """``checkpoint_predictor(...)(signals, transcripts)`` (``evaluate_robustness --with-transcripts``): a
+    reading fusion fuses where it can follow the text and then applies its ``fused_threshold``. Here that
+    threshold is out of reach (1.01) and the window model's is 0: a fused answer is ``uncertain``, the window
+    model's alone is answered."""
+    from models.checkpoint import read_checkpoint, save_checkpoint
+    from workers.pipeline.audio import load_audio
+    from workers.pipeline.robustness import checkpoint_predictor
+
+    saved = read_checkpoint(next(tmp_path.glob("tiny-reading-*.pt")))
+    path = tmp_path / "strict" / "reading.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, model=saved["model"], spec=saved["spec"], hparams=saved["hparams"], metrics=saved["metrics"],
+                    training_data=saved["training_data"], calibration={**saved["calibration"], "fused_threshold": 1.01})
+    text = "Ask her to bring these things with her from the store."
+    (tmp_path / "r.wav").write_bytes(speech(text))
+    x = load_audio(str(tmp_path / "r.wav"), sample_rate=16000).samples
+    predict, _loaded = checkpoint_predictor(path)
+    (fused,), (alone,) = predict([x], [text]), predict([x])
+    assert fused[1] is False and alone[1] is True and fused[0] in ("native", "non_native")
+    assert predict([x, x], [None, text]) == [alone, fused]
+
+
 def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(manifest, tmp_path, capsys):
     """``manage.py train --robustness`` puts the table in the card and the registered metrics;
     ``manage.py evaluate_robustness`` rebuilds a split from the checkpoint's stored configuration."""
@@ -98,6 +121,29 @@ def test_train_with_robustness_and_evaluate_robustness_on_the_rebuilt_split(mani
     assert "babble_10db: babble of 6 other clips" in capsys.readouterr().out
     with pytest.raises(Exception, match="unknown robustness condition"):
         call_command("evaluate_robustness", str(out), "--conditions", "pink_11db")
+
+
+def test_evaluate_robustness_scores_an_embedding_model_against_clean_centroids_of_other_speakers(manifest, tmp_path, capsys):
+    """An embed checkpoint: the validation clips, degraded, are placed by the clean centroids of the train
+    split's clips; the report gives centroid and k-NN accuracy and the cosine to each clip's clean vector."""
+    out = tmp_path / "ckpt" / "emb.pt"
+    call_command("train", "--manifest", str(manifest), "--family", "accent_embed", "--task", "embed", "--name", "emb",
+                 "--out", str(out), "--label-map", "native_english=native,other_l1=non_native", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--window-s", "1.0", "--hop-s", "0.5", "--hparam", "d_model=32",
+                 "--hparam", "n_layers=1", "--hparam", "n_heads=2", "--hparam", "n_mels=32", "--hparam", "n_mfcc=13",
+                 "--n-boot", "0", "--no-references")
+    report = tmp_path / "emb-rob.json"
+    capsys.readouterr()
+    call_command("evaluate_robustness", str(out), "--split", "test", "--conditions", "white_10db", "--out", str(report))
+    text = capsys.readouterr().out
+    saved = json.loads(report.read_text())
+    assert saved["split"] == "test" and saved["reference_split"] == "train" and saved["n"] == 8
+    assert saved["n_reference"] >= 8 and set(saved["reference_class_counts"]) == {"native", "non_native"}
+    clean, noisy = saved["conditions"]
+    assert abs(clean["cosine_to_clean_mean"] - 1.0) < 1e-6 and noisy["cosine_to_clean_mean"] < 1.0
+    assert "centroid balanced acc." in text and "| white noise, 10 dB SNR |" in text and "clean centroids of" in text
+    with pytest.raises(Exception, match="must differ"):
+        call_command("evaluate_robustness", str(out), "--split", "train", "--reference-split", "train")
 
 
 def test_train_batch_passes_robustness_and_defaults_to_the_recommended_family(django_user_model, monkeypatch, capsys):

@@ -2,8 +2,13 @@
 clips (``workers.pipeline.degrade``), beside clean.
 
 :func:`evaluate_robustness` takes any ``predict(signals) -> [predicted label or None]`` (None: no
-answer, e.g. too little speech; counted as a miss); :func:`checkpoint_predictor` makes one from a
-checkpoint through the service's own inference path (``classify_batch``, VAD off as a job's default, no abstention), and
+answer, e.g. too little speech; counted as a miss); a predictor may instead return ``(label,
+answered)`` pairs, ``answered`` saying whether the model would answer at its default threshold
+(False: ``uncertain``), and the report then also says, per condition, how many clips are answered
+at that threshold and how many of those are right (:func:`robustness_threshold_markdown`).
+:func:`checkpoint_predictor` makes such a predictor from a checkpoint through the service's own
+inference path (``classify_batch``, VAD off as a job's default; the class is the top one whatever its
+confidence, ``answered`` is the outcome at the checkpoint's default threshold), and
 :func:`split_clips` reads the clips of a split a checkpoint's training run made. Pure Python /
 numpy / torch: no Django.
 """
@@ -19,7 +24,8 @@ import numpy as np
 
 from workers.pipeline.degrade import CONDITIONS, degrade_all, parse_conditions
 
-Predictor = Callable[[list[np.ndarray]], list[str | None]]
+Answer = str | None | tuple[str | None, bool]
+Predictor = Callable[[list[np.ndarray]], list[Answer]]
 
 
 def _recalls(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequence[str]) -> dict[str, float | None]:
@@ -28,6 +34,31 @@ def _recalls(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequen
         idx = [i for i, y in enumerate(y_true) if y == label]
         out[label] = float(np.mean([y_pred[i] == label for i in idx])) if idx else None
     return out
+
+
+def _split_answers(answers: Sequence[Answer]) -> tuple[list[str | None], list[bool] | None]:
+    """``(labels, answered)``; ``answered`` is None when the predictor gave bare labels."""
+    if not any(isinstance(a, tuple) for a in answers):
+        return list(answers), None  # type: ignore[arg-type]
+    pairs = [a if isinstance(a, tuple) else (a, a is not None) for a in answers]
+    return [p[0] for p in pairs], [bool(p[1]) and p[0] is not None for p in pairs]
+
+
+def _at_threshold(y_true: Sequence[str], pred: Sequence[str | None], answered: Sequence[bool],
+                  labels: Sequence[str]) -> dict[str, Any]:
+    """Coverage, accuracy among the answered and, per class, the share answered right and the share
+    ``uncertain`` (or without an answer)."""
+    n = len(y_true)
+    kept = [i for i in range(n) if answered[i]]
+    by_class = {label: [i for i, y in enumerate(y_true) if y == label] for label in labels}
+    return {
+        "coverage": len(kept) / n if n else None,
+        "accuracy_answered": float(np.mean([pred[i] == y_true[i] for i in kept])) if kept else None,
+        "recall": {label: float(np.mean([answered[i] and pred[i] == label for i in idx])) if idx else None
+                   for label, idx in by_class.items()},
+        "uncertain": {label: float(np.mean([not answered[i] for i in idx])) if idx else None
+                      for label, idx in by_class.items()},
+    }
 
 
 def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_true: Sequence[str],
@@ -40,9 +71,12 @@ def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_tru
     dict
         ``n``, ``seed``, ``labels``, ``class_counts`` and ``conditions``: one row per condition (clean
         first) with ``name``, ``description``, ``balanced_accuracy`` (mean recall over the classes
-        present), ``delta`` (minus clean), ``recall`` ``{label: recall}``, ``no_answer`` (clips
-        without a prediction), ``seconds`` and ``predicted`` (each clip's label or None, in order);
-        ``y_true``.
+        present), ``delta`` (minus clean), ``recall`` ``{label: recall}``, ``accuracy`` (every clip
+        given its top class), ``no_answer`` (clips without a prediction), ``seconds`` and ``predicted``
+        (each clip's label or None, in order); ``y_true``. When ``predict`` returns ``(label, answered)``
+        pairs, each row also has ``at_threshold``: ``coverage`` (share answered), ``accuracy_answered``,
+        ``recall`` (per class: share of the class's clips answered and right) and ``uncertain`` (per
+        class: share not answered).
     """
     names = parse_conditions(conditions)
     present = [label for label in labels if label in set(y_true)]
@@ -51,12 +85,15 @@ def evaluate_robustness(predict: Predictor, signals: Sequence[np.ndarray], y_tru
         if progress is not None:
             progress(name, k, len(names))
         t0 = time.time()
-        pred = list(predict(degrade_all(signals, name, seed=seed)))
+        pred, answered = _split_answers(list(predict(degrade_all(signals, name, seed=seed))))
         rec = _recalls(y_true, pred, labels)
         bacc = float(np.mean([rec[label] for label in present])) if present else None
-        rows.append({"name": name, "description": CONDITIONS[name].description, "balanced_accuracy": bacc,
-                     "recall": rec, "no_answer": sum(p is None for p in pred), "seconds": round(time.time() - t0, 1),
-                     "predicted": pred})
+        row = {"name": name, "description": CONDITIONS[name].description, "balanced_accuracy": bacc,
+               "recall": rec, "accuracy": float(np.mean([p == y for p, y in zip(pred, y_true, strict=True)])) if pred else None,
+               "no_answer": sum(p is None for p in pred)}
+        if answered is not None:
+            row["at_threshold"] = _at_threshold(y_true, pred, answered, labels)
+        rows.append({**row, "seconds": round(time.time() - t0, 1), "predicted": pred})
     clean = rows[0]["balanced_accuracy"]
     for row in rows:
         row["delta"] = None if clean is None or row["balanced_accuracy"] is None else row["balanced_accuracy"] - clean
@@ -131,6 +168,34 @@ def robustness_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def robustness_threshold_markdown(report: dict[str, Any]) -> list[str]:
+    """The default threshold under degradation, as a Markdown table: per condition, accuracy when every
+    clip is answered beside the share answered at the threshold, the accuracy of those answers, each
+    class's recall at the threshold (answered and right) and each class's ``uncertain`` share. Empty
+    when the report has no ``at_threshold`` rows."""
+    rows = [row for row in report["conditions"] if "at_threshold" in row]
+    if not rows:
+        return []
+    labels = report["labels"]
+    cut = report.get("threshold")
+    at = "at the default threshold" + (f" {cut:g}" if isinstance(cut, (int, float)) else "")
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [f"| condition | answer all: accuracy | {at}: answered | accuracy of the answered | "
+             + " | ".join(f"{label} recall" for label in labels) + " | "
+             + " | ".join(f"{label} uncertain" for label in labels) + " |",
+             "|---|---|---|---|" + "---|" * (2 * len(labels))]
+    for row in rows:
+        t = row["at_threshold"]
+        lines.append(f"| {row['description'] if row['name'] != 'clean' else 'clean'} | {f(row.get('accuracy'))} | "
+                     f"{f(t['coverage'])} | {f(t['accuracy_answered'])} | "
+                     + " | ".join(f(t["recall"].get(label)) for label in labels) + " | "
+                     + " | ".join(f(t["uncertain"].get(label)) for label in labels) + " |")
+    return lines
+
+
 def robustness_caption(report: dict[str, Any], split: str) -> str:
     """One sentence: on how many clips of which split, per class, with which seed; warns when small."""
     counts = ", ".join(f"{n} {label}" for label, n in report["class_counts"].items())
@@ -141,9 +206,12 @@ def robustness_caption(report: dict[str, Any], split: str) -> str:
 
 def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int | None = None) -> tuple[Predictor, Any]:
     """``(predict, loaded)`` for the checkpoint at ``path``: ``predict(signals)`` runs
-    ``classify_batch`` as a job does by default (VAD off; threshold 0, so every clip gets a class) and
-    returns each clip's predicted label. Whisper probes attach their
-    encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe allows it)."""
+    ``classify_batch`` as a job does by default (VAD off, the checkpoint's default threshold) and
+    returns each clip's ``(top class, answered)``: the class whatever its confidence (so "answer all"
+    gives every clip a class), ``answered`` False where the outcome is ``uncertain``. Whisper probes
+    attach their encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe
+    allows it). ``predict(signals, transcripts)`` hands a transcript per clip to a model that reads one
+    (a reading fusion fuses where it can follow it, with its ``fused_threshold``)."""
     import torch
 
     from models.checkpoint import load_checkpoint
@@ -158,14 +226,22 @@ def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int
     if choose is not None:
         choose(engine, threads=threads or torch.get_num_threads())
 
-    def predict(signals: list[np.ndarray]) -> list[str | None]:
-        out: list[str | None] = []
+    def predict(signals: list[np.ndarray], transcripts: Sequence[str | None] | None = None) -> list[Answer]:
+        out: list[Answer] = []
         for start in range(0, len(signals), 16):
-            outcomes = classify_batch(loaded, signals[start:start + 16], threshold=0.0, vad=False)
-            out.extend(o.predicted_class for o in outcomes)
+            said = None if transcripts is None else list(transcripts[start:start + 16])
+            outcomes = classify_batch(loaded, signals[start:start + 16], vad=False, transcripts=said)
+            out.extend((o.predicted_class, o.outcome == "ok") for o in outcomes)
         return out
 
     return predict, loaded
+
+
+def default_threshold(loaded: Any) -> float:
+    """The threshold a job applies to ``loaded`` when it names none (the calibration's; 0 when absent)."""
+    from models.hooks import model_hook
+
+    return float((model_hook(loaded, "calibration") or {}).get("threshold") or 0.0)
 
 
 def split_clips(training_data: dict[str, Any], split: str, *, limit: int | None = None, corpus: str | None = None,
@@ -218,5 +294,5 @@ def training_robustness(config: Any, checkpoint: str | Path, *,
     predict, loaded = checkpoint_predictor(checkpoint)
     report = evaluate_robustness(predict, signals, y, [str(label) for label in loaded.spec.labels],
                                  conditions=config.robustness, seed=config.seed, progress=progress)
-    report["split"] = "test"
+    report.update(split="test", threshold=default_threshold(loaded))
     return report

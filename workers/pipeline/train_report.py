@@ -200,6 +200,37 @@ def _noisy_selection_lines(sel: dict[str, Any], chosen: dict[str, Any], labels: 
     return lines + [""]
 
 
+MIN_EVALUATION_SPEAKERS = 10
+
+
+def evaluation_warning(test_speakers: int | None) -> str:
+    """What a card says when its test result rests on too few speakers to mean much ("" otherwise)."""
+    if test_speakers is None or test_speakers >= MIN_EVALUATION_SPEAKERS:
+        return ""
+    return (f"The test result rests on {test_speakers} speaker{'s' if test_speakers != 1 else ''}: too few to trust (a few "
+            f"speakers more or less can move it by tens of points). Evaluate on at least {MIN_EVALUATION_SPEAKERS} "
+            "speakers the model never heard before relying on it.")
+
+
+def speaker_count_lines(training_data: dict[str, Any]) -> list[str]:
+    """A card's sentence on how many speakers it was trained, validated and tested on, and the warning
+    when the test split has fewer than :data:`MIN_EVALUATION_SPEAKERS` (or training fewer than that per
+    split); empty without split counts."""
+    splits = training_data.get("splits") or {}
+    n = {k: (splits.get(k) or {}).get("speakers") for k in ("train", "val", "test")}
+    if all(v is None for v in n.values()):
+        return []
+    said = ", ".join(f"{v} {name} speakers" for name, v in (("training", n["train"]), ("validation", n["val"]),
+                                                             ("test", n["test"])) if v is not None)
+    lines = [f"Speakers: {said}."]
+    if n["test"] is not None and n["test"] < MIN_EVALUATION_SPEAKERS:
+        lines[0] += " **Warning:** " + evaluation_warning(n["test"])
+    if n["train"] is not None and n["train"] < MIN_EVALUATION_SPEAKERS:
+        lines[0] += (f" **Warning:** trained on {n['train']} speakers: the model may have learned those voices "
+                     "(or their recording setup) rather than the classes.")
+    return [*lines, ""]
+
+
 def write_model_card(
     metrics: dict[str, Any],
     *,
@@ -280,6 +311,7 @@ def write_model_card(
             cc = training_data.get("class_counts", {}).get(k, {})
             lines.append(f"| {k} | {v['items']} | {v['speakers']} | " + " | ".join(str(cc.get(c, 0)) for c in classes) + " |")
         lines.append("")
+        lines += speaker_count_lines(training_data)
     if test:
         lines += ["## Results on the speaker-disjoint test split", "",
                   "Balanced accuracy with a 95 % bootstrap interval (speakers resampled).", "",
@@ -299,12 +331,15 @@ def write_model_card(
                 for c, v in test["per_class"].items()), ""]
         lines += [f"ECE {_fmt(test.get('ece'))}, NLL {_fmt(test.get('nll'))}, Brier {_fmt(test.get('brier'))}.", ""]
     if metrics.get("robustness"):
-        from workers.pipeline.robustness import robustness_caption, robustness_markdown
+        from workers.pipeline.robustness import robustness_caption, robustness_markdown, robustness_threshold_markdown
 
         rob = metrics["robustness"]
         lines += ["## Robustness: degraded copies of the test clips", "",
                   robustness_caption(rob, rob.get("split", "test")) + " Decisions without abstention.", "",
                   *robustness_markdown(rob), ""]
+        at = robustness_threshold_markdown(rob)
+        if at:
+            lines += ["The default threshold under the same conditions (answers under it are `uncertain`):", "", *at, ""]
     emb = metrics.get("test_embedding")
     if emb and "test_embedding_per_corpus" in metrics:
         lines += _embedding_section(metrics, emb)
