@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from models.checkpoint import load_checkpoint
+    from models.hooks import model_hook
     from workers.pipeline.inference import classify_batch
 
     torch.set_num_threads(1)
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     for path in a.checkpoints:
         loaded = load_checkpoint(path)
         engine = "-"
-        if hasattr(loaded.model, "attach_encoder"):
-            loaded.model.attach_encoder()
-            engine = loaded.model.use_engine(a.engine, threads=1)
+        attach, choose = model_hook(loaded.model, "attach_encoder"), model_hook(loaded.model, "use_engine")
+        if attach is not None and choose is not None:  # a Whisper probe: its encoder and engine, as a worker picks them
+            attach()
+            engine = choose(a.engine, threads=1)
         name = f"{loaded.spec.name}@{loaded.spec.version}"
         classify_batch(loaded, signals[:2], vad=False)  # warm
         models[name] = (loaded, engine, [])

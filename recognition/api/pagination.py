@@ -64,3 +64,9 @@ class Pagination(PageNumberPagination):
             "description": ("Keyset paging for deep pages: the rows after this id in the list's id order (empty: from "
                             "the first). The answer has next and results, no count."),
             "schema": {"type": "string"}}]
+
+    def get_paginated_response_schema(self, schema):
+        """The page's schema: ``count`` is given by numbered pages only (a keyset page has none)."""
+        out = super().get_paginated_response_schema(schema)
+        out["required"] = [name for name in out.get("required", []) if name != "count"]
+        return out
