@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     import torch
 
-    from models.checkpoint import load_checkpoint
-    from models.hooks import model_hook
+    from models.checkpoint import load_served
     from workers.pipeline.inference import classify_batch
 
     torch.set_num_threads(1)
@@ -58,12 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     audio_s = sum(len(s) for s in signals) / 16000
     models = {}
     for path in a.checkpoints:
-        loaded = load_checkpoint(path)
-        engine = "-"
-        attach, choose = model_hook(loaded.model, "attach_encoder"), model_hook(loaded.model, "use_engine")
-        if attach is not None and choose is not None:  # a Whisper probe: its encoder and engine, as a worker picks them
-            attach()
-            engine = choose(a.engine, threads=1)
+        loaded, engine = load_served(path, engine=a.engine, threads=1)
         name = f"{loaded.spec.name}@{loaded.spec.version}"
         classify_batch(loaded, signals[:2], vad=False)  # warm
         models[name] = (loaded, engine, [])
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| model | engine | seconds per round | best, x real time |")
     print("|---|---|---|---|")
     for name, (_loaded, engine, times) in models.items():
-        print(f"| {name} | {engine} | {' / '.join(f'{t:.2f}' for t in times)} | {audio_s / min(times):.0f}x |")
+        print(f"| {name} | {engine or '-'} | {' / '.join(f'{t:.2f}' for t in times)} | {audio_s / min(times):.0f}x |")
 
 
 if __name__ == "__main__":

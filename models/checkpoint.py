@@ -244,3 +244,18 @@ def load_speaker_encoder(device: str | torch.device = "cpu") -> LoadedModel:
     device = torch.device(device)
     enc.to(device).eval()
     return LoadedModel(model=enc, spec=spec, calibration={}, meta={"hparams": {}}, sha256=sha, device=device)
+
+
+def load_served(path: str | Path, *, engine: str = "auto", threads: int | None = None) -> tuple[LoadedModel, str | None]:
+    """:func:`load_checkpoint`, then served as a worker serves it: a Whisper-based module attaches its
+    encoder and picks ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe allows it).
+    Returns the model and the engine it runs on (None for a module without one)."""
+    from models.hooks import model_hook
+
+    loaded = load_checkpoint(path)
+    attach = model_hook(loaded.model, "attach_encoder")
+    if attach is not None:
+        attach()
+    choose = model_hook(loaded.model, "use_engine")
+    chosen = choose(engine, threads=threads or torch.get_num_threads()) if choose is not None else None
+    return loaded, chosen

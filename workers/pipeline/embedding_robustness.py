@@ -143,19 +143,10 @@ def embedding_robustness_markdown(report: dict[str, Any]) -> list[str]:
 def checkpoint_embedder(path: Any, *, engine: str = "auto", threads: int | None = None) -> tuple[Embedder, Any]:
     """``(embed, loaded)`` for the embedding checkpoint at ``path``: ``embed(signals)`` runs the
     service's ``embed_batch`` (VAD off, as an embed job's default) and returns ``[n, d]``."""
-    import torch
-
-    from models.checkpoint import load_checkpoint
-    from models.hooks import model_hook
+    from models.checkpoint import load_served
     from workers.pipeline.inference import embed_batch
 
-    loaded = load_checkpoint(path)
-    attach = model_hook(loaded.model, "attach_encoder")
-    if attach is not None:
-        attach()
-    choose = model_hook(loaded.model, "use_engine")
-    if choose is not None:
-        choose(engine, threads=threads or torch.get_num_threads())
+    loaded, _ = load_served(path, engine=engine, threads=threads)
 
     def embed(signals: list[np.ndarray]) -> np.ndarray:
         return np.stack([np.asarray(o.vector, dtype=np.float64) for o in embed_batch(loaded, signals, vad=False, batch_size=16)])

@@ -212,19 +212,10 @@ def checkpoint_predictor(path: str | Path, *, engine: str = "auto", threads: int
     attach their encoder and run on ``engine`` (``auto``: CTranslate2 int8 on a CPU where the probe
     allows it). ``predict(signals, transcripts)`` hands a transcript per clip to a model that reads one
     (a reading fusion fuses where it can follow it, with its ``fused_threshold``)."""
-    import torch
-
-    from models.checkpoint import load_checkpoint
-    from models.hooks import model_hook
+    from models.checkpoint import load_served
     from workers.pipeline.inference import classify_batch
 
-    loaded = load_checkpoint(path)
-    attach = model_hook(loaded.model, "attach_encoder")
-    if attach is not None:
-        attach()
-    choose = model_hook(loaded.model, "use_engine")
-    if choose is not None:
-        choose(engine, threads=threads or torch.get_num_threads())
+    loaded, _ = load_served(path, engine=engine, threads=threads)
 
     def predict(signals: list[np.ndarray], transcripts: Sequence[str | None] | None = None) -> list[Answer]:
         out: list[Answer] = []
