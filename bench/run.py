@@ -419,9 +419,10 @@ def write_section(path: Path, mode: str, text: str) -> None:
     old = path.read_text() if path.exists() else ""
     sections = {}
     order = ("quick", "full", "whisper", "spoken-words", "language_id", "asr-train", "asr-test", "scale", "scale-pgvector",
-             "features", "history")
+             "features", "model-speed", "history")
     # whisper, spoken-words, language_id, asr-*, scale*, features: the sections of bench/whisper.py, bench/spoken_words.py,
-    # bench/language_id.py, bench/asr.py, bench/scale.py and bench/features.py, kept as they are
+    # bench/language_id.py, bench/asr.py, bench/scale.py and bench/features.py, kept as they are; model-speed: the
+    # hand-written reading of a bench/model_speed.py run
     for m in order:
         a, b = f"<!-- bench:{m} -->", f"<!-- /bench:{m} -->"
         if a in old and b in old:

@@ -190,13 +190,19 @@ class BatchAdmin(admin.ModelAdmin):
     PAGE_JOBS = ("classify", "embed", "features", "language", "transcribe")
 
     def run_view(self, request, object_id: int, kind: str):
-        """The batch page's "Run" buttons: one job of ``kind`` over the batch (the owner only), then its page."""
+        """The batch page's "Run" buttons: one job of ``kind`` over the batch (the owner only), then its page.
+        A kind that takes ``extractors`` runs the default set plus the opt-in ones ticked (``extractors`` fields)."""
         batch = self.get_object(request, str(object_id))
         if batch is None or kind not in self.PAGE_JOBS or not self.has_view_permission(request, batch) \
                 or batch.owner_id != request.user.pk:
             raise Http404("No such batch.")
+        params = None
+        if request.POST.getlist("extractors") and "extractors" in jobkinds.KINDS[kind].params:
+            from workers.pipeline.features import default_extractors
+
+            params = {"extractors": list(dict.fromkeys([*default_extractors(), *request.POST.getlist("extractors")]))}
         try:
-            job = services.job_submit(owner=batch.owner, kind=kind, batch=batch)
+            job = services.job_submit(owner=batch.owner, kind=kind, batch=batch, params=params)
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return HttpResponseRedirect(reverse("admin:recognition_batch_change", args=[batch.pk]))

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 
 from tests.factories import pulse_train
-from workers.pipeline.features import default_extractors, extract_features, get_extractor, shared, spectrogram_shared
+from workers.pipeline.features import EXTRACTORS, default_extractors, extract_features, get_extractor, shared, spectrogram_shared
 
 SR = 16000
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,11 +50,19 @@ def test_a_changed_setting_gets_its_own_spectrogram():
     assert np.array_equal(alone.extract(x, SR).arrays["logmel"], b)
 
 
-def test_the_default_set_together_equals_each_extractor_alone():
+def test_the_default_set_measures_each_quantity_once():
+    """eGeMAPS has formants, jitter, shimmer and HNR: Praat's formants and voice report are opt-in."""
+    assert default_extractors() == ["egemaps", "logmel", "mfcc", "prosody", "spectral"]
+    assert list(extract_features(_voice(), SR)) == default_extractors()
+
+
+def test_every_extractor_together_equals_each_extractor_alone():
+    """The shared Sound, Pitch and spectrogram change no value (the Praat three share one pitch track)."""
     x = _voice()
-    together = extract_features(x, SR)
-    assert list(together) == default_extractors()
-    for name in default_extractors():
+    names = [n for n in EXTRACTORS if n != "compare"]
+    together = extract_features(x, SR, names)
+    assert list(together) == names
+    for name in names:
         shared.forget()  # nothing shared: the extractor builds its own Sound, Pitch and spectrogram
         spectrogram_shared.mel_spectrogram.cache_clear()
         spectrogram_shared.mfcc.cache_clear()
@@ -138,7 +146,7 @@ def test_warm_up_loads_librosa_numba_and_opensmile_before_the_fork_and_torch_onl
 def test_the_warm_up_signal_is_voiced_so_every_measure_is_computed():
     from workers.pipeline.features import warm_up_signal
 
-    results = extract_features(warm_up_signal(SR), SR)
+    results = extract_features(warm_up_signal(SR), SR, [*default_extractors(), "formants", "voice_quality"])
     assert abs(results["prosody"].summary["f0_mean_hz"] - 120.0) < 2.0
     assert all(v is not None for v in results["voice_quality"].summary.values())
     assert results["formants"].summary["voiced_frames"] > 50

@@ -303,11 +303,17 @@ def test_the_batch_page_runs_jobs_for_its_owner_only(staff, study, monkeypatch, 
     job = Job.objects.get(kind="features")
     assert response.status_code == 302 and response["Location"] == f"/admin/recognition/job/{job.pk}/change/" and job.batch == batch
     assert staff.post(f"/admin/recognition/batch/{batch.pk}/run/train/").status_code == 404
+    assert 'name="extractors" value="formants"' in _page(staff, f"/admin/recognition/batch/{batch.pk}/change/")
+    staff.post(f"/admin/recognition/batch/{batch.pk}/run/features/", {"extractors": ["formants", "voice_quality"]})
+    with_praat = Job.objects.filter(kind="features").latest("pk")
+    assert with_praat.params["extractors"] == ["egemaps", "logmel", "mfcc", "prosody", "spectral", "formants", "voice_quality"]
+    response = staff.post(f"/admin/recognition/batch/{batch.pk}/run/features/", {"extractors": ["pitch"]}, follow=True)
+    assert "Unknown extractors" in response.content.decode() and Job.objects.filter(kind="features").count() == 2
     other_user.is_staff = True
     other_user.save()
     client.force_login(other_user)
     assert client.post(f"/admin/recognition/batch/{batch.pk}/run/features/").status_code in (403, 404)
-    assert Job.objects.filter(kind="features").count() == 1
+    assert Job.objects.filter(kind="features").count() == 2
 
 
 def test_a_model_trained_with_robustness_shows_its_table_on_its_card(staff, settings):

@@ -20,10 +20,17 @@ class Formants(FeatureExtractor):
     Summary: ``f{k}_mean_hz``, ``f{k}_std_hz`` and ``f{k}_median_hz`` over voiced frames, and
     ``voiced_frames``. ``max_formant`` 5500 Hz suits adult female voices; Praat's manual advises
     5000 Hz for adult males. Signals shorter than 3 periods of ``f0_floor`` give empty arrays.
+
+    Opt-in (``"extractors": [..., "formants"]``): not in a features job's default set, which measures
+    F1-F3 once, through eGeMAPS (frequency, bandwidth and relative amplitude, openSMILE's LPC
+    tracker). Praat's Burg tracks are the phonetician's reference and cost about as much as all
+    of eGeMAPS (~8 ms per second of audio, most of it Praat's resampling to 2 x ``max_formant``);
+    ``docs/benchmarks.md``'s features section measures both.
     """
 
     name = "formants"
     version = "1"
+    in_default_set = False
 
     @dataclass(frozen=True)
     class Config:

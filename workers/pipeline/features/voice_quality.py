@@ -33,10 +33,16 @@ class VoiceQuality(FeatureExtractor):
     cost (``bench/micro.py``'s ``feature_breakdown`` measures it). Set ``hnr_time_step=0.01`` for Praat's default.
     The pitch track guiding the glottal pulses is shared with ``prosody`` and ``formants``
     (``praat_shared``), with Praat's default step for it, ``0.75 / f0_floor``.
+
+    Opt-in (``"extractors": [..., "voice_quality"]``): not in a features job's default set, which
+    measures jitter, shimmer and HNR once, through eGeMAPS (``jitterLocal``, ``shimmerLocaldB``,
+    ``HNRdBACF``, plus H1-H2 and H1-A3). Praat's voice report is the clinical reference and costs
+    ~7 ms per second of audio, two thirds of eGeMAPS.
     """
 
     name = "voice_quality"
     version = "2"
+    in_default_set = False
 
     @dataclass(frozen=True)
     class Config:
