@@ -34,6 +34,11 @@ class ModelHooks(Protocol):
         Default: none.
     zero_shot : bool
         Its classes come from each request (``spoken_words``), not from training. Default False.
+    input_level_dbfs : float or None
+        The RMS level (dBFS) its training brought every whole recording to, DC removed
+        (``workers.pipeline.data.normalise_signal``); inference does the same to each recording before
+        windowing it (``whisper_probe``: the Whisper log-mel is not level-invariant). Default None:
+        the samples as they are (a family that normalises inside its forward).
     attach_encoder(engine) / use_engine(name)
         A Whisper-based module shares the worker's faster-whisper engine / picks its engine
         (``workers/runtime.py``). Default: absent.
@@ -65,6 +70,7 @@ class ModelHooks(Protocol):
     needs_phone_features: bool
     passage: list[str] | None
     zero_shot: bool
+    input_level_dbfs: float | None
     conv_bn_pairs: Iterable[tuple[str, str]]
     train_source: str
     embedding_dim: int | None
@@ -84,6 +90,7 @@ HOOK_DEFAULTS: dict[str, Any] = {
     "needs_phone_features": False,
     "passage": None,
     "zero_shot": False,
+    "input_level_dbfs": None,
     "conv_bn_pairs": (),
     "train_source": "wave",
     "embedding_dim": None,

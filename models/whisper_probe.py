@@ -18,6 +18,7 @@ Shapes: ``prepare_inputs(windows [n, samples]) -> {"wave": [n, samples], "length
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,11 @@ class WhisperProbe(nn.Module):
     variable_length = True
 
     def __init__(self, n_outputs: int, states: tuple[int, ...], pooling: str = "mean", d_model: int = 512,
-                 band_limit_hz: float | None = 4000.0, task: str = "classify", encoder_sha256: str = "") -> None:
+                 band_limit_hz: float | None = 4000.0, task: str = "classify", encoder_sha256: str = "",
+                 input_level_dbfs: float | None = None) -> None:
         super().__init__()
+        #: the level training brought each recording to (``models.hooks``); inference does the same
+        self.input_level_dbfs = input_level_dbfs
         if pooling not in ("mean", "mean_std"):
             raise ValueError(f"unknown pooling {pooling!r}")
         self.states = tuple(int(s) for s in states)
@@ -272,4 +276,19 @@ def build_whisper_probe(spec: Any, hparams: dict[str, Any], *, load_pretrained: 
         band_limit_hz=hparams.get("band_limit_hz", 4000.0),
         task=spec.task,
         encoder_sha256=str(hparams.get("encoder_sha256") or ""),
+        input_level_dbfs=trained_level_dbfs(spec),
     )
+
+
+#: what ``spec.extra["normalisation"]`` of a whisper_probe says: its trainer brought every recording to
+#: this RMS level (``workers.pipeline.data.load_utterances``) before windowing it
+NORMALISATION = "per-utterance RMS -25 dBFS; Whisper log-mel per window"
+
+
+def trained_level_dbfs(spec: Any) -> float | None:
+    """The per-recording RMS level (dBFS) the trainer normalised to, from ``spec.extra["normalisation"]``;
+    -25 when the spec does not say (accent-embed 2.0.0's spec left it out, but its trainer, like every
+    whisper_probe run, normalised), None when it names no such level."""
+    said = (spec.extra or {}).get("normalisation", NORMALISATION)
+    found = re.match(r"per-utterance RMS (-?\d+(?:\.\d+)?) dBFS", str(said or ""))
+    return float(found.group(1)) if found else None

@@ -271,6 +271,35 @@ def test_calibration_is_applied_per_window(loaded: FakeLoaded) -> None:
     assert shifted.probabilities["native_english"] > base.probabilities["native_english"]
 
 
+def test_a_model_trained_at_a_level_hears_every_recording_at_that_level(loaded: FakeLoaded) -> None:
+    """A whisper_probe's trainer normalised each recording to -25 dBFS RMS; serving does the same, so
+    a recording 30 dB quieter (or with a DC offset) gets the answer of the original."""
+    signals = noise_signals(seed=4, lengths_s=(3.0, 2.2))
+    quiet = [0.03 * x + 0.01 for x in signals]
+    as_is = classify_batch(loaded, signals, vad=False), classify_batch(loaded, quiet, vad=False)
+    assert as_is[0][0].probabilities_raw != pytest.approx(as_is[1][0].probabilities_raw, abs=1e-3)  # TinyNet hears level
+    loaded.model.input_level_dbfs = -25.0
+    for a, b in zip(classify_batch(loaded, signals, vad=False), classify_batch(loaded, quiet, vad=False), strict=True):
+        assert a.probabilities_raw == pytest.approx(b.probabilities_raw, abs=1e-4)
+    a, b = embed_batch(loaded, signals[:1]), embed_batch(loaded, quiet[:1])
+    assert a[0].vector == pytest.approx(b[0].vector, abs=1e-4)
+
+
+def test_shipped_whisper_probes_declare_the_level_their_trainer_used() -> None:
+    import json
+    from pathlib import Path
+
+    from models.specs import ModelSpec
+    from models.whisper_probe import trained_level_dbfs
+
+    root = Path(__file__).resolve().parents[2] / "models" / "checkpoints"
+    for name in ("accent-native", "accent-native-2.1.0", "accent-group", "accent-embed"):
+        spec = json.loads((root / f"{name}.json").read_text())["spec"]
+        assert spec["family"] == "whisper_probe" and trained_level_dbfs(ModelSpec(**spec)) == -25.0, name
+    plain = {"name": "x", "version": "1", "family": "whisper_probe", "task": "classify", "labels": ("a", "b")}
+    assert trained_level_dbfs(ModelSpec(**plain, extra={"normalisation": "none"})) is None
+
+
 def test_batching_invariance(loaded: FakeLoaded) -> None:
     signals = noise_signals(seed=1)
     one = classify_batch(loaded, signals, vad=False, batch_size=1)

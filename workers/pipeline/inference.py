@@ -135,6 +135,16 @@ def _as_signal(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _as_signals(loaded: Any, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Mono float32 ``[time]`` arrays, each brought to the level the model was trained at (the
+    ``input_level_dbfs`` hook: DC removed, whole-recording RMS) when it declares one, as its trainer did."""
+    from workers.pipeline.data import normalise_signal
+
+    level = model_hook(getattr(loaded, "model", None), "input_level_dbfs")
+    out = [_as_signal(x) for x in signals]
+    return out if level is None else [normalise_signal(x, float(level)) for x in out]
+
+
 def _plan(
     signals: Sequence[np.ndarray], sr: int, window_s: float, hop_s: float, use_vad: bool
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[list[tuple[float, float]] | None], np.ndarray, np.ndarray]:
@@ -241,7 +251,7 @@ def classify_batch(
     if threshold is None:
         threshold = float(calibration.get("threshold") or 0.0)
         fused_threshold = float(calibration.get("fused_threshold") or threshold)
-    signals = [_as_signal(x) for x in signals]
+    signals = _as_signals(loaded, signals)
     transcripts = list(transcripts) if transcripts is not None else [None] * len(signals)
     if len(transcripts) != len(signals):
         raise ValueError(f"{len(transcripts)} transcripts for {len(signals)} signals")
@@ -432,7 +442,7 @@ def embed_batch(
     window_s = float(window_s if window_s is not None else spec.window_s)
     hop_s = float(hop_s if hop_s is not None else spec.hop_s)
     win = max(1, int(round(window_s * sr)))
-    signals = [_as_signal(x) for x in signals]
+    signals = _as_signals(loaded, signals)
     spans, keeps, _, t_win, t_vad = _plan(signals, sr, window_s, hop_s, vad)
     keeps = [keep if keep.any() else np.ones_like(keep) for keep in keeps]
     items = _items(spans, keeps, [True] * len(signals))

@@ -456,7 +456,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
 
     from models.checkpoint import save_checkpoint
     from models.specs import ModelSpec
-    from models.whisper_probe import WhisperProbe, build_whisper_probe, find_encoder_dir
+    from models.whisper_probe import NORMALISATION, WhisperProbe, build_whisper_probe, find_encoder_dir
     from workers.pipeline.calibration import default_threshold, fit_calibration
     from workers.pipeline.train_config import TrainResult
     from workers.pipeline.train_data import load_items, make_splits
@@ -547,7 +547,7 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
                          embedding_dim=n_classes,
                          extra={"band_limit_hz": hp["band_limit_hz"], "label_column": config.label_column,
                                 "label_map": config.label_map, "encoder": hparams["encoder"],
-                                "normalisation": "per-utterance RMS -25 dBFS; Whisper log-mel per window"})
+                                "normalisation": NORMALISATION})
         model = build_whisper_probe(spec, hparams)
         model.set_head(*params)
     else:
@@ -565,7 +565,8 @@ def train_whisper_probe(config: Any, *, progress: Any = None) -> Any:
         spec = ModelSpec(name=config.name, version=config.version, family="whisper_probe", task="embed", labels=(),
                          sample_rate=16000, window_s=window_s, hop_s=hop_s, embedding_dim=dim,
                          extra={"band_limit_hz": hp["band_limit_hz"], "label_column": config.label_column,
-                                "label_map": config.label_map, "encoder": hparams["encoder"], "trained_labels": labels})
+                                "label_map": config.label_map, "encoder": hparams["encoder"], "trained_labels": labels,
+                                "normalisation": NORMALISATION})
         hparams["embedding_dim"] = dim
         model = build_whisper_probe(spec, hparams)
         model.set_head(mean, scale, weight, bias)
