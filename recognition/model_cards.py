@@ -34,6 +34,65 @@ def scalar_rows(values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     return out
 
 
+def shipped_robustness_report(mv) -> tuple[dict[str, Any], str]:
+    """``(report, source note)`` of a shipped checkpoint's ``<stem>.robustness.json`` (``manage.py
+    evaluate_robustness``) when it names this model's name and version; ``({}, "")`` otherwise (a trained or
+    packaged model, no report, a report of another version). The note says where the report came from and
+    warns when it was measured on a file with another sha256."""
+    import json
+    from pathlib import Path
+
+    from django.conf import settings
+
+    if mv.owner_id is not None or not mv.checkpoint or ":" in mv.checkpoint:  # storage:, package:
+        return {}, ""
+    path = Path(settings.MODELS_DIR) / (Path(mv.checkpoint).stem + ".robustness.json")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, ""
+    if not isinstance(report, dict) or report.get("model") != f"{mv.name}@{mv.version}":
+        return {}, ""
+    note = f"From the robustness report shipped beside the checkpoint ({report.get('split')} split"
+    note += f", {report['corpus']} only)." if report.get("corpus") else ")."
+    if report.get("sha256") and mv.sha256 and report["sha256"] != mv.sha256:
+        note += (f" It was measured on a checkpoint file with sha256 {report['sha256'][:12]}..., not this version's "
+                 f"{mv.sha256[:12]}... (the same name and version).")
+    return report, note
+
+
+def robustness_card(rob: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
+    """A robustness report (``workers.pipeline.robustness.evaluate_robustness``) for the card: the answer-all
+    table (balanced accuracy, change from clean, recall per class) and, when the report has ``at_threshold``
+    rows (reports before the default-threshold table have none), the default threshold's table: share
+    answered, accuracy of the answered, per-class recall (answered and right) and ``uncertain`` share."""
+    from workers.pipeline.robustness import robustness_caption
+
+    labels = [str(label) for label in rob.get("labels") or []]
+
+    def name(row: Mapping[str, Any]) -> str:
+        return "clean" if row["name"] == "clean" else str(row.get("description") or row["name"])
+
+    out: dict[str, Any] = {
+        "caption": robustness_caption(rob, rob.get("split", "test")), "source": source, "labels": labels,
+        "rows": [{"condition": name(row), "balanced_accuracy": row.get("balanced_accuracy"),
+                  "delta": row.get("delta") if row["name"] != "clean" else None,
+                  "recall": [(row.get("recall") or {}).get(label) for label in labels]} for row in rob["conditions"]],
+        "threshold": None}
+    at = [row for row in rob["conditions"] if isinstance(row.get("at_threshold"), dict)]
+    if at:
+        cut = rob.get("threshold")
+        out["threshold"] = {
+            "value": f"{cut:g}" if isinstance(cut, (int, float)) and not isinstance(cut, bool) else "",
+            "rows": [{"condition": name(row), "accuracy": row.get("accuracy"),
+                      "coverage": row["at_threshold"].get("coverage"),
+                      "accuracy_answered": row["at_threshold"].get("accuracy_answered"),
+                      "recall": [(row["at_threshold"].get("recall") or {}).get(label) for label in labels],
+                      "uncertain": [(row["at_threshold"].get("uncertain") or {}).get(label) for label in labels]}
+                     for row in at]}
+    return out
+
+
 def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     """A model version's card for the admin: what it is, how it was calibrated, on what data it was
     trained, its test results (overall, per class, per corpus, references) and its licence.
@@ -106,16 +165,11 @@ def model_card(*, model_version, pictures: bool = True) -> dict[str, Any]:
     chosen = metrics.get("chosen") or {}
     if chosen:
         card["chosen"] = scalar_rows(chosen)
-    rob = metrics.get("robustness") or {}
-    if rob.get("conditions"):  # a run asked for robustness: degraded copies of its test clips
-        from workers.pipeline.robustness import robustness_caption
-
-        card["robustness"] = {
-            "caption": robustness_caption(rob, rob.get("split", "test")), "labels": list(rob.get("labels") or []),
-            "rows": [{"condition": "clean" if row["name"] == "clean" else row["description"],
-                      "balanced_accuracy": row.get("balanced_accuracy"), "delta": row.get("delta") if row["name"] != "clean" else None,
-                      "recall": [(row.get("recall") or {}).get(label) for label in rob.get("labels") or []]}
-                     for row in rob["conditions"]]}
+    rob, source = metrics.get("robustness") or {}, ""
+    if not rob.get("conditions"):  # a shipped checkpoint: the report evaluate_robustness wrote beside it
+        rob, source = shipped_robustness_report(mv)
+    if rob.get("conditions"):
+        card["robustness"] = robustness_card(rob, source=source)
     return card
 
 

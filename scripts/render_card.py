@@ -5,7 +5,9 @@ leave-one-corpus-out reports (``<stem>.loco.json``, when present) and hand-writt
         --notes docs/models/notes/accent-embed.md
 
 The notes file holds Markdown bullets (``- ...``, indented lines nested under them); they become the
-card's Notes section.
+card's Notes section. From its first ``## `` heading on, the file is whole sections kept verbatim after the
+Notes (and before Known confounds): the tables measured after training (robustness, per native variety,
+per L1) live there, so a re-render keeps them.
 Cards of retrained models come from the trainer itself (``--card``); this script is for a card whose
 checkpoint was trained elsewhere (e.g. to a scratch path) and then committed.
 """
@@ -36,7 +38,9 @@ def main() -> None:
     loco_path = side_path.with_suffix(".loco.json")
     loco = json.loads(loco_path.read_text()) if loco_path.exists() else None
     notes: list[str] = []
-    for line in Path(args.notes).read_text().splitlines() if args.notes else []:
+    text = Path(args.notes).read_text().splitlines() if args.notes else []
+    cut = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+    for line in text[:cut]:
         if line.startswith("- "):
             notes.append(line[2:].strip())
         elif line.startswith(" ") and line.strip() and notes:  # a nested list or continuation: kept under its bullet
@@ -44,7 +48,7 @@ def main() -> None:
     spec = ModelSpec.from_dict(side["spec"])
     write_model_card(side["metrics"], spec=spec, path=args.out or ROOT / "docs" / "models" / f"{args.stem}.md",
                      command=args.command, calibration=side.get("calibration"), sha256=side["sha256"], loco=loco,
-                     training_data=side.get("training_data"), notes=notes)
+                     training_data=side.get("training_data"), notes=notes, sections="\n".join(text[cut:]))
 
 
 if __name__ == "__main__":

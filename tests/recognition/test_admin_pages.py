@@ -328,7 +328,60 @@ def test_a_model_trained_with_robustness_shows_its_table_on_its_card(staff, sett
     section = page.split('id="card-robustness"')[1].split("</section>")[0]
     assert "Measured on 51 validation clips (21 native, 30 non_native)" in section
     assert "babble of 6 other clips of the same split, 5 dB SNR" in section and "native recall" in section
-    assert "-0.310" in section and section.count("<tr>") == 1 + len(rob["conditions"])
+    answer_all, at = section.split('id="card-robustness-threshold"')
+    assert "-0.310" in answer_all and answer_all.count("<tr>") == 1 + len(rob["conditions"])
+    assert at.count("<tr>") == 1 + len(rob["conditions"]) and "At the default threshold 0.666" in at
+    assert "native uncertain" in at and f"{rob['conditions'][0]['at_threshold']['coverage']:.3f}" in at
     bare = ModelVersion.objects.create(name="card-bare", version="1", family=meta["spec"]["family"], task="classify",
                                        labels=meta["spec"]["labels"], metrics=meta["metrics"])
     assert 'id="card-robustness"' not in _page(staff, f"/admin/recognition/modelversion/{bare.pk}/change/")
+
+
+def _shipped(name: str, version: str, stem: str, settings) -> ModelVersion:
+    meta = json.loads((settings.BASE_DIR / "models" / "checkpoints" / f"{stem}.json").read_text())
+    mv, _ = ModelVersion.objects.update_or_create(
+        name=name, version=version, owner=None,
+        defaults=dict(family=meta["spec"]["family"], task="classify", labels=meta["spec"]["labels"],
+                      checkpoint=f"{stem}.pt", sha256=meta["sha256"], metrics=meta["metrics"],
+                      calibration=meta["calibration"], training_data=meta["training_data"]))
+    return mv
+
+
+def test_a_shipped_model_shows_its_robustness_report_and_the_default_threshold_table(staff, settings):
+    """The report ``evaluate_robustness`` wrote beside a shipped checkpoint: the answer-all table and, beside it, the
+    default threshold's (share answered, accuracy of the answered, recall and uncertain share per class)."""
+    rob = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-group.robustness.json").read_text())
+    mv = _shipped("accent-group", "2.0.0", "accent-group", settings)
+    section = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/").split('id="card-robustness"')[1]
+    section = section.split("</section>")[0]
+    assert "From the robustness report shipped beside the checkpoint (validation split, SAA only)." in section
+    answer_all, at = section.split('id="card-robustness-threshold"')
+    assert answer_all.count("<tr>") == at.count("<tr>") == 1 + len(rob["conditions"])
+    assert "At the default threshold 0.6 " in at and "mandarin_l1 uncertain" in at and "other_l1 recall" in at
+    babble = next(row for row in rob["conditions"] if row["name"] == "babble_10db")["at_threshold"]
+    assert f"<td class=\"num\">{babble['coverage']:.3f}</td><td class=\"num\">{babble['accuracy_answered']:.3f}</td>" in at
+    assert "/checkpoints" not in section and str(settings.BASE_DIR) not in section  # no server path
+
+
+def test_an_older_report_without_the_threshold_table_still_renders_escaped(staff, settings, tmp_path, boss):
+    """A report from before the default-threshold table: the answer-all table and a note, no error; every
+    string from the report is escaped; a report of another version, or beside a user's model, is not shown."""
+    rob = json.loads((settings.BASE_DIR / "models" / "checkpoints" / "accent-native-2.1.0.robustness.json").read_text())
+    for row in rob["conditions"]:
+        row.pop("at_threshold", None)
+    rob["conditions"][1]["description"] = "<script>alert(1)</script> noise"
+    rob["sha256"] = "f" * 64
+    settings.MODELS_DIR = tmp_path
+    (tmp_path / "accent-native-2.1.0.robustness.json").write_text(json.dumps(rob))
+    mv = _shipped("accent-native", "2.1.0", "accent-native-2.1.0", settings)
+    page = _page(staff, f"/admin/recognition/modelversion/{mv.pk}/change/")
+    section = page.split('id="card-robustness"')[1].split("</section>")[0]
+    assert 'id="card-robustness-threshold"' not in section and 'id="card-robustness-no-threshold"' in section
+    assert section.count("<tr>") == 1 + len(rob["conditions"])
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; noise" in section and "<script>alert" not in page
+    assert "It was measured on a checkpoint file with sha256 ffffffffffff..., not this version" in section
+    other = _shipped("accent-native", "9.9.9", "accent-native-2.1.0", settings)  # the file names 2.1.0, not 9.9.9
+    assert 'id="card-robustness"' not in _page(staff, f"/admin/recognition/modelversion/{other.pk}/change/")
+    mine = ModelVersion.objects.create(name="mine", version="2.1.0", owner=boss, family=mv.family, task="classify",
+                                       labels=mv.labels, checkpoint="accent-native-2.1.0.pt", metrics=mv.metrics)
+    assert 'id="card-robustness"' not in _page(staff, f"/admin/recognition/modelversion/{mine.pk}/change/")

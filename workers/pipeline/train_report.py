@@ -243,6 +243,7 @@ def write_model_card(
     loco: dict[str, dict[str, Any]] | None = None,
     baselines: list[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    sections: str = "",
 ) -> str:
     """Render a Markdown model card from the evaluation reports; writes it to ``path`` and returns it.
 
@@ -260,6 +261,9 @@ def write_model_card(
         Rows ``{"name", "saa_test_balanced_accuracy", "note"}``.
     notes : sequence of str
         Extra paragraphs (measured facts, limits).
+    sections : str
+        Whole Markdown sections (each from a ``## `` heading), kept verbatim after the Notes and before
+        Known confounds: tables measured after the run (robustness, per variety, per L1).
     """
     test = metrics.get("test") or {}
     from models.registry import get_family
@@ -429,6 +433,8 @@ def write_model_card(
         lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if sections.strip():
+        lines += [sections.strip("\n"), ""]
     lines += ["## Known confounds", ""] + [f"- {c}" for c in CONFOUNDS] + [""]
     lines += ["## Licence", "", LICENCE_NOTE + (" " + family.licence if family.licence else ""), ""]
     text = "\n".join(lines)

@@ -8,8 +8,9 @@ variety is not stated). Northern Ireland, Scotland and Wales count as UK; the US
 other territories as ``other``.
 
 :func:`variety_recall` scores predictions per variety: recall of the native class when every clip is
-answered, and at a confidence threshold the share answered right and the share ``uncertain``. Pure
-Python / numpy: no Django.
+answered, and at a confidence threshold the share answered right and the share ``uncertain``.
+:func:`l1_recall` does the same per first language (manifest ``l1``) for every clip, against the class that
+L1's speakers should get (:func:`right_class`). Pure Python / numpy: no Django.
 """
 
 from __future__ import annotations
@@ -89,4 +90,67 @@ def variety_markdown(rows: Sequence[Mapping[str, Any]], threshold: float) -> lis
         name = f"**{r['variety']}**" if r["variety"] == "all" else r["variety"]
         lines.append(f"| {name} | {r['clips']} | {r['speakers']} | {r['recall']:.3f} | {r['recall_at_threshold']:.3f} | "
                      f"{r['uncertain']:.3f} | {r['non_native_at_threshold']:.3f} |")
+    return lines
+
+
+# ---- per first language (manifest ``l1``) -------------------------------------------------------------------------
+NATIVE_CLASSES = ("native", "native_english")
+
+
+def right_class(l1: str, labels: Sequence[str]) -> str:
+    """The class a speaker of first language ``l1`` should get: the native class for English (``english``,
+    ``english(presumed)``); ``mandarin_l1`` for Mandarin where the model has it; otherwise ``other_l1`` (3-class)
+    or ``non_native`` (2-class)."""
+    l1 = l1.strip().lower()
+    native = next((lab for lab in labels if lab in NATIVE_CLASSES), None)
+    if l1.startswith("english") and native is not None:
+        return native
+    if l1 == "mandarin" and "mandarin_l1" in labels:
+        return "mandarin_l1"
+    for name in ("other_l1", "non_native"):
+        if name in labels:
+            return name
+    raise ValueError(f"no class for first language {l1!r} among {list(labels)}")
+
+
+def l1_recall(l1s: Sequence[str], speakers: Sequence[str], predicted: Sequence[str], answered: Sequence[bool], *,
+              labels: Sequence[str], min_speakers: int = 10, fallback: int = 5) -> tuple[list[dict[str, Any]], str | None]:
+    """Per first language with at least ``min_speakers`` speakers (most speakers first): ``l1``, ``right``
+    (:func:`right_class`), ``clips``, ``speakers``, ``given`` (share of clips whose top class is each label, every
+    clip answered), ``right_at_threshold`` / ``uncertain`` / ``wrong_at_threshold`` (answered as the right class,
+    not answered, answered as another class). When no L1 reaches ``min_speakers``, the ``fallback`` largest are
+    listed and the second value is a warning (else None)."""
+    l1 = np.asarray(l1s, dtype=object)
+    pred = np.asarray(predicted, dtype=object)
+    answered = np.asarray(answered, dtype=bool)
+    counts = {name: len({speakers[i] for i in np.flatnonzero(l1 == name)}) for name in set(l1s)}
+    order = sorted(counts, key=lambda name: (-counts[name], name))
+    chosen = [name for name in order if counts[name] >= min_speakers]
+    warning = None
+    if not chosen and order:
+        chosen = order[:fallback]
+        warning = (f"no L1 has {min_speakers} test speakers here; the {len(chosen)} largest are listed anyway, "
+                   "and their shares rest on too few speakers to read")
+    rows = []
+    for name in chosen:
+        idx = np.flatnonzero(l1 == name)
+        right = right_class(name, labels)
+        hit = pred[idx] == right
+        rows.append({"l1": name, "right": right, "clips": int(len(idx)), "speakers": counts[name],
+                     "given": {lab: float((pred[idx] == lab).mean()) for lab in labels},
+                     "right_at_threshold": float((hit & answered[idx]).mean()),
+                     "uncertain": float((~answered[idx]).mean()),
+                     "wrong_at_threshold": float((~hit & answered[idx]).mean())})
+    return rows, warning
+
+
+def l1_markdown(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], threshold: float) -> list[str]:
+    """The rows of :func:`l1_recall` as a Markdown table (the right class's share in bold)."""
+    head = ["L1", "right class", "clips", "speakers", *[f"answer all: as {lab}" for lab in labels],
+            f"at threshold {threshold:g}: right", "uncertain", "wrong class"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        given = [f"**{r['given'][lab]:.3f}**" if lab == r["right"] else f"{r['given'][lab]:.3f}" for lab in labels]
+        lines.append(f"| {r['l1']} | {r['right']} | {r['clips']} | {r['speakers']} | " + " | ".join(given)
+                     + f" | {r['right_at_threshold']:.3f} | {r['uncertain']:.3f} | {r['wrong_at_threshold']:.3f} |")
     return lines
