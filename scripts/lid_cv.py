@@ -7,7 +7,8 @@ docs/models/rules/accent-group-3.0.0.md, "Third candidate"). Train + validation 
 Uses 2.0.0's cached probe features (all seven states, 20-s windows, hop 10, 4 kHz: run 2.0.0's line of
 scripts/train_defaults.sh once first) and caches the LID log-posteriors (workers.pipeline.lid_features) beside
 them. Prints and writes, per candidate (early, stacked, LID alone, 2.0.0's probe) and C: CV-SAA and CV-all
-balanced accuracy and the per-class recalls on SAA.
+balanced accuracy and the per-class recalls on SAA and on all corpora (the file also holds every
+clip's out-of-fold probabilities).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def probe_logp(X: np.ndarray, y_win: np.ndarray, spk_win: list, owner: np.ndarra
 def row(name: str, C: float, proba: np.ndarray, y: np.ndarray, sel: np.ndarray) -> dict:
     n = len(LABELS)
     return {"candidate": name, "C": C, "cv_saa": _bacc(y[sel], proba[sel].argmax(1), n),
-            "cv_all": _bacc(y, proba.argmax(1), n), "recall_saa": _recalls(y[sel], proba[sel].argmax(1), n)}
+            "cv_all": _bacc(y, proba.argmax(1), n), "recall_saa": _recalls(y[sel], proba[sel].argmax(1), n),
+            "recall_all": _recalls(y, proba.argmax(1), n)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             else _utt_proba(logits, np.asarray(idx), idx, None)
         table.append(row(name, C, proba, y, sel))
         print(json.dumps(table[-1]))
-    meta = {"languages": codes, "clips": len(idx), "saa_clips": int(sel.sum()), "folds": len(folds), "labels": LABELS}
+        table[-1]["oof_proba"] = np.round(proba, 6).tolist()  # in the file only: clip order of ``meta``
+    meta = {"languages": codes, "clips": len(idx), "saa_clips": int(sel.sum()), "folds": len(folds), "labels": LABELS,
+            "label": y.tolist(), "speaker": spk, "corpus": [u.corpus for u in utts]}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "table": table}, indent=1))
     return 0
