@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from tests.pipeline.test_whisper_lang import espeak
 from workers.pipeline.lid_features import FLOOR, cached_lid, language_order, lid_log_posteriors
 from workers.pipeline.whisper_lang import load_engine
 
@@ -25,18 +24,9 @@ def engine():
 
 
 def speech(text: str, voice: str) -> np.ndarray:
-    import io
-    from math import gcd
-
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    g = gcd(SR, sr)
-    return (0.1 * resample_poly(x, SR // g, sr // g) / (np.abs(x).max() + 1e-9)).astype(np.float32)
+    """espeak-ng speech at a 0.1 peak, 16 kHz mono float32 ``[time]``."""
+    x = espeak(text, voice)
+    return (0.1 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
 
 def test_log_posteriors_name_the_language_and_are_floored(engine) -> None:
