@@ -18,6 +18,12 @@ cache folder, keyed by condition, seed, position and fold. ``--candidates`` and 
 
     ACCENTSITE_CACHE=/work/cache nice .venv/bin/python scripts/lid_cv.py --manifest ... --threads 2 \
         --candidates stacked,probe_2.0.0 --grid 0.03 --conditions pink_10db,babble_10db --out var/exp/lid-cv-noisy.json
+
+``--copies 1`` (the rule's "Fourth candidate") also makes the trainer's noisy training copies of every train + validation
+clip (workers.pipeline.whisper_augment.copy_features: recipe noisy-v1, ``--copies-seed``, babble donors from the same
+fold), caches their probe features and LID log-posteriors, and fits the stackers ``stacked_copies`` (clean rows and copy
+rows) and ``stacked_copies_only`` (copy rows): each inner fold's clean probe also scores its held-out clips' copies, so
+the copies' rows carry out-of-fold probe log-probabilities as the clean rows do. The probe itself trains on clean windows.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ PROBE_C = 0.1  # 2.0.0's chosen C
 STATES = (0, 1, 2, 3, 4, 5, 6)
 
 
-CANDIDATES = ("early", "stacked", "lid_alone", "probe_2.0.0")
+CANDIDATES = ("early", "stacked", "lid_alone", "probe_2.0.0", "stacked_copies", "stacked_copies_only")
+#: the stackers fitted with noisy copies (``--copies``): name -> whether the clean rows train too
+COPY_STACKERS = {"stacked_copies": True, "stacked_copies_only": False}
 
 
 def fit(X: np.ndarray, y: np.ndarray, groups: list, rows_tr: np.ndarray, C: float) -> tuple[np.ndarray, ...]:
@@ -113,6 +121,20 @@ def degraded_inputs(utts: list, folds: list[list[int]], conditions: list[str], s
     return out
 
 
+def copy_inputs(utts: list, folds: list[list[int]], copies: int, seed: int, encode_probe, encode_lid) -> tuple:
+    """The noisy training copies (the trainer's: whisper_augment.copy_features) of every clip, as the probe's window
+    rows and the LID log-posteriors: ``({"copy": (X [windows, D], owner [windows])}, lid [clips, languages])``, the
+    copy of every clip, in clip order (``probe_logp``'s ``degraded`` form)."""
+    from workers.pipeline.whisper_augment import copy_features
+
+    feats = copy_features(utts, folds, copies, seed, encode=encode_probe)
+    logging.info("copies' probe features ready (%d clips)", len(feats))
+    lid = copy_features(utts, folds, copies, seed, encode=encode_lid)
+    logging.info("copies' LID ready (%d clips)", len(lid))
+    idx = list(range(len(utts)))
+    return {"copy": _design({i: feats[i][0] for i in idx}, idx, STATES, "mean")}, np.stack([lid[i][0] for i in idx])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True)
@@ -123,10 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default=None, help="comma-separated C values (default: the trainer's C grid)")
     p.add_argument("--conditions", default="", help="degrade.py conditions scored on held-out SAA clips")
     p.add_argument("--conditions-seed", type=int, default=0)
+    p.add_argument("--copies", type=int, default=0, choices=(0, 1), help="1: a noisy training copy per clip, for the copy stackers")
+    p.add_argument("--copies-seed", type=int, default=0)
     args = p.parse_args(argv)
     wanted = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if set(wanted) - set(CANDIDATES):
         p.error(f"unknown candidates {sorted(set(wanted) - set(CANDIDATES))}")
+    if bool(set(wanted) & set(COPY_STACKERS)) != (args.copies > 0):
+        p.error("the copy stackers need --copies >= 1, and --copies needs one of them")
     conditions = [c for c in parse_conditions(args.conditions) if c != "clean"] if args.conditions else []
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import torch
@@ -161,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
 
     idx = list(range(len(utts)))  # positions within the pool
     folds = speaker_folds(pool_items, idx, 5, seed=0)
-    degraded = degraded_inputs(
-        utts, folds, conditions, args.conditions_seed,
-        lambda lazies: cached_features(reader, lazies, WINDOW_S, HOP_S, args.cache_dir, tag),
-        lambda lazies: list(cached_lid(engine, lazies, codes, args.cache_dir, band_limit_hz=DEFAULTS["band_limit_hz"],
-                                       progress=lambda d, t: logging.info("degraded lid %d/%d", d, t))))
+    def encode_probe(lazies: list) -> list[np.ndarray]:
+        return cached_features(reader, lazies, WINDOW_S, HOP_S, args.cache_dir, tag)
+
+    def encode_lid(lazies: list) -> list[np.ndarray]:
+        return list(cached_lid(engine, lazies, codes, args.cache_dir, band_limit_hz=DEFAULTS["band_limit_hz"],
+                               progress=lambda d, t: logging.info("degraded / copy lid %d/%d", d, t)))
+
+    degraded = degraded_inputs(utts, folds, conditions, args.conditions_seed, encode_probe, encode_lid)
+    copy_in = copy_inputs(utts, folds, args.copies, args.copies_seed, encode_probe, encode_lid) if args.copies else None
     y = np.array([u.label for u in utts])
     spk = [u.speaker for u in utts]
     sel = np.array([u.corpus == "SAA" for u in utts])
@@ -175,14 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     grid = [float(c) for c in args.grid.split(",")] if args.grid else [float(c) for c in DEFAULTS["C_grid"]]
     n = len(LABELS)
     oof = {("early", C): np.zeros((len(X), n)) for C in grid if "early" in wanted}
-    oof |= {(name, C): np.zeros((len(idx), n)) for name in ("stacked", "lid_alone") if name in wanted for C in grid}
+    oof |= {(name, C): np.zeros((len(idx), n)) for name in ("stacked", "lid_alone", *COPY_STACKERS) if name in wanted
+            for C in grid}
     if "probe_2.0.0" in wanted or "stacked" in wanted:
         oof[("probe_2.0.0", PROBE_C)] = np.zeros((len(idx), n))
     saa = [i for i in idx if utts[i].corpus == "SAA"]
     design_c = {cond: _design(feats_c, saa, STATES, "mean") for cond, (feats_c, _) in degraded.items()}
     lid_c = {cond: np.stack([per[i] for i in saa]) for cond, (_, per) in degraded.items()}
-    noisy = {(name, C, cond): np.zeros((len(saa), n)) for (name, C) in oof if name in ("stacked", "probe_2.0.0")
-             for cond in degraded}
+    noisy = {(name, C, cond): np.zeros((len(saa), n)) for (name, C) in oof
+             if name in ("stacked", "probe_2.0.0", *COPY_STACKERS) for cond in degraded}
     for f, held in enumerate(folds):
         train = sorted(set(idx) - set(held))
         rows_tr, rows_te = ~np.isin(owner, held), np.isin(owner, held)
@@ -199,18 +230,30 @@ def main(argv: list[str] | None = None) -> int:
         at = np.searchsorted(saa, [i for i in held if i in set(saa)])  # the held-out SAA clips' rows of ``saa``
         for cond in degraded:
             noisy[("probe_2.0.0", PROBE_C, cond)][at] = outer_c[cond]
-        if "stacked" not in wanted:
+        if not {"stacked", *COPY_STACKERS} & set(wanted):
             continue
         inner = np.zeros((len(idx), n))
+        inner_copy = np.zeros((len(idx), n))
         for inner_held in speaker_folds(pool_items, train, 5, seed=0):
-            inner[inner_held] = probe_logp(X, y_win, spk_win, owner, sorted(set(train) - set(inner_held)), inner_held)
+            inner_train = sorted(set(train) - set(inner_held))
+            if copy_in is None:
+                inner[inner_held] = probe_logp(X, y_win, spk_win, owner, inner_train, inner_held)
+            else:  # the same clean probe also scores the inner held-out clips' copies
+                inner[inner_held], by = probe_logp(X, y_win, spk_win, owner, inner_train, inner_held, copy_in[0])
+                inner_copy[inner_held] = by["copy"]
         S = np.concatenate([inner, lid], axis=1)
         S_held = np.concatenate([outer, lid[held]], axis=1)
+        in_train = np.isin(idx, train)
         for C in grid:
-            params = fit(S, y, spk, np.isin(idx, train), C)
-            oof[("stacked", C)][held] = _logits(S_held, params)
-            for cond in degraded:
-                noisy[("stacked", C, cond)][at] = _logits(np.concatenate([outer_c[cond], lid_c[cond][at]], axis=1), params)
+            fits = {"stacked": fit(S, y, spk, in_train, C)} if "stacked" in wanted else {}
+            if copy_in is not None:  # rows: the clean clips, then their copies (a copy keeps its clip's speaker, label)
+                S2, y2, spk2 = np.concatenate([S, np.concatenate([inner_copy, copy_in[1]], axis=1)]), np.r_[y, y], spk + spk
+                fits |= {name: fit(S2, y2, spk2, np.r_[in_train & clean, in_train], C)
+                         for name, clean in COPY_STACKERS.items() if name in wanted}
+            for name, params in fits.items():
+                oof[(name, C)][held] = _logits(S_held, params)
+                for cond in degraded:
+                    noisy[(name, C, cond)][at] = _logits(np.concatenate([outer_c[cond], lid_c[cond][at]], axis=1), params)
         logging.info("fold %d/%d done", f + 1, len(folds))
     table = []
     for (name, C), logits in oof.items():
@@ -226,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         table[-1]["oof_proba"] = np.round(proba, 6).tolist()  # meta's SAA clips, in meta's order
     meta = {"languages": codes, "clips": len(idx), "saa_clips": int(sel.sum()), "folds": len(folds), "labels": LABELS,
             "label": y.tolist(), "speaker": spk, "corpus": [u.corpus for u in utts], "conditions": conditions,
-            "conditions_seed": args.conditions_seed}
+            "conditions_seed": args.conditions_seed, "copies": args.copies, "copies_seed": args.copies_seed}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "table": table}, indent=1))
     return 0
