@@ -1,10 +1,10 @@
-"""scripts/render_card.py: a notes file's bullets become the Notes section and its ``## `` sections are kept
-verbatim after them, so the tables measured after training (robustness, per variety, per L1) survive a re-render."""
+"""scripts/render_card.py: a notes file's ``> `` banner goes under the title, its bullets become the Notes section
+and its ``## `` sections are kept verbatim after them, so the tables measured after training (robustness, per
+variety, per L1) survive a re-render; and every card it owns is reproduced byte for byte from its committed inputs."""
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -13,29 +13,51 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _render(stem: str, notes: Path, out: Path, monkeypatch) -> str:
+def _script():
     spec = importlib.util.spec_from_file_location("render_card", ROOT / "scripts" / "render_card.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    card = (ROOT / "docs" / "models" / f"{stem}.md").read_text()
-    command = card.split("## Reproduce", 1)[1].split("```")[1].strip()
-    monkeypatch.setattr(sys, "argv", ["render_card.py", stem, "--command", command, "--notes", str(notes),
-                                      "--out", str(out)])
-    script.main()
-    return out.read_text()
+    return script
 
 
-def test_sections_after_the_bullets_are_kept_verbatim_before_the_confounds(tmp_path, monkeypatch) -> None:
+render_card = _script()
+
+
+def test_sections_after_the_bullets_are_kept_verbatim_before_the_confounds(tmp_path) -> None:
     notes = tmp_path / "notes.md"
     notes.write_text("- a note\n  continued\n\n## Per first language\n\nIntro.\n\n| L1 | share |\n|---|---|\n| korean | 0.800 |\n")
-    text = _render("accent-native", notes, tmp_path / "card.md", monkeypatch)
+    command = render_card.reproduce_command((ROOT / "docs" / "models" / "accent-native.md").read_text())
+    text = render_card.render("accent-native", command=command, notes_path=notes, out=tmp_path / "card.md")
     assert "## Notes\n\n- a note\n  continued\n\n## Per first language\n\nIntro.\n\n| L1 | share |\n|---|---|\n" in text
     assert text.index("| korean | 0.800 |") < text.index("## Known confounds")
 
 
-@pytest.mark.parametrize("stem", ["accent-native", "accent-group"])
-def test_a_re_render_keeps_every_section_of_the_committed_card(stem, tmp_path, monkeypatch) -> None:
-    text = _render(stem, ROOT / "docs" / "models" / "notes" / f"{stem}.md", tmp_path / "card.md", monkeypatch)
+def test_a_banner_goes_under_the_title_and_not_into_the_notes(tmp_path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("> Superseded by 9.0.0.\n> Kept as `x@1`.\n\n- a note\n")
+    text = render_card.render("accent-native", command="python -m x", notes_path=notes, out=tmp_path / "card.md")
+    assert text.startswith("# Model card: accent-native (3.0.0)\n\n> Superseded by 9.0.0.\n> Kept as `x@1`.\n\n- Family:")
+    assert "## Notes\n\n- a note\n\n## Known confounds" in text
+
+
+def test_the_command_and_notes_default_to_the_cards_own(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "card.md"
+    monkeypatch.setattr(sys, "argv", ["render_card.py", "accent-group", "--out", str(out)])
+    render_card.main()
+    assert out.read_text() == (ROOT / "docs" / "models" / "accent-group.md").read_text()
+
+
+@pytest.mark.parametrize("stem", render_card.CARDS)
+def test_a_re_render_reproduces_the_committed_card(stem, tmp_path) -> None:
+    """Fails when a card was edited by hand: put the change in docs/models/notes/<stem>.md and re-render
+    (``scripts/render_card.py <stem>``); ``scripts/render_card.py --check`` prints the difference."""
     committed = (ROOT / "docs" / "models" / f"{stem}.md").read_text()
-    assert re.findall(r"^## .*$", text, re.M) == re.findall(r"^## .*$", committed, re.M)
-    assert "## Per first language (stored test predictions)" in text
+    assert render_card.render_shipped(stem, tmp_path / f"{stem}.md") == committed
+
+
+def test_every_shipped_checkpoints_card_is_rendered_here_or_says_by_what() -> None:
+    stems = {p.stem for p in (ROOT / "models" / "checkpoints").glob("*.pt")}
+    assert stems == set(render_card.CARDS) | set(render_card.OTHER_CARDS)
+    assert not set(render_card.CARDS) & set(render_card.OTHER_CARDS)
+    for stem in render_card.CARDS:
+        assert (ROOT / "docs" / "models" / "notes" / f"{stem}.md").exists()

@@ -244,6 +244,7 @@ def write_model_card(
     baselines: list[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
     sections: str = "",
+    banner: str = "",
 ) -> str:
     """Render a Markdown model card from the evaluation reports; writes it to ``path`` and returns it.
 
@@ -264,12 +265,16 @@ def write_model_card(
     sections : str
         Whole Markdown sections (each from a ``## `` heading), kept verbatim after the Notes and before
         Known confounds: tables measured after the run (robustness, per variety, per L1).
+    banner : str
+        A Markdown block (e.g. a ``> Superseded by ...`` quote) kept verbatim under the title.
     """
     test = metrics.get("test") or {}
     from models.registry import get_family
 
     family = get_family(spec.family)
     lines = [f"# Model card: {spec.name} ({spec.version})", ""]
+    if banner.strip():
+        lines += [banner.strip("\n"), ""]
     lines += [
         f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
         f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
