@@ -83,15 +83,17 @@ def test_train_selects_by_cv_and_ships_only_the_head(items, tmp_path):
     assert np.linalg.norm(np.asarray(vectors[0].vector)) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_ctranslate2_engine_agrees_with_the_torch_encoder_for_a_last_state_probe(items, tmp_path):
-    """A probe over the last state alone may run on CTranslate2's int8 encoder (the CPU default); its
-    probabilities stay close to the torch fp32 encoder the probe was fitted on, and a probe over
-    other states refuses that engine."""
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_ctranslate2_engine_agrees_with_the_torch_encoder_for_a_last_state_probe(items, tmp_path, pooling):
+    """A probe over the last state alone may run on CTranslate2's int8 encoder (the CPU default), with
+    mean or statistics (mean and spread) pooling; its probabilities stay close to the torch fp32 encoder
+    the probe was fitted on, and a probe over other states refuses that engine."""
     out = tmp_path / "last.pt"
     train_model(TrainConfig(name="probe-last", family="whisper_probe", items=items, out=str(out),
                             cache_dir=str(tmp_path / "c"), labels=["scot", "us"], val_fraction=0.2, references=False,
-                            evaluate=False, hparams={"cv_folds": 3, "C_grid": [0.1], "states": [6]}))
+                            evaluate=False, hparams={"cv_folds": 3, "C_grid": [0.1], "states": [6], "pooling": pooling}))
     loaded = load_checkpoint(out)
+    assert loaded.model.pooling == pooling and loaded.model.feature_dim == 512 * (2 if pooling == "mean_std" else 1)
     loaded.model.attach_encoder()
     signals = [it.path_or_loader() for it in items if it.split == "test"] + [np.concatenate([items[0].path_or_loader()] * 4)]
     assert loaded.model.use_engine("torch") == "torch"
