@@ -27,6 +27,9 @@ class Family:
     trainer: str | None = "window"
     #: what model cards add to the "Input" line after the window description ({window_s}, {encoder})
     card_input: str = "."
+    #: what cards say instead for a model fitted on one passage (``hparams["passage"]``: the words its training
+    #: speakers all read first; {n_words}, {passage}, {base}: " (<the window model's version>'s)" or "")
+    card_input_passage: str = ""
     uses_transcript: bool = False  # fuses features of each recording's transcript when there is one
     licence: str = ""  # licence of pretrained weights the family carries or loads, for model cards
     #: its classes come from each request (a job's or /predict's ``classes``), not from training
@@ -103,7 +106,13 @@ FAMILIES: dict[str, Family] = {
                card_input="; then, for a recording whose transcript is known, fused with reading features (the "
                           "transcript force-aligned by pocketsphinx's US-English model: goodness of pronunciation "
                           "and duration per phone, reading rate, pauses, skipped words) by a logistic layer fitted "
-                          "on out-of-fold predictions. Without a transcript the window model's output stands."),
+                          "on out-of-fold predictions. Without a transcript the window model's output stands.",
+               card_input_passage="; then, for a recording whose transcript begins with the passage its training "
+                                  "speakers read (its first {n_words} words: '{passage}'), fused with reading features "
+                                  "(the transcript force-aligned by pocketsphinx's US-English model: goodness of "
+                                  "pronunciation and duration per phone, reading rate, pauses, skipped words) and "
+                                  "per-word features of those {n_words} words by a logistic layer fitted on out-of-fold "
+                                  "predictions. Any other recording gets the window model's{base} output."),
         Family("whisper_probe", "models.whisper_probe:build_whisper_probe",
                "frozen Whisper encoder (faster-whisper folder) + pooled layer states + linear probe",
                trainer="whisper_probe", recommended="recommended: learns best from a few labelled clips (docs/models/small-data.md)",

@@ -13,7 +13,13 @@ The command defaults to the one in the card's own "Reproduce" block, the notes t
 - Markdown bullets (``- ...``, indented lines nested under them): the card's Notes section;
 - from its first ``## `` heading on, whole sections kept verbatim after the Notes (and before Known
   confounds): the tables measured after training (robustness, per native variety, per L1), so a
-  re-render keeps them. A file whose notes need more than bullets (a table) starts at its own ``## Notes``.
+  re-render keeps them. A file whose notes need more than bullets (a table), or a section before them
+  (Baselines), starts at its first section and holds its own ``## Notes``;
+- anywhere, a section headed exactly ``## Header``, not kept as a section: its bullets join the card's
+  header list after the default threshold's line (e.g. why a threshold predates the rule).
+
+(``workers.pipeline.train_report.parse_card_notes`` reads it; ``scripts/spoken_words_checkpoint.py``
+reads its card's notes file the same way.)
 
 Every card in :data:`CARDS` is reproduced byte for byte by this script from those inputs
 (``tests/ops/test_render_card.py`` checks it): edit the notes file, not the card, then re-render.
@@ -37,17 +43,14 @@ CHECKPOINT_DIR = ROOT / "models" / "checkpoints"
 
 #: The cards this script renders: ``docs/models/<stem>.md`` from ``models/checkpoints/<stem>.json``
 #: (+ ``.loco.json``), ``docs/models/notes/<stem>.md`` and the command in the card's Reproduce block.
-CARDS = ("accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-group", "accent-embed",
-         "accent-embed-1.1.0")
+CARDS = ("accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group",
+         "accent-embed", "accent-embed-1.1.0")
 
 #: Shipped checkpoints whose card this script does not render, and why.
 OTHER_CARDS = {
-    "spoken-words": "written by scripts/spoken_words_checkpoint.py --card (no training run; needs the benchmark's "
-                    "--metrics); its Robustness section was added by hand",
-    "accent-native-1.1.0": "written by the trainer (--card) and edited by hand since: its Input line says the fusion "
-                           "applies only to the Stella passage (the renderer's reading_fusion line says 'any known "
-                           "transcript', wrong for this checkpoint) and its Default threshold line is hand-written; "
-                           "neither has a place in a notes file",
+    "spoken-words": "not trained: written by scripts/spoken_words_checkpoint.py --card from the benchmark's --metrics, "
+                    "or with --card-only from the stored sidecar, and the same kind of notes file "
+                    "(docs/models/notes/spoken-words.md); tests/ops/test_spoken_words_card.py checks the round trip",
 }
 
 
@@ -56,35 +59,20 @@ def reproduce_command(card: str) -> str:
     return card.split("## Reproduce", 1)[1].split("```")[1].strip()
 
 
-def parse_notes(text: str) -> tuple[str, list[str], str]:
-    """A notes file as ``(banner, bullets, sections)`` (see the module docstring)."""
-    lines = text.splitlines()
-    cut = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
-    banner: list[str] = []
-    notes: list[str] = []
-    for line in lines[:cut]:
-        if line.startswith(">") and not notes:
-            banner.append(line.rstrip())
-        elif line.startswith("- "):
-            notes.append(line[2:].strip())
-        elif line.startswith(" ") and line.strip() and notes:  # a nested list or continuation: kept under its bullet
-            notes[-1] += "\n" + line.rstrip()
-    return "\n".join(banner), notes, "\n".join(lines[cut:])
-
-
 def render(stem: str, *, command: str, notes_path: Path | None, out: Path) -> str:
     """Write the card of ``stem`` to ``out`` and return it."""
     from models.specs import ModelSpec
-    from workers.pipeline.train_report import write_model_card
+    from workers.pipeline.train_report import CardNotes, parse_card_notes, write_model_card
 
     side_path = CHECKPOINT_DIR / f"{stem}.json"
     side = json.loads(side_path.read_text())
     loco_path = side_path.with_suffix(".loco.json")
     loco = json.loads(loco_path.read_text()) if loco_path.exists() else None
-    banner, notes, sections = parse_notes(notes_path.read_text()) if notes_path else ("", [], "")
+    hand = parse_card_notes(notes_path.read_text()) if notes_path else CardNotes()
     return write_model_card(side["metrics"], spec=ModelSpec.from_dict(side["spec"]), path=out, command=command,
                             calibration=side.get("calibration"), sha256=side["sha256"], loco=loco,
-                            training_data=side.get("training_data"), notes=notes, sections=sections, banner=banner)
+                            training_data=side.get("training_data"), hparams=side.get("hparams"), notes=hand.notes,
+                            sections=hand.sections, banner=hand.banner, header=hand.header)
 
 
 def render_shipped(stem: str, out: Path) -> str:

@@ -2,10 +2,18 @@
 ``.json`` sidecar): no weights, only what the model is (spec, hparams, threshold) and, with
 ``--metrics``, what ``bench/spoken_words.py`` measured on visible speech.
 
-    .venv/bin/python scripts/spoken_words_checkpoint.py [--metrics bench.json]
+    .venv/bin/python scripts/spoken_words_checkpoint.py [--metrics bench.json] [--card docs/models/spoken-words.md]
+    .venv/bin/python scripts/spoken_words_checkpoint.py --card-only --card docs/models/spoken-words.md
 
 The Whisper it runs on is the bundled faster-whisper folder (``var/models/whisper-base``), named by
 its ``model.bin`` sha256, as ``whisper_probe`` checkpoints name their encoder.
+
+The card is written from the benchmark's figures and a notes file (``docs/models/notes/spoken-words.md``,
+``--notes``), read as ``scripts/render_card.py`` reads one: its ``## Header`` bullets join the header list
+after the calibration line, its bullets become a Notes section and its other ``## `` sections (the
+robustness table) are kept verbatim after the results, before Limits. ``--card-only`` re-renders the card
+from the stored sidecar (``<out>.json``) without measuring or saving anything; the committed card equals
+that re-render byte for byte (``tests/ops/test_spoken_words_card.py``): edit the notes file, not the card.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+NOTES = ROOT / "docs" / "models" / "notes" / "spoken-words.md"
 
 VERSION = "1.0.0"
 #: chosen on accent-mini's FSDD train speakers (bench/spoken_words.py --split train --min-audio-s ...)
@@ -28,7 +37,17 @@ def main() -> None:
     ap.add_argument("--metrics", help="bench/spoken_words.py --json output to store as the checkpoint's metrics")
     ap.add_argument("--out", default=str(ROOT / "models" / "checkpoints" / "spoken-words.pt"))
     ap.add_argument("--card", help="also write the model card (needs --metrics), e.g. docs/models/spoken-words.md")
+    ap.add_argument("--notes", help=f"the card's notes file (default {NOTES.relative_to(ROOT)} when it exists)")
+    ap.add_argument("--card-only", action="store_true", help="only re-render --card from the stored sidecar "
+                    "(<out>.json): no benchmark figures needed, nothing measured or saved")
     args = ap.parse_args()
+    notes = Path(args.notes) if args.notes else (NOTES if NOTES.exists() else None)
+    if args.card_only:
+        if not args.card:
+            ap.error("--card-only needs --card")
+        Path(args.card).write_text(card_from_sidecar(Path(args.out).with_suffix(".json"), notes))
+        print(args.card)
+        return
 
     from models.checkpoint import save_checkpoint
     from models.specs import ModelSpec
@@ -64,8 +83,24 @@ def main() -> None:
                           training_data={"source": "none (zero-shot)", "note": "Whisper base as shipped; nothing trained"})
     print(args.out, sha)
     if args.card and metrics:
-        Path(args.card).write_text(card(spec, hparams, calibration, metrics, sha, args))
+        Path(args.card).write_text(card(spec, hparams, calibration, metrics, sha, hand=_notes(notes)))
         print(args.card)
+
+
+def _notes(path: Path | None):
+    from workers.pipeline.train_report import CardNotes, parse_card_notes
+
+    return parse_card_notes(path.read_text()) if path else CardNotes()
+
+
+def card_from_sidecar(sidecar: Path, notes: Path | None = NOTES) -> str:
+    """The card of a saved checkpoint, from its sidecar JSON (spec, hparams, calibration, the stored
+    benchmark figures, sha256) and the notes file."""
+    from models.specs import ModelSpec
+
+    side = json.loads(sidecar.read_text())
+    return card(ModelSpec.from_dict(side["spec"]), side["hparams"], side["calibration"], side["metrics"], side["sha256"],
+                hand=_notes(notes))
 
 
 def _load(values) -> str:
@@ -76,8 +111,12 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
-def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, args) -> str:
-    """The model card (Markdown) from the benchmark's figures."""
+def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, *, hand=None) -> str:
+    """The model card (Markdown) from the benchmark's figures and ``hand``, the notes file's parts
+    (``workers.pipeline.train_report.CardNotes``: banner, header bullets, Notes bullets, sections)."""
+    from workers.pipeline.train_report import CardNotes
+
+    hand = hand or CardNotes()
     bench = metrics["benchmark"]
     rows = []
     for key, name in (("fsdd_train", "FSDD, accent-mini train speakers (padding chosen here)"),
@@ -95,14 +134,16 @@ def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, args) 
                             for s, v in (bench.get(key) or {}).get("per_speaker", {}).items())
     espeak = "; ".join(f"{s} {v}" for s, v in (bench.get("espeak") or {}).get("per_speaker", {}).items())
     confusions = Counter()
-    for key in ("fsdd_train", "fsdd_test"):
-        confusions.update((bench.get(key) or {}).get("confusions", {}))
+    for key in ("fsdd_train", "fsdd_test"):  # ties in the sidecar's order (keys sorted), so a card written from the
+        # benchmark's output and one re-rendered from the stored sidecar (--card-only) agree
+        confusions.update(dict(sorted((bench.get(key) or {}).get("confusions", {}).items())))
     top = ", ".join(f"{k} {v}" for k, v in confusions.most_common(6))
     command = (".venv/bin/python -m bench.spoken_words --json /tmp/spoken-words.json && .venv/bin/python "
                "scripts/spoken_words_checkpoint.py --metrics /tmp/spoken-words.json --out models/checkpoints/spoken-words.pt "
                "--card docs/models/spoken-words.md")
     return "\n".join([
         f"# Model card: {spec.name} ({spec.version})", "",
+        *([hand.banner.strip("\n"), ""] if hand.banner.strip() else []),
         f"- Family: `{spec.family}` (zero-shot); task: `classify`; classes: given per request (`params.classes`, "
         f"`/predict -F classes=`), by default the ten digits {', '.join(f'`{c}`' for c in spec.labels)}",
         f"- What it is: Whisper base's decoder ({hparams['encoder']}, CTranslate2 {hparams['compute_type']}, the bundled "
@@ -116,7 +157,7 @@ def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, args) 
         f"- Whisper model.bin sha256: `{hparams['encoder_sha256']}`",
         f"- Calibration: none ({calibration['fitted_on']}); temperature 1, confidence threshold "
         f"{calibration['threshold']} (under it the outcome is `uncertain`); the calibration saw {calibration['speakers']} "
-        "speakers (nothing is fitted).", "",
+        "speakers (nothing is fitted).", *(f"- {h}" for h in hand.header), "",
         "## Reproduce", "", "```", command, "```", "",
         "## Results on speech anyone can inspect", "",
         "Each digit said alone, through the service's path (`classify_batch`, the ten digits as classes, threshold "
@@ -130,6 +171,8 @@ def card(spec, hparams: dict, calibration: dict, metrics: dict, sha: str, args) 
         f"Most frequent FSDD confusions (true->answered): {top}.", "",
         f"Machine: {bench.get('machine')}; load average {_load(bench.get('load'))} at the start, {_load(bench.get('load_after'))} at "
         "the end (other work ran beside it: times are upper bounds).", "",
+        *(["## Notes", "", *(f"- {n}" for n in hand.notes), ""] if hand.notes else []),
+        *([hand.sections.strip("\n"), ""] if hand.sections.strip() else []),
         "## Limits", "",
         "- One word per recording. A recording of several words: cut it at its pauses first "
         "(`workers.pipeline.spoken_words.split_at_pauses`).",

@@ -47,6 +47,40 @@ def test_the_command_and_notes_default_to_the_cards_own(tmp_path, monkeypatch) -
     assert out.read_text() == (ROOT / "docs" / "models" / "accent-group.md").read_text()
 
 
+def test_a_header_section_joins_the_header_list_and_is_not_kept_as_a_section() -> None:
+    from workers.pipeline.train_report import parse_card_notes
+
+    hand = parse_card_notes("> Banner.\n\n- a note\n\n## Baselines\n\nA table.\n\n## Header\n\n- Default threshold: why.\n"
+                            "  continued\n\n## Robustness\n\nRows.\n")
+    assert hand.banner == "> Banner."
+    assert hand.notes == ("a note",)
+    assert hand.header == ("Default threshold: why.\n  continued",)
+    assert hand.sections == "## Baselines\n\nA table.\n\n## Robustness\n\nRows."
+
+
+def test_a_passage_fusion_says_which_recordings_it_fuses(tmp_path) -> None:
+    """A reading fusion fitted on one passage (hparams ``passage``) fuses only recordings that begin with it;
+    one without a passage fuses any known transcript."""
+    import json
+
+    from models.specs import ModelSpec
+    from workers.pipeline.train_report import write_model_card
+
+    side = json.loads((ROOT / "models" / "checkpoints" / "accent-native-1.1.0.json").read_text())
+    kwargs = {"spec": ModelSpec.from_dict(side["spec"]), "path": tmp_path / "card.md", "command": "python -m x",
+              "calibration": side["calibration"], "training_data": side["training_data"]}
+    passage = write_model_card(side["metrics"], hparams=side["hparams"], **kwargs)
+    assert ("for a recording whose transcript begins with the passage its training speakers read (its first 14 words: "
+            "'please call stella ask her to bring these things with her from the store'), fused") in passage
+    assert "per-word features of those 14 words" in passage
+    assert "Any other recording gets the window model's (1.0.0's) output." in passage
+    anything = write_model_card(side["metrics"], hparams={**side["hparams"], "passage": []}, **kwargs)
+    assert "for a recording whose transcript is known, fused" in anything
+    assert "Without a transcript the window model's output stands." in anything
+    for card in (passage, anything):  # the calibration line says which threshold is the window model's
+        assert "- Calibration (window temperature fitted on validation speakers, window threshold on validation)" in card
+
+
 @pytest.mark.parametrize("stem", render_card.CARDS)
 def test_a_re_render_reproduces_the_committed_card(stem, tmp_path) -> None:
     """Fails when a card was edited by hand: put the change in docs/models/notes/<stem>.md and re-render

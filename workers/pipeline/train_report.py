@@ -4,6 +4,7 @@ training run. Pure Python / numpy: no Django."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,57 @@ def speaker_count_lines(training_data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+@dataclass(frozen=True)
+class CardNotes:
+    """A card's hand-written parts (``docs/models/notes/<stem>.md``), which a re-render keeps."""
+
+    banner: str = ""  #: ``> `` lines kept verbatim under the title (e.g. "Superseded by ...")
+    header: tuple[str, ...] = ()  #: bullets added to the card's header list, after the default threshold's line
+    notes: tuple[str, ...] = ()  #: the Notes section's bullets
+    sections: str = ""  #: whole ``## `` sections kept verbatim after the results (and the Notes)
+
+
+def _bullets(lines: Sequence[str]) -> list[str]:
+    """Markdown bullets (``- ...``) with the indented lines under them (a nested list, a continuation)."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("- "):
+            out.append(line[2:].strip())
+        elif line.startswith(" ") and line.strip() and out:
+            out[-1] += "\n" + line.rstrip()
+    return out
+
+
+def parse_card_notes(text: str) -> CardNotes:
+    """A notes file, in this order: optional ``> `` lines (the banner); bullets (the Notes section); from its
+    first ``## `` heading on, whole sections kept verbatim. A section headed exactly ``## Header`` is not kept as
+    a section: its bullets join the card's header list (e.g. why a default threshold predates the rule)."""
+    lines = text.splitlines()
+    header: list[str] = []
+    if "## Header" in lines:
+        start = lines.index("## Header")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        header, lines = _bullets(lines[start + 1:end]), lines[:start] + lines[end:]
+    cut = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    first_bullet = next((i for i, line in enumerate(lines[:cut]) if line.startswith("- ")), cut)
+    banner = [line.rstrip() for line in lines[:first_bullet] if line.startswith(">")]
+    return CardNotes("\n".join(banner), tuple(header), tuple(_bullets(lines[:cut])), "\n".join(lines[cut:]))
+
+
+def card_input_line(spec: Any, family: Any, hparams: dict[str, Any] | None = None,
+                    training_data: dict[str, Any] | None = None) -> str:
+    """The card's ``Input`` bullet: windows, band limit, and what the family adds (for a model fitted on
+    one passage, ``hparams["passage"]``, what its fusion applies to)."""
+    passage = list((hparams or {}).get("passage") or [])
+    base = ((training_data or {}).get("base_config") or {}).get("version")
+    template = family.card_input_passage if passage and family.card_input_passage else family.card_input
+    return (f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
+            f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window "
+            "probabilities" + template.format(window_s=spec.window_s, encoder=spec.extra.get("encoder", "whisper"),
+                                               n_words=len(passage), passage=" ".join(passage),
+                                               base=f" ({base}'s)" if base else ""))
+
+
 def write_model_card(
     metrics: dict[str, Any],
     *,
@@ -245,6 +297,8 @@ def write_model_card(
     notes: Sequence[str] = (),
     sections: str = "",
     banner: str = "",
+    header: Sequence[str] = (),
+    hparams: dict[str, Any] | None = None,
 ) -> str:
     """Render a Markdown model card from the evaluation reports; writes it to ``path`` and returns it.
 
@@ -267,6 +321,11 @@ def write_model_card(
         Known confounds: tables measured after the run (robustness, per variety, per L1).
     banner : str
         A Markdown block (e.g. a ``> Superseded by ...`` quote) kept verbatim under the title.
+    header : sequence of str
+        Extra bullets of the header list, after the default threshold's line (e.g. why a checkpoint's
+        threshold predates the rule).
+    hparams : dict, optional
+        The checkpoint's hparams: a reading fusion fitted on one passage (``passage``) is described as such.
     """
     test = metrics.get("test") or {}
     from models.registry import get_family
@@ -277,9 +336,7 @@ def write_model_card(
         lines += [banner.strip("\n"), ""]
     lines += [
         f"- Family: `{spec.family}`; task: `{spec.task}`; classes: {', '.join(f'`{c}`' for c in spec.labels)}",
-        f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
-        f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window probabilities"
-        + family.card_input.format(window_s=spec.window_s, encoder=spec.extra.get("encoder", "whisper")),
+        card_input_line(spec, family, hparams, training_data),
     ]
     if spec.task == "embed":  # no class scores: the vector is the mean of the window projections
         lines[-1] = (lines[-1].replace("utterance score = mean of calibrated window probabilities", "recording vector = "
@@ -295,21 +352,26 @@ def write_model_card(
     if sha256:
         lines.append(f"- Checkpoint sha256: `{sha256}`")
     if calibration:
-        where = ("window temperature fitted on validation speakers, threshold on out-of-fold fused predictions"
-                 if "fusion" in calibration else calibration.get("fitted_on") or "fitted on validation speakers")
+        where = calibration.get("fitted_on") or "fitted on validation speakers"
+        if "fusion" in calibration:
+            where = "window temperature fitted on validation speakers, " + (
+                "window threshold on validation" if "fused_threshold" in calibration
+                else "threshold on out-of-fold fused predictions")
         lines.append(f"- Calibration ({where}): temperature {calibration.get('temperature', 1):.3f}, "
                      f"deployment prior {calibration.get('deploy_prior')}, confidence threshold "
                      f"{calibration.get('threshold')} (coverage {_fmt(calibration.get('coverage_at_threshold'))})")
         lines += default_threshold_lines(calibration)
+        lines += [f"- {h}" for h in header]
         if calibration.get("n") is not None:  # what the fit saw (checkpoints before 2026-12-07 do not say)
             seen = f"{calibration['speakers']} speakers, " if calibration.get("speakers") is not None else ""
             lines.append(f"- Calibration evidence: {seen}{calibration['n']} predictions, {calibration.get('errors')} of them "
                          "wrong" + ("; too few errors to sharpen, so the temperature is bounded at 1 (never sharper than "
                                     "the raw model)" if calibration.get("temperature_floor") else ""))
         if "fused_threshold" in calibration:
-            lines[-1] = lines[-1].replace("threshold on out-of-fold fused predictions", "window threshold on validation")
             lines.append(f"- With a transcript: confidence threshold {calibration['fused_threshold']} (coverage "
                          f"{_fmt(calibration.get('fused_coverage_at_threshold'))}), on out-of-fold fused predictions")
+    else:
+        lines += [f"- {h}" for h in header]
     lines += ["", "## Reproduce", "", "```", command, "```", ""]
     if training_data:
         lines += ["## Data", "", f"Source: `{training_data.get('source')}`. Speaker-disjoint splits "

@@ -166,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import sys
 
         cmd = "python -m workers.pipeline.training " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        side = json.loads(Path(args.out).with_suffix(".json").read_text()) if args.out else {}
         write_model_card(result.metrics, spec=result.spec, path=args.card, command=cmd, calibration=result.calibration,
-                         sha256=result.sha256, loco=loco or None,
-                         training_data=json.loads(Path(args.out).with_suffix(".json").read_text())["training_data"]
-                         if args.out else None)
+                         sha256=result.sha256, loco=loco or None, training_data=side.get("training_data"),
+                         hparams=side.get("hparams"))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
