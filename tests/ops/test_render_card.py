@@ -35,7 +35,7 @@ def test_sections_after_the_bullets_are_kept_verbatim_before_the_confounds(tmp_p
 def test_a_banner_goes_under_the_title_and_not_into_the_notes(tmp_path) -> None:
     notes = tmp_path / "notes.md"
     notes.write_text("> Superseded by 9.0.0.\n> Kept as `x@1`.\n\n- a note\n")
-    text = render_card.render("accent-native", command="python -m x", notes_path=notes, out=tmp_path / "card.md")
+    text = render_card.render("accent-native-3.0.0", command="python -m x", notes_path=notes, out=tmp_path / "card.md")
     assert text.startswith("# Model card: accent-native (3.0.0)\n\n> Superseded by 9.0.0.\n> Kept as `x@1`.\n\n- Family:")
     assert "## Notes\n\n- a note\n\n## Known confounds" in text
 

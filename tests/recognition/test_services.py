@@ -141,10 +141,10 @@ def test_a_newer_shipped_checkpoint_becomes_the_default(tmp_path):
     assert ModelVersion.objects.get(name="m-emb", is_default=True).version == "mine"
 
 
-def test_the_shipped_accent_native_default_is_3_0_and_older_versions_stay_runnable(settings):
-    """As committed: accent-native 3.0.0 (accent-native.pt) is the default on a fresh database and on
-    ones where 1.1.0, 2.0.0 or 2.1.0 was the default in that file; those moved to accent-native-1.1.0.pt,
-    accent-native-2.0.0.pt and accent-native-2.1.0.pt and still run."""
+def test_the_shipped_accent_native_default_is_3_1_and_older_versions_stay_runnable(settings):
+    """As committed: accent-native 3.1.0 (accent-native.pt) is the default on a fresh database and on
+    ones where 1.1.0, 2.0.0, 2.1.0 or 3.0.0 was the default in that file; those moved to
+    accent-native-<version>.pt and still run."""
     from recognition.models import ModelVersion
     from recognition.services import shipped_models_register
     from recognition.services.models import model_resolve, model_version_problem
@@ -152,19 +152,19 @@ def test_the_shipped_accent_native_default_is_3_0_and_older_versions_stay_runnab
     ModelVersion.objects.filter(name="accent-native").delete()
     shipped_models_register()
     native = ModelVersion.objects.filter(name="accent-native")
-    assert native.get(is_default=True).version == "3.0.0" and native.get(is_default=True).family == "whisper_probe"
-    assert model_resolve(None, task="classify").version == "3.0.0"
-    for version, file in (("1.1.0", "accent-native-1.1.0.pt"), ("2.0.0", "accent-native-2.0.0.pt"),
-                          ("2.1.0", "accent-native-2.1.0.pt")):
+    assert native.get(is_default=True).version == "3.1.0" and native.get(is_default=True).family == "whisper_probe"
+    assert model_resolve(None, task="classify").version == "3.1.0"
+    old_versions = ("1.1.0", "2.0.0", "2.1.0", "3.0.0")
+    for version in old_versions:
         old = native.get(version=version)
-        assert old.checkpoint == file and model_version_problem(old) == ""
-    # older databases: 1.1.0, then 2.0.0, then 2.1.0, registered in accent-native.pt and default there
-    for version in ("1.1.0", "2.0.0", "2.1.0"):
+        assert old.checkpoint == f"accent-native-{version}.pt" and model_version_problem(old) == ""
+    # older databases: each older version registered in accent-native.pt and default there
+    for version in old_versions:
         native.exclude(version=version).exclude(version="1.1.0").delete()
         ModelVersion.objects.filter(name="accent-native", version=version).update(checkpoint="accent-native.pt", is_default=True)
         ModelVersion.objects.filter(name="accent-native").exclude(version=version).update(is_default=False)
         shipped_models_register()
-        assert native.get(is_default=True).version == "3.0.0"
+        assert native.get(is_default=True).version == "3.1.0"
         assert native.get(version=version).checkpoint == f"accent-native-{version}.pt"
 
 

@@ -276,10 +276,12 @@ def card_input_line(spec: Any, family: Any, hparams: dict[str, Any] | None = Non
     passage = list((hparams or {}).get("passage") or [])
     base = ((training_data or {}).get("base_config") or {}).get("version")
     template = family.card_input_passage if passage and family.card_input_passage else family.card_input
+    pooled = ("pooled as the mean and the standard deviation of each dimension"
+              if (hparams or {}).get("pooling") == "mean_std" else "mean-pooled")
     return (f"- Input: 16 kHz mono, {spec.window_s:g} s windows (hop {spec.hop_s:g} s at inference), low-passed to "
             f"{spec.extra.get('band_limit_hz')} Hz inside the model; utterance score = mean of calibrated window "
             "probabilities" + template.format(window_s=spec.window_s, encoder=spec.extra.get("encoder", "whisper"),
-                                               n_words=len(passage), passage=" ".join(passage),
+                                               n_words=len(passage), passage=" ".join(passage), pooled=pooled,
                                                base=f" ({base}'s)" if base else ""))
 
 
