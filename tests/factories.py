@@ -33,3 +33,14 @@ def truncated_wav(seconds: float = 2.0) -> bytes:
     """A wav whose header promises ``seconds`` of audio but whose data stops at a third of it."""
     data = audio_bytes(pulse_train(seconds=seconds))
     return data[: 44 + (len(data) - 44) // 3]
+
+
+def script_module(name: str):
+    """``scripts/<name>.py`` loaded as a module (the scripts folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,20 +4,18 @@ per-L1 tables, the SAA slice with its own speaker counts, and the warning when n
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
+
+from tests.factories import script_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("mandarin_l1", "native_english", "other_l1")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("native_varieties", ROOT / "scripts" / "native_varieties.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return script_module("native_varieties")
 
 
 def _fixture(tmp_path: Path):

@@ -4,20 +4,18 @@ variety, per L1) survive a re-render; and every card it owns is reproduced byte 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.factories import script_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("render_card", ROOT / "scripts" / "render_card.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return script_module("render_card")
 
 
 render_card = _script()

@@ -4,10 +4,11 @@ Limits); the committed card equals its re-render from the stored sidecar and not
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from tests.factories import script_module
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = ROOT / "docs" / "models" / "spoken-words.md"
@@ -15,10 +16,7 @@ SIDECAR = ROOT / "models" / "checkpoints" / "spoken-words.json"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("spoken_words_checkpoint", ROOT / "scripts" / "spoken_words_checkpoint.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return script_module("spoken_words_checkpoint")
 
 
 script = _script()

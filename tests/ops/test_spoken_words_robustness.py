@@ -3,12 +3,13 @@ through the service's path; the report says what was measured and how the thresh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.factories import script_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,9 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_script_scores_espeak_digits_clean_and_degraded(tmp_path, monkeypatch, capsys) -> None:
     import bench.spoken_words as sw
 
-    spec = importlib.util.spec_from_file_location("spoken_words_robustness", ROOT / "scripts" / "spoken_words_robustness.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = script_module("spoken_words_robustness")
     pieces = [p for p in sw.espeak_pieces() if p[0] == "en-us" and p[1] in ("one", "three")]
     monkeypatch.setattr(sw, "espeak_pieces", lambda: pieces)
     out = tmp_path / "rob.json"
