@@ -19,7 +19,7 @@ train --family whisper_probe --label-map "$MAP" --labels native,non_native --nam
     --select-corpus SAA --threads 2 --window-s 8 --hop-s 8 --hparam 'states=[6]' --hparam augment_copies=4 \
     --hparam 'augment_grid=[0,1,2,4]' --hparam augment_seed=0 --hparam 'select_conditions=["pink_10db","babble_10db"]' \
     --hparam select_conditions_seed=0 --hparam select_min_clean=0.888 --hparam pooling=mean_std \
-    --out models/checkpoints/accent-native.pt --card docs/models/accent-native.md
+    --out models/checkpoints/accent-native.pt --card docs/models/accent-native.md --loco SAA
 # accent-native 3.0.0 (kept as accent-native@3.0.0): 2.1.0's probe (state 6, 8-s windows) trained with one noisy copy of every clip,
 # copies and C chosen by speaker-grouped CV on SAA scored clean and at 10 dB pink noise and babble
 # (docs/models/rules/accent-native-3.0.0.md); the card's notes and robustness section come from
