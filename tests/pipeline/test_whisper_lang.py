@@ -107,13 +107,18 @@ def test_a_missing_or_replaced_model_is_refused(tmp_path) -> None:
 @pytest.mark.parametrize("code", sorted(SENTENCES))
 def test_five_languages_are_identified(engine, code: str) -> None:
     """Read three times (over 3 speech windows): the windows' vote. espeak's French voice is the weak one
-    (its first 4-s window is heard as Thai), so French may be right but unsure; never confidently wrong."""
+    (some of its 4-s windows are heard as Thai: one on some machines, two of four on others, where the
+    vote ties and the answer is 'uncertain'), so French may be right but unsure; never confidently wrong."""
     out = identify_languages(engine, espeak(" ".join([SENTENCES[code]] * 3), VOICES[code]))
-    assert out["scored"] == "windows" and out["language"] == code, out
-    assert out["outcome"] == "ok" or code == "fr" and out["outcome"] == "uncertain", out
-    assert out["shares"][code] >= 0.5
+    assert out["scored"] == "windows" and out["shares"][code] >= 0.5, out
     assert sum(out["shares"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert max(out["mean_probabilities"], key=out["mean_probabilities"].get) == code
+    if code == "fr":  # right, or a tied vote said as 'uncertain'
+        assert out["outcome"] == "uncertain" or out["language"] == code and out["outcome"] == "ok", out
+        if out["language"] != code:
+            assert max(out["shares"].values()) == out["shares"][code], out
+    else:
+        assert out["language"] == code and out["outcome"] == "ok", out
+        assert max(out["mean_probabilities"], key=out["mean_probabilities"].get) == code
     speech = [w for w in out["windows"] if w["speech"]]
     assert len(speech) == out["speech_windows"] >= MIN_WINDOWS
     for w in speech:
