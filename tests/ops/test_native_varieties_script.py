@@ -14,10 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("mandarin_l1", "native_english", "other_l1")
 
 
-def _script():
-    return script_module("native_varieties")
-
-
 def _fixture(tmp_path: Path):
     """A manifest and stored predictions: 12 Mandarin speakers (10 outside SAA, 2 in SAA), 3 native SAA
     speakers, 2 French SAA speakers; probabilities chosen so each answer is known."""
@@ -50,7 +46,7 @@ def test_the_script_prints_per_l1_tables_from_stored_predictions(tmp_path, monke
 
     manifest, saved = _fixture(tmp_path)
     monkeypatch.setattr(models.checkpoint, "read_checkpoint", lambda path: saved)
-    script = _script()
+    script = script_module("native_varieties")
     out = tmp_path / "all.json"
     assert script.main(["fake.pt", "--manifest", str(manifest), "--out", str(out)]) == 0
     entry = json.loads(out.read_text())["accent-group@9.9.9 fake.pt"]

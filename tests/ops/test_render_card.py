@@ -14,11 +14,7 @@ from tests.factories import script_module
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script():
-    return script_module("render_card")
-
-
-render_card = _script()
+render_card = script_module("render_card")
 
 
 def test_sections_after_the_bullets_are_kept_verbatim_before_the_confounds(tmp_path) -> None:

@@ -15,11 +15,7 @@ CARD = ROOT / "docs" / "models" / "spoken-words.md"
 SIDECAR = ROOT / "models" / "checkpoints" / "spoken-words.json"
 
 
-def _script():
-    return script_module("spoken_words_checkpoint")
-
-
-script = _script()
+script = script_module("spoken_words_checkpoint")
 
 
 def test_the_committed_card_is_its_re_render_from_the_stored_sidecar_and_notes() -> None:
